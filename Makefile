@@ -1,0 +1,47 @@
+# Facet: `make run` builds the default models, starts the services and runs a demo;
+# `make test` runs every test. Both set everything up on a fresh machine first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= ../shared/data
+
+.PHONY: install run up test lint protos models eval bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# the CPU build of torch first, so nothing later pulls a CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[serve,training,dev]'
+	touch $@
+
+run: install
+	$(BIN)/facet up --demo --exit-after-demo --parity-data $(DATA)/rarb-mcr
+
+up: install
+	$(BIN)/facet up
+
+test: install lint
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+protos: install
+	$(BIN)/python protos/generate.py
+
+models: install
+	$(BIN)/facet models build --parity-data $(DATA)/rarb-mcr
+
+eval: install
+	$(BIN)/facet eval rarb-mcr --data $(DATA)/rarb-mcr
+
+bench: install
+	$(BIN)/python load/bench_retrieval.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

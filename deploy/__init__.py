@@ -1,0 +1,1 @@
+"""Running Facet: the model repository, the local launcher and the `facet` command."""

@@ -1,0 +1,192 @@
+"""The `facet` command.
+
+    facet up [--services retrieval] [--demo]     start services (builds missing default models)
+    facet models list                            what the model repository holds
+    facet models build                           build the default models
+    facet models export-embedding PATH           export a sentence-transformers model to ONNX
+    facet eval rarb-mcr --data DIR               RAR-b MCR evaluation through the SDK
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from deploy.model_repository import ModelRepository
+
+DEFAULT_PARITY_DATA = Path("../shared/data/rarb-mcr")
+
+
+def _repository() -> ModelRepository:
+    from services.runtime.config import load_config
+
+    return ModelRepository(load_config().model_repository)
+
+
+def _parity_data(path: Path | None) -> Path | None:
+    if path is not None and path.is_dir():
+        return path
+    return DEFAULT_PARITY_DATA if DEFAULT_PARITY_DATA.is_dir() else None
+
+
+def build_default_models(services: list[str], parity_data: Path | None) -> None:
+    """Build each requested service's default models that the repository lacks, with progress."""
+    from tqdm import tqdm
+
+    repo = _repository()
+    steps = []
+    if "retrieval" in services:
+        from training.retrieval.export import DEFAULT_EMBEDDING_MODEL, ensure_default_embedding_model
+
+        if not repo.has(DEFAULT_EMBEDDING_MODEL):
+            steps.append((DEFAULT_EMBEDDING_MODEL, lambda: ensure_default_embedding_model(repo, parity_data)))
+    if not steps:
+        return
+    print(f"facet: building {len(steps)} default model(s) into {repo.root}", flush=True)
+    with tqdm(total=len(steps), unit="model", desc="default models") as bar:
+        for name, build in steps:
+            bar.set_postfix_str(name)
+            entry = build()
+            parity = entry.metadata.get("parity", {})
+            tqdm.write(f"  {name} v{entry.version}: parity min cosine {parity.get('min_cosine', float('nan')):.6f}")
+            bar.update()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from deploy.launcher import IMPLEMENTED, Supervisor
+
+    services = args.services.split(",") if args.services else list(IMPLEMENTED)
+    try:
+        supervisor = Supervisor(services, host=args.host)
+    except ValueError as exc:
+        print(f"facet up: {exc}", file=sys.stderr)
+        return 2
+    try:
+        build_default_models(services, _parity_data(args.parity_data))
+    except ImportError as exc:
+        print(f"facet up: building default models needs the training extra ({exc}): pip install -e '.[training]'", file=sys.stderr)
+        return 1
+    stop = {"now": False}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"facet: starting {', '.join(services)}", flush=True)
+    try:
+        supervisor.start()
+    except RuntimeError as exc:
+        print(f"facet up: {exc}", file=sys.stderr)
+        return 1
+    for name, address in supervisor.endpoints().items():
+        print(f"facet: {name:<10} SERVING on {address}  (FACET_{name.upper()}_ADDR={address})", flush=True)
+    try:
+        if args.demo:
+            import sdk
+            from deploy.demo import run_demo
+
+            with sdk.Client(retrieval=supervisor.endpoints()["retrieval"]) as client:
+                run_demo(client)
+            if args.exit_after_demo:
+                return 0
+        print("facet: Ctrl-C stops every service", flush=True)
+        supervisor.supervise(lambda: stop["now"])
+    finally:
+        print("facet: stopping", flush=True)
+        supervisor.stop()
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    repo = _repository()
+    names = repo.models()
+    if args.json:
+        print(json.dumps([repo.get(n).metadata | {"name": n} for n in names], indent=2, default=str))
+        return 0
+    if not names:
+        print(f"no models in {repo.root}; build the defaults with `facet models build`")
+        return 0
+    print(f"model repository: {repo.root}")
+    print(f"{'name':<24} {'version':>7}  {'kind':<10} {'parity':<18} source")
+    for name in names:
+        entry = repo.get(name)
+        parity = entry.metadata.get("parity", {})
+        check = f"cos≥{parity['min_cosine']:.7f}" if "min_cosine" in parity else "-"
+        print(f"{name:<24} {entry.version:>7}  {entry.kind:<10} {check:<18} {entry.metadata.get('source', '')}")
+    return 0
+
+
+def cmd_models_build(args: argparse.Namespace) -> int:
+    from deploy.launcher import IMPLEMENTED
+
+    build_default_models(list(IMPLEMENTED), _parity_data(args.parity_data))
+    return cmd_models_list(argparse.Namespace(json=False))
+
+
+def cmd_models_export_embedding(args: argparse.Namespace) -> int:
+    from training.retrieval.export import export_embedding_model
+
+    try:
+        entry = export_embedding_model(args.path, _repository(), name=args.name, parity_data=_parity_data(args.parity_data))
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"facet models export-embedding: {exc}", file=sys.stderr)
+        return 1
+    print(f"registered {entry.name} v{entry.version} at {entry.path}")
+    print(json.dumps(entry.metadata["parity"], indent=2))
+    return 0
+
+
+def cmd_eval_rarb(args: argparse.Namespace) -> int:
+    from training.retrieval.rarb import main as rarb_main
+
+    return rarb_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facet", description="Facet: model servers with a Python SDK")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start services (builds missing default models first)")
+    up.add_argument("--services", help="comma-separated subset, e.g. retrieval")
+    up.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    up.add_argument("--demo", action="store_true", help="run a short SDK demo once serving")
+    up.add_argument("--exit-after-demo", action="store_true", help="stop everything after the demo")
+    up.add_argument("--parity-data", type=Path, help="RAR-b MCR folder for export parity checks")
+    up.set_defaults(func=cmd_up)
+
+    models = sub.add_parser("models", help="the model repository").add_subparsers(dest="models_command", required=True)
+    listing = models.add_parser("list", help="models in the repository")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_models_list)
+    build = models.add_parser("build", help="build missing default models")
+    build.add_argument("--parity-data", type=Path)
+    build.set_defaults(func=cmd_models_build)
+    export = models.add_parser("export-embedding", help="export a sentence-transformers directory to ONNX")
+    export.add_argument("path", type=Path)
+    export.add_argument("--name", help="model name in the repository (default: the directory name)")
+    export.add_argument("--parity-data", type=Path)
+    export.set_defaults(func=cmd_models_export_embedding)
+
+    evaluate = sub.add_parser("eval", help="evaluations through the SDK").add_subparsers(dest="eval_command", required=True)
+    rarb = evaluate.add_parser("rarb-mcr", help="RAR-b multiple-choice retrieval")
+    rarb.add_argument("--data", type=Path, default=DEFAULT_PARITY_DATA)
+    rarb.add_argument("--address", help="retrieval service host:port (default: FACET_RETRIEVAL_ADDR or localhost)")
+    rarb.add_argument("--limit", type=int, default=0, help="rows per file (0: all)")
+    rarb.add_argument("--seed", type=int, default=0, help="seed of the TempReason candidate shuffle")
+    rarb.add_argument("--full", action="store_true", help="also the 'full' setting (nDCG@10, Recall@10)")
+    rarb.add_argument("--json", type=Path, help="also write the results here")
+    rarb.set_defaults(func=cmd_eval_rarb)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Facet's Python SDK: one client for every Facet model service.
+
+    import sdk
+    client = sdk.Client()
+    vectors = client.embed(["a sentence", "another"])
+
+Needs only grpcio, protobuf and numpy.
+"""
+
+from sdk._client import DEFAULT_TIMEOUT_S, AsyncClient, Client
+from sdk._errors import (
+    AlreadyExists,
+    Cancelled,
+    DeadlineExceeded,
+    FacetError,
+    FailedPrecondition,
+    InternalError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from sdk._types import Collection, Document, Hit, ModelInfo, UpsertResult
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "AlreadyExists",
+    "AsyncClient",
+    "Cancelled",
+    "Client",
+    "Collection",
+    "DeadlineExceeded",
+    "Document",
+    "FacetError",
+    "FailedPrecondition",
+    "Hit",
+    "InternalError",
+    "InvalidArgument",
+    "ModelInfo",
+    "NotFound",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "Unauthenticated",
+    "Unavailable",
+    "UpsertResult",
+]

@@ -1,0 +1,1 @@
+"""Facet's gRPC model servers: a shared runtime, inference backends and one package per capability."""

@@ -1,0 +1,49 @@
+"""The interface every inference backend implements (ONNX Runtime in-process, Triton, Ray Serve).
+
+Services call only this: named numpy arrays in, named numpy arrays out, async. Axis 0
+of every input and output is the batch axis.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelMetadata:
+    """What a service needs to know about a loaded model."""
+
+    name: str
+    version: int
+    kind: str
+    properties: Mapping[str, Any]
+    files: Mapping[str, str]  # key -> absolute path of files beside the model (tokenizer, ...)
+    source: str = ""
+
+
+class Backend(abc.ABC):
+    """Runs models from the model repository."""
+
+    @abc.abstractmethod
+    async def load(self, model: str) -> ModelMetadata:
+        """Load and warm `model` (newest version); return its metadata.
+
+        Raises NotFound when the repository has no such model.
+        """
+
+    @abc.abstractmethod
+    async def infer(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run `model` on a batch. Raises InvalidArgument for inputs that do not fit the
+        model, ResourceExhausted when the queue is full, Unavailable when the engine is down."""
+
+    @abc.abstractmethod
+    async def ready(self, model: str) -> bool:
+        """Whether `model` can serve now."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release sessions, connections and worker threads."""

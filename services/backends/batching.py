@@ -1,0 +1,137 @@
+"""A dynamic batcher with Triton's knobs: requests that arrive within
+`max_queue_delay_microseconds` of each other run as one batch of at most
+`max_batch_size` rows. Inputs whose non-batch axes differ (token sequences of
+different lengths) are right-padded with zeros to the longest; models that take an
+attention mask are unaffected by that padding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+import numpy as np
+
+from services.runtime.config import BatchingConfig
+from services.runtime.errors import InvalidArgument, ResourceExhausted
+from services.runtime.metrics import METRICS
+
+Arrays = Mapping[str, np.ndarray]
+RunBatch = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
+
+
+class _Pending:
+    __slots__ = ("inputs", "rows", "future", "enqueued")
+
+    def __init__(self, inputs: Arrays, rows: int, future: asyncio.Future[dict[str, np.ndarray]]) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.future = future
+        self.enqueued = time.perf_counter()
+
+
+def _pad_concat(arrays: list[np.ndarray]) -> np.ndarray:
+    if len(arrays) == 1:
+        return arrays[0]
+    ndim = arrays[0].ndim
+    if any(a.ndim != ndim for a in arrays):
+        raise InvalidArgument("inputs of one model must all have the same rank")
+    target = [max(a.shape[d] for a in arrays) for d in range(1, ndim)]
+    padded = []
+    for a in arrays:
+        pads = [(0, 0)] + [(0, t - s) for t, s in zip(target, a.shape[1:], strict=True)]
+        padded.append(np.pad(a, pads) if any(p[1] for p in pads) else a)
+    return np.concatenate(padded, axis=0)
+
+
+class DynamicBatcher:
+    """Queues requests for one model and runs them in batches through `run_batch`."""
+
+    def __init__(self, model: str, run_batch: RunBatch, config: BatchingConfig) -> None:
+        self.model = model
+        self._run = run_batch
+        self._config = config
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queued_rows = 0
+        self._worker: asyncio.Task[None] | None = None
+        self._carry: _Pending | None = None  # taken from the queue but did not fit the last batch
+
+    async def submit(self, inputs: Arrays) -> dict[str, np.ndarray]:
+        rows = int(next(iter(inputs.values())).shape[0])
+        if rows > self._config.max_batch_size:
+            return await self._run_split(inputs, rows)
+        if self._queued_rows + rows > self._config.max_queue_size:
+            raise ResourceExhausted(
+                f"model {self.model} has {self._queued_rows} rows queued (limit {self._config.max_queue_size}); retry later"
+            )
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+        future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        self._queued_rows += rows
+        self._queue.put_nowait(_Pending(inputs, rows, future))
+        return await future
+
+    async def _run_split(self, inputs: Arrays, rows: int) -> dict[str, np.ndarray]:
+        step = self._config.max_batch_size
+        parts = [
+            await self.submit({k: v[i : i + step] for k, v in inputs.items()}) for i in range(0, rows, step)
+        ]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    async def _take_batch(self) -> list[_Pending]:
+        first = self._carry if self._carry is not None else await self._queue.get()
+        self._carry = None
+        batch, rows = [first], first.rows
+        deadline = time.perf_counter() + self._config.max_queue_delay_microseconds / 1e6
+        while rows < self._config.max_batch_size:
+            if self._queue.empty():
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            else:
+                item = self._queue.get_nowait()
+            if rows + item.rows > self._config.max_batch_size:
+                self._carry = item  # does not fit: it leads the next batch
+                break
+            batch.append(item)
+            rows += item.rows
+        return batch
+
+    async def _work(self) -> None:
+        while True:
+            batch = await self._take_batch()
+            self._queued_rows -= sum(p.rows for p in batch)
+            live = [p for p in batch if not p.future.done()]  # cancelled calls are not run
+            if not live:
+                continue
+            now = time.perf_counter()
+            for p in live:
+                METRICS.queue_time.labels(self.model).observe(now - p.enqueued)
+            METRICS.batch_size.labels(self.model).observe(sum(p.rows for p in live))
+            try:
+                merged = {name: _pad_concat([p.inputs[name] for p in live]) for name in live[0].inputs}
+                outputs = await self._run(merged)
+            except Exception as exc:  # noqa: BLE001 - delivered to every caller in the batch
+                for p in live:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            start = 0
+            for p in live:
+                part = {k: v[start : start + p.rows] for k, v in outputs.items()}
+                start += p.rows
+                if not p.future.done():
+                    p.future.set_result(part)
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass

@@ -1,0 +1,111 @@
+"""ONNX Runtime in-process: the embedded default backend."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+
+from deploy.model_repository import ModelRepository, ModelVersion
+from services.backends.base import Backend, ModelMetadata
+from services.backends.batching import DynamicBatcher
+from services.runtime.config import FacetConfig
+from services.runtime.errors import InvalidArgument, NotFound
+
+log = logging.getLogger(__name__)
+
+_WARMUP_ROWS = 2
+_WARMUP_LENGTH = 16
+
+
+class _LoadedModel:
+    def __init__(self, entry: ModelVersion, config: FacetConfig) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = config.onnxruntime.intra_op_num_threads
+        options.inter_op_num_threads = config.onnxruntime.inter_op_num_threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.entry = entry
+        self.session = ort.InferenceSession(str(entry.model_file), options, providers=["CPUExecutionProvider"])
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        # One execution at a time per session, like a Triton instance; ORT uses its own threads inside.
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{entry.name}")
+        self.batcher: DynamicBatcher | None = None
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.session.run(self.output_names, dict(inputs))
+        return dict(zip(self.output_names, outputs, strict=True))
+
+    def warmup_inputs(self) -> dict[str, np.ndarray]:
+        arrays = {}
+        for spec in self.session.get_inputs():
+            dims = [_WARMUP_ROWS] + [d if isinstance(d, int) and d > 0 else _WARMUP_LENGTH for d in spec.shape[1:]]
+            dtype = np.int64 if "int64" in spec.type else np.float32
+            arrays[spec.name] = np.ones(dims, dtype=dtype)
+        return arrays
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs models from the model repository with ONNX Runtime in this process."""
+
+    def __init__(self, config: FacetConfig) -> None:
+        self._config = config
+        self._repository = ModelRepository(config.model_repository)
+        self._models: dict[str, _LoadedModel] = {}
+
+    async def load(self, model: str) -> ModelMetadata:
+        if model not in self._models:
+            try:
+                entry = self._repository.get(model)
+            except LookupError as exc:
+                raise NotFound(f"{exc}; build it with `facet models build`") from None
+            loop = asyncio.get_running_loop()
+            loaded = await loop.run_in_executor(None, _LoadedModel, entry, self._config)
+            for _ in range(self._config.onnxruntime.warmup_runs):
+                await loop.run_in_executor(loaded.executor, loaded.run, loaded.warmup_inputs())
+            if self._config.batching.enabled:
+                loaded.batcher = DynamicBatcher(model, self._batch_runner(loaded), self._config.batching)
+            self._models[model] = loaded
+            log.info("loaded model %s v%d from %s", model, entry.version, entry.path)
+        entry = self._models[model].entry
+        files = {k: str(entry.path / v) for k, v in entry.metadata.get("files", {}).items()}
+        return ModelMetadata(
+            name=entry.name,
+            version=entry.version,
+            kind=entry.kind,
+            properties=entry.metadata.get("properties", {}),
+            files=files,
+            source=str(entry.metadata.get("source", "")),
+        )
+
+    def _batch_runner(self, loaded: _LoadedModel):  # type: ignore[no-untyped-def]
+        async def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return await asyncio.get_running_loop().run_in_executor(loaded.executor, loaded.run, inputs)
+
+        return run
+
+    async def infer(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        loaded = self._models.get(model)
+        if loaded is None:
+            raise NotFound(f"model '{model}' is not loaded")
+        missing = loaded.input_names - set(inputs)
+        if missing or set(inputs) - loaded.input_names:
+            raise InvalidArgument(f"model '{model}' takes inputs {sorted(loaded.input_names)}, got {sorted(inputs)}")
+        if loaded.batcher is not None:
+            return await loaded.batcher.submit(inputs)
+        return await asyncio.get_running_loop().run_in_executor(loaded.executor, loaded.run, inputs)
+
+    async def ready(self, model: str) -> bool:
+        return model in self._models
+
+    async def close(self) -> None:
+        for loaded in self._models.values():
+            if loaded.batcher is not None:
+                await loaded.batcher.close()
+            loaded.executor.shutdown(wait=False, cancel_futures=True)
+        self._models.clear()

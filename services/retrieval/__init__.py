@@ -1,0 +1,1 @@
+"""Embedding retrieval: embed text, keep collections of documents, search them."""

@@ -1,0 +1,64 @@
+"""Text → embeddings: validation, tokenization, and the embedding model through a backend."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from services.backends.base import Backend, ModelMetadata
+from services.retrieval.tokenization import TextTokenizer
+from services.runtime.config import RetrievalConfig
+from services.runtime.errors import FailedPrecondition, InvalidArgument
+
+
+@dataclasses.dataclass(frozen=True)
+class Embeddings:
+    vectors: np.ndarray  # float32 [n, dimension]
+    token_counts: np.ndarray  # int32 [n]
+    truncated: np.ndarray  # bool [n]
+
+
+class Embedder:
+    def __init__(self, backend: Backend, config: RetrievalConfig) -> None:
+        self._backend = backend
+        self._config = config
+        self._model = config.embedding_model
+        self._tokenizer: TextTokenizer | None = None
+        self.metadata: ModelMetadata | None = None
+
+    async def load(self) -> ModelMetadata:
+        self.metadata = await self._backend.load(self._model)
+        if self.metadata.kind != "embedding":
+            raise FailedPrecondition(f"model '{self._model}' is a {self.metadata.kind} model, not an embedding model")
+        self._tokenizer = TextTokenizer(self.metadata.files["tokenizer"], int(self.metadata.properties["max_seq_length"]))
+        return self.metadata
+
+    @property
+    def dimension(self) -> int:
+        assert self.metadata is not None, "load() first"
+        return int(self.metadata.properties["dimension"])
+
+    def validate(self, texts: list[str], what: str = "texts") -> None:
+        if not texts:
+            raise InvalidArgument(f"{what} is empty; send at least one text")
+        if len(texts) > self._config.max_texts_per_request:
+            raise InvalidArgument(
+                f"{len(texts)} {what} in one call; the limit is {self._config.max_texts_per_request}: split the call"
+            )
+        for i, text in enumerate(texts):
+            if len(text) > self._config.max_text_chars:
+                raise InvalidArgument(
+                    f"{what}[{i}] has {len(text)} characters; the limit is {self._config.max_text_chars}"
+                )
+
+    async def embed(self, texts: list[str], *, normalize: bool = True, truncate: bool = True, prompt: str = "") -> Embeddings:
+        """Embed `texts` (with `prompt` prepended). Raises InvalidArgument for bad input."""
+        self.validate(texts)
+        assert self._tokenizer is not None, "load() first"
+        batch = self._tokenizer([prompt + t for t in texts] if prompt else texts, truncate=truncate)
+        outputs = await self._backend.infer(
+            self._model, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        )
+        key = "sentence_embedding_normalized" if normalize else "sentence_embedding"
+        return Embeddings(outputs[key], batch.token_counts, batch.truncated)

@@ -1,0 +1,433 @@
+"""Collections of documents: SQLite (WAL) holds documents, metadata and vectors; a FAISS
+index per collection is kept beside it.
+
+SQLite is the source of truth. A write returns only after its transaction commits,
+so an acknowledged upsert survives `kill -9`. Index files are saved now and then
+and on shutdown, each with the collection's write generation; on open an index
+whose generation does not match SQLite (or that is missing) is rebuilt from it.
+
+Not thread-safe: the service runs every call on one worker thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import faiss as _faiss
+import numpy as np
+
+from services.runtime.errors import AlreadyExists, InvalidArgument, NotFound
+
+log = logging.getLogger(__name__)
+faiss: Any = _faiss  # its bundled stubs miss SearchParametersHNSW and the numpy overloads
+
+METRICS = ("cosine", "dot", "l2")
+INDEX_TYPES = ("flat", "hnsw")
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+MAX_ID_CHARS = 256
+DEFAULT_HNSW_M = 32
+DEFAULT_HNSW_EF_SEARCH = 64
+_HNSW_EF_CONSTRUCTION = 80
+_REBUILD_DEAD_FRACTION = 0.25
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS collections (
+    name TEXT PRIMARY KEY,
+    metric TEXT NOT NULL,
+    index_type TEXT NOT NULL,
+    dimension INTEGER NOT NULL,
+    hnsw_m INTEGER NOT NULL,
+    hnsw_ef_search INTEGER NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS documents (
+    label INTEGER PRIMARY KEY AUTOINCREMENT,  -- the FAISS id; never reused
+    collection TEXT NOT NULL REFERENCES collections(name) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    UNIQUE (collection, id)
+);
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    metric: str
+    index_type: str
+    dimension: int
+    document_count: int
+    hnsw_m: int
+    hnsw_ef_search: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredDocument:
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    vector: np.ndarray | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredDocument:
+    id: str
+    score: float
+    text: str
+    metadata: dict[str, Any]
+    vector: np.ndarray | None
+
+
+class _Index:
+    """A collection's FAISS index, with tombstones for HNSW (which cannot remove)."""
+
+    def __init__(self, info: CollectionInfo) -> None:
+        self.info = info
+        metric = faiss.METRIC_L2 if info.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+        if info.index_type == "hnsw":
+            inner = faiss.IndexHNSWFlat(info.dimension, info.hnsw_m, metric)
+            inner.hnsw.efConstruction = _HNSW_EF_CONSTRUCTION
+        else:
+            inner = faiss.IndexFlat(info.dimension, metric)
+        self.faiss = faiss.IndexIDMap2(inner)
+        self.dead: set[int] = set()
+        self.dirty = False
+
+    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        if len(labels):
+            self.faiss.add_with_ids(vectors, labels)
+            self.dirty = True
+
+    def remove(self, labels: Sequence[int]) -> None:
+        if not labels:
+            return
+        if self.info.index_type == "hnsw":
+            self.dead.update(labels)
+        else:
+            self.faiss.remove_ids(np.asarray(labels, dtype=np.int64))
+        self.dirty = True
+
+    def search(self, query: np.ndarray, top_k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        params: Any
+        if self.info.index_type == "hnsw":
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(self.info.hnsw_ef_search, top_k + len(self.dead))
+        else:
+            params = faiss.SearchParameters()
+        if allowed is not None:
+            params.sel = faiss.IDSelectorBatch(allowed)
+        k = top_k + len(self.dead)
+        scores, labels = self.faiss.search(query[None, :], k, params=params)
+        keep = [(s, lab) for s, lab in zip(scores[0], labels[0], strict=True) if lab >= 0 and lab not in self.dead]
+        keep = keep[:top_k]
+        return np.array([s for s, _ in keep], dtype=np.float32), np.array([lab for _, lab in keep], dtype=np.int64)
+
+
+class DocumentStore:
+    """All collections of one retrieval service, persisted under `data_dir`."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir).expanduser()
+        self.index_dir = self.data_dir / "indexes"
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.data_dir / "retrieval.sqlite3", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        self._indexes: dict[str, _Index] = {}
+        for info in self.list_collections():
+            self._indexes[info.name] = self._open_index(info)
+
+    # -- collections -------------------------------------------------------------------------
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        dimension: int,
+        metric: str = "cosine",
+        index_type: str = "flat",
+        hnsw_m: int = 0,
+        hnsw_ef_search: int = 0,
+    ) -> CollectionInfo:
+        if not COLLECTION_NAME.match(name):
+            raise InvalidArgument(f"collection name {name!r} is invalid: use 1-128 characters from A-Z a-z 0-9 _ -")
+        if metric not in METRICS:
+            raise InvalidArgument(f"metric must be one of {METRICS}, got {metric!r}")
+        if index_type not in INDEX_TYPES:
+            raise InvalidArgument(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
+        if not 1 <= dimension <= 65536:
+            raise InvalidArgument(f"dimension must be 1..65536, got {dimension}")
+        if hnsw_m < 0 or hnsw_ef_search < 0:
+            raise InvalidArgument("hnsw_m and hnsw_ef_search must be >= 0 (0: default)")
+        hnsw_m = hnsw_m or DEFAULT_HNSW_M
+        hnsw_ef_search = hnsw_ef_search or DEFAULT_HNSW_EF_SEARCH
+        try:
+            self._db.execute(
+                "INSERT INTO collections (name, metric, index_type, dimension, hnsw_m, hnsw_ef_search, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, metric, index_type, dimension, hnsw_m, hnsw_ef_search, time.time()),
+            )
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"collection '{name}' already exists; delete it first or pick another name") from None
+        info = self.collection(name)
+        self._indexes[name] = _Index(info)
+        return info
+
+    def collection(self, name: str) -> CollectionInfo:
+        row = self._db.execute(
+            "SELECT c.name, c.metric, c.index_type, c.dimension, c.hnsw_m, c.hnsw_ef_search,"
+            " (SELECT COUNT(*) FROM documents d WHERE d.collection = c.name) FROM collections c WHERE c.name = ?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"collection '{name}' does not exist; create it with CreateCollection")
+        return CollectionInfo(row[0], row[1], row[2], row[3], row[6], row[4], row[5])
+
+    def list_collections(self) -> list[CollectionInfo]:
+        names = [r[0] for r in self._db.execute("SELECT name FROM collections ORDER BY name")]
+        return [self.collection(n) for n in names]
+
+    def delete_collection(self, name: str) -> int:
+        info = self.collection(name)
+        with self._transaction():
+            self._db.execute("DELETE FROM documents WHERE collection = ?", (name,))
+            self._db.execute("DELETE FROM collections WHERE name = ?", (name,))
+        self._indexes.pop(name, None)
+        for path in self._index_files(name):
+            path.unlink(missing_ok=True)
+        return info.document_count
+
+    # -- documents ---------------------------------------------------------------------------
+
+    def upsert(
+        self, name: str, ids: Sequence[str], texts: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]]
+    ) -> tuple[int, int]:
+        """Insert or replace documents in one transaction; return (upserted, created)."""
+        info = self.collection(name)
+        vectors = self._prepare(info, vectors)
+        index = self._indexes[name]
+        with self._transaction():
+            old = self._labels(name, ids)
+            self._db.executemany(
+                "DELETE FROM documents WHERE collection = ? AND id = ?", [(name, i) for i in ids if i in old]
+            )
+            labels = []
+            for doc_id, text, meta, vec in zip(ids, texts, metadata, vectors, strict=True):
+                cursor = self._db.execute(
+                    "INSERT INTO documents (collection, id, text, metadata, vector) VALUES (?, ?, ?, ?, ?)",
+                    (name, doc_id, text, json.dumps(meta, separators=(",", ":")), vec.tobytes()),
+                )
+                labels.append(cursor.lastrowid)
+            self._bump_generation(name)
+        index.remove(list(old.values()))
+        index.add(np.asarray(labels, dtype=np.int64), vectors)
+        self._maybe_compact(name)
+        return len(ids), len(ids) - len(old)
+
+    def get(self, name: str, ids: Sequence[str], include_vectors: bool = False) -> list[StoredDocument]:
+        self.collection(name)
+        found = {}
+        for chunk in _chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(
+                f"SELECT id, text, metadata, vector FROM documents WHERE collection = ? AND id IN ({marks})",
+                (name, *chunk),
+            ):
+                found[row[0]] = self._document(row, include_vectors)
+        return [found[i] for i in ids if i in found]
+
+    def delete_documents(self, name: str, ids: Sequence[str]) -> int:
+        self.collection(name)
+        with self._transaction():
+            old = self._labels(name, ids)
+            self._db.executemany("DELETE FROM documents WHERE collection = ? AND id = ?", [(name, i) for i in old])
+            if old:
+                self._bump_generation(name)
+        self._indexes[name].remove(list(old.values()))
+        self._maybe_compact(name)
+        return len(old)
+
+    def search(
+        self,
+        name: str,
+        query: np.ndarray,
+        top_k: int,
+        filter: Mapping[str, Any] | None = None,
+        include_vectors: bool = False,
+    ) -> list[ScoredDocument]:
+        info = self.collection(name)
+        query = self._prepare(info, query[None, :])[0]
+        allowed = None
+        if filter:
+            allowed = self._filtered_labels(name, filter)
+            if len(allowed) == 0:
+                return []
+        scores, labels = self._indexes[name].search(query, top_k, allowed)
+        rows = {}
+        for chunk in _chunks([int(x) for x in labels], 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(
+                f"SELECT label, id, text, metadata, vector FROM documents WHERE label IN ({marks})", chunk
+            ):
+                rows[row[0]] = row[1:]
+        hits = []
+        for score, label in zip(scores, labels, strict=True):
+            if int(label) in rows:
+                doc = self._document(rows[int(label)], include_vectors)
+                hits.append(ScoredDocument(doc.id, float(score), doc.text, doc.metadata, doc.vector))
+        return hits
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def save_indexes(self, force: bool = False) -> int:
+        """Write changed index files (atomically, with their generation); return how many."""
+        saved = 0
+        for name, index in self._indexes.items():
+            if not (index.dirty or force):
+                continue
+            generation = self._generation(name)
+            path, meta_path = self._index_files(name)
+            tmp = path.with_suffix(".tmp")
+            faiss.write_index(index.faiss, str(tmp))
+            tmp.replace(path)
+            meta_tmp = meta_path.with_suffix(".tmp")
+            meta_tmp.write_text(json.dumps({"generation": generation, "dead": sorted(index.dead)}))
+            meta_tmp.replace(meta_path)
+            index.dirty = False
+            saved += 1
+        return saved
+
+    def close(self) -> None:
+        self.save_indexes()
+        self._db.close()
+
+    def _open_index(self, info: CollectionInfo) -> _Index:
+        path, meta_path = self._index_files(info.name)
+        generation = self._generation(info.name)
+        if path.is_file() and meta_path.is_file():
+            try:
+                meta = json.loads(meta_path.read_text())
+                if meta.get("generation") == generation:
+                    index = _Index(info)
+                    index.faiss = faiss.read_index(str(path))
+                    index.dead = set(meta.get("dead", []))
+                    log.info("loaded index of collection %s (%d vectors)", info.name, index.faiss.ntotal)
+                    return index
+                log.warning("index of collection %s is stale; rebuilding from SQLite", info.name)
+            except (OSError, ValueError, RuntimeError) as exc:
+                log.warning("index of collection %s is unreadable (%s); rebuilding from SQLite", info.name, exc)
+        return self._rebuild(info)
+
+    def _rebuild(self, info: CollectionInfo) -> _Index:
+        index = _Index(info)
+        rows = self._db.execute(
+            "SELECT label, vector FROM documents WHERE collection = ? ORDER BY label", (info.name,)
+        )
+        while batch := rows.fetchmany(10_000):
+            labels = np.array([r[0] for r in batch], dtype=np.int64)
+            vectors = np.frombuffer(b"".join(r[1] for r in batch), dtype=np.float32).reshape(len(batch), info.dimension)
+            index.add(labels, vectors)
+        index.dirty = True
+        log.info("rebuilt index of collection %s from SQLite (%d vectors)", info.name, index.faiss.ntotal)
+        return index
+
+    def _maybe_compact(self, name: str) -> None:
+        index = self._indexes[name]
+        if len(index.dead) > max(1000, _REBUILD_DEAD_FRACTION * index.faiss.ntotal):
+            self._indexes[name] = self._rebuild(self.collection(name))
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _index_files(self, name: str) -> tuple[Path, Path]:
+        return self.index_dir / f"{name}.faiss", self.index_dir / f"{name}.json"
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def _generation(self, name: str) -> int:
+        row = self._db.execute("SELECT generation FROM collections WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _bump_generation(self, name: str) -> None:
+        self._db.execute("UPDATE collections SET generation = generation + 1 WHERE name = ?", (name,))
+
+    def _labels(self, name: str, ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for chunk in _chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            for doc_id, label in self._db.execute(
+                f"SELECT id, label FROM documents WHERE collection = ? AND id IN ({marks})", (name, *chunk)
+            ):
+                found[doc_id] = label
+        return found
+
+    def _filtered_labels(self, name: str, filter: Mapping[str, Any]) -> np.ndarray:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for key, value in filter.items():
+            if '"' in key or not key:
+                raise InvalidArgument(f"filter key {key!r} is invalid: keys are non-empty and contain no '\"'")
+            path = f'$."{key}"'
+            if value is None or isinstance(value, bool):
+                clauses.append("json_type(metadata, ?) = ?")
+                params += [path, "null" if value is None else ("true" if value else "false")]
+            elif isinstance(value, (int, float)):
+                clauses.append("json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?")
+                params += [path, path, value]
+            elif isinstance(value, str):
+                clauses.append("json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?")
+                params += [path, path, value]
+            else:
+                raise InvalidArgument(
+                    f"filter value of {key!r} must be a string, number, boolean or null (equality), not {type(value).__name__}"
+                )
+        sql = "SELECT label FROM documents WHERE collection = ? AND " + " AND ".join(clauses)
+        return np.array([r[0] for r in self._db.execute(sql, (name, *params))], dtype=np.int64)
+
+    @staticmethod
+    def _prepare(info: CollectionInfo, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != info.dimension:
+            got = vectors.shape[-1] if vectors.ndim else 0
+            raise InvalidArgument(f"vectors of collection '{info.name}' have dimension {info.dimension}, got {got}")
+        if not np.isfinite(vectors).all():
+            raise InvalidArgument("vectors must be finite (no NaN or inf)")
+        if info.metric == "cosine":
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            if (norms == 0).any():
+                raise InvalidArgument("a zero vector has no direction; cosine collections need non-zero vectors")
+            vectors = vectors / norms
+        return vectors
+
+    @staticmethod
+    def _document(row: Sequence[Any], include_vectors: bool) -> StoredDocument:
+        vector = np.frombuffer(row[3], dtype=np.float32).copy() if include_vectors else None
+        return StoredDocument(id=row[0], text=row[1], metadata=json.loads(row[2]), vector=vector)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

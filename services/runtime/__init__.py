@@ -1,0 +1,1 @@
+"""What every Facet service shares: config, errors, interceptor, metrics, server lifecycle."""

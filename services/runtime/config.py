@@ -1,0 +1,203 @@
+"""Configuration as frozen, validated dataclasses.
+
+Sources, later ones winning: the defaults below, a TOML file (`--config PATH` or
+`FACET_CONFIG`), then environment variables. A top-level field `x` is read from
+`FACET_X`; a field `y` of section `s` from `FACET_S_Y`. For example::
+
+    FACET_MODEL_REPOSITORY=/srv/models FACET_SERVER_PORT=0 FACET_BATCHING_MAX_BATCH_SIZE=64
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sdk._contract import MAX_MESSAGE_BYTES
+
+ENV_PREFIX = "FACET_"
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or out of range."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def default_model_repository() -> Path:
+    """Per-user default: $XDG_DATA_HOME/facet/models, else ~/.local/share/facet/models."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "facet" / "models"
+
+
+def default_data_dir() -> Path:
+    """Per-user default for service state (collections): .../facet/data."""
+    return default_model_repository().parent / "data"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int | None = None  # None: the service's default port (see sdk._contract.DEFAULT_PORTS)
+    metrics_port: int = -1  # -1: no /metrics endpoint, 0: any free port
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    max_concurrent_rpcs: int = 256
+    grace_period_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check(self.port is None or 0 <= self.port <= 65535, f"server.port must be 0..65535, got {self.port}")
+        _check(-1 <= self.metrics_port <= 65535, "server.metrics_port must be -1..65535")
+        _check(self.max_message_bytes > 0, "server.max_message_bytes must be positive")
+        _check(self.max_concurrent_rpcs > 0, "server.max_concurrent_rpcs must be positive")
+        _check(self.grace_period_s >= 0, "server.grace_period_s must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingConfig:
+    """Dynamic batching, with Triton's knob names."""
+
+    enabled: bool = True
+    max_batch_size: int = 64
+    max_queue_delay_microseconds: int = 2000
+    max_queue_size: int = 1024  # rows waiting; beyond it calls get RESOURCE_EXHAUSTED
+
+    def __post_init__(self) -> None:
+        _check(self.max_batch_size >= 1, "batching.max_batch_size must be >= 1")
+        _check(self.max_queue_delay_microseconds >= 0, "batching.max_queue_delay_microseconds must be >= 0")
+        _check(self.max_queue_size >= 1, "batching.max_queue_size must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxRuntimeConfig:
+    intra_op_num_threads: int = 0  # 0: ONNX Runtime's default (one per core)
+    inter_op_num_threads: int = 1
+    warmup_runs: int = 2
+
+    def __post_init__(self) -> None:
+        _check(self.intra_op_num_threads >= 0, "onnxruntime.intra_op_num_threads must be >= 0")
+        _check(self.inter_op_num_threads >= 0, "onnxruntime.inter_op_num_threads must be >= 0")
+        _check(self.warmup_runs >= 0, "onnxruntime.warmup_runs must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalConfig:
+    embedding_model: str = "all-minilm-l6-v2"
+    max_texts_per_request: int = 256
+    max_text_chars: int = 100_000
+    max_documents_per_request: int = 1024
+    max_top_k: int = 1000
+    index_save_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check(bool(self.embedding_model), "retrieval.embedding_model must be set")
+        _check(self.max_texts_per_request >= 1, "retrieval.max_texts_per_request must be >= 1")
+        _check(self.max_text_chars >= 1, "retrieval.max_text_chars must be >= 1")
+        _check(self.max_documents_per_request >= 1, "retrieval.max_documents_per_request must be >= 1")
+        _check(self.max_top_k >= 1, "retrieval.max_top_k must be >= 1")
+        _check(self.index_save_interval_s > 0, "retrieval.index_save_interval_s must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class FacetConfig:
+    model_repository: Path = dataclasses.field(default_factory=default_model_repository)
+    data_dir: Path = dataclasses.field(default_factory=default_data_dir)
+    api_key: str = ""  # when set, every call but health needs `authorization: Bearer <key>`
+    log_level: str = "INFO"
+    server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
+    batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
+    onnxruntime: OnnxRuntimeConfig = dataclasses.field(default_factory=OnnxRuntimeConfig)
+    retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
+
+    def __post_init__(self) -> None:
+        levels = {"DEBUG", "INFO", "WARNING", "ERROR"}
+        _check(self.log_level.upper() in levels, f"log_level must be one of {sorted(levels)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(value: Any) -> Any:
+            if dataclasses.is_dataclass(value):
+                return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return str(value) if isinstance(value, Path) else value
+
+        result: dict[str, Any] = plain(self)
+        if result["api_key"]:
+            result["api_key"] = "***"
+        return result
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    target = annotation
+    if isinstance(target, types.UnionType):
+        target = next(a for a in typing.get_args(target) if a is not type(None))
+    try:
+        if target is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(value)
+        if target in (int, float, str, Path):
+            if target is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return target(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: cannot read {value!r} as {getattr(target, '__name__', target)}") from None
+    return value
+
+
+def _build(cls: type[T], values: Mapping[str, Any], env: Mapping[str, str], prefix: str) -> T:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(values) - known
+    _check(not unknown, f"unknown config keys under '{prefix or 'top level'}': {sorted(unknown)}")
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        hint = hints[field.name]
+        key = f"{prefix}{field.name}"
+        if dataclasses.is_dataclass(hint):
+            section = values.get(field.name, {})
+            _check(isinstance(section, Mapping), f"{key} must be a table")
+            kwargs[field.name] = _build(hint, section, env, f"{key}.")  # type: ignore[arg-type]
+            continue
+        env_name = ENV_PREFIX + key.replace(".", "_").upper()
+        if env_name in env:
+            kwargs[field.name] = _coerce(env[env_name], hint, env_name)
+        elif field.name in values:
+            kwargs[field.name] = _coerce(values[field.name], hint, key)
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> FacetConfig:
+    """Read the config from defaults, an optional TOML file and `FACET_*` variables.
+
+    Raises ConfigError with the offending key when a value is invalid.
+    """
+    env = os.environ if env is None else env
+    path = path or env.get("FACET_CONFIG")
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            values = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    return _build(FacetConfig, values, env, "")
+
+
+def replace(config: FacetConfig, **sections: Any) -> FacetConfig:
+    """Copy of `config` with some fields or section fields replaced: replace(c, server={"port": 0})."""
+    changes: dict[str, Any] = {}
+    for name, value in sections.items():
+        current = getattr(config, name)
+        changes[name] = dataclasses.replace(current, **value) if isinstance(value, dict) else value
+    return dataclasses.replace(config, **changes)

@@ -1,0 +1,137 @@
+"""Server lifecycle shared by every service: health, reflection, interceptor, drain on SIGTERM.
+
+    running = await start_server(service, config)   # binds, loads models, reports SERVING
+    await running.stop()                            # NOT_SERVING, drain within the grace period
+
+`serve()` is the process entrypoint (`python -m services.<capability>`).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from sdk._contract import DEFAULT_PORTS
+from services.runtime.config import FacetConfig
+from services.runtime.interceptor import FacetInterceptor
+from services.runtime.logs import configure_logging
+from services.runtime.metrics import METRICS
+
+log = logging.getLogger("facet.server")
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class FacetService(abc.ABC):
+    """One capability's servicer plus what it must load before it can serve."""
+
+    name: str  # short name: "retrieval"
+    service_name: str  # gRPC service: "facet.v1.Retrieval"
+
+    @abc.abstractmethod
+    def register(self, server: grpc.aio.Server) -> None:
+        """Add the servicer to `server`."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Load and warm models, open stores. The service reports SERVING after this returns."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Release what `start` acquired, after in-flight calls are drained."""
+
+
+class RunningServer:
+    def __init__(self, server: grpc.aio.Server, service: FacetService, health: health_aio.HealthServicer, port: int) -> None:
+        self.server = server
+        self.service = service
+        self.health = health
+        self.port = port
+
+    async def set_serving(self, serving: bool) -> None:
+        status = _SERVING if serving else _NOT_SERVING
+        await self.health.set(health.OVERALL_HEALTH, status)
+        await self.health.set(self.service.service_name, status)
+
+    async def stop(self, grace_period_s: float) -> None:
+        """Report NOT_SERVING, refuse new calls, let in-flight ones finish within the grace period."""
+        await self.set_serving(False)
+        await self.server.stop(grace_period_s)
+        await self.service.stop()
+
+
+async def start_server(service: FacetService, config: FacetConfig) -> RunningServer:
+    """Bind, start (NOT_SERVING), load the service's models, then report SERVING."""
+    limit = config.server.max_message_bytes
+    server = grpc.aio.server(
+        interceptors=[FacetInterceptor(config.api_key)],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=config.server.max_concurrent_rpcs,
+    )
+    service.register(server)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((service.service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = config.server.port if config.server.port is not None else DEFAULT_PORTS[service.name]
+    bound = server.add_insecure_port(f"{config.server.host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind {config.server.host}:{port} (in use?)")
+    running = RunningServer(server, service, health_servicer, bound)
+    await running.set_serving(False)
+    await server.start()
+    try:
+        await service.start()
+    except BaseException:
+        await server.stop(0)
+        raise
+    await running.set_serving(True)
+    return running
+
+
+async def _serve(service: FacetService, config: FacetConfig, port_file: Path | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    metrics_port = None
+    if config.server.metrics_port >= 0:
+        metrics_port = METRICS.serve(config.server.metrics_port, config.server.host)
+    running = await start_server(service, config)
+    facts = {"event": "serving", "service": service.name, "port": running.port, "metrics_port": metrics_port}
+    log.info("serving", extra={"fields": facts})
+    if port_file is not None:
+        tmp = port_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(facts))
+        tmp.replace(port_file)
+    await stop.wait()
+    log.info("draining", extra={"fields": {"grace_period_s": config.server.grace_period_s}})
+    await running.stop(config.server.grace_period_s)
+    log.info("stopped")
+
+
+def serve(service: FacetService, config: FacetConfig, port_file: Path | None = None) -> int:
+    """Run `service` until SIGTERM or SIGINT; return the process exit code."""
+    configure_logging(service.name, config.log_level)
+    try:
+        asyncio.run(_serve(service, config, port_file))
+    except Exception as exc:  # noqa: BLE001 - startup failures: one clear line, not a traceback
+        log.error("cannot start: %s", exc)
+        print(f"facet {service.name}: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
