@@ -33,15 +33,17 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def default_model_repository() -> Path:
+def default_model_repository(env: Mapping[str, str] | None = None) -> Path:
     """Per-user default: $XDG_DATA_HOME/facet/models, else ~/.local/share/facet/models."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    env = os.environ if env is None else env
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    base = env.get("XDG_DATA_HOME") or str(home / ".local" / "share")
     return Path(base) / "facet" / "models"
 
 
-def default_data_dir() -> Path:
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
     """Per-user default for service state (collections): .../facet/data."""
-    return default_model_repository().parent / "data"
+    return default_model_repository(env).parent / "data"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +193,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             values = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    values.setdefault("model_repository", str(default_model_repository(env)))
+    values.setdefault("data_dir", str(default_data_dir(env)))
     return _build(FacetConfig, values, env, "")
 
 

@@ -1,0 +1,141 @@
+"""Shared fixtures: the real default embedding model, built once per session, and real
+retrieval server processes on loopback with port 0."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.launcher import wait_serving
+from deploy.model_repository import ModelRepository
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RARB_DATA = (REPO_ROOT.parent / "shared" / "data" / "rarb-mcr").resolve()
+EMBEDDING_MODEL = "all-minilm-l6-v2"
+
+
+@pytest.fixture(scope="session")
+def rarb_data() -> Path:
+    if not RARB_DATA.is_dir():
+        pytest.fail(f"benchmark data missing: {RARB_DATA} (the tests need ../shared/data beside the checkout)")
+    return RARB_DATA
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory: pytest.TempPathFactory, rarb_data: Path) -> ModelRepository:
+    """The default embedding model exported by the project's own code, with its parity check
+    on 300 RAR-b sentences. FACET_TEST_MODEL_REPOSITORY reuses an existing build (local runs)."""
+    from training.retrieval.export import ensure_default_embedding_model
+
+    reuse = os.environ.get("FACET_TEST_MODEL_REPOSITORY")
+    root = Path(reuse) if reuse else tmp_path_factory.mktemp("models")
+    repository = ModelRepository(root)
+    ensure_default_embedding_model(repository, parity_data=rarb_data)
+    return repository
+
+
+class ServerProcess:
+    """A real `python -m services.retrieval` process."""
+
+    def __init__(self, model_repository: Path, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.model_repository = model_repository
+        self.data_dir = data_dir
+        self.extra_env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.metrics_port: int | None = None
+        self.log_path = data_dir / "server.log"
+
+    @property
+    def address(self) -> str:
+        return f"localhost:{self.port}"
+
+    def start(self, wait: bool = True, timeout_s: float = 120.0) -> ServerProcess:
+        port_file = self.data_dir / "port.json"
+        port_file.unlink(missing_ok=True)
+        env = {
+            **os.environ,
+            "FACET_MODEL_REPOSITORY": str(self.model_repository),
+            "FACET_DATA_DIR": str(self.data_dir),
+            "FACET_SERVER_PORT": "0",
+            "FACET_SERVER_METRICS_PORT": "0",
+            "FACET_API_KEY": "",
+            **self.extra_env,
+        }
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "services.retrieval", "--port-file", str(port_file)],
+            env=env,
+            cwd=REPO_ROOT,
+            stderr=log,
+            stdout=log,
+        )
+        if not wait:
+            return self
+        deadline = time.monotonic() + timeout_s
+        while not port_file.exists():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start in {timeout_s}s:\n{self.log()}")
+            time.sleep(0.05)
+        facts = json.loads(port_file.read_text())
+        self.port, self.metrics_port = facts["port"], facts["metrics_port"]
+        assert wait_serving(self.address, "facet.v1.Retrieval", 30.0)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture(scope="session")
+def start_server(model_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Factory: start_server(env={...}, data_dir=None) -> a SERVING ServerProcess, stopped at session end."""
+    started: list[ServerProcess] = []
+
+    def start(env: dict[str, str] | None = None, data_dir: Path | None = None, wait: bool = True) -> ServerProcess:
+        server = ServerProcess(model_repository.root, data_dir or tmp_path_factory.mktemp("data"), env)
+        started.append(server)
+        return server.start(wait=wait)
+
+    yield start
+    for server in started:
+        with contextlib.suppress(Exception):
+            server.terminate(10.0)
+
+
+@pytest.fixture(scope="session")
+def retrieval_server(start_server) -> ServerProcess:  # type: ignore[no-untyped-def]
+    return start_server()
+
+
+@pytest.fixture(scope="session")
+def retrieval_address(retrieval_server: ServerProcess) -> str:
+    """host:port of a real retrieval server with the real default model, shared by the session."""
+    return retrieval_server.address

@@ -1,0 +1,144 @@
+"""DocumentStore on a real SQLite file and real FAISS indexes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.retrieval.store import DocumentStore
+from services.runtime.errors import AlreadyExists, InvalidArgument, NotFound
+
+DIM = 16
+
+
+def _vectors(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> DocumentStore:
+    return DocumentStore(tmp_path)
+
+
+def test_upsert_is_idempotent_by_id_and_replaces(store: DocumentStore) -> None:
+    store.create_collection("c", dimension=DIM)
+    vecs = _vectors(3)
+    assert store.upsert("c", ["a", "b", "c"], ["A", "B", "C"], vecs, [{}, {}, {}]) == (3, 3)
+    assert store.upsert("c", ["a", "b", "c"], ["A", "B", "C"], vecs, [{}, {}, {}]) == (3, 0)
+    assert store.collection("c").document_count == 3
+    store.upsert("c", ["a"], ["A2"], vecs[2:3], [{"v": 2}])
+    [doc] = store.get("c", ["a"])
+    assert (doc.text, doc.metadata) == ("A2", {"v": 2})
+    # the old vector of "a" is gone from the index: the query of c's vector finds a and c, nothing stale
+    hits = store.search("c", vecs[2], top_k=10)
+    assert sorted(h.id for h in hits) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw"])
+def test_search_orders_by_similarity_and_deletes_disappear(store: DocumentStore, index_type: str) -> None:
+    store.create_collection("c", dimension=DIM, index_type=index_type)
+    vecs = _vectors(50)
+    ids = [f"d{i}" for i in range(50)]
+    store.upsert("c", ids, ids, vecs, [{} for _ in ids])
+    hits = store.search("c", vecs[7], top_k=5)
+    assert hits[0].id == "d7" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert store.delete_documents("c", ["d7", "missing"]) == 1
+    assert "d7" not in {h.id for h in store.search("c", vecs[7], top_k=5)}
+    assert len(store.search("c", vecs[7], top_k=5)) == 5
+
+
+def test_l2_scores_are_distances_ascending(store: DocumentStore) -> None:
+    store.create_collection("c", dimension=2, metric="l2")
+    store.upsert("c", ["o", "x"], ["", ""], np.array([[0, 0], [3, 4]], np.float32), [{}, {}])
+    hits = store.search("c", np.array([0, 0], np.float32), top_k=2)
+    assert [(h.id, h.score) for h in hits] == [("o", 0.0), ("x", 25.0)]
+
+
+def test_metadata_filter_is_typed_equality(store: DocumentStore) -> None:
+    store.create_collection("c", dimension=DIM)
+    meta = [{"lang": "en", "n": 1.0, "ok": True}, {"lang": "de", "n": 2.0, "ok": False}, {"lang": "en", "n": 2.0}]
+    store.upsert("c", ["a", "b", "c"], ["", "", ""], _vectors(3), meta)
+    q = _vectors(1, seed=5)[0]
+    assert sorted(h.id for h in store.search("c", q, 10, {"lang": "en"})) == ["a", "c"]
+    assert sorted(h.id for h in store.search("c", q, 10, {"lang": "en", "n": 2})) == ["c"]
+    assert [h.id for h in store.search("c", q, 10, {"ok": True})] == ["a"]
+    assert [h.id for h in store.search("c", q, 10, {"n": True})] == []  # 1.0 is not true
+    assert store.search("c", q, 10, {"lang": "fr"}) == []
+    with pytest.raises(InvalidArgument, match="filter value"):
+        store.search("c", q, 10, {"lang": ["en"]})
+
+
+def test_bad_collections_and_vectors(store: DocumentStore) -> None:
+    store.create_collection("c", dimension=DIM)
+    with pytest.raises(AlreadyExists):
+        store.create_collection("c", dimension=DIM)
+    with pytest.raises(InvalidArgument, match="name"):
+        store.create_collection("no spaces", dimension=DIM)
+    with pytest.raises(NotFound, match="'nope'"):
+        store.search("nope", _vectors(1)[0], 3)
+    with pytest.raises(InvalidArgument, match="dimension 16, got 3"):
+        store.upsert("c", ["a"], [""], np.zeros((1, 3), np.float32), [{}])
+    bad = _vectors(1)
+    bad[0, 0] = np.nan
+    with pytest.raises(InvalidArgument, match="finite"):
+        store.upsert("c", ["a"], [""], bad, [{}])
+    assert store.collection("c").document_count == 0  # nothing half-written
+
+
+def test_reopen_loads_saved_index(tmp_path: Path) -> None:
+    store = DocumentStore(tmp_path)
+    store.create_collection("c", dimension=DIM)
+    store.upsert("c", ["a", "b"], ["", ""], _vectors(2), [{}, {}])
+    store.close()
+    reopened = DocumentStore(tmp_path)
+    assert [h.id for h in reopened.search("c", _vectors(2)[1], 1)] == ["b"]
+
+
+@pytest.mark.parametrize("damage", ["stale", "missing", "corrupt"])
+def test_index_is_rebuilt_from_sqlite_when_stale_missing_or_corrupt(tmp_path: Path, damage: str) -> None:
+    store = DocumentStore(tmp_path)
+    store.create_collection("c", dimension=DIM, index_type="hnsw")
+    vecs = _vectors(3)
+    store.upsert("c", ["a", "b"], ["", ""], vecs[:2], [{}, {}])
+    store.save_indexes()
+    store.upsert("c", ["z"], [""], vecs[2:3], [{}])  # committed to SQLite, index file now stale
+    index_file = tmp_path / "indexes" / "c.faiss"
+    if damage == "missing":
+        store.save_indexes()
+        index_file.unlink()
+    elif damage == "corrupt":
+        store.save_indexes()
+        index_file.write_bytes(b"not an index")
+    # no close(): as after kill -9, the index file is whatever was saved last
+    reopened = DocumentStore(tmp_path)
+    assert [h.id for h in reopened.search("c", vecs[2], 1)] == ["z"]
+    assert reopened.collection("c").document_count == 3
+    assert json.loads((tmp_path / "indexes" / "c.json").read_text())["generation"] >= 1
+
+
+def test_hnsw_tombstones_are_compacted(store: DocumentStore) -> None:
+    store.create_collection("c", dimension=DIM, index_type="hnsw")
+    ids = [f"d{i}" for i in range(1200)]
+    vecs = _vectors(1200)
+    store.upsert("c", ids, ids, vecs, [{} for _ in ids])
+    store.delete_documents("c", ids[:1100])
+    hits = store.search("c", vecs[1150], top_k=10)
+    assert hits[0].id == "d1150"
+    assert all(int(h.id[1:]) >= 1100 for h in hits)
+
+
+def test_delete_collection_removes_documents_and_files(tmp_path: Path) -> None:
+    store = DocumentStore(tmp_path)
+    store.create_collection("c", dimension=DIM)
+    store.upsert("c", ["a"], [""], _vectors(1), [{}])
+    store.save_indexes()
+    assert store.delete_collection("c") == 1
+    assert not (tmp_path / "indexes" / "c.faiss").exists()
+    with pytest.raises(NotFound):
+        store.collection("c")
+    store.create_collection("c", dimension=DIM)
+    assert store.collection("c").document_count == 0
