@@ -57,10 +57,12 @@ def build_default_models(services: list[str], parity_data: Path | None) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from deploy.launcher import IMPLEMENTED, Supervisor
+    from services.runtime.config import load_config
 
     services = args.services.split(",") if args.services else list(IMPLEMENTED)
+    log_dir = load_config().data_dir / "logs"
     try:
-        supervisor = Supervisor(services, host=args.host)
+        supervisor = Supervisor(services, host=args.host, log_dir=log_dir)
     except ValueError as exc:
         print(f"facet up: {exc}", file=sys.stderr)
         return 2
@@ -76,7 +78,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"facet: starting {', '.join(services)}", flush=True)
+    print(f"facet: starting {', '.join(services)} (logs in {log_dir})", flush=True)
     try:
         supervisor.start()
     except RuntimeError as exc:

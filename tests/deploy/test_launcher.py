@@ -1,0 +1,94 @@
+"""`facet up`: supervised service processes, restart on crash, clean stop."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import sdk
+from deploy.launcher import wait_serving
+from deploy.model_repository import ModelRepository
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _read_until(proc: subprocess.Popen[str], needle: str, timeout_s: float) -> str:
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            line = proc.stdout.readline()
+            seen += line
+            if needle in line:
+                return seen
+        if proc.poll() is not None:
+            break
+    raise AssertionError(f"{needle!r} not printed within {timeout_s}s; output so far:\n{seen}")
+
+
+def test_up_serves_restarts_a_crashed_service_and_stops_cleanly(model_repository: ModelRepository, tmp_path: Path) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "FACET_MODEL_REPOSITORY": str(model_repository.root),
+        "FACET_DATA_DIR": str(tmp_path),
+        "FACET_RETRIEVAL_PORT": str(port),
+        "FACET_SERVER_METRICS_PORT": "0",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.cli", "up", "--services", "retrieval"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _read_until(proc, f"SERVING on localhost:{port}", 120)
+        with sdk.Client(f"localhost:{port}") as client:
+            assert client.embed(["hello"]).shape == (1, 384)
+        [child] = _children(proc.pid)
+        os.kill(child, signal.SIGKILL)
+        _read_until(proc, "restarting", 10)
+        time.sleep(0.5)
+        assert wait_serving(f"localhost:{port}", "facet.v1.Retrieval", 60)
+        [new_child] = _children(proc.pid)
+        assert new_child != child
+        with sdk.Client(f"localhost:{port}") as client:
+            assert client.embed(["back again"]).shape == (1, 384)
+        assert (tmp_path / "logs" / "retrieval.log").stat().st_size > 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert _children(proc.pid) == []
+        with pytest.raises(ProcessLookupError):
+            os.kill(new_child, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_up_rejects_unknown_services() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "up", "--services", "retrieval,teleport"], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "teleport" in result.stderr

@@ -1,0 +1,50 @@
+"""The ONNX Runtime backend on the real embedding model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from deploy.model_repository import ModelRepository
+from services.backends.onnxruntime import OnnxRuntimeBackend
+from services.retrieval.tokenization import TextTokenizer
+from services.runtime.config import FacetConfig, replace
+from services.runtime.errors import InvalidArgument, NotFound
+
+MODEL = "all-minilm-l6-v2"
+TEXTS = ["A short one.", "A much longer sentence, with several clauses, that pads the others.", "Mid length text here."]
+
+
+def _inputs(model_repository: ModelRepository, texts: list[str]) -> dict[str, np.ndarray]:
+    tokenizer = TextTokenizer(model_repository.get(MODEL).file("tokenizer"), 256)
+    batch = tokenizer(texts)
+    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+
+
+@pytest.mark.parametrize("batching", [True, False])
+async def test_concurrent_single_requests_equal_one_batch(model_repository: ModelRepository, batching: bool) -> None:
+    config = replace(FacetConfig(model_repository=model_repository.root), batching={"enabled": batching})
+    backend = OnnxRuntimeBackend(config)
+    meta = await backend.load(MODEL)
+    assert (meta.kind, meta.properties["dimension"]) == ("embedding", 384)
+    assert await backend.ready(MODEL)
+    together = await backend.infer(MODEL, _inputs(model_repository, TEXTS))
+    alone = await asyncio.gather(*(backend.infer(MODEL, _inputs(model_repository, [t])) for t in TEXTS))
+    stacked = np.concatenate([a["sentence_embedding_normalized"] for a in alone])
+    # padding inside the batcher must not change any request's embedding
+    np.testing.assert_allclose(stacked, together["sentence_embedding_normalized"], atol=1e-5)
+    await backend.close()
+
+
+async def test_unknown_model_and_wrong_inputs(model_repository: ModelRepository) -> None:
+    backend = OnnxRuntimeBackend(FacetConfig(model_repository=model_repository.root))
+    with pytest.raises(NotFound, match="facet models build"):
+        await backend.load("no-such-model")
+    await backend.load(MODEL)
+    with pytest.raises(InvalidArgument, match="takes inputs"):
+        await backend.infer(MODEL, {"input_ids": np.ones((1, 3), np.int64)})
+    with pytest.raises(NotFound):
+        await backend.infer("other", {})
+    await backend.close()

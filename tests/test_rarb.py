@@ -1,0 +1,123 @@
+"""RAR-b MCR evaluation through the SDK: the acceptance numbers on αNLI and PIQA against a real
+retrieval server, the TempReason shuffle, the full setting and its metrics."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import sdk
+from training.retrieval.rarb import (
+    REFERENCE_ACCURACY,
+    McrRow,
+    evaluate_file,
+    full_collection_name,
+    load_rows,
+    main,
+    ndcg_at_k,
+    recall_at_k,
+    shuffle_candidates,
+)
+
+pytestmark = pytest.mark.integration
+
+ACCURACY_TOLERANCE = 0.005
+
+
+@pytest.fixture(scope="module")
+def client(retrieval_address: str) -> Iterator[sdk.Client]:
+    with sdk.Client(retrieval_address) as c:
+        yield c
+
+
+# -- acceptance: the service reproduces sentence-transformers' RAR-b numbers -------------------
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("file", sorted(REFERENCE_ACCURACY))
+def test_mcr_accuracy_matches_reference(client: sdk.Client, rarb_data: Path, file: str) -> None:
+    result = evaluate_file(client, rarb_data / file, progress=False).mcr
+    expected_without, expected_with = REFERENCE_ACCURACY[file]
+    assert result.rows == len(load_rows(rarb_data / file))
+    assert abs(result.without_instruction.accuracy - expected_without) <= ACCURACY_TOLERANCE, result
+    assert abs(result.with_instruction.accuracy - expected_with) <= ACCURACY_TOLERANCE, result
+
+
+# -- TempReason shuffle (no server) ------------------------------------------------------------
+
+
+def test_tempreason_shuffle_is_seeded_and_keeps_the_gold(rarb_data: Path) -> None:
+    rows = load_rows(rarb_data / "tempreason-l3-pure-test.csv", limit=500)
+    assert all(row.label == 0 for row in rows)  # the trap the shuffle removes
+
+    first = shuffle_candidates(rows, seed=7)
+    assert first == shuffle_candidates(rows, seed=7)
+    assert first != shuffle_candidates(rows, seed=8)
+    for before, after in zip(rows, first, strict=True):
+        assert after.gold == before.gold
+        assert sorted(after.candidates) == sorted(before.candidates)
+    moved = sum(row.label != 0 for row in first) / len(first)
+    assert moved >= 0.5, f"only {moved:.0%} of golds left index 0"
+
+
+def test_shuffle_label_follows_a_duplicated_gold() -> None:
+    row = McrRow("Given the following question, retrieve the correct answer.", "q?", ("a", "a", "b", "c"), 0)
+    for seed in range(20):
+        (shuffled,) = shuffle_candidates([row], seed)
+        assert shuffled.gold == "a" and shuffled.query == "q?"
+
+
+# -- full setting ------------------------------------------------------------------------------
+
+
+def test_full_setting_on_a_small_sample(client: sdk.Client, rarb_data: Path) -> None:
+    path = rarb_data / "winogrande-test.csv"
+    name = full_collection_name(path)
+    client.create_collection(name)  # left over from an aborted run: replaced, then removed
+    result = evaluate_file(client, path, limit=50, full=True, progress=False)
+    full = result.full
+    assert full is not None and full.rows == 50 and full.collection == name
+    assert 0 < full.corpus_documents <= 100
+    for score in (full.without_instruction, full.with_instruction):
+        assert score.queries == 50
+        assert 0.0 <= score.ndcg_at_10 <= score.recall_at_10 <= 1.0
+    assert name not in {c.name for c in client.list_collections()}
+
+
+def test_full_collection_name_is_valid() -> None:
+    assert full_collection_name(Path("tempreason-l2-pure-test.csv")) == "rarb-full-tempreason-l2-pure-test"
+    assert full_collection_name(Path("a b.c.csv")) == "rarb-full-a-b-c"
+    assert len(full_collection_name(Path("x" * 300 + ".csv"))) == 128
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+
+def test_ndcg_and_recall_with_one_relevant_document() -> None:
+    assert ndcg_at_k(1) == 1.0
+    assert ndcg_at_k(3) == 0.5
+    assert ndcg_at_k(10) == pytest.approx(1 / math.log2(11))
+    assert ndcg_at_k(None) == 0.0 and ndcg_at_k(11) == 0.0
+    assert recall_at_k(1) == recall_at_k(10) == 1.0
+    assert recall_at_k(None) == recall_at_k(11) == 0.0
+
+
+# -- command errors ----------------------------------------------------------------------------
+
+
+def _args(data: Path, address: str | None) -> argparse.Namespace:
+    return argparse.Namespace(data=data, address=address, limit=5, seed=0, full=False, json=None)
+
+
+def test_missing_data_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_args(tmp_path / "nope", "localhost:1")) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_unreachable_service_exits_1(rarb_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_args(rarb_data, "localhost:1")) == 1
+    assert "facet up" in capsys.readouterr().err
