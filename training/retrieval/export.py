@@ -229,6 +229,7 @@ def export_embedding_model(
             # the tracer's notes on attention-mask branches: checked by the parity test instead
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message=".*aten::index.*")
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
             _export_onnx(torch, module, example, onnx_file)
         tokenizer_file = _tokenizer_file(model_dir, work)
         if parity_data is not None and parity_data.is_dir():

@@ -1,0 +1,46 @@
+"""The README's SDK quickstart runs exactly as written against a real server."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+pytestmark = pytest.mark.integration
+
+
+def _quickstart_blocks() -> list[str]:
+    text = README.read_text()
+    section = text.split("## SDK quickstart", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    first_block = re.search(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    assert first_block is not None
+    commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines()]
+    assert commands[:2] == ["make run", "make test"]
+
+
+def test_quickstart_runs_as_written(retrieval_address: str, tmp_path: Path) -> None:
+    blocks = _quickstart_blocks()
+    assert len(blocks) == 2
+    env = {**os.environ, "FACET_RETRIEVAL_ADDR": retrieval_address}
+    outputs = []
+    for i, block in enumerate(blocks):
+        script = tmp_path / f"quickstart_{i}.py"
+        script.write_text(block)
+        result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    assert "(2, 384) float32" in outputs[0]
+    lines = outputs[0].splitlines()
+    assert lines[1].startswith("a ") and "Eiffel" in lines[1]  # best English hit first
+    assert not any(line.startswith("b ") for line in lines)  # the German one is filtered out
+    assert "rejected: texts is empty" in outputs[0]
+    assert outputs[1].strip() == "(2, 384) c"
