@@ -6,6 +6,7 @@ Kept as a single wrapper around each handler so a call pays for one layer, not f
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
 import logging
 import time
@@ -86,7 +87,8 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
         given = (_metadata_value(context, "authorization") or "").encode()
         return hmac.compare_digest(given, self._expected_auth)
 
-    async def _begin(self, request: Any, context: grpc.aio.ServicerContext) -> tuple[str, contextvars_token]:
+    def _begin(self, request: Any, context: grpc.aio.ServicerContext) -> contextvars.Token[str]:
+        """Tag the call with a request id, then refuse it if unauthenticated or undecodable."""
         request_id = _metadata_value(context, REQUEST_ID_METADATA) or uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
         context.set_trailing_metadata(((REQUEST_ID_METADATA, request_id),))
@@ -97,7 +99,7 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
             )
         if isinstance(request, _UndecodableRequest):
             raise _Reject(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-        return request_id, token
+        return token
 
     async def _fail(self, exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> grpc.StatusCode:
         if isinstance(exc, _Reject):
@@ -111,11 +113,11 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
         await context.abort(code, message)
         return code  # not reached: abort raises
 
-    def _finish(self, method: str, code: grpc.StatusCode, start: float, token: Any) -> None:
+    def _finish(self, method: str, code: grpc.StatusCode, start: float, token: contextvars.Token[str] | None) -> None:
         elapsed = time.perf_counter() - start
         METRICS.requests.labels(method, code.name).inc()
         METRICS.latency.labels(method).observe(elapsed)
-        level = logging.INFO if code in (grpc.StatusCode.OK,) else logging.WARNING
+        level = logging.INFO if code == grpc.StatusCode.OK else logging.WARNING
         if log.isEnabledFor(level):
             log.log(level, "rpc", extra={"fields": {"method": method, "code": code.name, "latency_ms": round(elapsed * 1e3, 3)}})
         if token is not None:
@@ -126,7 +128,7 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
             start = time.perf_counter()
             code, token = grpc.StatusCode.OK, None
             try:
-                _, token = await self._begin(request, context)
+                token = self._begin(request, context)
                 return await behavior(request, context)
             except asyncio.CancelledError:
                 code = _cancel_code(context)
@@ -147,7 +149,7 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
             start = time.perf_counter()
             code, token = grpc.StatusCode.OK, None
             try:
-                _, token = await self._begin(request, context)
+                token = self._begin(request, context)
                 async for item in behavior(request, context):
                     yield item
             except asyncio.CancelledError:
@@ -163,9 +165,6 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
                 self._finish(method, code, start, token)
 
         return run
-
-
-contextvars_token = Any
 
 
 class _Reject(Exception):
