@@ -35,11 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script: make `sdk`, `services`, ... importable
@@ -57,6 +59,14 @@ SENTENCES_PER_CALL = 32
 TOP_K = 10
 UPSERT_BATCH = 1024
 MIB = 1024 * 1024
+HISTOGRAM_KEYS = {
+    "facet_batch_size_sum": "batch_rows_sum",
+    "facet_batch_size_count": "batches",
+    "facet_queue_time_seconds_sum": "queue_s_sum",
+    "facet_queue_time_seconds_count": "queued",
+    "facet_request_latency_seconds_sum": "embed_s_sum",
+    "facet_request_latency_seconds_count": "embeds",
+}
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -67,19 +77,19 @@ class Plan:
     """How much work each measurement does."""
 
     throughput_batches: int  # batches of SENTENCES_PER_CALL sentences, the same for facet and ST
-    rounds: int  # alternating rounds of each side-by-side measurement
-    latency_calls: int  # single-sentence calls per side per round
-    concurrent_seconds: float  # per server per round, 32 callers
+    latency_calls: int  # single-sentence calls per side (each text once per side)
+    concurrent_slices: int  # alternating on/off time slices of the 32-caller load
+    slice_seconds: float
     documents: int  # vectors per collection
     base_sentences: int  # real sentences embedded to make the documents
     queries: int  # held-out real sentences used as search queries
     search_calls: int  # timed searches per collection
 
 
-QUICK = Plan(throughput_batches=8, rounds=1, latency_calls=100, concurrent_seconds=4.0, documents=10_000,
+QUICK = Plan(throughput_batches=8, latency_calls=150, concurrent_slices=1, slice_seconds=4.0, documents=10_000,
              base_sentences=1_000, queries=100, search_calls=200)
-FULL = Plan(throughput_batches=16, rounds=2, latency_calls=200, concurrent_seconds=10.0, documents=100_000,
-            base_sentences=4_000, queries=200, search_calls=600)
+FULL = Plan(throughput_batches=32, latency_calls=600, concurrent_slices=4, slice_seconds=5.0, documents=100_000,
+            base_sentences=2_000, queries=200, search_calls=600)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +204,7 @@ class ServerProcess:
         self.port_file = self.workdir / "port.json"
         self.log_path = self.workdir / "server.log"
         self.address = ""
+        self.metrics_port = 0
         self.problems: list[str] = []
         self.stop_seconds: float | None = None
         self.exit_code: int | None = None
@@ -229,7 +240,9 @@ class ServerProcess:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server {self.label} not serving after {timeout_s:.0f} s:\n{self.log_tail()}")
             time.sleep(0.05)
-        self.address = f"127.0.0.1:{json.loads(self.port_file.read_text())['port']}"
+        facts = json.loads(self.port_file.read_text())
+        self.address = f"127.0.0.1:{facts['port']}"
+        self.metrics_port = int(facts.get("metrics_port") or 0)
         return self.address
 
     def rss_bytes(self) -> int:
@@ -237,6 +250,27 @@ class ServerProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise RuntimeError(f"no VmRSS for pid {self.pid}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def histograms(self) -> dict[str, float]:
+        """Sums and counts of the batch-size, queue-time and Embed-latency histograms on /metrics."""
+        if not self.metrics_port:
+            return {}
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        totals: dict[str, float] = collections.defaultdict(float)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                name = HISTOGRAM_KEYS.get(sample.name)
+                if name and (sample.name.startswith("facet_batch") or sample.name.startswith("facet_queue")
+                             or sample.labels.get("method", "").endswith("/Embed")):
+                    totals[name] += sample.value
+        return dict(totals)
 
     def log_tail(self, lines: int = 30) -> str:
         self._log.flush()
@@ -289,6 +323,7 @@ def server_env(threads: int, batching: bool) -> dict[str, str]:
     return {
         "FACET_BATCHING_ENABLED": "1" if batching else "0",
         "FACET_ONNXRUNTIME_INTRA_OP_NUM_THREADS": str(threads),
+        "FACET_SERVER_METRICS_PORT": "0",  # any free port: batch sizes and queue times for the report
     }
 
 
@@ -326,19 +361,49 @@ def load_sentence_transformer(threads: int) -> Any:
 
 
 def st_encode_seconds(model: Any, batches: list[list[str]]) -> float:
+    """Seconds for sentence-transformers to encode each batch (one encode call per batch, as facet gets them)."""
     start = time.perf_counter()
     for batch in batches:
         model.encode(batch, batch_size=SENTENCES_PER_CALL, show_progress_bar=False)
     return time.perf_counter() - start
 
 
-# -- measurements over gRPC ------------------------------------------------------------------
+def faiss_flat_latencies_ms(documents: np.ndarray, queries: np.ndarray, calls: int, threads: int) -> list[float]:
+    """Single-query top-k latency of a FAISS flat inner-product index in this process (the service's flat index)."""
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    index = faiss.IndexFlatIP(documents.shape[1])
+    index.add(unit_rows(documents))
+    for q in queries[:20]:
+        index.search(q[None, :], TOP_K)
+    latencies = []
+    for i in range(calls):
+        q = queries[i % len(queries)][None, :]
+        start = time.perf_counter()
+        index.search(q, TOP_K)
+        latencies.append((time.perf_counter() - start) * 1e3)
+    return latencies
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), dtype=np.float32)
+
+
+def exact_top_ids(documents: np.ndarray, queries: np.ndarray, k: int) -> list[list[str]]:
+    """Exact cosine top-k ids, computed here with numpy."""
+    top = np.argsort(-(queries @ unit_rows(documents).T), axis=1)[:, :k]
+    ids = document_ids(len(documents))
+    return [[ids[j] for j in row] for row in top]
+
+
+# -- calls over gRPC -----------------------------------------------------------------------
 
 
 async def _facet_embed_seconds(address: str, batches: list[list[str]], clients: int) -> float:
     pool = [sdk.AsyncClient(retrieval=address) for _ in range(clients)]
     try:
-        await asyncio.gather(*(c.embed(batches[0]) for c in pool))  # warm channels
+        await asyncio.gather(*(c.embed(batches[0][:1]) for c in pool))  # open the channels
         queue = iter(batches)
 
         async def drain(client: sdk.AsyncClient) -> None:
@@ -362,14 +427,10 @@ def facet_embeddings(address: str, texts: list[str]) -> np.ndarray:
         return client.embed(texts)
 
 
-def call_latencies_ms(call: Callable[[list[str]], object], texts: list[str]) -> list[float]:
-    """Latency of `call([text])` for each text, one after another."""
-    latencies = []
-    for text in texts:
-        start = time.perf_counter()
-        call([text])
-        latencies.append((time.perf_counter() - start) * 1e3)
-    return latencies
+def call_latency_ms(call: Callable[[list[str]], object], text: str) -> float:
+    start = time.perf_counter()
+    call([text])
+    return (time.perf_counter() - start) * 1e3
 
 
 @dataclasses.dataclass
@@ -398,8 +459,7 @@ async def _concurrent_single_calls(address: str, texts: list[str], callers: int,
         await client.embed(texts[:1])
         deadline = time.perf_counter() + seconds
 
-        async def caller(index: int) -> None:
-            position = index
+        async def caller(position: int) -> None:
             while time.perf_counter() < deadline:
                 start = time.perf_counter()
                 try:
@@ -419,7 +479,7 @@ async def _concurrent_single_calls(address: str, texts: list[str], callers: int,
 
 
 def concurrent_single_calls(address: str, texts: list[str], callers: int, seconds: float) -> LoadResult:
-    """`callers` concurrent loops of single-sentence Embed calls for `seconds`."""
+    """`callers` concurrent loops of single-sentence Embed calls for `seconds` (in-flight calls then finish)."""
     return asyncio.run(_concurrent_single_calls(address, texts, callers, seconds))
 
 
@@ -440,7 +500,7 @@ async def _embed_corpus(address: str, texts: list[str], per_call: int, clients: 
     return np.concatenate([r for r in results if r is not None])
 
 
-def embed_corpus(address: str, texts: list[str], per_call: int = 64, clients: int = 4) -> np.ndarray:
+def embed_corpus(address: str, texts: list[str], per_call: int = SENTENCES_PER_CALL, clients: int = 2) -> np.ndarray:
     """Embeddings of `texts` from the service, in order."""
     return asyncio.run(_embed_corpus(address, texts, per_call, clients))
 
@@ -462,70 +522,59 @@ class UpsertStats:
     last_sent: float = 0.0  # time.time() when the last call was sent
 
 
-async def _upsert_all(address: str, collection: str, vectors: np.ndarray, concurrency: int) -> UpsertStats:
-    ids = document_ids(len(vectors))
+async def _upsert_all(address: str, collection: str, vectors: np.ndarray, first: int, concurrency: int) -> UpsertStats:
+    ids = document_ids(first + len(vectors))[first:]
     queue = iter(range(0, len(vectors), UPSERT_BATCH))
     stats = UpsertStats()
     async with sdk.AsyncClient(retrieval=address, timeout_s=600) as client:
 
         async def drain() -> None:
             for start in queue:
+                end = start + UPSERT_BATCH
                 stats.last_sent = time.time()
                 began = time.perf_counter()
-                await client.upsert(collection, ids[start : start + UPSERT_BATCH], vectors=vectors[start : start + UPSERT_BATCH])
+                await client.upsert(collection, ids[start:end], vectors=vectors[start:end])
                 stats.latencies_s.append(time.perf_counter() - began)
 
         await asyncio.gather(*(drain() for _ in range(concurrency)))
     return stats
 
 
-def upsert_all(address: str, collection: str, vectors: np.ndarray, concurrency: int = 2) -> UpsertStats:
-    """Load `vectors` in UPSERT_BATCH-document calls (`concurrency` in flight); return each call's seconds."""
-    return asyncio.run(_upsert_all(address, collection, vectors, concurrency))
+def upsert_all(address: str, collection: str, vectors: np.ndarray, first: int = 0, concurrency: int = 2) -> UpsertStats:
+    """Upsert `vectors` (ids from document number `first` on) in UPSERT_BATCH-document calls, `concurrency` in flight."""
+    return asyncio.run(_upsert_all(address, collection, vectors, first, concurrency))
 
 
-def exact_top_ids(documents: np.ndarray, queries: np.ndarray, k: int) -> list[list[str]]:
-    """Exact cosine top-k ids, computed here with numpy."""
-    docs = documents / np.linalg.norm(documents, axis=1, keepdims=True)
-    scores = queries @ docs.T
-    top = np.argsort(-scores, axis=1)[:, :k]
-    ids = document_ids(len(documents))
-    return [[ids[j] for j in row] for row in top]
+def interleaved_searches(
+    client: sdk.Client, names: Mapping[str, str], queries: np.ndarray, calls: int
+) -> tuple[dict[str, list[float]], dict[str, list[list[str]]]]:
+    """Alternate searches over the collections; return latencies (ms) and the ids found per query (first pass)."""
+    for q in queries[:20]:  # warm-up
+        for name in names.values():
+            client.search(name, q, top_k=TOP_K)
+    latencies: dict[str, list[float]] = {k: [] for k in names}
+    found: dict[str, list[list[str]]] = {k: [] for k in names}
+    kinds = list(names)
+    for i in range(max(calls, len(queries))):
+        for kind in kinds if i % 2 == 0 else kinds[::-1]:
+            start = time.perf_counter()
+            hits = client.search(names[kind], queries[i % len(queries)], top_k=TOP_K)
+            latencies[kind].append((time.perf_counter() - start) * 1e3)
+            if i < len(queries):
+                found[kind].append([h.id for h in hits])
+    return latencies, found
 
 
-def faiss_flat_latencies_ms(documents: np.ndarray, queries: np.ndarray, calls: int, threads: int) -> list[float]:
-    """Single-query top-k latency of a FAISS flat inner-product index in this process (the service's flat index)."""
-    import faiss
-
-    faiss.omp_set_num_threads(threads)
-    index = faiss.IndexFlatIP(documents.shape[1])
-    index.add(documents / np.linalg.norm(documents, axis=1, keepdims=True))
-    for q in queries[:20]:
-        index.search(q[None, :], TOP_K)
-    latencies = []
-    for i in range(calls):
-        q = queries[i % len(queries)][None, :]
-        start = time.perf_counter()
-        index.search(q, TOP_K)
-        latencies.append((time.perf_counter() - start) * 1e3)
-    return latencies
-
-
-def recall_at_k(found: list[list[str]], truth: list[list[str]]) -> float:
-    hits = sum(len(set(f) & set(t)) for f, t in zip(found, truth, strict=True))
-    return hits / sum(len(t) for t in truth)
-
-
-def wait_for_index_save(server: ServerProcess, written: Mapping[str, float], client: sdk.Client,
-                        collection: str, query: np.ndarray, timeout_s: float = 120.0) -> list[float]:
+def searches_until_saved(server: ServerProcess, written: Mapping[str, float], client: sdk.Client, collection: str,
+                         query: np.ndarray, timeout_s: float = 180.0) -> list[float]:
     """Search continuously until each collection's index file was saved after its last write; return those
-    searches' latencies (ms). The service saves indexes on its one store thread every few seconds, and
-    searches queue behind a save.
+    searches' latencies (ms). The service saves indexes every few seconds on its one store thread, where
+    searches also run, so searches queue behind a save.
     """
     index_dir = server.data_dir / "retrieval" / "indexes"
     deadline = time.monotonic() + timeout_s
     latencies = []
-    while not all(index_saved_after(index_dir / f"{name}.json", since) for name, since in written.items()):
+    while not all(saved_after(index_dir / f"{name}.json", since) for name, since in written.items()):
         if time.monotonic() > deadline:
             server.problems.append(f"indexes {sorted(written)} not saved within {timeout_s:.0f} s of the last upsert")
             break
@@ -535,8 +584,13 @@ def wait_for_index_save(server: ServerProcess, written: Mapping[str, float], cli
     return latencies
 
 
-def index_saved_after(meta_file: Path, since: float) -> bool:
+def saved_after(meta_file: Path, since: float) -> bool:
     return meta_file.is_file() and meta_file.stat().st_mtime > since
+
+
+def recall_at_k(found: list[list[str]], truth: list[list[str]]) -> float:
+    hits = sum(len(set(f) & set(t)) for f, t in zip(found, truth, strict=True))
+    return hits / sum(len(t) for t in truth)
 
 
 # -- report --------------------------------------------------------------------------------
@@ -548,12 +602,27 @@ class Row:
     facet: str
     baseline: str
     ratio: str
-    target: str
+    target: str = "info"
     met: bool | None = None  # None: no target, for information
 
 
+@dataclasses.dataclass
+class Results:
+    rows: list[Row] = dataclasses.field(default_factory=list)
+    raw: dict[str, Any] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
+
+
+def delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items()}
+
+
+def mean_of(totals: Mapping[str, float], total: str, count: str) -> float:
+    return totals.get(total, 0.0) / totals[count] if totals.get(count) else float("nan")
 
 
 def table_text(rows: list[Row]) -> str:
@@ -572,181 +641,205 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-# -- the benchmark -------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Results:
-    rows: list[Row] = dataclasses.field(default_factory=list)
-    raw: dict[str, Any] = dataclasses.field(default_factory=dict)
-    notes: list[str] = dataclasses.field(default_factory=list)
+# -- the measurements ------------------------------------------------------------------------
 
 
 def measure_embed_throughput(s: Settings, work: Workload, on: ServerProcess, off: ServerProcess, st: Any,
                              out: Results) -> None:
-    sentences = sum(len(b) for b in work.batches)
-    seconds = {"on": 0.0, "off": 0.0, "st": 0.0}
-    st_encode_seconds(st, work.batches[:2])  # warm-up
-    sides: dict[str, Callable[[], float]] = {
-        "on": lambda: facet_embed_seconds(on.address, work.batches, s.clients),
-        "off": lambda: facet_embed_seconds(off.address, work.batches, s.clients),
-        "st": lambda: st_encode_seconds(st, work.batches),
+    """a. Same batches through facet (batching on and off, concurrent clients) and ST encode, in alternating rounds."""
+    per_round = 2 * s.clients
+    rounds = [work.batches[i : i + per_round] for i in range(0, len(work.batches), per_round)]
+    sides: dict[str, Callable[[list[list[str]]], float]] = {
+        "on": lambda b: facet_embed_seconds(on.address, b, s.clients),
+        "off": lambda b: facet_embed_seconds(off.address, b, s.clients),
+        "st": lambda b: st_encode_seconds(st, b),
     }
-    for r in range(s.plan.rounds):
-        for side in (["on", "off", "st"] if r % 2 == 0 else ["st", "off", "on"]):
-            seconds[side] += sides[side]()
-    rate = {k: sentences * s.plan.rounds / v for k, v in seconds.items()}
-    log(f"a. embed throughput (sentences/s): facet batching on {rate['on']:.1f}, off {rate['off']:.1f}, ST {rate['st']:.1f}")
-    out.rows.append(Row(f"a. Embed throughput, {SENTENCES_PER_CALL}/call, {s.clients} clients, batching on (sent/s)",
-                        f"{rate['on']:.1f}", f"ST encode {rate['st']:.1f}", f"{rate['on'] / rate['st']:.2f}x",
-                        ">= 1.3x", rate["on"] / rate["st"] >= 1.3))
-    out.rows.append(Row(f"a. Embed throughput, {SENTENCES_PER_CALL}/call, {s.clients} clients, batching off (sent/s)",
-                        f"{rate['off']:.1f}", f"ST encode {rate['st']:.1f}", f"{rate['off'] / rate['st']:.2f}x",
-                        ">= 1.3x", rate["off"] / rate["st"] >= 1.3))
+    for run in sides.values():
+        run(work.batches[:2])  # warm-up
+    seconds = dict.fromkeys(sides, 0.0)
+    order = list(sides)
+    for r, batches in enumerate(rounds):
+        for side in order[r % 3 :] + order[: r % 3]:
+            seconds[side] += sides[side](batches)
+    sentences = sum(len(b) for b in work.batches)
+    rate = {k: sentences / v for k, v in seconds.items()}
+    log(f"a. Embed throughput (sentences/s): batching on {rate['on']:.1f}, off {rate['off']:.1f}, ST {rate['st']:.1f}")
+    for side, label in (("on", "batching on"), ("off", "batching off")):
+        ratio = rate[side] / rate["st"]
+        out.rows.append(Row(f"a. Embed throughput, {SENTENCES_PER_CALL}/call, {s.clients} clients, {label} (sentences/s)",
+                            f"{rate[side]:.1f}", f"ST encode {rate['st']:.1f}", f"{ratio:.2f}x", ">= 1.3x", ratio >= 1.3))
     facet = facet_embeddings(on.address, work.batches[0])
     reference = st.encode(work.batches[0], batch_size=SENTENCES_PER_CALL, show_progress_bar=False)
     cosine = float(np.min(np.sum(facet * reference, axis=1)))
-    out.rows.append(Row("a'. parity: min cosine facet vs ST (32 sentences)", f"{cosine:.6f}", "1", "", ">= 0.999",
-                        cosine >= 0.999))
-    out.raw["embed_throughput"] = {"sentences_per_side": sentences * s.plan.rounds, "seconds": seconds,
+    out.rows.append(Row("a. parity check: min cosine, facet vs ST, 32 sentences", f"{cosine:.6f}", "1.0", "",
+                        ">= 0.999", cosine >= 0.999))
+    out.raw["embed_throughput"] = {"sentences_per_side": sentences, "rounds": len(rounds), "seconds": seconds,
                                    "sentences_per_s": rate, "min_cosine_vs_st": cosine}
 
 
 def measure_single_latency(s: Settings, work: Workload, on: ServerProcess, off: ServerProcess,
                            local: InProcessOnnx, out: Results) -> None:
+    """b. One sentence per call, sequential; the three sides take turns in blocks of 10 calls."""
     latencies: dict[str, list[float]] = {"off": [], "on": [], "local": []}
     with sdk.Client(retrieval=off.address) as c_off, sdk.Client(retrieval=on.address) as c_on:
         calls: dict[str, Callable[[list[str]], object]] = {"off": c_off.embed, "on": c_on.embed, "local": local.embed}
         for call in calls.values():
-            call_latencies_ms(call, work.singles[:20])  # warm-up
-        for r in range(s.plan.rounds * 2):
-            for side in (["off", "on", "local"] if r % 2 == 0 else ["local", "on", "off"]):
-                latencies[side] += call_latencies_ms(calls[side], work.singles)
+            for text in work.singles[:20]:  # warm-up
+                call_latency_ms(call, text)
+        before = {"on": on.histograms(), "off": off.histograms()}
+        order = list(calls)
+        for b, start in enumerate(range(0, len(work.singles), 10)):
+            for side in order[b % 3 :] + order[: b % 3]:
+                latencies[side] += [call_latency_ms(calls[side], t) for t in work.singles[start : start + 10]]
+        server_mean = {k: 1e3 * mean_of(delta(srv.histograms(), before[k]), "embed_s_sum", "embeds")
+                       for k, srv in (("on", on), ("off", off))}
     p50 = {k: percentile(v, 50) for k, v in latencies.items()}
     p99 = {k: percentile(v, 99) for k, v in latencies.items()}
-    log("b. single-sentence latency p50/p99 (ms): " + ", ".join(f"{k} {p50[k]:.2f}/{p99[k]:.2f}" for k in latencies))
+    mean = {k: float(np.mean(v)) for k, v in latencies.items()}
+    log("b. 1-sentence latency p50/p99 (ms): " + ", ".join(f"{k} {p50[k]:.2f}/{p99[k]:.2f}" for k in latencies))
     for side, label in (("off", "batching off"), ("on", "batching on, 2000 us delay")):
         overhead = p50[side] - p50["local"]
         out.rows.append(Row(f"b. Embed 1 sentence p50, {label} (ms)", f"{p50[side]:.2f}",
-                            f"in-process ORT {p50['local']:.2f}", f"+{overhead:.2f} ms", "<= 1 ms", overhead <= 1.0))
+                            f"in-process ORT {p50['local']:.2f}", f"{overhead:+.2f} ms", "<= +1 ms", overhead <= 1.0))
         out.rows.append(Row(f"b. Embed 1 sentence p99, {label} (ms)", f"{p99[side]:.2f}",
-                            f"in-process ORT {p99['local']:.2f}", f"+{p99[side] - p99['local']:.2f} ms", "info"))
-    out.raw["single_latency_ms"] = {"calls_per_side": len(latencies["local"]), "p50": p50, "p99": p99}
+                            f"in-process ORT {p99['local']:.2f}", f"{p99[side] - p99['local']:+.2f} ms"))
+        out.rows.append(Row(f"b. Embed 1 sentence mean, {label}: client vs server-side (ms)", f"{mean[side]:.2f}",
+                            f"server handler {server_mean[side]:.2f}", f"{mean[side] - server_mean[side]:+.2f} ms transport"))
+    out.raw["single_latency_ms"] = {"calls_per_side": len(latencies["local"]), "p50": p50, "p99": p99, "mean": mean,
+                                    "server_handler_mean": server_mean}
 
 
 def measure_batching(s: Settings, work: Workload, on: ServerProcess, off: ServerProcess, out: Results) -> None:
-    results = {"on": LoadResult(), "off": LoadResult()}
+    """c. `callers` concurrent single-sentence loops against batching on and off, in alternating time slices."""
     servers = {"on": on, "off": off}
-    for side in ("on", "off"):
-        concurrent_single_calls(servers[side].address, work.concurrent, s.callers, 1.0)  # warm-up
-    for r in range(s.plan.rounds):
-        for side in (["on", "off"] if r % 2 == 0 else ["off", "on"]):
+    results = {"on": LoadResult(), "off": LoadResult()}
+    for server in servers.values():
+        concurrent_single_calls(server.address, work.concurrent, s.callers, 1.0)  # warm-up
+    before = {k: (srv.histograms(), srv.cpu_seconds()) for k, srv in servers.items()}
+    for r in range(s.plan.concurrent_slices):
+        for side in ("on", "off") if r % 2 == 0 else ("off", "on"):
             results[side].add(concurrent_single_calls(servers[side].address, work.concurrent, s.callers,
-                                                      s.plan.concurrent_seconds))
+                                                      s.plan.slice_seconds))
+    stats = {k: delta(srv.histograms(), before[k][0]) for k, srv in servers.items()}
+    cpu = {k: srv.cpu_seconds() - before[k][1] for k, srv in servers.items()}
     for side, result in results.items():
         if result.errors:
-            servers[side].problems.append(f"{result.errors} failed Embed calls under {s.callers} callers: {result.first_error}")
-    ratio = results["on"].per_second / results["off"].per_second
-    log(f"c. {s.callers} concurrent callers (calls/s): on {results['on'].per_second:.1f}, "
-        f"off {results['off'].per_second:.1f}, ratio {ratio:.2f}")
-    out.rows.append(Row(f"c. {s.callers} concurrent 1-sentence callers (calls/s)", f"on {results['on'].per_second:.1f}",
-                        f"off {results['off'].per_second:.1f}", f"{ratio:.2f}x", ">= 3x", ratio >= 3.0))
-    out.rows.append(Row(f"c. latency under {s.callers} callers p50/p99 (ms)",
-                        f"on {percentile(results['on'].latencies_ms, 50):.1f}/{percentile(results['on'].latencies_ms, 99):.1f}",
-                        f"off {percentile(results['off'].latencies_ms, 50):.1f}/{percentile(results['off'].latencies_ms, 99):.1f}",
-                        "", "info"))
+            servers[side].problems.append(f"{result.errors} Embed calls failed under {s.callers} callers: {result.first_error}")
+    on_r, off_r = results["on"], results["off"]
+    ratio = on_r.per_second / off_r.per_second
+    rows_per_batch = mean_of(stats["on"], "batch_rows_sum", "batches")
+    queue_ms = 1e3 * mean_of(stats["on"], "queue_s_sum", "queued")
+    log(f"c. {s.callers} callers (calls/s): on {on_r.per_second:.1f}, off {off_r.per_second:.1f}, ratio {ratio:.2f}; "
+        f"on: {rows_per_batch:.1f} rows/batch, queue wait {queue_ms:.1f} ms")
+    out.rows += [
+        Row(f"c. {s.callers} concurrent 1-sentence callers, throughput (calls/s)", f"on {on_r.per_second:.1f}",
+            f"off {off_r.per_second:.1f}", f"{ratio:.2f}x", ">= 3x", ratio >= 3.0),
+        Row(f"c. {s.callers} callers, latency p50/p99 (ms)",
+            f"on {percentile(on_r.latencies_ms, 50):.0f}/{percentile(on_r.latencies_ms, 99):.0f}",
+            f"off {percentile(off_r.latencies_ms, 50):.0f}/{percentile(off_r.latencies_ms, 99):.0f}", ""),
+        Row(f"c. {s.callers} callers, server CPU per call (ms)", f"on {1e3 * cpu['on'] / max(on_r.calls, 1):.1f}",
+            f"off {1e3 * cpu['off'] / max(off_r.calls, 1):.1f}", f"on: {rows_per_batch:.1f} rows/batch, queue {queue_ms:.1f} ms"),
+    ]
     out.raw["batching"] = {
         side: {"calls": r.calls, "errors": r.errors, "seconds": r.seconds, "calls_per_s": r.per_second,
-               "p50_ms": percentile(r.latencies_ms, 50), "p99_ms": percentile(r.latencies_ms, 99)}
+               "p50_ms": percentile(r.latencies_ms, 50), "p99_ms": percentile(r.latencies_ms, 99),
+               "server_cpu_s": cpu[side], "server_histograms": stats[side]}
         for side, r in results.items()
     }
 
 
-def measure_search(s: Settings, work: Workload, server: ServerProcess, out: Results) -> None:
-    plan = s.plan
+@dataclasses.dataclass
+class Corpus:
+    documents: np.ndarray
+    queries: np.ndarray
+    base: int
+
+
+def build_corpus(s: Settings, work: Workload, server: ServerProcess) -> Corpus:
+    """Documents: real-sentence embeddings from the service, repeated with gaussian noise; queries: held-out sentences."""
+    start = time.perf_counter()
     base = embed_corpus(server.address, work.base)
     queries = embed_corpus(server.address, work.queries)
-    documents = noisy_documents(base, plan.documents, s.noise, s.seed)
-    out.notes.append(
-        f"d. documents: {len(base)} real sentences embedded by the service, repeated to {plan.documents} vectors, "
-        f"each plus gaussian noise (std {s.noise} per dimension, then L2-normalised by the cosine collection); "
-        f"queries: {len(queries)} other real sentences embedded by the service."
-    )
-    scale = 100_000 / plan.documents
-    rss: dict[str, float] = {}
-    load: dict[str, dict[str, float]] = {}
+    log(f"d. embedded {len(base) + len(queries)} sentences for the corpus in {time.perf_counter() - start:.1f} s")
+    return Corpus(noisy_documents(base, s.plan.documents, s.noise, s.seed), queries, len(base))
+
+
+def load_collections(server: ServerProcess, corpus: Corpus, names: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Create and fill each collection; return load stats (incl. RSS growth) and when each was last written."""
+    stats: dict[str, Any] = {}
     written: dict[str, float] = {}
-    with sdk.Client(retrieval=server.address) as client:
-        for kind in ("flat", "hnsw"):
-            client.create_collection(f"bench_{kind}", index_type=kind, dimension=documents.shape[1])
-        for kind in ("flat", "hnsw"):
+    docs = corpus.documents
+    with sdk.Client(retrieval=server.address, timeout_s=600) as client:
+        for kind, name in names.items():
+            client.create_collection(name, index_type=kind, dimension=docs.shape[1])
+            # the first batch warms up the request path, SQLite and the index; RSS counts from after it
+            client.upsert(name, document_ids(UPSERT_BATCH), vectors=docs[:UPSERT_BATCH])
             before = server.rss_bytes()
             start = time.perf_counter()
-            stats = upsert_all(server.address, f"bench_{kind}", documents)
+            upserts = upsert_all(server.address, name, docs[UPSERT_BATCH:], first=UPSERT_BATCH)
             seconds = time.perf_counter() - start
-            written[f"bench_{kind}"] = stats.last_sent
-            calls = stats.latencies_s
-            rss[kind] = (server.rss_bytes() - before) / MIB
-            load[kind] = {"seconds": seconds, "docs_per_s": plan.documents / seconds,
-                          "upsert_p50_s": percentile(calls, 50), "upsert_max_s": max(calls)}
-            log(f"d. loaded {plan.documents} docs into {kind} in {seconds:.1f} s "
-                f"(upsert p50 {load[kind]['upsert_p50_s']:.2f} s, max {load[kind]['upsert_max_s']:.2f} s); "
-                f"RSS +{rss[kind]:.1f} MiB")
-        stall = wait_for_index_save(server, written, client, "bench_flat", queries[0])
-        latencies, found = interleaved_searches(client, queries, plan.search_calls)
-    truth = exact_top_ids(documents, queries, TOP_K)
-    local = faiss_flat_latencies_ms(documents, queries, plan.search_calls, s.threads)
+            grown = (server.rss_bytes() - before) / MIB
+            written[name] = upserts.last_sent
+            stats[kind] = {"seconds": seconds, "docs_per_s": (len(docs) - UPSERT_BATCH) / seconds,
+                           "upsert_p50_s": percentile(upserts.latencies_s, 50), "upsert_max_s": max(upserts.latencies_s),
+                           "rss_growth_mib": grown,
+                           "rss_per_100k_mib": grown * 100_000 / (len(docs) - UPSERT_BATCH)}
+            log(f"d. loaded {len(docs)} docs into {kind} in {seconds:.1f} s (upsert p50 "
+                f"{stats[kind]['upsert_p50_s']:.2f} s, max {stats[kind]['upsert_max_s']:.2f} s); RSS +{grown:.1f} MiB")
+    return stats, written
+
+
+def measure_search(s: Settings, work: Workload, server: ServerProcess, out: Results) -> None:
+    """d. Flat vs HNSW collections of the same vectors: latency, recall, memory, load speed."""
+    corpus = build_corpus(s, work, server)
+    names = {"flat": "bench_flat", "hnsw": "bench_hnsw"}
+    load, written = load_collections(server, corpus, names)
+    with sdk.Client(retrieval=server.address) as client:
+        stall = searches_until_saved(server, written, client, names["flat"], corpus.queries[0])
+        latencies, found = interleaved_searches(client, names, corpus.queries, s.plan.search_calls)
+    local = faiss_flat_latencies_ms(corpus.documents, corpus.queries, s.plan.search_calls, s.threads)
+    truth = exact_top_ids(corpus.documents, corpus.queries, TOP_K)
     recall = recall_at_k(found["hnsw"], found["flat"])
     flat_exact = recall_at_k(found["flat"], truth)
     p50 = {k: percentile(v, 50) for k, v in latencies.items()}
     p99 = {k: percentile(v, 99) for k, v in latencies.items()}
     local_p50 = percentile(local, 50)
-    n = f"{plan.documents // 1000}k"
-    log(f"d. search p50 flat {p50['flat']:.2f} ms, hnsw {p50['hnsw']:.2f} ms, in-process faiss flat {local_p50:.2f} ms; "
-        f"recall@10 hnsw vs flat {recall:.3f}; flat vs exact {flat_exact:.3f}")
+    log(f"d. search p50: flat {p50['flat']:.2f} ms, hnsw {p50['hnsw']:.2f} ms, in-process FAISS flat {local_p50:.2f} ms; "
+        f"recall@10 hnsw vs flat {recall:.3f}, flat vs exact {flat_exact:.3f}")
+    n = f"{s.plan.documents // 1000}k"
+    raw_mib = 100_000 * corpus.documents.shape[1] * 4 / MIB
     out.rows += [
         Row(f"d. Search top-10 p50, flat, {n} docs (ms)", f"{p50['flat']:.2f}", f"in-process FAISS flat {local_p50:.2f}",
-            f"+{p50['flat'] - local_p50:.2f} ms", "info"),
+            f"{p50['flat'] - local_p50:+.2f} ms"),
         Row(f"d. Search top-10 p50, HNSW, {n} docs (ms)", f"{p50['hnsw']:.2f}", f"facet flat {p50['flat']:.2f}",
-            f"{p50['flat'] / p50['hnsw']:.2f}x faster", "info"),
-        Row("d. Search top-10 p99 flat / HNSW (ms)", f"{p99['flat']:.2f} / {p99['hnsw']:.2f}", "", "", "info"),
-        Row(f"d. HNSW recall@10 vs flat ({len(queries)} queries)", f"{recall:.3f}", f"flat vs exact {flat_exact:.3f}",
-            "", "info"),
-        Row("d. Server RSS per 100k docs, flat (MiB)", f"{rss['flat'] * scale:.1f}",
-            f"raw float32 {100_000 * documents.shape[1] * 4 / MIB:.1f}",
-            f"{rss['flat'] * scale / (100_000 * documents.shape[1] * 4 / MIB):.2f}x", "info"),
-        Row("d. Server RSS per 100k docs, HNSW (MiB)", f"{rss['hnsw'] * scale:.1f}",
-            f"raw float32 {100_000 * documents.shape[1] * 4 / MIB:.1f}",
-            f"{rss['hnsw'] * scale / (100_000 * documents.shape[1] * 4 / MIB):.2f}x", "info"),
-        Row(f"d. Upsert load, {UPSERT_BATCH}/call, flat / HNSW (docs/s)",
-            f"{load['flat']['docs_per_s']:.0f} / {load['hnsw']['docs_per_s']:.0f}", "",
-            f"max call {load['flat']['upsert_max_s']:.2f} / {load['hnsw']['upsert_max_s']:.2f} s", "info"),
+            f"{p50['flat'] / p50['hnsw']:.2f}x faster"),
+        Row("d. Search top-10 p99, flat / HNSW (ms)", f"{p99['flat']:.2f} / {p99['hnsw']:.2f}", "", ""),
+        Row(f"d. HNSW recall@10 vs flat ({len(corpus.queries)} queries)", f"{recall:.3f}",
+            f"flat vs exact (numpy) {flat_exact:.3f}", ""),
     ]
+    for kind, label in (("flat", "flat"), ("hnsw", "HNSW")):
+        per_100k = load[kind]["rss_per_100k_mib"]
+        out.rows.append(Row(f"d. Server RSS growth per 100k docs, {label} (MiB)", f"{per_100k:.1f}",
+                            f"raw float32 vectors {raw_mib:.1f}", f"{per_100k / raw_mib:.2f}x"))
+    out.rows.append(Row(f"d. Upsert load, {UPSERT_BATCH}/call, 2 in flight, flat / HNSW (docs/s)",
+                        f"{load['flat']['docs_per_s']:.0f} / {load['hnsw']['docs_per_s']:.0f}", "",
+                        f"slowest call {load['flat']['upsert_max_s']:.2f} / {load['hnsw']['upsert_max_s']:.2f} s"))
     if stall:
-        out.rows.append(Row("d. Search while the periodic index save runs, max (ms)", f"{max(stall):.1f}",
-                            f"p50 after {p50['flat']:.2f}", f"{len(stall)} searches waited", "info"))
-    out.raw["search"] = {"documents": plan.documents, "queries": len(queries), "p50_ms": p50, "p99_ms": p99,
-                         "faiss_flat_p50_ms": local_p50, "recall_hnsw_vs_flat": recall, "recall_flat_vs_exact": flat_exact,
-                         "rss_delta_mib": rss, "rss_per_100k_mib": {k: v * scale for k, v in rss.items()}, "load": load,
-                         "search_during_save_ms": stall}
+        out.rows.append(Row("d. Search during the periodic index save, max (ms)", f"{max(stall):.1f}",
+                            f"flat p50 {p50['flat']:.2f}", f"{len(stall)} searches until saved"))
+    out.notes.append(
+        f"d. documents: {corpus.base} real sentences embedded by the service, repeated to {s.plan.documents} vectors, "
+        f"each plus gaussian noise (std {s.noise} per dimension; the cosine collections L2-normalise); queries: "
+        f"{len(corpus.queries)} other real sentences embedded by the service. HNSW: service defaults (M=32, "
+        f"efConstruction=80, efSearch=64). RSS growth is measured after a first warm-up batch of {UPSERT_BATCH}"
+        + (" and is noisy at 10k documents (--quick)." if s.plan.documents < 50_000 else ".")
+    )
+    out.raw["search"] = {"documents": s.plan.documents, "queries": len(corpus.queries), "p50_ms": p50, "p99_ms": p99,
+                         "faiss_flat_p50_ms": local_p50, "recall_hnsw_vs_flat": recall,
+                         "recall_flat_vs_exact": flat_exact, "load": load, "search_during_save_ms": stall}
 
 
-def interleaved_searches(client: sdk.Client, queries: np.ndarray, calls: int) -> tuple[dict[str, list[float]], dict[str, list[list[str]]]]:
-    """Alternate flat and HNSW searches; return latencies (ms) and the ids found for each query (first pass)."""
-    names = {"flat": "bench_flat", "hnsw": "bench_hnsw"}
-    for q in queries[:20]:  # warm-up
-        for name in names.values():
-            client.search(name, q, top_k=TOP_K)
-    latencies: dict[str, list[float]] = {k: [] for k in names}
-    found: dict[str, list[list[str]]] = {k: [] for k in names}
-    for i in range(max(calls, len(queries))):
-        for kind in (("flat", "hnsw") if i % 2 == 0 else ("hnsw", "flat")):
-            start = time.perf_counter()
-            hits = client.search(names[kind], queries[i % len(queries)], top_k=TOP_K)
-            latencies[kind].append((time.perf_counter() - start) * 1e3)
-            if i < len(queries):
-                found[kind].append([h.id for h in hits])
-    return latencies, found
+# -- the benchmark -------------------------------------------------------------------------
 
 
 def run_benchmark(s: Settings) -> Results:
@@ -765,18 +858,17 @@ def run_benchmark(s: Settings) -> Results:
         local = InProcessOnnx(entry, s.threads)
         on.wait_serving()
         off.wait_serving()
-        log(f"serving: on {on.address} (pid {on.pid}), off {off.address} (pid {off.pid})")
+        log(f"serving: batching on at {on.address} (pid {on.pid}), off at {off.address} (pid {off.pid})")
         measure_embed_throughput(s, work, on, off, st, out)
         measure_single_latency(s, work, on, off, local, out)
         measure_batching(s, work, on, off, out)
-        for server in (on, off):
-            server.stop()
+        on.stop()
+        off.stop()
         del st, local
         log("starting a fresh server (default batching) for the search measurements")
         search = ServerProcess("search", s.model_repository, server_env(s.threads, batching=True))
         servers.append(search)
         search.wait_serving()
-        out.raw["search_server_idle_rss_mib"] = search.rss_bytes() / MIB
         measure_search(s, work, search, out)
     finally:
         for server in servers:
@@ -789,17 +881,7 @@ def run_benchmark(s: Settings) -> Results:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    s = parse_settings(argv)
-    began = time.perf_counter()
-    out = run_benchmark(s)
-    wall = time.perf_counter() - began
-    out.notes[:0] = [
-        f"threads: server ONNX Runtime intra_op={s.threads} inter_op=1, in-process ONNX Runtime the same, "
-        f"torch.set_num_threads({s.threads}) for sentence-transformers; {os.cpu_count()} CPUs visible.",
-        f"texts: real RAR-b MCR queries/candidates from {s.data} (<= {s.max_chars} chars), shuffled with seed {s.seed}.",
-        f"a/b/c run in {s.plan.rounds} alternating round(s) per side; the machine may be shared, so compare ratios.",
-    ]
+def print_report(s: Settings, out: Results, wall: float) -> None:
     print()
     print(f"Facet retrieval benchmark ({'quick' if s.quick else 'full'}), wall time {wall:.0f} s")
     print(table_text(out.rows))
@@ -807,12 +889,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in out.notes:
         print(f"- {note}")
     problems = [(label, p) for label, info in out.raw["servers"].items() for p in info["problems"]]
-    print("- service problems seen: " + ("none" if not problems else ""))
+    print("- service problems seen in logs / exit codes: " + ("none" if not problems else ""))
     for label, problem in problems:
         print(f"  - [{label}] {problem}")
-    for label, info in out.raw["servers"].items():
-        if info["stop_seconds"] is not None:
-            print(f"- server {label}: stopped {info['stop_seconds']:.1f} s after SIGTERM, exit code {info['exit_code']}")
+    stops = [f"{label} {info['stop_seconds']:.1f} s (exit {info['exit_code']})"
+             for label, info in out.raw["servers"].items() if info["stop_seconds"] is not None]
+    print("- servers stopped after SIGTERM in: " + ", ".join(stops))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    s = parse_settings(argv)
+    began = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    out = run_benchmark(s)
+    wall = time.perf_counter() - began
+    out.notes[:0] = [
+        f"threads: server ONNX Runtime intra_op={s.threads} inter_op=1, in-process ONNX Runtime the same, "
+        f"torch.set_num_threads({s.threads}) for sentence-transformers; {os.cpu_count()} CPUs; clients run on the "
+        f"same machine. 1-min load average {load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end.",
+        f"texts: real RAR-b MCR queries and candidates from {s.data} (unique, <= {s.max_chars} characters), "
+        f"shuffled with seed {s.seed}; each measurement uses its own slice.",
+        "a/b/c: the sides take turns (rounds of 2 batches per client; blocks of 10 calls; "
+        f"{s.plan.slice_seconds:.0f} s slices), so background load hits them alike; compare ratios, not absolutes.",
+    ]
+    print_report(s, out, wall)
     if s.json_path is not None:
         payload = {"mode": "quick" if s.quick else "full", "wall_seconds": wall, "settings": dataclasses.asdict(s),
                    "rows": [dataclasses.asdict(r) for r in out.rows], "notes": out.notes, "raw": out.raw}
