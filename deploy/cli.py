@@ -17,7 +17,8 @@ from pathlib import Path
 
 from deploy.model_repository import ModelRepository
 
-DEFAULT_PARITY_DATA = Path("../shared/data/rarb-mcr")
+# RAR-b MCR data: beside the checkout (../shared/data), whatever the working directory.
+DEFAULT_PARITY_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rarb-mcr"
 
 
 def _repository() -> ModelRepository:
