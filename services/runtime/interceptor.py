@@ -6,6 +6,7 @@ Kept as a single wrapper around each handler so a call pays for one layer, not f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hmac
 import logging
@@ -101,7 +102,7 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
             raise _Reject(grpc.StatusCode.INVALID_ARGUMENT, request.message)
         return token
 
-    async def _fail(self, exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> grpc.StatusCode:
+    async def _fail(self, exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
         if isinstance(exc, _Reject):
             code, message = exc.code, exc.message
         elif isinstance(exc, FacetError):
@@ -110,8 +111,7 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
             log.error("unhandled error in %s", method, exc_info=exc)
             code = grpc.StatusCode.INTERNAL
             message = f"internal error; the server logged it under request id {REQUEST_ID.get()}"
-        await context.abort(code, message)
-        return code  # not reached: abort raises
+        await context.abort(code, message)  # raises AbortError
 
     def _finish(self, method: str, code: grpc.StatusCode, start: float, token: contextvars.Token[str] | None) -> None:
         elapsed = time.perf_counter() - start
@@ -123,46 +123,38 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
         if token is not None:
             REQUEST_ID.reset(token)
 
+    @contextlib.asynccontextmanager
+    async def _scope(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """Around one call: begin (id, auth, decode check), map errors to statuses, record the outcome."""
+        start = time.perf_counter()
+        code, token = grpc.StatusCode.OK, None
+        try:
+            token = self._begin(request, context)
+            yield
+        except asyncio.CancelledError:
+            code = _cancel_code(context)
+            raise
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to a status, never a stack trace
+            code = _code_of(exc)
+            await self._fail(exc, context, method)
+        finally:
+            self._finish(method, code, start, token)
+
     def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start = time.perf_counter()
-            code, token = grpc.StatusCode.OK, None
-            try:
-                token = self._begin(request, context)
+            async with self._scope(method, request, context):
                 return await behavior(request, context)
-            except asyncio.CancelledError:
-                code = _cancel_code(context)
-                raise
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception as exc:  # noqa: BLE001 - mapped to a status, never a stack trace
-                code = _code_of(exc)
-                await self._fail(exc, context, method)
-            finally:
-                self._finish(method, code, start, token)
 
         return run
 
     def _wrap_stream(self, method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
         async def run(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            start = time.perf_counter()
-            code, token = grpc.StatusCode.OK, None
-            try:
-                token = self._begin(request, context)
+            async with self._scope(method, request, context):
                 async for item in behavior(request, context):
                     yield item
-            except asyncio.CancelledError:
-                code = _cancel_code(context)
-                raise
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception as exc:  # noqa: BLE001
-                code = _code_of(exc)
-                await self._fail(exc, context, method)
-            finally:
-                self._finish(method, code, start, token)
 
         return run
 
