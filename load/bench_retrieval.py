@@ -53,7 +53,6 @@ from services.retrieval.tokenization import TextTokenizer  # noqa: E402
 from services.runtime.config import RetrievalConfig, load_config  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "rarb-mcr"
-PREBUILT_REPOSITORY = Path("/tmp/facet-models")
 MODEL = RetrievalConfig().embedding_model
 SENTENCES_PER_CALL = 32
 TOP_K = 10
@@ -86,10 +85,26 @@ class Plan:
     search_calls: int  # timed searches per collection
 
 
-QUICK = Plan(throughput_batches=8, latency_calls=150, concurrent_slices=1, slice_seconds=4.0, documents=10_000,
-             base_sentences=1_000, queries=100, search_calls=200)
-FULL = Plan(throughput_batches=32, latency_calls=600, concurrent_slices=4, slice_seconds=5.0, documents=100_000,
-            base_sentences=2_000, queries=200, search_calls=600)
+QUICK = Plan(
+    throughput_batches=8,
+    latency_calls=150,
+    concurrent_slices=1,
+    slice_seconds=4.0,
+    documents=10_000,
+    base_sentences=1_000,
+    queries=100,
+    search_calls=200,
+)
+FULL = Plan(
+    throughput_batches=32,
+    latency_calls=600,
+    concurrent_slices=4,
+    slice_seconds=5.0,
+    documents=100_000,
+    base_sentences=2_000,
+    queries=200,
+    search_calls=600,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,11 +123,7 @@ class Settings:
 
 
 def default_model_repository() -> Path:
-    """FACET_MODEL_REPOSITORY, else the prebuilt /tmp/facet-models when it holds the model, else the config default."""
-    if os.environ.get("FACET_MODEL_REPOSITORY"):
-        return Path(os.environ["FACET_MODEL_REPOSITORY"])
-    if ModelRepository(PREBUILT_REPOSITORY).has(MODEL):
-        return PREBUILT_REPOSITORY
+    """The configured model repository (FACET_MODEL_REPOSITORY or the per-user default)."""
     return load_config().model_repository
 
 
@@ -120,10 +131,19 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="10k documents, shorter runs (~2 minutes)")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
-    parser.add_argument("--model-repository", type=Path, default=None, help="model repository (default: see docs)")
+    parser.add_argument(
+        "--model-repository",
+        type=Path,
+        default=None,
+        help="default: $FACET_MODEL_REPOSITORY, else the per-user default (build it with `make models`)",
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="RAR-b MCR CSV folder (real sentences)")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="ONNX Runtime intra-op threads in the server and in-process, and torch threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="ONNX Runtime intra-op threads in the server and in-process, and torch threads",
+    )
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients for Embed throughput")
     parser.add_argument("--callers", type=int, default=32, help="concurrent single-sentence callers (batching)")
     parser.add_argument("--documents", type=int, help="vectors per collection (default 100k, 10k with --quick)")
@@ -131,6 +151,11 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--max-chars", type=int, default=300, help="skip texts longer than this (paragraphs)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    for name in ("threads", "clients", "callers"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1")
+    if args.documents is not None and args.documents <= UPSERT_BATCH:
+        parser.error(f"--documents must be > {UPSERT_BATCH}")
     plan = QUICK if args.quick else FULL
     if args.documents:
         plan = dataclasses.replace(plan, documents=args.documents)
@@ -251,6 +276,17 @@ class ServerProcess:
                 return int(line.split()[1]) * 1024
         raise RuntimeError(f"no VmRSS for pid {self.pid}")
 
+    def written_bytes(self) -> int:
+        """Bytes this server process has written to storage (/proc/<pid>/io write_bytes)."""
+        for line in Path(f"/proc/{self.pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+        return 0
+
+    def index_file_mib(self, collection: str) -> float:
+        path = self.data_dir / "retrieval" / "indexes" / f"{collection}.faiss"
+        return path.stat().st_size / MIB if path.is_file() else float("nan")
+
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process so far."""
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -267,8 +303,11 @@ class ServerProcess:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 name = HISTOGRAM_KEYS.get(sample.name)
-                if name and (sample.name.startswith("facet_batch") or sample.name.startswith("facet_queue")
-                             or sample.labels.get("method", "").endswith("/Embed")):
+                if name and (
+                    sample.name.startswith("facet_batch")
+                    or sample.name.startswith("facet_queue")
+                    or sample.labels.get("method", "").endswith("/Embed")
+                ):
                     totals[name] += sample.value
         return dict(totals)
 
@@ -346,7 +385,9 @@ class InProcessOnnx:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         batch = self.tokenizer(texts)
-        outputs = self.session.run(self.output_names, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+        outputs = self.session.run(
+            self.output_names, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        )
         return outputs[self.output_names.index("sentence_embedding_normalized")]
 
 
@@ -519,10 +560,12 @@ def document_ids(count: int) -> list[str]:
 @dataclasses.dataclass
 class UpsertStats:
     latencies_s: list[float] = dataclasses.field(default_factory=list)
-    last_sent: float = 0.0  # time.time() when the last call was sent
+    lowest_rss: int = 2**62  # the server's lowest RSS seen after a call returned
 
 
-async def _upsert_all(address: str, collection: str, vectors: np.ndarray, first: int, concurrency: int) -> UpsertStats:
+async def _upsert_all(
+    address: str, collection: str, vectors: np.ndarray, first: int, concurrency: int, rss: Callable[[], int]
+) -> UpsertStats:
     ids = document_ids(first + len(vectors))[first:]
     queue = iter(range(0, len(vectors), UPSERT_BATCH))
     stats = UpsertStats()
@@ -531,18 +574,21 @@ async def _upsert_all(address: str, collection: str, vectors: np.ndarray, first:
         async def drain() -> None:
             for start in queue:
                 end = start + UPSERT_BATCH
-                stats.last_sent = time.time()
                 began = time.perf_counter()
                 await client.upsert(collection, ids[start:end], vectors=vectors[start:end])
                 stats.latencies_s.append(time.perf_counter() - began)
+                stats.lowest_rss = min(stats.lowest_rss, rss())
 
         await asyncio.gather(*(drain() for _ in range(concurrency)))
     return stats
 
 
-def upsert_all(address: str, collection: str, vectors: np.ndarray, first: int = 0, concurrency: int = 2) -> UpsertStats:
-    """Upsert `vectors` (ids from document number `first` on) in UPSERT_BATCH-document calls, `concurrency` in flight."""
-    return asyncio.run(_upsert_all(address, collection, vectors, first, concurrency))
+def upsert_all(
+    address: str, collection: str, vectors: np.ndarray, first: int, rss: Callable[[], int], concurrency: int = 2
+) -> UpsertStats:
+    """Upsert `vectors` (ids from document number `first` on) in UPSERT_BATCH-document calls, `concurrency` in
+    flight, sampling the server's RSS with `rss()` after each call."""
+    return asyncio.run(_upsert_all(address, collection, vectors, first, concurrency, rss))
 
 
 def interleaved_searches(
@@ -565,18 +611,26 @@ def interleaved_searches(
     return latencies, found
 
 
-def searches_until_saved(server: ServerProcess, written: Mapping[str, float], client: sdk.Client, collection: str,
-                         query: np.ndarray, timeout_s: float = 180.0) -> list[float]:
-    """Search continuously until each collection's index file was saved after its last write; return those
+def searches_until_saved(
+    server: ServerProcess,
+    generations: Mapping[str, int],
+    client: sdk.Client,
+    collection: str,
+    query: np.ndarray,
+    timeout_s: float = 180.0,
+) -> list[float]:
+    """Search continuously until each collection's index file holds its final write generation; return those
     searches' latencies (ms). The service saves indexes every few seconds on its one store thread, where
     searches also run, so searches queue behind a save.
     """
     index_dir = server.data_dir / "retrieval" / "indexes"
     deadline = time.monotonic() + timeout_s
     latencies = []
-    while not all(saved_after(index_dir / f"{name}.json", since) for name, since in written.items()):
+    while any(saved_generation(index_dir / f"{name}.json") != g for name, g in generations.items()):
         if time.monotonic() > deadline:
-            server.problems.append(f"indexes {sorted(written)} not saved within {timeout_s:.0f} s of the last upsert")
+            server.problems.append(
+                f"indexes {sorted(generations)} not saved within {timeout_s:.0f} s of the last upsert"
+            )
             break
         start = time.perf_counter()
         client.search(collection, query, top_k=TOP_K)
@@ -584,8 +638,12 @@ def searches_until_saved(server: ServerProcess, written: Mapping[str, float], cl
     return latencies
 
 
-def saved_after(meta_file: Path, since: float) -> bool:
-    return meta_file.is_file() and meta_file.stat().st_mtime > since
+def saved_generation(meta_file: Path) -> int:
+    """The write generation an index file was saved at (the store bumps it once per Upsert call); -1: none yet."""
+    try:
+        return int(json.loads(meta_file.read_text())["generation"])
+    except (OSError, ValueError, KeyError):
+        return -1
 
 
 def recall_at_k(found: list[list[str]], truth: list[list[str]]) -> float:
@@ -628,7 +686,13 @@ def mean_of(totals: Mapping[str, float], total: str, count: str) -> float:
 def table_text(rows: list[Row]) -> str:
     header = ("measure", "facet", "baseline", "ratio / overhead", "target")
     cells = [header] + [
-        (r.measure, r.facet, r.baseline, r.ratio, r.target + ("" if r.met is None else (" met" if r.met else " MISSED")))
+        (
+            r.measure,
+            r.facet,
+            r.baseline,
+            r.ratio,
+            r.target + ("" if r.met is None else (" met" if r.met else " MISSED")),
+        )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
@@ -644,8 +708,9 @@ def log(message: str) -> None:
 # -- the measurements ------------------------------------------------------------------------
 
 
-def measure_embed_throughput(s: Settings, work: Workload, on: ServerProcess, off: ServerProcess, st: Any,
-                             out: Results) -> None:
+def measure_embed_throughput(
+    s: Settings, work: Workload, on: ServerProcess, off: ServerProcess, st: Any, out: Results
+) -> None:
     """a. Same batches through facet (batching on and off, concurrent clients) and ST encode, in alternating rounds."""
     per_round = 2 * s.clients
     rounds = [work.batches[i : i + per_round] for i in range(0, len(work.batches), per_round)]
@@ -666,47 +731,109 @@ def measure_embed_throughput(s: Settings, work: Workload, on: ServerProcess, off
     log(f"a. Embed throughput (sentences/s): batching on {rate['on']:.1f}, off {rate['off']:.1f}, ST {rate['st']:.1f}")
     for side, label in (("on", "batching on"), ("off", "batching off")):
         ratio = rate[side] / rate["st"]
-        out.rows.append(Row(f"a. Embed throughput, {SENTENCES_PER_CALL}/call, {s.clients} clients, {label} (sentences/s)",
-                            f"{rate[side]:.1f}", f"ST encode {rate['st']:.1f}", f"{ratio:.2f}x", ">= 1.3x", ratio >= 1.3))
+        out.rows.append(
+            Row(
+                f"a. Embed throughput, {SENTENCES_PER_CALL}/call, {s.clients} clients, {label} (sentences/s)",
+                f"{rate[side]:.1f}",
+                f"ST encode {rate['st']:.1f}",
+                f"{ratio:.2f}x",
+                ">= 1.3x",
+                ratio >= 1.3,
+            )
+        )
     facet = facet_embeddings(on.address, work.batches[0])
     reference = st.encode(work.batches[0], batch_size=SENTENCES_PER_CALL, show_progress_bar=False)
     cosine = float(np.min(np.sum(facet * reference, axis=1)))
-    out.rows.append(Row("a. parity check: min cosine, facet vs ST, 32 sentences", f"{cosine:.6f}", "1.0", "",
-                        ">= 0.999", cosine >= 0.999))
-    out.raw["embed_throughput"] = {"sentences_per_side": sentences, "rounds": len(rounds), "seconds": seconds,
-                                   "sentences_per_s": rate, "min_cosine_vs_st": cosine}
+    out.rows.append(
+        Row(
+            "a. parity check: min cosine, facet vs ST, 32 sentences",
+            f"{cosine:.6f}",
+            "1.0",
+            "",
+            ">= 0.999",
+            cosine >= 0.999,
+        )
+    )
+    out.raw["embed_throughput"] = {
+        "sentences_per_side": sentences,
+        "rounds": len(rounds),
+        "seconds": seconds,
+        "sentences_per_s": rate,
+        "min_cosine_vs_st": cosine,
+    }
 
 
-def measure_single_latency(s: Settings, work: Workload, on: ServerProcess, off: ServerProcess,
-                           local: InProcessOnnx, out: Results) -> None:
-    """b. One sentence per call, sequential; the three sides take turns in blocks of 10 calls."""
-    latencies: dict[str, list[float]] = {"off": [], "on": [], "local": []}
+def measure_single_latency(
+    s: Settings, work: Workload, on: ServerProcess, off: ServerProcess, local: InProcessOnnx, out: Results
+) -> None:
+    """b. One sentence per call, sequential; the sides (and a GetModel floor) take turns in blocks of 10 calls."""
+    latencies: dict[str, list[float]] = {"off": [], "on": [], "local": [], "getmodel": []}
     with sdk.Client(retrieval=off.address) as c_off, sdk.Client(retrieval=on.address) as c_on:
-        calls: dict[str, Callable[[list[str]], object]] = {"off": c_off.embed, "on": c_on.embed, "local": local.embed}
+        calls: dict[str, Callable[[list[str]], object]] = {
+            "off": c_off.embed,
+            "on": c_on.embed,
+            "local": local.embed,
+            "getmodel": lambda _texts: c_off.model_info(),  # an RPC without model work: the per-call floor
+        }
         for call in calls.values():
             for text in work.singles[:20]:  # warm-up
                 call_latency_ms(call, text)
         before = {"on": on.histograms(), "off": off.histograms()}
         order = list(calls)
         for b, start in enumerate(range(0, len(work.singles), 10)):
-            for side in order[b % 3 :] + order[: b % 3]:
+            for side in order[b % len(order) :] + order[: b % len(order)]:
                 latencies[side] += [call_latency_ms(calls[side], t) for t in work.singles[start : start + 10]]
-        server_mean = {k: 1e3 * mean_of(delta(srv.histograms(), before[k]), "embed_s_sum", "embeds")
-                       for k, srv in (("on", on), ("off", off))}
+        server_mean = {
+            k: 1e3 * mean_of(delta(srv.histograms(), before[k]), "embed_s_sum", "embeds")
+            for k, srv in (("on", on), ("off", off))
+        }
     p50 = {k: percentile(v, 50) for k, v in latencies.items()}
     p99 = {k: percentile(v, 99) for k, v in latencies.items()}
     mean = {k: float(np.mean(v)) for k, v in latencies.items()}
     log("b. 1-sentence latency p50/p99 (ms): " + ", ".join(f"{k} {p50[k]:.2f}/{p99[k]:.2f}" for k in latencies))
     for side, label in (("off", "batching off"), ("on", "batching on, 2000 us delay")):
         overhead = p50[side] - p50["local"]
-        out.rows.append(Row(f"b. Embed 1 sentence p50, {label} (ms)", f"{p50[side]:.2f}",
-                            f"in-process ORT {p50['local']:.2f}", f"{overhead:+.2f} ms", "<= +1 ms", overhead <= 1.0))
-        out.rows.append(Row(f"b. Embed 1 sentence p99, {label} (ms)", f"{p99[side]:.2f}",
-                            f"in-process ORT {p99['local']:.2f}", f"{p99[side] - p99['local']:+.2f} ms"))
-        out.rows.append(Row(f"b. Embed 1 sentence mean, {label}: client vs server-side (ms)", f"{mean[side]:.2f}",
-                            f"server handler {server_mean[side]:.2f}", f"{mean[side] - server_mean[side]:+.2f} ms transport"))
-    out.raw["single_latency_ms"] = {"calls_per_side": len(latencies["local"]), "p50": p50, "p99": p99, "mean": mean,
-                                    "server_handler_mean": server_mean}
+        out.rows.append(
+            Row(
+                f"b. Embed 1 sentence p50, {label} (ms)",
+                f"{p50[side]:.2f}",
+                f"in-process ORT {p50['local']:.2f}",
+                f"{overhead:+.2f} ms",
+                "<= +1 ms",
+                overhead <= 1.0,
+            )
+        )
+        out.rows.append(
+            Row(
+                f"b. Embed 1 sentence p99, {label} (ms)",
+                f"{p99[side]:.2f}",
+                f"in-process ORT {p99['local']:.2f}",
+                f"{p99[side] - p99['local']:+.2f} ms",
+            )
+        )
+        out.rows.append(
+            Row(
+                f"b. Embed 1 sentence mean, {label}: client vs server-side (ms)",
+                f"{mean[side]:.2f}",
+                f"server handler {server_mean[side]:.2f}",
+                f"{mean[side] - server_mean[side]:+.2f} ms outside the handler",
+            )
+        )
+    out.rows.append(
+        Row(
+            "b. GetModel round trip p50/p99, no model work (ms)",
+            f"{p50['getmodel']:.2f}/{p99['getmodel']:.2f}",
+            "",
+            "per-call floor of gRPC + SDK + interceptor",
+        )
+    )
+    out.raw["single_latency_ms"] = {
+        "calls_per_side": len(latencies["local"]),
+        "p50": p50,
+        "p99": p99,
+        "mean": mean,
+        "server_handler_mean": server_mean,
+    }
 
 
 def measure_batching(s: Settings, work: Workload, on: ServerProcess, off: ServerProcess, out: Results) -> None:
@@ -718,32 +845,57 @@ def measure_batching(s: Settings, work: Workload, on: ServerProcess, off: Server
     before = {k: (srv.histograms(), srv.cpu_seconds()) for k, srv in servers.items()}
     for r in range(s.plan.concurrent_slices):
         for side in ("on", "off") if r % 2 == 0 else ("off", "on"):
-            results[side].add(concurrent_single_calls(servers[side].address, work.concurrent, s.callers,
-                                                      s.plan.slice_seconds))
+            results[side].add(
+                concurrent_single_calls(servers[side].address, work.concurrent, s.callers, s.plan.slice_seconds)
+            )
     stats = {k: delta(srv.histograms(), before[k][0]) for k, srv in servers.items()}
     cpu = {k: srv.cpu_seconds() - before[k][1] for k, srv in servers.items()}
     for side, result in results.items():
         if result.errors:
-            servers[side].problems.append(f"{result.errors} Embed calls failed under {s.callers} callers: {result.first_error}")
+            servers[side].problems.append(
+                f"{result.errors} Embed calls failed under {s.callers} callers: {result.first_error}"
+            )
     on_r, off_r = results["on"], results["off"]
     ratio = on_r.per_second / off_r.per_second
     rows_per_batch = mean_of(stats["on"], "batch_rows_sum", "batches")
     queue_ms = 1e3 * mean_of(stats["on"], "queue_s_sum", "queued")
-    log(f"c. {s.callers} callers (calls/s): on {on_r.per_second:.1f}, off {off_r.per_second:.1f}, ratio {ratio:.2f}; "
-        f"on: {rows_per_batch:.1f} rows/batch, queue wait {queue_ms:.1f} ms")
+    log(
+        f"c. {s.callers} callers (calls/s): on {on_r.per_second:.1f}, off {off_r.per_second:.1f}, ratio {ratio:.2f}; "
+        f"on: {rows_per_batch:.1f} rows/batch, queue wait {queue_ms:.1f} ms"
+    )
     out.rows += [
-        Row(f"c. {s.callers} concurrent 1-sentence callers, throughput (calls/s)", f"on {on_r.per_second:.1f}",
-            f"off {off_r.per_second:.1f}", f"{ratio:.2f}x", ">= 3x", ratio >= 3.0),
-        Row(f"c. {s.callers} callers, latency p50/p99 (ms)",
+        Row(
+            f"c. {s.callers} concurrent 1-sentence callers, throughput (calls/s)",
+            f"on {on_r.per_second:.1f}",
+            f"off {off_r.per_second:.1f}",
+            f"{ratio:.2f}x",
+            ">= 3x",
+            ratio >= 3.0,
+        ),
+        Row(
+            f"c. {s.callers} callers, latency p50/p99 (ms)",
             f"on {percentile(on_r.latencies_ms, 50):.0f}/{percentile(on_r.latencies_ms, 99):.0f}",
-            f"off {percentile(off_r.latencies_ms, 50):.0f}/{percentile(off_r.latencies_ms, 99):.0f}", ""),
-        Row(f"c. {s.callers} callers, server CPU per call (ms)", f"on {1e3 * cpu['on'] / max(on_r.calls, 1):.1f}",
-            f"off {1e3 * cpu['off'] / max(off_r.calls, 1):.1f}", f"on: {rows_per_batch:.1f} rows/batch, queue {queue_ms:.1f} ms"),
+            f"off {percentile(off_r.latencies_ms, 50):.0f}/{percentile(off_r.latencies_ms, 99):.0f}",
+            "",
+        ),
+        Row(
+            f"c. {s.callers} callers, server CPU per call (ms)",
+            f"on {1e3 * cpu['on'] / max(on_r.calls, 1):.1f}",
+            f"off {1e3 * cpu['off'] / max(off_r.calls, 1):.1f}",
+            f"on: {rows_per_batch:.1f} rows/batch, queue {queue_ms:.1f} ms",
+        ),
     ]
     out.raw["batching"] = {
-        side: {"calls": r.calls, "errors": r.errors, "seconds": r.seconds, "calls_per_s": r.per_second,
-               "p50_ms": percentile(r.latencies_ms, 50), "p99_ms": percentile(r.latencies_ms, 99),
-               "server_cpu_s": cpu[side], "server_histograms": stats[side]}
+        side: {
+            "calls": r.calls,
+            "errors": r.errors,
+            "seconds": r.seconds,
+            "calls_per_s": r.per_second,
+            "p50_ms": percentile(r.latencies_ms, 50),
+            "p99_ms": percentile(r.latencies_ms, 99),
+            "server_cpu_s": cpu[side],
+            "server_histograms": stats[side],
+        }
         for side, r in results.items()
     }
 
@@ -764,38 +916,60 @@ def build_corpus(s: Settings, work: Workload, server: ServerProcess) -> Corpus:
     return Corpus(noisy_documents(base, s.plan.documents, s.noise, s.seed), queries, len(base))
 
 
-def load_collections(server: ServerProcess, corpus: Corpus, names: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, float]]:
-    """Create and fill each collection; return load stats (incl. RSS growth) and when each was last written."""
+def load_collections(
+    server: ServerProcess, corpus: Corpus, names: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Create and fill each collection; return load stats per kind and Upsert calls per collection."""
     stats: dict[str, Any] = {}
-    written: dict[str, float] = {}
-    docs = corpus.documents
+    upsert_calls: dict[str, int] = {}
     with sdk.Client(retrieval=server.address, timeout_s=600) as client:
         for kind, name in names.items():
-            client.create_collection(name, index_type=kind, dimension=docs.shape[1])
-            # the first batch warms up the request path, SQLite and the index; RSS counts from after it
-            client.upsert(name, document_ids(UPSERT_BATCH), vectors=docs[:UPSERT_BATCH])
-            before = server.rss_bytes()
-            start = time.perf_counter()
-            upserts = upsert_all(server.address, name, docs[UPSERT_BATCH:], first=UPSERT_BATCH)
-            seconds = time.perf_counter() - start
-            grown = (server.rss_bytes() - before) / MIB
-            written[name] = upserts.last_sent
-            stats[kind] = {"seconds": seconds, "docs_per_s": (len(docs) - UPSERT_BATCH) / seconds,
-                           "upsert_p50_s": percentile(upserts.latencies_s, 50), "upsert_max_s": max(upserts.latencies_s),
-                           "rss_growth_mib": grown,
-                           "rss_per_100k_mib": grown * 100_000 / (len(docs) - UPSERT_BATCH)}
-            log(f"d. loaded {len(docs)} docs into {kind} in {seconds:.1f} s (upsert p50 "
-                f"{stats[kind]['upsert_p50_s']:.2f} s, max {stats[kind]['upsert_max_s']:.2f} s); RSS +{grown:.1f} MiB")
-    return stats, written
+            client.create_collection(name, index_type=kind, dimension=corpus.documents.shape[1])
+            stats[kind] = load_collection(server, client, name, corpus.documents)
+            upsert_calls[name] = stats[kind].pop("upsert_calls")
+            log(
+                f"d. loaded {len(corpus.documents)} docs into {kind} in {stats[kind]['seconds']:.1f} s (upsert p50 "
+                f"{stats[kind]['upsert_p50_s']:.2f} s, max {stats[kind]['upsert_max_s']:.2f} s); "
+                f"RSS +{stats[kind]['rss_growth_mib']:.1f} MiB, {stats[kind]['disk_written_mib']:.0f} MiB written"
+            )
+    return stats, upsert_calls
 
 
-def measure_search(s: Settings, work: Workload, server: ServerProcess, out: Results) -> None:
+def load_collection(server: ServerProcess, client: sdk.Client, name: str, docs: np.ndarray) -> dict[str, Any]:
+    """Fill one collection; return its load speed, RSS growth and disk writes.
+
+    The first batch warms up the request path, SQLite and the index and is not counted. RSS growth is the RSS
+    after loading minus the RSS before; the lowest RSS seen in between is kept too, since the allocator may hand
+    back (or reuse) memory freed at startup while loading.
+    """
+    client.upsert(name, document_ids(UPSERT_BATCH), vectors=docs[:UPSERT_BATCH])
+    rss_before, written_before = server.rss_bytes(), server.written_bytes()
+    start = time.perf_counter()
+    upserts = upsert_all(server.address, name, docs[UPSERT_BATCH:], UPSERT_BATCH, server.rss_bytes)
+    seconds = time.perf_counter() - start
+    counted = len(docs) - UPSERT_BATCH
+    grown = (server.rss_bytes() - rss_before) / MIB
+    return {
+        "upsert_calls": 1 + len(upserts.latencies_s),
+        "seconds": seconds,
+        "docs_per_s": counted / seconds,
+        "upsert_p50_s": percentile(upserts.latencies_s, 50),
+        "upsert_max_s": max(upserts.latencies_s),
+        "rss_growth_mib": grown,
+        "rss_drop_during_load_mib": max(0, rss_before - upserts.lowest_rss) / MIB,
+        "rss_per_100k_mib": grown * 100_000 / counted,
+        "disk_written_mib": (server.written_bytes() - written_before) / MIB,
+        "raw_vectors_mib": counted * docs.shape[1] * 4 / MIB,
+    }
+
+
+def measure_search(s: Settings, corpus: Corpus, server: ServerProcess, out: Results) -> None:
     """d. Flat vs HNSW collections of the same vectors: latency, recall, memory, load speed."""
-    corpus = build_corpus(s, work, server)
     names = {"flat": "bench_flat", "hnsw": "bench_hnsw"}
-    load, written = load_collections(server, corpus, names)
+    load, upsert_calls = load_collections(server, corpus, names)
     with sdk.Client(retrieval=server.address) as client:
-        stall = searches_until_saved(server, written, client, names["flat"], corpus.queries[0])
+        stall = searches_until_saved(server, upsert_calls, client, names["flat"], corpus.queries[0])
+        index_mib = {kind: server.index_file_mib(name) for kind, name in names.items()}
         latencies, found = interleaved_searches(client, names, corpus.queries, s.plan.search_calls)
     local = faiss_flat_latencies_ms(corpus.documents, corpus.queries, s.plan.search_calls, s.threads)
     truth = exact_top_ids(corpus.documents, corpus.queries, TOP_K)
@@ -804,39 +978,92 @@ def measure_search(s: Settings, work: Workload, server: ServerProcess, out: Resu
     p50 = {k: percentile(v, 50) for k, v in latencies.items()}
     p99 = {k: percentile(v, 99) for k, v in latencies.items()}
     local_p50 = percentile(local, 50)
-    log(f"d. search p50: flat {p50['flat']:.2f} ms, hnsw {p50['hnsw']:.2f} ms, in-process FAISS flat {local_p50:.2f} ms; "
-        f"recall@10 hnsw vs flat {recall:.3f}, flat vs exact {flat_exact:.3f}")
+    log(
+        f"d. search p50: flat {p50['flat']:.2f} ms, hnsw {p50['hnsw']:.2f} ms, in-process FAISS flat {local_p50:.2f} ms; "
+        f"recall@10 hnsw vs flat {recall:.3f}, flat vs exact {flat_exact:.3f}"
+    )
     n = f"{s.plan.documents // 1000}k"
     raw_mib = 100_000 * corpus.documents.shape[1] * 4 / MIB
     out.rows += [
-        Row(f"d. Search top-10 p50, flat, {n} docs (ms)", f"{p50['flat']:.2f}", f"in-process FAISS flat {local_p50:.2f}",
-            f"{p50['flat'] - local_p50:+.2f} ms"),
-        Row(f"d. Search top-10 p50, HNSW, {n} docs (ms)", f"{p50['hnsw']:.2f}", f"facet flat {p50['flat']:.2f}",
-            f"{p50['flat'] / p50['hnsw']:.2f}x faster"),
+        Row(
+            f"d. Search top-10 p50, flat, {n} docs (ms)",
+            f"{p50['flat']:.2f}",
+            f"in-process FAISS flat {local_p50:.2f}",
+            f"{p50['flat'] - local_p50:+.2f} ms",
+        ),
+        Row(
+            f"d. Search top-10 p50, HNSW, {n} docs (ms)",
+            f"{p50['hnsw']:.2f}",
+            f"facet flat {p50['flat']:.2f}",
+            f"{p50['flat'] / p50['hnsw']:.2f}x faster",
+        ),
         Row("d. Search top-10 p99, flat / HNSW (ms)", f"{p99['flat']:.2f} / {p99['hnsw']:.2f}", "", ""),
-        Row(f"d. HNSW recall@10 vs flat ({len(corpus.queries)} queries)", f"{recall:.3f}",
-            f"flat vs exact (numpy) {flat_exact:.3f}", ""),
+        Row(
+            f"d. HNSW recall@10 vs flat ({len(corpus.queries)} queries)",
+            f"{recall:.3f}",
+            f"flat vs exact (numpy) {flat_exact:.3f}",
+            "",
+        ),
     ]
+    scale = 100_000 / s.plan.documents
     for kind, label in (("flat", "flat"), ("hnsw", "HNSW")):
         per_100k = load[kind]["rss_per_100k_mib"]
-        out.rows.append(Row(f"d. Server RSS growth per 100k docs, {label} (MiB)", f"{per_100k:.1f}",
-                            f"raw float32 vectors {raw_mib:.1f}", f"{per_100k / raw_mib:.2f}x"))
-    out.rows.append(Row(f"d. Upsert load, {UPSERT_BATCH}/call, 2 in flight, flat / HNSW (docs/s)",
-                        f"{load['flat']['docs_per_s']:.0f} / {load['hnsw']['docs_per_s']:.0f}", "",
-                        f"slowest call {load['flat']['upsert_max_s']:.2f} / {load['hnsw']['upsert_max_s']:.2f} s"))
+        out.rows.append(
+            Row(
+                f"d. Server RSS growth per 100k docs, {label} (MiB)",
+                f"{per_100k:.1f}"
+                + ("" if scale == 1 else f" (x{scale:.0f} of {load[kind]['rss_growth_mib']:+.1f}; unreliable)"),
+                f"index file {index_mib[kind] * scale:.1f} (raw float32 {raw_mib:.1f})",
+                f"{per_100k / (index_mib[kind] * scale):.2f}x index file",
+            )
+        )
+    out.rows.append(
+        Row(
+            f"d. Upsert load, {UPSERT_BATCH}/call, 2 in flight, flat / HNSW (docs/s)",
+            f"{load['flat']['docs_per_s']:.0f} / {load['hnsw']['docs_per_s']:.0f}",
+            "",
+            f"slowest call {load['flat']['upsert_max_s']:.2f} / {load['hnsw']['upsert_max_s']:.2f} s",
+        )
+    )
+    written = {k: load[k]["disk_written_mib"] for k in names}
+    raw_loaded = load["flat"]["raw_vectors_mib"]
+    out.rows.append(
+        Row(
+            "d. Disk writes by the server while loading, flat / HNSW (MiB)",
+            f"{written['flat']:.0f} / {written['hnsw']:.0f}",
+            f"raw float32 vectors loaded {raw_loaded:.0f}",
+            f"{written['flat'] / raw_loaded:.1f}x / {written['hnsw'] / raw_loaded:.1f}x",
+        )
+    )
     if stall:
-        out.rows.append(Row("d. Search during the periodic index save, max (ms)", f"{max(stall):.1f}",
-                            f"flat p50 {p50['flat']:.2f}", f"{len(stall)} searches until saved"))
+        out.rows.append(
+            Row(
+                "d. Search during the periodic index save, max (ms)",
+                f"{max(stall):.1f}",
+                f"flat p50 {p50['flat']:.2f}",
+                f"{len(stall)} searches until saved",
+            )
+        )
     out.notes.append(
         f"d. documents: {corpus.base} real sentences embedded by the service, repeated to {s.plan.documents} vectors, "
         f"each plus gaussian noise (std {s.noise} per dimension; the cosine collections L2-normalise); queries: "
         f"{len(corpus.queries)} other real sentences embedded by the service. HNSW: service defaults (M=32, "
-        f"efConstruction=80, efSearch=64). RSS growth is measured after a first warm-up batch of {UPSERT_BATCH}"
-        + (" and is noisy at 10k documents (--quick)." if s.plan.documents < 50_000 else ".")
+        f"efConstruction=80, efSearch=64). RSS growth: RSS after the load minus RSS before it (after a first "
+        f"warm-up batch of {UPSERT_BATCH} documents); the allocator reuses memory freed at startup, so small loads "
+        f"under-count" + ("; noisy at 10k documents (--quick)." if s.plan.documents < 50_000 else ".")
     )
-    out.raw["search"] = {"documents": s.plan.documents, "queries": len(corpus.queries), "p50_ms": p50, "p99_ms": p99,
-                         "faiss_flat_p50_ms": local_p50, "recall_hnsw_vs_flat": recall,
-                         "recall_flat_vs_exact": flat_exact, "load": load, "search_during_save_ms": stall}
+    out.raw["search"] = {
+        "documents": s.plan.documents,
+        "queries": len(corpus.queries),
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "faiss_flat_p50_ms": local_p50,
+        "recall_hnsw_vs_flat": recall,
+        "recall_flat_vs_exact": flat_exact,
+        "load": load,
+        "index_file_mib": index_mib,
+        "search_during_save_ms": stall,
+    }
 
 
 # -- the benchmark -------------------------------------------------------------------------
@@ -862,6 +1089,7 @@ def run_benchmark(s: Settings) -> Results:
         measure_embed_throughput(s, work, on, off, st, out)
         measure_single_latency(s, work, on, off, local, out)
         measure_batching(s, work, on, off, out)
+        corpus = build_corpus(s, work, on)  # here, so the search server's memory holds only the collections
         on.stop()
         off.stop()
         del st, local
@@ -869,7 +1097,7 @@ def run_benchmark(s: Settings) -> Results:
         search = ServerProcess("search", s.model_repository, server_env(s.threads, batching=True))
         servers.append(search)
         search.wait_serving()
-        measure_search(s, work, search, out)
+        measure_search(s, corpus, search, out)
     finally:
         for server in servers:
             if server.exit_code is None:
@@ -892,8 +1120,11 @@ def print_report(s: Settings, out: Results, wall: float) -> None:
     print("- service problems seen in logs / exit codes: " + ("none" if not problems else ""))
     for label, problem in problems:
         print(f"  - [{label}] {problem}")
-    stops = [f"{label} {info['stop_seconds']:.1f} s (exit {info['exit_code']})"
-             for label, info in out.raw["servers"].items() if info["stop_seconds"] is not None]
+    stops = [
+        f"{label} {info['stop_seconds']:.1f} s (exit {info['exit_code']})"
+        for label, info in out.raw["servers"].items()
+        if info["stop_seconds"] is not None
+    ]
     print("- servers stopped after SIGTERM in: " + ", ".join(stops))
 
 
@@ -914,8 +1145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     print_report(s, out, wall)
     if s.json_path is not None:
-        payload = {"mode": "quick" if s.quick else "full", "wall_seconds": wall, "settings": dataclasses.asdict(s),
-                   "rows": [dataclasses.asdict(r) for r in out.rows], "notes": out.notes, "raw": out.raw}
+        payload = {
+            "mode": "quick" if s.quick else "full",
+            "wall_seconds": wall,
+            "settings": dataclasses.asdict(s),
+            "rows": [dataclasses.asdict(r) for r in out.rows],
+            "notes": out.notes,
+            "raw": out.raw,
+        }
         s.json_path.write_text(json.dumps(payload, indent=2, default=str))
         print(f"- results written to {s.json_path}")
     return 0
