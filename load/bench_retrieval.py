@@ -1071,7 +1071,10 @@ def measure_search(s: Settings, corpus: Corpus, server: ServerProcess, out: Resu
 
 def run_benchmark(s: Settings) -> Results:
     out = Results()
-    entry = ModelRepository(s.model_repository).get(MODEL)
+    try:
+        entry = ModelRepository(s.model_repository).get(MODEL)
+    except LookupError as exc:
+        raise SystemExit(f"bench_retrieval: {exc}; build it with `make models`") from None
     work = split_workload(real_sentences(s.data, s.max_chars, s.seed), s.plan)
     servers: list[ServerProcess] = []
     try:

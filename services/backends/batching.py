@@ -1,8 +1,15 @@
-"""A dynamic batcher with Triton's knobs: requests that arrive within
-`max_queue_delay_microseconds` of each other run as one batch of at most
-`max_batch_size` rows. Inputs whose non-batch axes differ (token sequences of
-different lengths) are right-padded with zeros to the longest; models that take an
-attention mask are unaffected by that padding.
+"""A dynamic batcher with Triton's knobs.
+
+Requests queue while the model is busy; when it is free, the queued requests (up to
+`max_batch_size` rows) run together. With `max_queue_delay_microseconds` > 0 the
+batcher also waits that long for company before running a batch that is not full;
+with 0 (the default, as in Triton) an idle model runs a lone request at once.
+
+Inputs whose non-batch axes differ (token sequences of different lengths) are
+right-padded with zeros to the longest; models that take an attention mask are
+unaffected by that padding. To keep padding from costing more than batching saves,
+the requests of a batch are ordered by length and cut into groups whose padded size
+stays within `_MAX_PADDING_RATIO` of the real size.
 """
 
 from __future__ import annotations
@@ -18,17 +25,38 @@ from services.runtime.errors import InvalidArgument, ResourceExhausted
 from services.runtime.metrics import METRICS
 
 Arrays = Mapping[str, np.ndarray]
+_MAX_PADDING_RATIO = 1.3
 RunBatch = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
 
 class _Pending:
-    __slots__ = ("inputs", "rows", "future", "enqueued")
+    __slots__ = ("inputs", "rows", "width", "future", "enqueued")
 
     def __init__(self, inputs: Arrays, rows: int, future: asyncio.Future[dict[str, np.ndarray]]) -> None:
         self.inputs = inputs
         self.rows = rows
+        # the longest non-batch axis: the sequence length of token inputs, 1 for fixed-size rows
+        self.width = max((int(np.prod(a.shape[1:], dtype=np.int64)) for a in inputs.values()), default=1)
         self.future = future
         self.enqueued = time.perf_counter()
+
+
+def _padding_groups(batch: list[_Pending]) -> list[list[_Pending]]:
+    """Order by width and cut where padding to the group's widest would exceed the ratio."""
+    groups: list[list[_Pending]] = []
+    current: list[_Pending] = []
+    rows = real = 0
+    for item in sorted(batch, key=lambda p: p.width):
+        padded = (rows + item.rows) * item.width
+        if current and padded > _MAX_PADDING_RATIO * (real + item.rows * item.width):
+            groups.append(current)
+            current, rows, real = [], 0, 0
+        current.append(item)
+        rows += item.rows
+        real += item.rows * item.width
+    if current:
+        groups.append(current)
+    return groups
 
 
 def _pad_concat(arrays: list[np.ndarray]) -> np.ndarray:
@@ -107,26 +135,28 @@ class DynamicBatcher:
             batch = await self._take_batch()
             self._queued_rows -= sum(p.rows for p in batch)
             live = [p for p in batch if not p.future.done()]  # cancelled calls are not run
-            if not live:
-                continue
             now = time.perf_counter()
             for p in live:
                 METRICS.queue_time.labels(self.model).observe(now - p.enqueued)
-            METRICS.batch_size.labels(self.model).observe(sum(p.rows for p in live))
-            try:
-                merged = {name: _pad_concat([p.inputs[name] for p in live]) for name in live[0].inputs}
-                outputs = await self._run(merged)
-            except Exception as exc:  # noqa: BLE001 - delivered to every caller in the batch
-                for p in live:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                continue
-            start = 0
-            for p in live:
-                part = {k: v[start : start + p.rows] for k, v in outputs.items()}
-                start += p.rows
+            for group in _padding_groups(live):
+                await self._run_group(group)
+
+    async def _run_group(self, group: list[_Pending]) -> None:
+        METRICS.batch_size.labels(self.model).observe(sum(p.rows for p in group))
+        try:
+            merged = {name: _pad_concat([p.inputs[name] for p in group]) for name in group[0].inputs}
+            outputs = await self._run(merged)
+        except Exception as exc:  # noqa: BLE001 - delivered to every caller in the group
+            for p in group:
                 if not p.future.done():
-                    p.future.set_result(part)
+                    p.future.set_exception(exc)
+            return
+        start = 0
+        for p in group:
+            part = {k: v[start : start + p.rows] for k, v in outputs.items()}
+            start += p.rows
+            if not p.future.done():
+                p.future.set_result(part)
 
     async def close(self) -> None:
         if self._worker is not None:

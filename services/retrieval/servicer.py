@@ -80,6 +80,8 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
         self._store: DocumentStore | None = None
         # Every store call runs on this one thread: SQLite and FAISS see one caller at a time.
         self._store_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        # Index files are written here, off the store thread, so a large write never stalls a search.
+        self._index_writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
         self._saver: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -98,6 +100,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
             self._saver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._saver
+        self._index_writer.shutdown(wait=True)  # before close() writes the final indexes
         if self._store is not None:
             await self._on_store(lambda s: s.close())
         self._store_thread.shutdown(wait=True)
@@ -107,7 +110,9 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
         while True:
             await asyncio.sleep(self._limits.index_save_interval_s)
             try:
-                await self._on_store(lambda s: s.save_indexes())
+                snapshots = await self._on_store(lambda s: s.snapshot_indexes())
+                for snapshot in snapshots:
+                    await asyncio.get_running_loop().run_in_executor(self._index_writer, snapshot.write)
             except Exception:  # noqa: BLE001 - SQLite stays the source of truth; retry next round
                 log.exception("saving indexes failed")
 

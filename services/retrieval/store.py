@@ -17,6 +17,7 @@ import logging
 import re
 import sqlite3
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,8 @@ INDEX_TYPES = ("flat", "hnsw")
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 MAX_ID_CHARS = 256
 DEFAULT_HNSW_M = 32
-DEFAULT_HNSW_EF_SEARCH = 64
-_HNSW_EF_CONSTRUCTION = 80
+DEFAULT_HNSW_EF_SEARCH = 128
+_HNSW_EF_CONSTRUCTION = 128
 _REBUILD_DEAD_FRACTION = 0.25
 
 _SCHEMA = """
@@ -46,7 +47,8 @@ CREATE TABLE IF NOT EXISTS collections (
     dimension INTEGER NOT NULL,
     hnsw_m INTEGER NOT NULL,
     hnsw_ef_search INTEGER NOT NULL,
-    generation INTEGER NOT NULL DEFAULT 0,
+    generation INTEGER NOT NULL DEFAULT 0,  -- bumped by every write; index files record it
+    uid TEXT NOT NULL,                      -- tells a re-created collection from the old one
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS documents (
@@ -147,8 +149,16 @@ class DocumentStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
         self._indexes: dict[str, _Index] = {}
-        for info in self.list_collections():
-            self._indexes[info.name] = self._open_index(info)
+        self._infos: dict[str, CollectionInfo] = {}  # what never changes, plus the live count
+        self._uids: dict[str, str] = {}
+        rows = self._db.execute(
+            "SELECT c.name, c.metric, c.index_type, c.dimension, c.hnsw_m, c.hnsw_ef_search, c.uid,"
+            " (SELECT COUNT(*) FROM documents d WHERE d.collection = c.name) FROM collections c"
+        ).fetchall()
+        for name, metric, index_type, dimension, hnsw_m, ef, uid, count in rows:
+            self._infos[name] = CollectionInfo(name, metric, index_type, dimension, count, hnsw_m, ef)
+            self._uids[name] = uid
+            self._indexes[name] = self._open_index(self._infos[name])
 
     # -- collections -------------------------------------------------------------------------
 
@@ -174,31 +184,31 @@ class DocumentStore:
             raise InvalidArgument("hnsw_m and hnsw_ef_search must be >= 0 (0: default)")
         hnsw_m = hnsw_m or DEFAULT_HNSW_M
         hnsw_ef_search = hnsw_ef_search or DEFAULT_HNSW_EF_SEARCH
-        try:
-            self._db.execute(
-                "INSERT INTO collections (name, metric, index_type, dimension, hnsw_m, hnsw_ef_search, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, metric, index_type, dimension, hnsw_m, hnsw_ef_search, time.time()),
-            )
-        except sqlite3.IntegrityError:
-            raise AlreadyExists(f"collection '{name}' already exists; delete it first or pick another name") from None
-        info = self.collection(name)
+        if name in self._infos:
+            raise AlreadyExists(f"collection '{name}' already exists; delete it first or pick another name")
+        uid = uuid.uuid4().hex
+        self._db.execute(
+            "INSERT INTO collections (name, metric, index_type, dimension, hnsw_m, hnsw_ef_search, uid, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (name, metric, index_type, dimension, hnsw_m, hnsw_ef_search, uid, time.time()),
+        )
+        info = CollectionInfo(name, metric, index_type, dimension, 0, hnsw_m, hnsw_ef_search)
+        self._infos[name], self._uids[name] = info, uid
         self._indexes[name] = _Index(info)
         return info
 
     def collection(self, name: str) -> CollectionInfo:
-        row = self._db.execute(
-            "SELECT c.name, c.metric, c.index_type, c.dimension, c.hnsw_m, c.hnsw_ef_search,"
-            " (SELECT COUNT(*) FROM documents d WHERE d.collection = c.name) FROM collections c WHERE c.name = ?",
-            (name,),
-        ).fetchone()
-        if row is None:
+        info = self._infos.get(name)
+        if info is None:
             raise NotFound(f"collection '{name}' does not exist; create it with CreateCollection")
-        return CollectionInfo(row[0], row[1], row[2], row[3], row[6], row[4], row[5])
+        return info
 
     def list_collections(self) -> list[CollectionInfo]:
-        names = [r[0] for r in self._db.execute("SELECT name FROM collections ORDER BY name")]
-        return [self.collection(n) for n in names]
+        return [self._infos[name] for name in sorted(self._infos)]
+
+    def _count(self, name: str, change: int) -> None:
+        info = self._infos[name]
+        self._infos[name] = dataclasses.replace(info, document_count=info.document_count + change)
 
     def delete_collection(self, name: str) -> int:
         info = self.collection(name)
@@ -206,6 +216,8 @@ class DocumentStore:
             self._db.execute("DELETE FROM documents WHERE collection = ?", (name,))
             self._db.execute("DELETE FROM collections WHERE name = ?", (name,))
         self._indexes.pop(name, None)
+        self._infos.pop(name, None)
+        self._uids.pop(name, None)
         for path in self._index_files(name):
             path.unlink(missing_ok=True)
         return info.document_count
@@ -234,6 +246,7 @@ class DocumentStore:
             self._bump_generation(name)
         index.remove(list(old.values()))
         index.add(np.asarray(labels, dtype=np.int64), vectors)
+        self._count(name, len(ids) - len(old))
         self._maybe_compact(name)
         return len(ids), len(ids) - len(old)
 
@@ -257,6 +270,7 @@ class DocumentStore:
             if old:
                 self._bump_generation(name)
         self._indexes[name].remove(list(old.values()))
+        self._count(name, -len(old))
         self._maybe_compact(name)
         return len(old)
 
@@ -292,23 +306,28 @@ class DocumentStore:
 
     # -- persistence -------------------------------------------------------------------------
 
-    def save_indexes(self, force: bool = False) -> int:
-        """Write changed index files (atomically, with their generation); return how many."""
-        saved = 0
+    def snapshot_indexes(self, force: bool = False) -> list[IndexSnapshot]:
+        """Serialise changed indexes in memory (fast); `IndexSnapshot.write()` puts one on disk.
+
+        Writing is split off so a large index file can be written by another thread while
+        this store keeps serving.
+        """
+        snapshots = []
         for name, index in self._indexes.items():
             if not (index.dirty or force):
                 continue
-            generation = self._generation(name)
+            meta = {"uid": self._uids[name], "generation": self._generation(name), "dead": sorted(index.dead)}
             path, meta_path = self._index_files(name)
-            tmp = path.with_suffix(".tmp")
-            faiss.write_index(index.faiss, str(tmp))
-            tmp.replace(path)
-            meta_tmp = meta_path.with_suffix(".tmp")
-            meta_tmp.write_text(json.dumps({"generation": generation, "dead": sorted(index.dead)}))
-            meta_tmp.replace(meta_path)
+            snapshots.append(IndexSnapshot(path, meta_path, faiss.serialize_index(index.faiss), meta))
             index.dirty = False
-            saved += 1
-        return saved
+        return snapshots
+
+    def save_indexes(self, force: bool = False) -> int:
+        """Write changed index files now (atomically, with their generation); return how many."""
+        snapshots = self.snapshot_indexes(force)
+        for snapshot in snapshots:
+            snapshot.write()
+        return len(snapshots)
 
     def close(self) -> None:
         self.save_indexes()
@@ -320,7 +339,7 @@ class DocumentStore:
         if path.is_file() and meta_path.is_file():
             try:
                 meta = json.loads(meta_path.read_text())
-                if meta.get("generation") == generation:
+                if meta.get("generation") == generation and meta.get("uid") == self._uids[info.name]:
                     index = _Index(info)
                     index.faiss = faiss.read_index(str(path))
                     index.dead = set(meta.get("dead", []))
@@ -416,6 +435,24 @@ class DocumentStore:
     def _document(row: Sequence[Any], include_vectors: bool) -> StoredDocument:
         vector = np.frombuffer(row[3], dtype=np.float32).copy() if include_vectors else None
         return StoredDocument(id=row[0], text=row[1], metadata=json.loads(row[2]), vector=vector)
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexSnapshot:
+    """A serialised index and its metadata, ready to be written."""
+
+    path: Path
+    meta_path: Path
+    data: np.ndarray  # uint8, FAISS's own serialisation
+    meta: dict[str, Any]
+
+    def write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        self.data.tofile(tmp)
+        tmp.replace(self.path)
+        meta_tmp = self.meta_path.with_suffix(".jsontmp")
+        meta_tmp.write_text(json.dumps(self.meta))
+        meta_tmp.replace(self.meta_path)
 
 
 class _Transaction:

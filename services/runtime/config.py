@@ -69,7 +69,7 @@ class BatchingConfig:
 
     enabled: bool = True
     max_batch_size: int = 64
-    max_queue_delay_microseconds: int = 2000
+    max_queue_delay_microseconds: int = 0  # as Triton: an idle model runs at once; >0 waits for company
     max_queue_size: int = 1024  # rows waiting; beyond it calls get RESOURCE_EXHAUSTED
 
     def __post_init__(self) -> None:
@@ -97,7 +97,7 @@ class RetrievalConfig:
     max_text_chars: int = 100_000
     max_documents_per_request: int = 1024
     max_top_k: int = 1000
-    index_save_interval_s: float = 5.0
+    index_save_interval_s: float = 30.0
 
     def __post_init__(self) -> None:
         _check(bool(self.embedding_model), "retrieval.embedding_model must be set")

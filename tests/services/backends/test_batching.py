@@ -40,6 +40,17 @@ async def test_concurrent_requests_share_one_padded_batch_and_get_their_own_rows
         assert result["sum"].tolist() == [[w * w], [w * w]]  # padding adds zeros only
 
 
+async def test_requests_of_very_different_lengths_run_in_separate_groups() -> None:
+    runner = RecordingRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=16, max_queue_delay_microseconds=50_000))
+    widths = [40, 2, 3, 38, 2]
+    results = await asyncio.gather(*(batcher.submit(_request(1, w, 1)) for w in widths))
+    await batcher.close()
+    assert sorted(b["ids"].shape for b in runner.batches) == [(2, 40), (3, 3)]
+    assert [r["width"][0, 0] for r in results] == [40, 3, 3, 40, 3]
+    assert [r["sum"][0, 0] for r in results] == widths
+
+
 async def test_batches_never_exceed_max_batch_size() -> None:
     runner = RecordingRunner()
     batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=4, max_queue_delay_microseconds=20_000))

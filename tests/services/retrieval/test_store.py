@@ -142,3 +142,18 @@ def test_delete_collection_removes_documents_and_files(tmp_path: Path) -> None:
         store.collection("c")
     store.create_collection("c", dimension=DIM)
     assert store.collection("c").document_count == 0
+
+
+def test_a_late_index_write_of_a_deleted_collection_is_not_loaded_for_its_successor(tmp_path: Path) -> None:
+    store = DocumentStore(tmp_path)
+    store.create_collection("c", dimension=DIM)
+    old = _vectors(2, seed=1)
+    store.upsert("c", ["old1", "old2"], ["", ""], old, [{}, {}])
+    [late] = store.snapshot_indexes()  # taken, not yet written
+    store.delete_collection("c")
+    store.create_collection("c", dimension=DIM)
+    new = _vectors(2, seed=2)
+    store.upsert("c", ["new1", "new2"], ["", ""], new, [{}, {}])  # the same write generation as before
+    late.write()  # the index writer thread finishes after all
+    reopened = DocumentStore(tmp_path)
+    assert {h.id for h in reopened.search("c", old[0], top_k=5)} == {"new1", "new2"}
