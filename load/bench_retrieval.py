@@ -49,11 +49,13 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make `sdk`, `services`, .
 
 import sdk  # noqa: E402
 from deploy.model_repository import ModelRepository, ModelVersion  # noqa: E402
+from services.retrieval.store import DEFAULT_HNSW_EF_SEARCH, DEFAULT_HNSW_M, HNSW_EF_CONSTRUCTION  # noqa: E402
 from services.retrieval.tokenization import TextTokenizer  # noqa: E402
-from services.runtime.config import RetrievalConfig, load_config  # noqa: E402
+from services.runtime.config import BatchingConfig, RetrievalConfig, load_config  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "rarb-mcr"
 MODEL = RetrievalConfig().embedding_model
+BATCHING = BatchingConfig()  # the service's defaults, which the "batching on" server runs with
 SENTENCES_PER_CALL = 32
 TOP_K = 10
 UPSERT_BATCH = 1024
@@ -120,6 +122,7 @@ class Settings:
     max_chars: int
     seed: int
     json_path: Path | None
+    server_settings: dict[str, str]
 
 
 def default_model_repository() -> Path:
@@ -150,6 +153,13 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--noise", type=float, default=0.02, help="gaussian noise std per dimension for documents")
     parser.add_argument("--max-chars", type=int, default=300, help="skip texts longer than this (paragraphs)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="FACET_KEY=VALUE",
+        help="a setting for every server started (repeatable), e.g. FACET_BATCHING_MAX_QUEUE_DELAY_MICROSECONDS=2000",
+    )
     args = parser.parse_args(argv)
     for name in ("threads", "clients", "callers"):
         if getattr(args, name) < 1:
@@ -171,6 +181,7 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
         max_chars=args.max_chars,
         seed=args.seed,
         json_path=args.json,
+        server_settings=dict(item.split("=", 1) for item in args.server_env),
     )
 
 
@@ -358,10 +369,12 @@ def log_problems(log_path: Path, limit: int = 12) -> list[str]:
     return [f"{text} (x{n})" if n > 1 else text for text, n in counts.most_common(limit)]
 
 
-def server_env(threads: int, batching: bool) -> dict[str, str]:
+def server_env(s: Settings, batching: bool) -> dict[str, str]:
+    """The service's defaults, plus the thread count, the batching switch and any --server-env."""
     return {
+        "FACET_ONNXRUNTIME_INTRA_OP_NUM_THREADS": str(s.threads),
+        **s.server_settings,
         "FACET_BATCHING_ENABLED": "1" if batching else "0",
-        "FACET_ONNXRUNTIME_INTRA_OP_NUM_THREADS": str(threads),
         "FACET_SERVER_METRICS_PORT": "0",  # any free port: batch sizes and queue times for the report
     }
 
@@ -791,7 +804,7 @@ def measure_single_latency(
     p99 = {k: percentile(v, 99) for k, v in latencies.items()}
     mean = {k: float(np.mean(v)) for k, v in latencies.items()}
     log("b. 1-sentence latency p50/p99 (ms): " + ", ".join(f"{k} {p50[k]:.2f}/{p99[k]:.2f}" for k in latencies))
-    for side, label in (("off", "batching off"), ("on", "batching on, 2000 us delay")):
+    for side, label in (("off", "batching off"), ("on", f"batching on, {BATCHING.max_queue_delay_microseconds} us delay")):
         overhead = p50[side] - p50["local"]
         out.rows.append(
             Row(
@@ -1047,8 +1060,8 @@ def measure_search(s: Settings, corpus: Corpus, server: ServerProcess, out: Resu
     out.notes.append(
         f"d. documents: {corpus.base} real sentences embedded by the service, repeated to {s.plan.documents} vectors, "
         f"each plus gaussian noise (std {s.noise} per dimension; the cosine collections L2-normalise); queries: "
-        f"{len(corpus.queries)} other real sentences embedded by the service. HNSW: service defaults (M=32, "
-        f"efConstruction=80, efSearch=64). RSS growth: RSS after the load minus RSS before it (after a first "
+        f"{len(corpus.queries)} other real sentences embedded by the service. HNSW: service defaults (M={DEFAULT_HNSW_M}, "
+        f"efConstruction={HNSW_EF_CONSTRUCTION}, efSearch={DEFAULT_HNSW_EF_SEARCH}). RSS growth: RSS after the load minus RSS before it (after a first "
         f"warm-up batch of {UPSERT_BATCH} documents); the allocator reuses memory freed at startup, so small loads "
         f"under-count" + ("; noisy at 10k documents (--quick)." if s.plan.documents < 50_000 else ".")
     )
@@ -1079,9 +1092,9 @@ def run_benchmark(s: Settings) -> Results:
     servers: list[ServerProcess] = []
     try:
         log(f"starting 2 retrieval servers (batching on / off, {s.threads} ORT threads) from {s.model_repository}")
-        on = ServerProcess("batching-on", s.model_repository, server_env(s.threads, batching=True))
+        on = ServerProcess("batching-on", s.model_repository, server_env(s, batching=True))
         servers.append(on)
-        off = ServerProcess("batching-off", s.model_repository, server_env(s.threads, batching=False))
+        off = ServerProcess("batching-off", s.model_repository, server_env(s, batching=False))
         servers.append(off)
         log("loading sentence-transformers and the in-process ONNX session")
         st = load_sentence_transformer(s.threads)
@@ -1097,7 +1110,7 @@ def run_benchmark(s: Settings) -> Results:
         off.stop()
         del st, local
         log("starting a fresh server (default batching) for the search measurements")
-        search = ServerProcess("search", s.model_repository, server_env(s.threads, batching=True))
+        search = ServerProcess("search", s.model_repository, server_env(s, batching=True))
         servers.append(search)
         search.wait_serving()
         measure_search(s, corpus, search, out)

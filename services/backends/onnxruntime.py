@@ -29,6 +29,7 @@ class _LoadedModel:
         options.intra_op_num_threads = config.onnxruntime.intra_op_num_threads
         options.inter_op_num_threads = config.onnxruntime.inter_op_num_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.onnxruntime.allow_spinning else "0")
         self.entry = entry
         self.session = ort.InferenceSession(str(entry.model_file), options, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}

@@ -36,7 +36,7 @@ COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 MAX_ID_CHARS = 256
 DEFAULT_HNSW_M = 32
 DEFAULT_HNSW_EF_SEARCH = 128
-_HNSW_EF_CONSTRUCTION = 128
+HNSW_EF_CONSTRUCTION = 128
 _REBUILD_DEAD_FRACTION = 0.25
 
 _SCHEMA = """
@@ -99,7 +99,7 @@ class _Index:
         metric = faiss.METRIC_L2 if info.metric == "l2" else faiss.METRIC_INNER_PRODUCT
         if info.index_type == "hnsw":
             inner = faiss.IndexHNSWFlat(info.dimension, info.hnsw_m, metric)
-            inner.hnsw.efConstruction = _HNSW_EF_CONSTRUCTION
+            inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         else:
             inner = faiss.IndexFlat(info.dimension, metric)
         self.faiss = faiss.IndexIDMap2(inner)

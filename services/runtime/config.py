@@ -82,6 +82,9 @@ class BatchingConfig:
 class OnnxRuntimeConfig:
     intra_op_num_threads: int = 0  # 0: ONNX Runtime's default (one per core)
     inter_op_num_threads: int = 1
+    # ONNX Runtime's workers spin between runs by default; on a small machine that spinning
+    # takes the cores the gRPC threads need.
+    allow_spinning: bool = True
     warmup_runs: int = 2
 
     def __post_init__(self) -> None:
