@@ -9,14 +9,14 @@ Inputs whose non-batch axes differ (token sequences of different lengths) are
 right-padded with zeros to the longest; models that take an attention mask are
 unaffected by that padding. To keep padding from costing more than batching saves,
 the requests of a batch are ordered by length and cut into groups whose padded size
-stays within `_MAX_PADDING_RATIO` of the real size.
+stays within `MAX_PADDING_RATIO` of the real size (see `length_groups`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from services.runtime.errors import InvalidArgument, ResourceExhausted
 from services.runtime.metrics import METRICS
 
 Arrays = Mapping[str, np.ndarray]
-_MAX_PADDING_RATIO = 1.3
+MAX_PADDING_RATIO = 1.3
 RunBatch = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
 
@@ -41,19 +41,28 @@ class _Pending:
         self.enqueued = time.perf_counter()
 
 
-def _padding_groups(batch: list[_Pending]) -> list[list[_Pending]]:
-    """Order by width and cut where padding to the group's widest would exceed the ratio."""
-    groups: list[list[_Pending]] = []
-    current: list[_Pending] = []
-    rows = real = 0
-    for item in sorted(batch, key=lambda p: p.width):
-        padded = (rows + item.rows) * item.width
-        if current and padded > _MAX_PADDING_RATIO * (real + item.rows * item.width):
+def length_groups(
+    widths: Sequence[int], rows: Sequence[int] | None = None, *, max_rows: int = 0, max_padding_ratio: float = MAX_PADDING_RATIO
+) -> list[list[int]]:
+    """Indices ordered by width and cut into groups that pad cheaply.
+
+    A group ends where padding every member to the group's widest would exceed
+    `max_padding_ratio` times the real size, or at `max_rows` rows (0: no cap). On a CPU
+    a padded batch costs its padded size, so sorting by length is what makes batching pay.
+    """
+    counts = [1] * len(widths) if rows is None else list(rows)
+    groups: list[list[int]] = []
+    current: list[int] = []
+    n_rows = real = 0
+    for i in sorted(range(len(widths)), key=lambda j: widths[j]):
+        w, r = int(widths[i]), counts[i]
+        too_wide = (n_rows + r) * w > max_padding_ratio * (real + r * w)
+        if current and (too_wide or (max_rows and n_rows + r > max_rows)):
             groups.append(current)
-            current, rows, real = [], 0, 0
-        current.append(item)
-        rows += item.rows
-        real += item.rows * item.width
+            current, n_rows, real = [], 0, 0
+        current.append(i)
+        n_rows += r
+        real += r * w
     if current:
         groups.append(current)
     return groups
@@ -138,8 +147,8 @@ class DynamicBatcher:
             now = time.perf_counter()
             for p in live:
                 METRICS.queue_time.labels(self.model).observe(now - p.enqueued)
-            for group in _padding_groups(live):
-                await self._run_group(group)
+            for indices in length_groups([p.width for p in live], [p.rows for p in live]):
+                await self._run_group([live[i] for i in indices])
 
     async def _run_group(self, group: list[_Pending]) -> None:
         METRICS.batch_size.labels(self.model).observe(sum(p.rows for p in group))

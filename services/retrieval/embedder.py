@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import numpy as np
 
 from services.backends.base import Backend, ModelMetadata
+from services.backends.batching import length_groups
 from services.retrieval.tokenization import TextTokenizer
 from services.runtime.config import RetrievalConfig
 from services.runtime.errors import FailedPrecondition, InvalidArgument
@@ -17,6 +19,11 @@ class Embeddings:
     vectors: np.ndarray  # float32 [n, dimension]
     token_counts: np.ndarray  # int32 [n]
     truncated: np.ndarray  # bool [n]
+
+
+# Rows per model call when a request's texts are split by length (a CPU runs a few short,
+# similar-length rows faster than one batch padded to its longest text).
+EMBED_GROUP_MAX_ROWS = 16
 
 
 class Embedder:
@@ -57,8 +64,21 @@ class Embedder:
         self.validate(texts)
         assert self._tokenizer is not None, "load() first"
         batch = self._tokenizer([prompt + t for t in texts] if prompt else texts, truncate=truncate)
-        outputs = await self._backend.infer(
-            self._model, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        )
         key = "sentence_embedding_normalized" if normalize else "sentence_embedding"
-        return Embeddings(outputs[key], batch.token_counts, batch.truncated)
+        groups = [np.array(g) for g in length_groups(batch.token_counts.tolist(), max_rows=EMBED_GROUP_MAX_ROWS)]
+        outputs = await asyncio.gather(
+            *(
+                self._backend.infer(
+                    self._model,
+                    {
+                        "input_ids": batch.input_ids[g, : batch.token_counts[g].max()],
+                        "attention_mask": batch.attention_mask[g, : batch.token_counts[g].max()],
+                    },
+                )
+                for g in groups
+            )
+        )
+        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for g, out in zip(groups, outputs, strict=True):
+            vectors[g] = out[key]
+        return Embeddings(vectors, batch.token_counts, batch.truncated)

@@ -111,3 +111,16 @@ async def test_an_engine_error_reaches_every_caller_and_the_batcher_keeps_workin
     assert all(isinstance(r, RuntimeError) for r in results)
     assert (await batcher.submit(_request(1, 1, 7)))["out"].tolist() == [[7]]
     await batcher.close()
+
+
+def test_length_groups_sort_by_width_and_bound_padding_and_rows() -> None:
+    from services.backends.batching import length_groups
+
+    widths = [50, 10, 11, 48, 12, 49]
+    groups = length_groups(widths)
+    assert groups == [[1, 2, 4], [3, 5, 0]]
+    assert sorted(i for g in groups for i in g) == list(range(6))
+    assert length_groups([10] * 5, max_rows=2) == [[0, 1], [2, 3], [4]]
+    # rows weight the widths: one 8-row request of width 10 and one row of width 12 still pad cheaply
+    assert length_groups([10, 12], rows=[8, 1]) == [[0, 1]]
+    assert length_groups([]) == []
