@@ -110,9 +110,10 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
         while True:
             await asyncio.sleep(self._limits.index_save_interval_s)
             try:
-                snapshots = await self._on_store(lambda s: s.snapshot_indexes())
-                for snapshot in snapshots:
-                    await asyncio.get_running_loop().run_in_executor(self._index_writer, snapshot.write)
+                store = self._store
+                assert store is not None
+                for name in await self._on_store(lambda s: s.dirty_collections()):
+                    await asyncio.get_running_loop().run_in_executor(self._index_writer, store.save_index, name)
             except Exception:  # noqa: BLE001 - SQLite stays the source of truth; retry next round
                 log.exception("saving indexes failed")
 

@@ -6,7 +6,9 @@ so an acknowledged upsert survives `kill -9`. Index files are saved now and then
 and on shutdown, each with the collection's write generation; on open an index
 whose generation does not match SQLite (or that is missing) is rebuilt from it.
 
-Not thread-safe: the service runs every call on one worker thread.
+Calls are made from one thread (the service's store thread), except `save_index`, which
+another thread may run: it serialises an index under the mutation lock, so searches go on
+while a large index is written and only writes wait.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import logging
 import re
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -151,13 +154,17 @@ class DocumentStore:
         self._indexes: dict[str, _Index] = {}
         self._infos: dict[str, CollectionInfo] = {}  # what never changes, plus the live count
         self._uids: dict[str, str] = {}
+        self._generations: dict[str, int] = {}  # as committed to SQLite and applied to the index
+        # Held while an index and its generation change, and while an index is serialised.
+        self._mutation = threading.Lock()
         rows = self._db.execute(
-            "SELECT c.name, c.metric, c.index_type, c.dimension, c.hnsw_m, c.hnsw_ef_search, c.uid,"
+            "SELECT c.name, c.metric, c.index_type, c.dimension, c.hnsw_m, c.hnsw_ef_search, c.uid, c.generation,"
             " (SELECT COUNT(*) FROM documents d WHERE d.collection = c.name) FROM collections c"
         ).fetchall()
-        for name, metric, index_type, dimension, hnsw_m, ef, uid, count in rows:
+        for name, metric, index_type, dimension, hnsw_m, ef, uid, generation, count in rows:
             self._infos[name] = CollectionInfo(name, metric, index_type, dimension, count, hnsw_m, ef)
             self._uids[name] = uid
+            self._generations[name] = generation
             self._indexes[name] = self._open_index(self._infos[name])
 
     # -- collections -------------------------------------------------------------------------
@@ -193,8 +200,9 @@ class DocumentStore:
             (name, metric, index_type, dimension, hnsw_m, hnsw_ef_search, uid, time.time()),
         )
         info = CollectionInfo(name, metric, index_type, dimension, 0, hnsw_m, hnsw_ef_search)
-        self._infos[name], self._uids[name] = info, uid
-        self._indexes[name] = _Index(info)
+        with self._mutation:
+            self._infos[name], self._uids[name], self._generations[name] = info, uid, 0
+            self._indexes[name] = _Index(info)
         return info
 
     def collection(self, name: str) -> CollectionInfo:
@@ -212,14 +220,14 @@ class DocumentStore:
 
     def delete_collection(self, name: str) -> int:
         info = self.collection(name)
-        with self._transaction():
-            self._db.execute("DELETE FROM documents WHERE collection = ?", (name,))
-            self._db.execute("DELETE FROM collections WHERE name = ?", (name,))
-        self._indexes.pop(name, None)
-        self._infos.pop(name, None)
-        self._uids.pop(name, None)
-        for path in self._index_files(name):
-            path.unlink(missing_ok=True)
+        with self._mutation:
+            with self._transaction():
+                self._db.execute("DELETE FROM documents WHERE collection = ?", (name,))
+                self._db.execute("DELETE FROM collections WHERE name = ?", (name,))
+            for table in (self._indexes, self._infos, self._uids, self._generations):
+                table.pop(name, None)
+            for path in self._index_files(name):
+                path.unlink(missing_ok=True)
         return info.document_count
 
     # -- documents ---------------------------------------------------------------------------
@@ -230,24 +238,26 @@ class DocumentStore:
         """Insert or replace documents in one transaction; return (upserted, created)."""
         info = self.collection(name)
         vectors = self._prepare(info, vectors)
-        index = self._indexes[name]
-        with self._transaction():
-            old = self._labels(name, ids)
-            self._db.executemany(
-                "DELETE FROM documents WHERE collection = ? AND id = ?", [(name, i) for i in ids if i in old]
-            )
-            labels = []
-            for doc_id, text, meta, vec in zip(ids, texts, metadata, vectors, strict=True):
-                cursor = self._db.execute(
-                    "INSERT INTO documents (collection, id, text, metadata, vector) VALUES (?, ?, ?, ?, ?)",
-                    (name, doc_id, text, json.dumps(meta, separators=(",", ":")), vec.tobytes()),
+        with self._mutation:
+            with self._transaction():
+                old = self._labels(name, ids)
+                self._db.executemany(
+                    "DELETE FROM documents WHERE collection = ? AND id = ?", [(name, i) for i in ids if i in old]
                 )
-                labels.append(cursor.lastrowid)
-            self._bump_generation(name)
-        index.remove(list(old.values()))
-        index.add(np.asarray(labels, dtype=np.int64), vectors)
-        self._count(name, len(ids) - len(old))
-        self._maybe_compact(name)
+                labels = []
+                for doc_id, text, meta, vec in zip(ids, texts, metadata, vectors, strict=True):
+                    cursor = self._db.execute(
+                        "INSERT INTO documents (collection, id, text, metadata, vector) VALUES (?, ?, ?, ?, ?)",
+                        (name, doc_id, text, json.dumps(meta, separators=(",", ":")), vec.tobytes()),
+                    )
+                    labels.append(cursor.lastrowid)
+                self._bump_generation(name)
+            index = self._indexes[name]
+            index.remove(list(old.values()))
+            index.add(np.asarray(labels, dtype=np.int64), vectors)
+            self._generations[name] += 1
+            self._count(name, len(ids) - len(old))
+            self._maybe_compact(name)
         return len(ids), len(ids) - len(old)
 
     def get(self, name: str, ids: Sequence[str], include_vectors: bool = False) -> list[StoredDocument]:
@@ -264,14 +274,17 @@ class DocumentStore:
 
     def delete_documents(self, name: str, ids: Sequence[str]) -> int:
         self.collection(name)
-        with self._transaction():
-            old = self._labels(name, ids)
-            self._db.executemany("DELETE FROM documents WHERE collection = ? AND id = ?", [(name, i) for i in old])
+        with self._mutation:
+            with self._transaction():
+                old = self._labels(name, ids)
+                self._db.executemany("DELETE FROM documents WHERE collection = ? AND id = ?", [(name, i) for i in old])
+                if old:
+                    self._bump_generation(name)
             if old:
-                self._bump_generation(name)
-        self._indexes[name].remove(list(old.values()))
-        self._count(name, -len(old))
-        self._maybe_compact(name)
+                self._indexes[name].remove(list(old.values()))
+                self._generations[name] += 1
+                self._count(name, -len(old))
+                self._maybe_compact(name)
         return len(old)
 
     def search(
@@ -306,28 +319,37 @@ class DocumentStore:
 
     # -- persistence -------------------------------------------------------------------------
 
-    def snapshot_indexes(self, force: bool = False) -> list[IndexSnapshot]:
-        """Serialise changed indexes in memory (fast); `IndexSnapshot.write()` puts one on disk.
+    def dirty_collections(self) -> list[str]:
+        """Collections whose index changed since it was last saved."""
+        return [name for name, index in self._indexes.items() if index.dirty]
 
-        Writing is split off so a large index file can be written by another thread while
-        this store keeps serving.
+    def save_index(self, name: str) -> bool:
+        """Write a collection's index file (atomically, stamped with uid and generation).
+
+        Safe to run on another thread than the store's: the index is serialised under the
+        mutation lock (writes wait, searches do not) and written to disk outside it.
+        Returns False when the collection no longer exists.
         """
-        snapshots = []
-        for name, index in self._indexes.items():
-            if not (index.dirty or force):
-                continue
-            meta = {"uid": self._uids[name], "generation": self._generation(name), "dead": sorted(index.dead)}
-            path, meta_path = self._index_files(name)
-            snapshots.append(IndexSnapshot(path, meta_path, faiss.serialize_index(index.faiss), meta))
+        with self._mutation:
+            index = self._indexes.get(name)
+            if index is None:
+                return False
+            meta = {"uid": self._uids[name], "generation": self._generations[name], "dead": sorted(index.dead)}
+            data = faiss.serialize_index(index.faiss)
             index.dirty = False
-        return snapshots
+        path, meta_path = self._index_files(name)
+        tmp = path.with_suffix(".tmp")
+        data.tofile(tmp)
+        tmp.replace(path)
+        meta_tmp = meta_path.with_suffix(".jsontmp")
+        meta_tmp.write_text(json.dumps(meta))
+        meta_tmp.replace(meta_path)
+        return True
 
     def save_indexes(self, force: bool = False) -> int:
-        """Write changed index files now (atomically, with their generation); return how many."""
-        snapshots = self.snapshot_indexes(force)
-        for snapshot in snapshots:
-            snapshot.write()
-        return len(snapshots)
+        """Write changed (or, with force, all) index files now; return how many."""
+        names = list(self._indexes) if force else self.dirty_collections()
+        return sum(self.save_index(name) for name in names)
 
     def close(self) -> None:
         self.save_indexes()
@@ -335,7 +357,7 @@ class DocumentStore:
 
     def _open_index(self, info: CollectionInfo) -> _Index:
         path, meta_path = self._index_files(info.name)
-        generation = self._generation(info.name)
+        generation = self._generations[info.name]
         if path.is_file() and meta_path.is_file():
             try:
                 meta = json.loads(meta_path.read_text())
@@ -375,10 +397,6 @@ class DocumentStore:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
-
-    def _generation(self, name: str) -> int:
-        row = self._db.execute("SELECT generation FROM collections WHERE name = ?", (name,)).fetchone()
-        return int(row[0]) if row else 0
 
     def _bump_generation(self, name: str) -> None:
         self._db.execute("UPDATE collections SET generation = generation + 1 WHERE name = ?", (name,))
@@ -435,24 +453,6 @@ class DocumentStore:
     def _document(row: Sequence[Any], include_vectors: bool) -> StoredDocument:
         vector = np.frombuffer(row[3], dtype=np.float32).copy() if include_vectors else None
         return StoredDocument(id=row[0], text=row[1], metadata=json.loads(row[2]), vector=vector)
-
-
-@dataclasses.dataclass(frozen=True)
-class IndexSnapshot:
-    """A serialised index and its metadata, ready to be written."""
-
-    path: Path
-    meta_path: Path
-    data: np.ndarray  # uint8, FAISS's own serialisation
-    meta: dict[str, Any]
-
-    def write(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        self.data.tofile(tmp)
-        tmp.replace(self.path)
-        meta_tmp = self.meta_path.with_suffix(".jsontmp")
-        meta_tmp.write_text(json.dumps(self.meta))
-        meta_tmp.replace(self.meta_path)
 
 
 class _Transaction:

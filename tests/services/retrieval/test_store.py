@@ -144,16 +144,42 @@ def test_delete_collection_removes_documents_and_files(tmp_path: Path) -> None:
     assert store.collection("c").document_count == 0
 
 
-def test_a_late_index_write_of_a_deleted_collection_is_not_loaded_for_its_successor(tmp_path: Path) -> None:
+def test_an_index_file_of_a_deleted_collection_is_not_loaded_for_its_successor(tmp_path: Path) -> None:
     store = DocumentStore(tmp_path)
     store.create_collection("c", dimension=DIM)
     old = _vectors(2, seed=1)
     store.upsert("c", ["old1", "old2"], ["", ""], old, [{}, {}])
-    [late] = store.snapshot_indexes()  # taken, not yet written
+    store.save_indexes()
+    stale = {p.name: p.read_bytes() for p in (tmp_path / "indexes").iterdir()}
     store.delete_collection("c")
     store.create_collection("c", dimension=DIM)
     new = _vectors(2, seed=2)
     store.upsert("c", ["new1", "new2"], ["", ""], new, [{}, {}])  # the same write generation as before
-    late.write()  # the index writer thread finishes after all
+    for name, data in stale.items():  # as if a writer thread finished after the delete
+        (tmp_path / "indexes" / name).write_bytes(data)
     reopened = DocumentStore(tmp_path)
     assert {h.id for h in reopened.search("c", old[0], top_k=5)} == {"new1", "new2"}
+
+
+def test_saving_on_another_thread_while_writing_keeps_index_and_generation_consistent(tmp_path: Path) -> None:
+    import threading
+
+    store = DocumentStore(tmp_path)
+    store.create_collection("c", dimension=DIM, index_type="hnsw")
+    vecs = _vectors(400, seed=3)
+    stop = threading.Event()
+
+    def saver() -> None:
+        while not stop.is_set():
+            store.save_index("c")
+
+    thread = threading.Thread(target=saver)
+    thread.start()
+    for i in range(0, 400, 20):
+        ids = [f"d{j}" for j in range(i, i + 20)]
+        store.upsert("c", ids, ids, vecs[i : i + 20], [{} for _ in ids])
+    stop.set()
+    thread.join()
+    reopened = DocumentStore(tmp_path)  # no close(): the files as the saver left them
+    assert reopened.collection("c").document_count == 400
+    assert [h.id for h in reopened.search("c", vecs[399], top_k=1)] == ["d399"]
