@@ -90,7 +90,14 @@ class Supervisor:
             assert proc is not None
             if not wait_serving(svc.address, SERVICE_NAMES[svc.name], timeout_s, alive=_alive(proc)):
                 self.stop()
-                raise RuntimeError(f"service {svc.name} did not become SERVING on {svc.address} (see its log)")
+                raise RuntimeError(f"service {svc.name} did not become SERVING on {svc.address}{self._log_tail(svc)}")
+
+    def _log_tail(self, svc: _Managed, lines: int = 5) -> str:
+        if self.log_dir is None:
+            return ""
+        path = self.log_dir / f"{svc.name}.log"
+        tail = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+        return f"; last lines of {path}:\n" + "\n".join(tail) if tail else f"; see {path}"
 
     def endpoints(self) -> dict[str, str]:
         return {svc.name: svc.address for svc in self.services}

@@ -87,9 +87,12 @@ async def start_server(service: FacetService, config: FacetConfig) -> RunningSer
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((service.service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = config.server.port if config.server.port is not None else DEFAULT_PORTS[service.name]
-    bound = server.add_insecure_port(f"{config.server.host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{config.server.host}:{port}")
+    except RuntimeError:  # grpc reports a failed bind this way
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot bind {config.server.host}:{port} (in use?)")
+        raise OSError(f"cannot bind {config.server.host}:{port}: the port is in use or not allowed (set server.port)")
     running = RunningServer(server, service, health_servicer, bound)
     await running.set_serving(False)
     await server.start()

@@ -92,3 +92,33 @@ def test_up_rejects_unknown_services() -> None:
         [sys.executable, "-m", "deploy.cli", "up", "--services", "retrieval,teleport"], capture_output=True, text=True
     )
     assert result.returncode == 2 and "teleport" in result.stderr
+
+
+def test_up_reports_a_service_that_cannot_start(model_repository: ModelRepository, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "FACET_MODEL_REPOSITORY": str(model_repository.root),
+            "FACET_DATA_DIR": str(tmp_path),
+            "FACET_RETRIEVAL_PORT": str(port),
+            "FACET_SERVER_METRICS_PORT": "0",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "deploy.cli", "up", "--services", "retrieval"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1
+    assert "did not become SERVING" in result.stderr and f"cannot bind 127.0.0.1:{port}" in result.stderr
+
+
+def test_bad_configuration_is_one_clear_line() -> None:
+    env = {**os.environ, "FACET_BATCHING_MAX_BATCH_SIZE": "zero"}
+    result = subprocess.run([sys.executable, "-m", "deploy.cli", "models", "list"], env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "facet: bad configuration: FACET_BATCHING_MAX_BATCH_SIZE: cannot read 'zero' as int"
