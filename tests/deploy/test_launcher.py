@@ -47,15 +47,19 @@ def _read_until(proc: subprocess.Popen[str], needle: str, timeout_s: float) -> s
     raise AssertionError(f"{needle!r} not printed within {timeout_s}s; output so far:\n{seen}")
 
 
-def test_up_serves_restarts_a_crashed_service_and_stops_cleanly(model_repository: ModelRepository, tmp_path: Path) -> None:
-    port = _free_port()
-    env = {
+def _up_env(model_repository: ModelRepository, data_dir: Path, port: int) -> dict[str, str]:
+    return {
         **os.environ,
         "FACET_MODEL_REPOSITORY": str(model_repository.root),
-        "FACET_DATA_DIR": str(tmp_path),
+        "FACET_DATA_DIR": str(data_dir),
         "FACET_RETRIEVAL_PORT": str(port),
         "FACET_SERVER_METRICS_PORT": "0",
     }
+
+
+def test_up_serves_restarts_a_crashed_service_and_stops_cleanly(model_repository: ModelRepository, tmp_path: Path) -> None:
+    port = _free_port()
+    env = _up_env(model_repository, tmp_path, port)
     proc = subprocess.Popen(
         [sys.executable, "-m", "deploy.cli", "up", "--services", "retrieval"],
         env=env,
@@ -99,13 +103,7 @@ def test_up_reports_a_service_that_cannot_start(model_repository: ModelRepositor
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {
-            **os.environ,
-            "FACET_MODEL_REPOSITORY": str(model_repository.root),
-            "FACET_DATA_DIR": str(tmp_path),
-            "FACET_RETRIEVAL_PORT": str(port),
-            "FACET_SERVER_METRICS_PORT": "0",
-        }
+        env = _up_env(model_repository, tmp_path, port)
         result = subprocess.run(
             [sys.executable, "-m", "deploy.cli", "up", "--services", "retrieval"],
             env=env,
