@@ -127,11 +127,11 @@ class Sae(nn.Module):
         if cfg.architecture == "relu":
             sparsity = cfg.l1_coefficient * (latents * self.W_dec.norm(dim=1)).sum(-1).mean()
         if self.training:
-            self._track_firing(latents, x.shape[0])
             if cfg.architecture in ("topk", "batchtopk"):
-                aux = self._aux_loss(pre, error)
+                aux = self._aux_loss(pre, error, self.dead_mask)  # dead as of the tokens before this batch
                 if cfg.architecture == "batchtopk":
                     self._update_threshold(latents)
+            self._track_firing(latents, x.shape[0])
         loss = mse + sparsity + cfg.aux_coefficient * aux
         return SaeOutput(reconstruction, latents, loss, mse, sparsity, aux)
 
@@ -145,9 +145,8 @@ class Sae(nn.Module):
     def dead_mask(self) -> torch.Tensor:
         return self.tokens_since_fired >= self.config.dead_after_tokens
 
-    def _aux_loss(self, pre: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
+    def _aux_loss(self, pre: torch.Tensor, error: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
         """Gao et al.: reconstruct the residual error with the top aux_k dead latents."""
-        dead = self.dead_mask
         n_dead = int(dead.sum())
         if n_dead == 0:
             return pre.new_zeros(())

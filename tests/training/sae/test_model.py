@@ -119,7 +119,7 @@ def test_dead_latents_get_the_auxiliary_loss_gradient() -> None:
     with torch.no_grad():
         sae.tokens_since_fired.fill_(1000)  # everything looks dead
     out = sae(x)
-    assert float(out.aux_loss) > 0
+    assert float(out.aux_loss.detach()) > 0
     out.aux_loss.backward()
     assert sae.W_enc.grad is not None and float(sae.W_enc.grad.abs().sum()) > 0
     fired = (out.latents > 0).any(0)
