@@ -61,9 +61,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     from services.runtime.config import load_config
 
     services = args.services.split(",") if args.services else list(IMPLEMENTED)
-    log_dir = load_config().data_dir / "logs"
+    config = load_config()
+    log_dir = config.data_dir / "logs"
     try:
-        supervisor = Supervisor(services, host=args.host, log_dir=log_dir)
+        supervisor = Supervisor(services, host=args.host, log_dir=log_dir, grace_period_s=config.server.grace_period_s)
     except ValueError as exc:
         print(f"facet up: {exc}", file=sys.stderr)
         return 2

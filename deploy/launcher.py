@@ -62,23 +62,28 @@ class _Managed:
 
 
 class Supervisor:
-    def __init__(self, services: Sequence[str], host: str = "127.0.0.1", log_dir: Path | None = None) -> None:
+    def __init__(
+        self, services: Sequence[str], host: str = "127.0.0.1", log_dir: Path | None = None, grace_period_s: float = 10.0
+    ) -> None:
         unknown = [s for s in services if s not in IMPLEMENTED]
         if unknown:
             raise ValueError(f"unknown or not yet implemented services {unknown}; available: {list(IMPLEMENTED)}")
         self.host = host
         self.log_dir = log_dir
+        self.grace_period_s = grace_period_s  # the services' own drain time; stop() allows a margin on top
         self.services = [_Managed(name, int(os.environ.get(f"FACET_{name.upper()}_PORT", DEFAULT_PORTS[name]))) for name in services]
         self._stopping = False
 
     def _spawn(self, svc: _Managed) -> None:
         env = dict(os.environ, FACET_SERVER_HOST=self.host, FACET_SERVER_PORT=str(svc.port))
         env.setdefault("FACET_SERVER_METRICS_PORT", str(svc.port + 1000))
-        stderr = None
-        if self.log_dir is not None:
+        command = [sys.executable, "-m", f"services.{svc.name}"]
+        if self.log_dir is None:
+            svc.process = subprocess.Popen(command, env=env)
+        else:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            stderr = (self.log_dir / f"{svc.name}.log").open("ab")
-        svc.process = subprocess.Popen([sys.executable, "-m", f"services.{svc.name}"], env=env, stderr=stderr)
+            with (self.log_dir / f"{svc.name}.log").open("ab") as log:  # the child keeps its own copy
+                svc.process = subprocess.Popen(command, env=env, stderr=log)
         svc.started_at = time.monotonic()
 
     def start(self, timeout_s: float = 300.0) -> None:
@@ -120,12 +125,12 @@ class Supervisor:
                     self._spawn(svc)
             time.sleep(0.2)
 
-    def stop(self, grace_period_s: float = 15.0) -> None:
+    def stop(self) -> None:
         """SIGTERM every service (they drain in-flight calls), then SIGKILL what is left."""
         for svc in self.services:
             if svc.process is not None and svc.process.poll() is None:
                 svc.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_period_s
+        deadline = time.monotonic() + self.grace_period_s + 5.0
         for svc in self.services:
             if svc.process is None:
                 continue

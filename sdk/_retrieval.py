@@ -63,6 +63,8 @@ def _collection(c: retrieval_pb2.Collection) -> Collection:
         index_type=_INDEX_NAMES.get(c.index_type, "flat"),
         dimension=c.dimension,
         document_count=c.document_count,
+        hnsw_m=c.hnsw_m,
+        hnsw_ef_search=c.hnsw_ef_search,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ def tensor_to_numpy(tensor: common_pb2.Tensor, what: str = "tensor") -> np.ndarr
     shape = tuple(int(d) for d in tensor.shape)
     if any(d < 0 for d in shape):
         raise InvalidArgument(f"{what}: negative dimension in shape {shape}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow on absurd shapes
     if expected != len(tensor.data):
         raise InvalidArgument(f"{what}: shape {shape} of {dtype} needs {expected} bytes, got {len(tensor.data)}")
     array = np.frombuffer(tensor.data, dtype=dtype).reshape(shape)

@@ -34,6 +34,8 @@ class Collection:
     index_type: str  # "flat" | "hnsw"
     dimension: int
     document_count: int
+    hnsw_m: int = 0  # HNSW collections: graph degree
+    hnsw_ef_search: int = 0  # HNSW collections: search breadth
 
 
 @dataclasses.dataclass(frozen=True)

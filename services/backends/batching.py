@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import numpy as np
 
 from services.runtime.config import BatchingConfig
-from services.runtime.errors import InvalidArgument, ResourceExhausted
+from services.runtime.errors import InvalidArgument, ResourceExhausted, Unavailable
 from services.runtime.metrics import METRICS
 
 Arrays = Mapping[str, np.ndarray]
@@ -66,6 +66,12 @@ def length_groups(
     if current:
         groups.append(current)
     return groups
+
+
+def _fail_all(items: list[_Pending], exc: BaseException) -> None:
+    for p in items:
+        if not p.future.done():
+            p.future.set_exception(exc)
 
 
 def _pad_concat(arrays: list[np.ndarray]) -> np.ndarray:
@@ -155,10 +161,11 @@ class DynamicBatcher:
         try:
             merged = {name: _pad_concat([p.inputs[name] for p in group]) for name in group[0].inputs}
             outputs = await self._run(merged)
+        except asyncio.CancelledError:  # the batcher is closing
+            _fail_all(group, Unavailable(f"model {self.model} is shutting down; retry"))
+            raise
         except Exception as exc:  # noqa: BLE001 - delivered to every caller in the group
-            for p in group:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+            _fail_all(group, exc)
             return
         start = 0
         for p in group:
@@ -168,9 +175,15 @@ class DynamicBatcher:
                 p.future.set_result(part)
 
     async def close(self) -> None:
+        """Stop the worker; callers still waiting get UNAVAILABLE (the SDK retries those)."""
         if self._worker is not None:
             self._worker.cancel()
             try:
                 await self._worker
             except asyncio.CancelledError:
                 pass
+        waiting = [self._carry] if self._carry is not None else []
+        while not self._queue.empty():
+            waiting.append(self._queue.get_nowait())
+        _fail_all(waiting, Unavailable(f"model {self.model} is shutting down; retry"))
+        self._carry, self._queued_rows = None, 0

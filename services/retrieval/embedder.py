@@ -46,22 +46,25 @@ class Embedder:
         assert self.metadata is not None, "load() first"
         return int(self.metadata.properties["dimension"])
 
-    def validate(self, texts: list[str], what: str = "texts") -> None:
+    def validate(self, texts: list[str], what: str = "texts", prompt: str = "") -> None:
         if not texts:
             raise InvalidArgument(f"{what} is empty; send at least one text")
         if len(texts) > self._config.max_texts_per_request:
             raise InvalidArgument(
                 f"{len(texts)} {what} in one call; the limit is {self._config.max_texts_per_request}: split the call"
             )
+        limit = self._config.max_text_chars
+        if len(prompt) > limit:
+            raise InvalidArgument(f"prompt has {len(prompt)} characters; the limit is {limit}")
         for i, text in enumerate(texts):
-            if len(text) > self._config.max_text_chars:
+            if len(prompt) + len(text) > limit:
                 raise InvalidArgument(
-                    f"{what}[{i}] has {len(text)} characters; the limit is {self._config.max_text_chars}"
+                    f"{what}[{i}] has {len(text)} characters (with the prompt {len(prompt) + len(text)}); the limit is {limit}"
                 )
 
     async def embed(self, texts: list[str], *, normalize: bool = True, truncate: bool = True, prompt: str = "") -> Embeddings:
         """Embed `texts` (with `prompt` prepended). Raises InvalidArgument for bad input."""
-        self.validate(texts)
+        self.validate(texts, prompt=prompt)
         assert self._tokenizer is not None, "load() first"
         batch = self._tokenizer([prompt + t for t in texts] if prompt else texts, truncate=truncate)
         key = "sentence_embedding_normalized" if normalize else "sentence_embedding"

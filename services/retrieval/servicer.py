@@ -17,7 +17,7 @@ from sdk._proto.facet.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
 from services.backends import create_backend
 from services.retrieval.embedder import Embedder
-from services.retrieval.store import MAX_ID_CHARS, CollectionInfo, DocumentStore
+from services.retrieval.store import COLLECTION_NAME, MAX_ID_CHARS, CollectionInfo, DocumentStore
 from services.runtime.config import FacetConfig
 from services.runtime.errors import InvalidArgument
 from services.runtime.server import FacetService
@@ -54,8 +54,24 @@ def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
     return message
 
 
-def _plain(message: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(message)
+def _plain(message: struct_pb2.Struct, what: str) -> dict[str, Any]:
+    try:
+        return json_format.MessageToDict(message)
+    except ValueError as exc:  # NaN or infinity
+        raise InvalidArgument(f"{what} must be JSON: {exc}") from None
+
+
+def _check_collection(name: str) -> None:
+    if not COLLECTION_NAME.match(name):
+        raise InvalidArgument(f"collection name {name!r} is invalid: use 1-128 characters from A-Z a-z 0-9 _ -")
+
+
+def _check_id_count(ids: list[str], limit: int) -> None:
+    if not ids:
+        raise InvalidArgument("ids is empty; send at least one id")
+    if len(ids) > limit:
+        raise InvalidArgument(f"{len(ids)} ids in one call; the limit is {limit}: split the call")
+    _check_ids(ids)
 
 
 def _check_ids(ids: list[str], what: str = "ids") -> None:
@@ -179,10 +195,12 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
     async def DeleteCollection(
         self, request: retrieval_pb2.DeleteCollectionRequest, context: grpc.aio.ServicerContext
     ) -> retrieval_pb2.DeleteCollectionResponse:
+        _check_collection(request.name)
         deleted = await self._on_store(lambda s: s.delete_collection(request.name))
         return retrieval_pb2.DeleteCollectionResponse(deleted_documents=deleted)
 
     async def Upsert(self, request: retrieval_pb2.UpsertRequest, context: grpc.aio.ServicerContext) -> retrieval_pb2.UpsertResponse:
+        _check_collection(request.collection)
         docs = list(request.documents)
         if not docs:
             raise InvalidArgument("documents is empty; send at least one document")
@@ -195,6 +213,10 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
         vectors = np.zeros((len(docs), info.dimension), dtype=np.float32)
         to_embed = []
         for i, doc in enumerate(docs):
+            if len(doc.text) > self._limits.max_text_chars:
+                raise InvalidArgument(
+                    f"documents[{i}].text has {len(doc.text)} characters; the limit is {self._limits.max_text_chars}"
+                )
             if len(doc.vector):
                 if len(doc.vector) != info.dimension:
                     raise InvalidArgument(
@@ -219,15 +241,14 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
                 vectors[rows] = embedded.vectors
         ids = [d.id for d in docs]
         texts = [d.text for d in docs]
-        metadata = [_plain(d.metadata) for d in docs]
+        metadata = [_plain(d.metadata, f"documents[{i}].metadata") for i, d in enumerate(docs)]
         upserted, created = await self._on_store(lambda s: s.upsert(request.collection, ids, texts, vectors, metadata))
         return retrieval_pb2.UpsertResponse(upserted=upserted, created=created)
 
     async def Get(self, request: retrieval_pb2.GetRequest, context: grpc.aio.ServicerContext) -> retrieval_pb2.GetResponse:
+        _check_collection(request.collection)
         ids = list(request.ids)
-        if not ids:
-            raise InvalidArgument("ids is empty; send at least one id")
-        _check_ids(ids)
+        _check_id_count(ids, self._limits.max_documents_per_request)
         docs = await self._on_store(lambda s: s.get(request.collection, ids, request.include_vectors))
         found = {d.id for d in docs}
         return retrieval_pb2.GetResponse(
@@ -246,15 +267,15 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
     async def DeleteDocuments(
         self, request: retrieval_pb2.DeleteDocumentsRequest, context: grpc.aio.ServicerContext
     ) -> retrieval_pb2.DeleteDocumentsResponse:
+        _check_collection(request.collection)
         ids = list(request.ids)
-        if not ids:
-            raise InvalidArgument("ids is empty; send at least one id")
-        _check_ids(ids)
+        _check_id_count(ids, self._limits.max_documents_per_request)
         deleted = await self._on_store(lambda s: s.delete_documents(request.collection, ids))
         return retrieval_pb2.DeleteDocumentsResponse(deleted=deleted)
 
     async def Search(self, request: retrieval_pb2.SearchRequest, context: grpc.aio.ServicerContext) -> retrieval_pb2.SearchResponse:
-        top_k = request.top_k or DEFAULT_TOP_K
+        _check_collection(request.collection)
+        top_k = request.top_k or DEFAULT_TOP_K  # proto3: 0 means unset
         if not 1 <= top_k <= self._limits.max_top_k:
             raise InvalidArgument(f"top_k must be 1..{self._limits.max_top_k}, got {request.top_k}")
         which = request.WhichOneof("query")
@@ -270,7 +291,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
             query = tensor_to_numpy(request.vector, "vector").astype(np.float32, copy=False).reshape(-1)
         else:
             raise InvalidArgument("set the query: text or vector")
-        filter = _plain(request.filter) if request.HasField("filter") else None
+        filter = _plain(request.filter, "filter") if request.HasField("filter") else None
         hits = await self._on_store(
             lambda s: s.search(request.collection, query, top_k, filter, request.include_vectors)
         )

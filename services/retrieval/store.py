@@ -13,6 +13,7 @@ while a large index is written and only writes wait.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -21,7 +22,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,9 @@ COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 MAX_ID_CHARS = 256
 DEFAULT_HNSW_M = 32
 DEFAULT_HNSW_EF_SEARCH = 128
+MIN_HNSW_M, MAX_HNSW_M = 2, 256
+MAX_HNSW_EF_SEARCH = 4096
+_FILTER_KEY = re.compile(r'^[^"\x00-\x1f\\]{1,256}$')
 HNSW_EF_CONSTRUCTION = 128
 _REBUILD_DEAD_FRACTION = 0.25
 
@@ -107,6 +111,7 @@ class _Index:
             inner = faiss.IndexFlat(info.dimension, metric)
         self.faiss = faiss.IndexIDMap2(inner)
         self.dead: set[int] = set()
+        self._dead_selectors: list[Any] | None = None
         self.dirty = False
 
     def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
@@ -119,24 +124,38 @@ class _Index:
             return
         if self.info.index_type == "hnsw":
             self.dead.update(labels)
+            self._dead_selectors = None
         else:
             self.faiss.remove_ids(np.asarray(labels, dtype=np.int64))
         self.dirty = True
+
+    def _not_dead(self) -> list[Any]:
+        """[batch of dead ids, its negation], built once per change of the tombstones."""
+        if self._dead_selectors is None:
+            dead = faiss.IDSelectorBatch(np.fromiter(self.dead, dtype=np.int64, count=len(self.dead)))
+            self._dead_selectors = [dead, faiss.IDSelectorNot(dead)]
+        return self._dead_selectors
 
     def search(self, query: np.ndarray, top_k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         params: Any
         if self.info.index_type == "hnsw":
             params = faiss.SearchParametersHNSW()
-            params.efSearch = max(self.info.hnsw_ef_search, top_k + len(self.dead))
+            params.efSearch = max(self.info.hnsw_ef_search, top_k)
         else:
             params = faiss.SearchParameters()
+        # Selectors filter inside the search, so deleted (tombstoned) ids cost nothing extra.
+        selectors = []
         if allowed is not None:
-            params.sel = faiss.IDSelectorBatch(allowed)
-        k = top_k + len(self.dead)
-        scores, labels = self.faiss.search(query[None, :], k, params=params)
-        keep = [(s, lab) for s, lab in zip(scores[0], labels[0], strict=True) if lab >= 0 and lab not in self.dead]
-        keep = keep[:top_k]
-        return np.array([s for s, _ in keep], dtype=np.float32), np.array([lab for _, lab in keep], dtype=np.int64)
+            selectors.append(faiss.IDSelectorBatch(allowed))
+        if self.dead:
+            selectors += self._not_dead()
+        if allowed is not None and self.dead:
+            selectors.append(faiss.IDSelectorAnd(selectors[0], selectors[-1]))
+        if selectors:
+            params.sel = selectors[-1]  # the python objects in `selectors` stay alive during the search
+        scores, labels = self.faiss.search(query[None, :], top_k, params=params)
+        found = labels[0] >= 0
+        return scores[0][found].astype(np.float32), labels[0][found].astype(np.int64)
 
 
 class DocumentStore:
@@ -155,6 +174,7 @@ class DocumentStore:
         self._infos: dict[str, CollectionInfo] = {}  # what never changes, plus the live count
         self._uids: dict[str, str] = {}
         self._generations: dict[str, int] = {}  # as committed to SQLite and applied to the index
+        self._stale: set[str] = set()  # indexes that missed a committed change
         # Held while an index and its generation change, and while an index is serialised.
         self._mutation = threading.Lock()
         rows = self._db.execute(
@@ -187,8 +207,10 @@ class DocumentStore:
             raise InvalidArgument(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
         if not 1 <= dimension <= 65536:
             raise InvalidArgument(f"dimension must be 1..65536, got {dimension}")
-        if hnsw_m < 0 or hnsw_ef_search < 0:
-            raise InvalidArgument("hnsw_m and hnsw_ef_search must be >= 0 (0: default)")
+        if not (hnsw_m == 0 or MIN_HNSW_M <= hnsw_m <= MAX_HNSW_M):
+            raise InvalidArgument(f"hnsw_m must be {MIN_HNSW_M}..{MAX_HNSW_M} (0: default {DEFAULT_HNSW_M}), got {hnsw_m}")
+        if not 0 <= hnsw_ef_search <= MAX_HNSW_EF_SEARCH:
+            raise InvalidArgument(f"hnsw_ef_search must be 1..{MAX_HNSW_EF_SEARCH} (0: default {DEFAULT_HNSW_EF_SEARCH})")
         hnsw_m = hnsw_m or DEFAULT_HNSW_M
         hnsw_ef_search = hnsw_ef_search or DEFAULT_HNSW_EF_SEARCH
         if name in self._infos:
@@ -226,6 +248,7 @@ class DocumentStore:
                 self._db.execute("DELETE FROM collections WHERE name = ?", (name,))
             for table in (self._indexes, self._infos, self._uids, self._generations):
                 table.pop(name, None)
+            self._stale.discard(name)
             for path in self._index_files(name):
                 path.unlink(missing_ok=True)
         return info.document_count
@@ -252,12 +275,13 @@ class DocumentStore:
                     )
                     labels.append(cursor.lastrowid)
                 self._bump_generation(name)
-            index = self._indexes[name]
-            index.remove(list(old.values()))
-            index.add(np.asarray(labels, dtype=np.int64), vectors)
-            self._generations[name] += 1
-            self._count(name, len(ids) - len(old))
-            self._maybe_compact(name)
+            with self._resync_on_failure(name):
+                index = self._index(name)
+                index.remove(list(old.values()))
+                index.add(np.asarray(labels, dtype=np.int64), vectors)
+                self._generations[name] += 1
+                self._count(name, len(ids) - len(old))
+                self._maybe_compact(name)
         return len(ids), len(ids) - len(old)
 
     def get(self, name: str, ids: Sequence[str], include_vectors: bool = False) -> list[StoredDocument]:
@@ -281,10 +305,11 @@ class DocumentStore:
                 if old:
                     self._bump_generation(name)
             if old:
-                self._indexes[name].remove(list(old.values()))
-                self._generations[name] += 1
-                self._count(name, -len(old))
-                self._maybe_compact(name)
+                with self._resync_on_failure(name):
+                    self._index(name).remove(list(old.values()))
+                    self._generations[name] += 1
+                    self._count(name, -len(old))
+                    self._maybe_compact(name)
         return len(old)
 
     def search(
@@ -302,7 +327,7 @@ class DocumentStore:
             allowed = self._filtered_labels(name, filter)
             if len(allowed) == 0:
                 return []
-        scores, labels = self._indexes[name].search(query, top_k, allowed)
+        scores, labels = self._index(name).search(query, top_k, allowed)
         rows = {}
         for chunk in _chunks([int(x) for x in labels], 500):
             marks = ",".join("?" * len(chunk))
@@ -332,18 +357,23 @@ class DocumentStore:
         """
         with self._mutation:
             index = self._indexes.get(name)
-            if index is None:
+            if index is None or name in self._stale:
                 return False
             meta = {"uid": self._uids[name], "generation": self._generations[name], "dead": sorted(index.dead)}
             data = faiss.serialize_index(index.faiss)
             index.dirty = False
         path, meta_path = self._index_files(name)
-        tmp = path.with_suffix(".tmp")
-        data.tofile(tmp)
-        tmp.replace(path)
-        meta_tmp = meta_path.with_suffix(".jsontmp")
-        meta_tmp.write_text(json.dumps(meta))
-        meta_tmp.replace(meta_path)
+        tmp, meta_tmp = path.with_suffix(".tmp"), meta_path.with_suffix(".jsontmp")
+        try:
+            data.tofile(tmp)
+            tmp.replace(path)
+            meta_tmp.write_text(json.dumps(meta))
+            meta_tmp.replace(meta_path)
+        except BaseException:
+            index.dirty = True  # try again next round
+            tmp.unlink(missing_ok=True)
+            meta_tmp.unlink(missing_ok=True)
+            raise
         return True
 
     def save_indexes(self, force: bool = False) -> int:
@@ -385,6 +415,28 @@ class DocumentStore:
         log.info("rebuilt index of collection %s from SQLite (%d vectors)", info.name, index.faiss.ntotal)
         return index
 
+    @contextlib.contextmanager
+    def _resync_on_failure(self, name: str) -> Iterator[None]:
+        """After a commit, the index must follow SQLite; if changing it fails, rebuild it from SQLite."""
+        try:
+            yield
+        except BaseException:
+            row = self._db.execute(
+                "SELECT generation, (SELECT COUNT(*) FROM documents WHERE collection = ?) FROM collections WHERE name = ?",
+                (name, name),
+            ).fetchone()
+            self._generations[name] = int(row[0])
+            self._infos[name] = dataclasses.replace(self._infos[name], document_count=int(row[1]))
+            self._stale.add(name)  # rebuilt from SQLite on next use
+            raise
+
+    def _index(self, name: str) -> _Index:
+        """The collection's index, rebuilt first if a failed change left it behind SQLite."""
+        if name in self._stale:
+            self._indexes[name] = self._rebuild(self._infos[name])
+            self._stale.discard(name)
+        return self._indexes[name]
+
     def _maybe_compact(self, name: str) -> None:
         index = self._indexes[name]
         if len(index.dead) > max(1000, _REBUILD_DEAD_FRACTION * index.faiss.ntotal):
@@ -415,8 +467,10 @@ class DocumentStore:
         clauses: list[str] = []
         params: list[Any] = []
         for key, value in filter.items():
-            if '"' in key or not key:
-                raise InvalidArgument(f"filter key {key!r} is invalid: keys are non-empty and contain no '\"'")
+            if not _FILTER_KEY.match(key):
+                raise InvalidArgument(
+                    f"filter key {key!r} is invalid: 1-256 characters, no quotes, backslashes or control characters"
+                )
             path = f'$."{key}"'
             if value is None or isinstance(value, bool):
                 clauses.append("json_type(metadata, ?) = ?")

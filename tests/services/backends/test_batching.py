@@ -124,3 +124,18 @@ def test_length_groups_sort_by_width_and_bound_padding_and_rows() -> None:
     # rows weight the widths: one 8-row request of width 10 and one row of width 12 still pad cheaply
     assert length_groups([10, 12], rows=[8, 1]) == [[0, 1]]
     assert length_groups([]) == []
+
+
+async def test_closing_fails_waiting_callers_with_unavailable() -> None:
+    from services.runtime.errors import Unavailable
+
+    runner = RecordingRunner(delay_s=0.2)
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=1, max_queue_delay_microseconds=0))
+    running = asyncio.ensure_future(batcher.submit(_request(1, 1, 1)))
+    await asyncio.sleep(0.05)
+    queued = asyncio.ensure_future(batcher.submit(_request(1, 1, 2)))
+    await asyncio.sleep(0)
+    await batcher.close()
+    for call in (running, queued):
+        with pytest.raises(Unavailable, match="shutting down"):
+            await call

@@ -174,6 +174,16 @@ _BAD_CALLS = [
     ("search: NaN vector", lambda c, n: c.search(n, np.full(384, np.nan)), sdk.InvalidArgument, "finite"),
     ("search: top_k too large", lambda c, n: c.search(n, "q", top_k=5000), sdk.InvalidArgument, "top_k"),
     ("search: nested filter", lambda c, n: c.search(n, "q", filter={"lang": {"in": ["en"]}}), sdk.InvalidArgument, "filter"),
+    ("search: control character in filter key", lambda c, n: c.search(n, "q", filter={"\x00": 1}), sdk.InvalidArgument, "filter key"),
+    ("search: NaN in filter", lambda c, n: c.search(n, "q", filter={"x": float("inf")}), sdk.InvalidArgument, "filter"),
+    ("search: empty collection name", lambda c, n: c.search("", "q"), sdk.InvalidArgument, "collection name"),
+    ("search: prompt too long", lambda c, n: c.search(n, "q", prompt="x" * 100_000), sdk.InvalidArgument, "limit is 100000"),
+    ("embed: prompt too long", lambda c, n: c.embed(["a"], prompt="x " * 60_000), sdk.InvalidArgument, "prompt"),
+    ("upsert: NaN in metadata", lambda c, n: c.upsert(n, ids=["a"], texts=["t"], metadata=[{"x": float("nan")}]), sdk.InvalidArgument, "metadata"),
+    ("upsert: text too long beside a vector", lambda c, n: c.upsert(n, ids=["a"], texts=["x" * 100_001], vectors=np.ones((1, 384))), sdk.InvalidArgument, "characters"),
+    ("create: hnsw_m too large", lambda c, n: c.create_collection(_name(), index_type="hnsw", hnsw_m=2**31 - 1), sdk.InvalidArgument, "hnsw_m"),
+    ("get: too many ids", lambda c, n: c.get(n, [str(i) for i in range(1025)]), sdk.InvalidArgument, "limit is 1024"),
+    ("delete: too many ids", lambda c, n: c.delete(n, [str(i) for i in range(1025)]), sdk.InvalidArgument, "limit is 1024"),
 ]
 
 
@@ -200,6 +210,14 @@ def test_invalid_utf8_is_invalid_argument(retrieval_address: str, client: sdk.Cl
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "UTF-8" in error.details()
     assert client.embed(["ok"]).shape == (1, 384)
+
+
+def test_absurd_tensor_shape_is_invalid_argument(retrieval_address: str, notes: str) -> None:
+    request = retrieval_pb2.SearchRequest(collection=notes)
+    request.vector.dtype = 1  # float32
+    request.vector.shape.extend([2**62, 4])  # the byte count overflows int64
+    error = _raw_call(retrieval_address, "Search", request.SerializeToString())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "bytes" in error.details()
 
 
 def test_oversized_message_is_resource_exhausted(retrieval_address: str, client: sdk.Client) -> None:

@@ -183,3 +183,50 @@ def test_saving_on_another_thread_while_writing_keeps_index_and_generation_consi
     reopened = DocumentStore(tmp_path)  # no close(): the files as the saver left them
     assert reopened.collection("c").document_count == 400
     assert [h.id for h in reopened.search("c", vecs[399], top_k=1)] == ["d399"]
+
+
+def test_an_index_failure_after_commit_leaves_index_and_counts_following_sqlite(
+    store: DocumentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.retrieval import store as store_module
+
+    store.create_collection("c", dimension=DIM)
+    vecs = _vectors(3)
+    store.upsert("c", ["a"], [""], vecs[:1], [{}])
+
+    def broken_add(self: object, labels: np.ndarray, vectors: np.ndarray) -> None:
+        raise MemoryError("simulated")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module._Index, "add", broken_add)
+        with pytest.raises(MemoryError):
+            store.upsert("c", ["b", "c"], ["", ""], vecs[1:], [{}, {}])
+    # the upsert committed: SQLite has it, and the index was rebuilt to match
+    assert store.collection("c").document_count == 3
+    assert [h.id for h in store.search("c", vecs[2], top_k=1)] == ["c"]
+    store.save_indexes(force=True)
+    reopened = DocumentStore(store.data_dir)
+    assert [h.id for h in reopened.search("c", vecs[1], top_k=1)] == ["b"]
+
+
+def test_a_failed_index_write_is_retried(store: DocumentStore, tmp_path: Path) -> None:
+    store.create_collection("c", dimension=DIM)
+    store.upsert("c", ["a"], [""], _vectors(1), [{}])
+    (tmp_path / "indexes" / "c.tmp").mkdir()  # the write will fail
+    with pytest.raises(OSError):
+        store.save_index("c")
+    assert store.dirty_collections() == ["c"]
+    (tmp_path / "indexes" / "c.tmp").rmdir()
+    assert store.save_indexes() == 1 and store.dirty_collections() == []
+
+
+def test_hnsw_search_skips_tombstones_without_losing_results(store: DocumentStore) -> None:
+    store.create_collection("c", dimension=DIM, index_type="hnsw")
+    ids = [f"d{i}" for i in range(300)]
+    vecs = _vectors(300)
+    store.upsert("c", ids, ids, vecs, [{"even": i % 2 == 0} for i in range(300)])
+    store.delete_documents("c", ids[:200])  # below the compaction threshold: tombstones stay
+    hits = store.search("c", vecs[250], top_k=10)
+    assert len(hits) == 10 and hits[0].id == "d250" and all(int(h.id[1:]) >= 200 for h in hits)
+    filtered = store.search("c", vecs[250], top_k=10, filter={"even": True})
+    assert len(filtered) == 10 and all(int(h.id[1:]) >= 200 and int(h.id[1:]) % 2 == 0 for h in filtered)
