@@ -1,0 +1,198 @@
+"""Train a family of SAEs (one width each) from one activation cache, in one pass over the data.
+
+Every batch is read once and used to update every SAE of the family. Runs in one process
+(`train_family`) or data-parallel on Ray Train (`training.sae.ray_job`), which calls the same
+step function on each worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.sae.activations import ActivationCache
+from training.sae.config import SaeConfig
+from training.sae.metrics import MetricsAccumulator, ReconstructionMetrics
+from training.sae.model import Sae
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """How a family is trained. `tokens` counts activations seen by each SAE."""
+
+    tokens: int
+    batch_tokens: int = 4096
+    lr: float = 4e-4
+    lr_warmup_steps: int = 100
+    lr_decay_fraction: float = 0.2  # linear decay to 0 over the last fraction of steps
+    seed: int = 0
+    eval_fraction: float = 0.02  # held-out share of the cache, never trained on
+    checkpoint_every_steps: int = 500
+
+    def __post_init__(self) -> None:
+        if self.tokens < self.batch_tokens or self.batch_tokens < 1:
+            raise ValueError("TrainingConfig: tokens must be >= batch_tokens >= 1")
+        if not 0 < self.lr < 1:
+            raise ValueError("TrainingConfig: lr must be in (0, 1)")
+        if not 0 <= self.eval_fraction < 0.5:
+            raise ValueError("TrainingConfig: eval_fraction must be in [0, 0.5)")
+
+    @property
+    def steps(self) -> int:
+        return self.tokens // self.batch_tokens
+
+    def lr_at(self, step: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, self.lr_warmup_steps))
+        decay_start = int(self.steps * (1 - self.lr_decay_fraction))
+        decay = 1.0 if step < decay_start else max(0.0, (self.steps - step) / max(1, self.steps - decay_start))
+        return self.lr * warm * decay
+
+
+@dataclasses.dataclass
+class FamilyState:
+    saes: list[Sae]
+    optimizers: list[torch.optim.Optimizer]
+    step: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "configs": [s.config.to_dict() for s in self.saes],
+            "saes": [s.state_dict() for s in self.saes],
+            "optimizers": [o.state_dict() for o in self.optimizers],
+        }
+
+
+def new_family(configs: Sequence[SaeConfig], training: TrainingConfig, mean: torch.Tensor | None = None) -> FamilyState:
+    torch.manual_seed(training.seed)
+    saes = []
+    for config in configs:
+        sae = Sae(config)
+        if mean is not None:
+            with torch.no_grad():
+                sae.b_dec.copy_(mean)  # start the decoder bias at the data mean
+        saes.append(sae)
+    optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(s.parameters(), lr=training.lr, betas=(0.9, 0.999)) for s in saes]
+    return FamilyState(saes, optimizers)
+
+
+def save_checkpoint(state: FamilyState, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (CHECKPOINT_FILE + ".tmp")
+    torch.save(state.state_dict(), tmp)
+    tmp.replace(directory / CHECKPOINT_FILE)
+    return directory / CHECKPOINT_FILE
+
+
+def load_checkpoint(directory: Path, training: TrainingConfig) -> FamilyState | None:
+    path = directory / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    data = torch.load(path, weights_only=False)
+    state = new_family([SaeConfig.from_dict(c) for c in data["configs"]], training)
+    for sae, weights in zip(state.saes, data["saes"], strict=True):
+        sae.load_state_dict(weights)
+    for opt, opt_state in zip(state.optimizers, data["optimizers"], strict=True):
+        opt.load_state_dict(opt_state)
+    state.step = int(data["step"])
+    return state
+
+
+def train_step(state: FamilyState, batch: torch.Tensor, training: TrainingConfig, *, sync: Any = None) -> list[float]:
+    """One optimiser step of every SAE on `batch`; returns each SAE's loss.
+
+    `sync(sae)` is called after backward (data-parallel gradient averaging on Ray)."""
+    lr = training.lr_at(state.step)
+    losses = []
+    for sae, opt in zip(state.saes, state.optimizers, strict=True):
+        sae.train()
+        for group in opt.param_groups:
+            group["lr"] = lr
+        out = sae(batch)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if sync is not None:
+            sync(sae)
+        sae.remove_parallel_gradient()
+        opt.step()
+        sae.normalize_decoder()
+        losses.append(float(out.loss.detach()))
+    state.step += 1
+    return losses
+
+
+@torch.no_grad()
+def evaluate(sae: Sae, batches: Iterable[torch.Tensor]) -> ReconstructionMetrics:
+    sae.eval()
+    acc = MetricsAccumulator(sae.config.d_in, sae.config.d_sae)
+    for batch in batches:
+        latents = sae.encode(batch)
+        acc.add(batch, sae.decode(latents), latents)
+    return acc.result()
+
+
+def split_cache(cache: ActivationCache, eval_fraction: float) -> tuple[int, int]:
+    """Rows [0, train_rows) train; the last `eval_rows` rows are held out."""
+    eval_rows = int(len(cache) * eval_fraction)
+    return len(cache) - eval_rows, eval_rows
+
+
+def training_batches(data: torch.Tensor, training: TrainingConfig, start_step: int = 0) -> Iterator[torch.Tensor]:
+    """Shuffled epochs over `data`, one batch per step, resumable at `start_step`."""
+    g = torch.Generator().manual_seed(training.seed)
+    per_epoch = max(1, len(data) // training.batch_tokens)
+    step = 0
+    while True:
+        order = torch.randperm(len(data), generator=g)
+        for i in range(per_epoch):
+            if step >= start_step:
+                yield data[order[i * training.batch_tokens : (i + 1) * training.batch_tokens]]
+            step += 1
+
+
+def train_family(
+    cache: ActivationCache,
+    configs: Sequence[SaeConfig],
+    training: TrainingConfig,
+    checkpoint_dir: Path | None = None,
+    progress: bool = True,
+    stop_at_step: int | None = None,
+) -> tuple[list[Sae], list[ReconstructionMetrics]]:
+    """Train every config on the same batches (resuming from `checkpoint_dir` if it holds one);
+    return the SAEs and their metrics on the held-out tokens. `stop_at_step` ends the run early,
+    as an interruption would; the checkpoint then resumes it exactly."""
+    from tqdm import tqdm
+
+    data = cache.all()
+    train_rows, _ = split_cache(cache, training.eval_fraction)
+    train, held_out = data[:train_rows], data[train_rows:]
+    state = load_checkpoint(checkpoint_dir, training) if checkpoint_dir else None
+    if state is None:
+        state = new_family(configs, training, mean=train.mean(0))
+    elif [s.config for s in state.saes] != list(configs):
+        raise ValueError(f"{checkpoint_dir} holds a checkpoint of other SAEs; use another directory")
+    batches = training_batches(train, training, start_step=state.step)
+    with tqdm(total=training.steps, initial=state.step, unit="step", desc="SAE family", disable=not progress) as bar:
+        last = training.steps if stop_at_step is None else min(stop_at_step, training.steps)
+        while state.step < last:
+            losses = train_step(state, next(batches), training)
+            bar.update(1)
+            bar.set_postfix(loss=f"{min(losses):.3g}..{max(losses):.3g}")
+            if checkpoint_dir is not None and state.step % training.checkpoint_every_steps == 0:
+                save_checkpoint(state, checkpoint_dir)
+    if checkpoint_dir is not None:
+        save_checkpoint(state, checkpoint_dir)
+    held = held_out if len(held_out) else train[: training.batch_tokens]
+    metrics = [evaluate(sae, held.split(training.batch_tokens)) for sae in state.saes]
+    for sae, m in zip(state.saes, metrics, strict=True):
+        log.info("d_sae=%d %s", sae.config.d_sae, json.dumps(m.to_dict()))
+    return state.saes, metrics
