@@ -140,7 +140,7 @@ def train_family_on_ray(
     with result.checkpoint.as_directory() as directory:
         state = load_checkpoint(Path(directory), training)
     assert state is not None
-    return state, dict(result.metrics)
+    return state, dict(result.metrics or {})
 
 
 def main(argv: list[str] | None = None) -> int:
