@@ -167,21 +167,34 @@ def train_family(
     progress: bool = True,
     stop_at_step: int | None = None,
 ) -> tuple[list[Sae], list[ReconstructionMetrics]]:
-    """Train every config on the same batches (resuming from `checkpoint_dir` if it holds one);
-    return the SAEs and their metrics on the held-out tokens. `stop_at_step` ends the run early,
-    as an interruption would; the checkpoint then resumes it exactly."""
+    """Train every config on the same batches of a cache (resuming from `checkpoint_dir` if it
+    holds one); return the SAEs and their metrics on the held-out tokens. `stop_at_step` ends
+    the run early, as an interruption would; the checkpoint then resumes it exactly."""
+    train_rows, _ = split_cache(cache, training.eval_fraction)
+    data = cache.all()
+    return train_on_tensor(data[:train_rows], data[train_rows:], configs, training, checkpoint_dir, progress, stop_at_step)
+
+
+def train_on_tensor(
+    train: torch.Tensor,
+    held_out: torch.Tensor,
+    configs: Sequence[SaeConfig],
+    training: TrainingConfig,
+    checkpoint_dir: Path | None = None,
+    progress: bool = True,
+    stop_at_step: int | None = None,
+    desc: str = "SAE family",
+) -> tuple[list[Sae], list[ReconstructionMetrics]]:
+    """`train_family` on rows already in memory (also used for meta-SAEs on decoder rows)."""
     from tqdm import tqdm
 
-    data = cache.all()
-    train_rows, _ = split_cache(cache, training.eval_fraction)
-    train, held_out = data[:train_rows], data[train_rows:]
     state = load_checkpoint(checkpoint_dir, training) if checkpoint_dir else None
     if state is None:
         state = new_family(configs, training, mean=train.mean(0))
     elif [s.config for s in state.saes] != list(configs):
         raise ValueError(f"{checkpoint_dir} holds a checkpoint of other SAEs; use another directory")
     batches = training_batches(train, training, start_step=state.step)
-    with tqdm(total=training.steps, initial=state.step, unit="step", desc="SAE family", disable=not progress) as bar:
+    with tqdm(total=training.steps, initial=state.step, unit="step", desc=desc, disable=not progress) as bar:
         last = training.steps if stop_at_step is None else min(stop_at_step, training.steps)
         while state.step < last:
             losses = train_step(state, next(batches), training)
