@@ -173,6 +173,14 @@ class Sae(nn.Module):
                 self.threshold.mul_(m).add_((1 - m) * smallest)
 
     @torch.no_grad()
+    def fold_input_scale(self, scale: float) -> None:
+        """Make an SAE trained on `scale * x` work on `x` itself (the encoder's pre-activations,
+        and so thresholds and latents, are unchanged; decoder rows shrink by `scale`)."""
+        self.W_enc.mul_(scale)
+        self.W_dec.div_(scale)
+        self.b_dec.div_(scale)
+
+    @torch.no_grad()
     def normalize_decoder(self) -> None:
         """Unit-norm decoder rows (topk variants), after each optimiser step."""
         if self.config.architecture in ("topk", "batchtopk"):

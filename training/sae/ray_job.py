@@ -14,6 +14,7 @@ single-process step on the full batch. Rank 0 reports a checkpoint every
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from training.sae.train import (
     FamilyState,
     TrainingConfig,
     evaluate,
+    input_scale,
     load_checkpoint,
     new_family,
     save_checkpoint,
@@ -73,6 +75,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     data = cache.all()
     train_rows, _ = split_cache(cache, training.eval_fraction)
     train, held_out = data[:train_rows], data[train_rows:]
+    scale = input_scale(train)  # as train_family: train at mean norm √d_in, fold the scale back at the end
+    train = train * scale
 
     state: FamilyState | None = None
     checkpoint = ray.train.get_checkpoint()
@@ -93,9 +97,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         last = state.step == training.steps
         if state.step % training.checkpoint_every_steps == 0 or last:
             if last:
-                held = held_out if len(held_out) else train[: training.batch_tokens]
+                held = held_out if len(held_out) else train[: training.batch_tokens] / scale
                 for sae in state.saes:
-                    m = evaluate(sae, held.split(training.batch_tokens)).to_dict()
+                    unscaled = copy.deepcopy(sae)
+                    unscaled.fold_input_scale(scale)
+                    m = evaluate(unscaled, held.split(training.batch_tokens)).to_dict()
                     metrics.update({f"d{sae.config.d_sae}_{k}": v for k, v in m.items()})
             if rank == 0:
                 with tempfile.TemporaryDirectory() as tmp:
@@ -140,6 +146,11 @@ def train_family_on_ray(
     with result.checkpoint.as_directory() as directory:
         state = load_checkpoint(Path(directory), training)
     assert state is not None
+    cache = ActivationCache(cache_dir)
+    train_rows, _ = split_cache(cache, training.eval_fraction)
+    scale = input_scale(cache.all()[:train_rows])
+    for sae in state.saes:
+        sae.fold_input_scale(scale)
     return state, dict(result.metrics or {})
 
 

@@ -140,6 +140,11 @@ def evaluate(sae: Sae, batches: Iterable[torch.Tensor]) -> ReconstructionMetrics
     return acc.result()
 
 
+def input_scale(rows: torch.Tensor) -> float:
+    """√d_in / mean ‖x‖: the factor that gives the rows a mean norm of √d_in."""
+    return float(rows.shape[1] ** 0.5 / rows.norm(dim=1).mean().clamp(min=1e-12))
+
+
 def split_cache(cache: ActivationCache, eval_fraction: float) -> tuple[int, int]:
     """Rows [0, train_rows) train; the last `eval_rows` rows are held out."""
     eval_rows = int(len(cache) * eval_fraction)
@@ -185,8 +190,16 @@ def train_on_tensor(
     stop_at_step: int | None = None,
     desc: str = "SAE family",
 ) -> tuple[list[Sae], list[ReconstructionMetrics]]:
-    """`train_family` on rows already in memory (also used for meta-SAEs on decoder rows)."""
+    """`train_family` on rows already in memory (also used for meta-SAEs on decoder rows).
+
+    Training sees the rows scaled so their mean norm is √d_in (as SAELens does), which keeps
+    one learning rate right for residual streams of any scale; the scale is folded back into
+    the returned SAEs, which take unscaled activations. Metrics are on unscaled rows.
+    """
     from tqdm import tqdm
+
+    scale = input_scale(train)
+    train, held_out = train * scale, held_out * scale
 
     state = load_checkpoint(checkpoint_dir, training) if checkpoint_dir else None
     if state is None:
@@ -204,7 +217,9 @@ def train_on_tensor(
                 save_checkpoint(state, checkpoint_dir)
     if checkpoint_dir is not None:
         save_checkpoint(state, checkpoint_dir)
-    held = held_out if len(held_out) else train[: training.batch_tokens]
+    held = (held_out if len(held_out) else train[: training.batch_tokens]) / scale
+    for sae in state.saes:
+        sae.fold_input_scale(scale)
     metrics = [evaluate(sae, held.split(training.batch_tokens)) for sae in state.saes]
     for sae, m in zip(state.saes, metrics, strict=True):
         log.info("d_sae=%d %s", sae.config.d_sae, json.dumps(m.to_dict()))
