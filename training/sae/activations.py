@@ -5,7 +5,10 @@
     cache = ActivationCache(out_dir)                   # many SAEs train from one cache
 
 The forward pass stops at the hooked layer (the later blocks are dropped). Position 0 of
-every context is left out: its residual norm is ~100x the others in middle layers.
+every context is left out: its residual norm is ~100x the others in middle layers. So are the
+rare other tokens with such "massive activations" (norm > 10x the batch median; in SmolLM2 at
+layer 15, 16 of 200k tokens holding 70% of the variance about the mean): no SAE reconstructs
+them, and they would swamp every MSE and FVU. The manifest counts them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
 MANIFEST_FILE = "manifest.json"
+MASSIVE_NORM_FACTOR = 10.0
 
 
 @dataclasses.dataclass
@@ -115,6 +119,7 @@ class Manifest:
     shards: list[str]
     dtype: str = "float32"
     skipped_positions: tuple[int, ...] = (0,)
+    dropped_massive_tokens: int = 0  # norm > MASSIVE_NORM_FACTOR x the batch median
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -161,7 +166,7 @@ def cache_activations(
     stream = ResidualStream(lm, layer)
     shards: list[str] = []
     pending: list[np.ndarray] = []
-    pending_rows = written = 0
+    pending_rows = written = dropped = 0
 
     def flush() -> None:
         nonlocal pending, pending_rows
@@ -179,8 +184,11 @@ def cache_activations(
             if not batch:
                 log.warning("the corpus ran out after %d tokens (asked for %d)", written, tokens)
                 break
-            acts = stream(torch.tensor(batch, dtype=torch.long))[:, 1:, :]  # leave out position 0
-            rows = acts.reshape(-1, lm.d_model)[: tokens - written].numpy()
+            acts = stream(torch.tensor(batch, dtype=torch.long))[:, 1:, :].reshape(-1, lm.d_model)  # no position 0
+            norms = acts.norm(dim=1)
+            keep = norms <= MASSIVE_NORM_FACTOR * norms.median()
+            dropped += int((~keep).sum())
+            rows = acts[keep][: tokens - written].numpy()
             pending.append(rows)
             pending_rows += len(rows)
             written += len(rows)
@@ -196,6 +204,7 @@ def cache_activations(
         context_tokens=context_tokens,
         token_count=written,
         shards=shards,
+        dropped_massive_tokens=dropped,
     )
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
     return manifest

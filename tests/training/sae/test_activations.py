@@ -58,7 +58,7 @@ def test_cache_writes_shards_and_a_manifest_without_position_zero(checkpoint: Pa
     everything = cache.all()
     assert everything.shape == (3000, 576) and torch.isfinite(everything).all()
     norms = everything.norm(dim=1)
-    assert float(norms.max() / norms.median()) < 10  # the ~100x first-position outliers are left out
+    assert float(norms.max() / norms.median()) < 20  # position 0 and massive-activation tokens are left out
     batches = list(cache.batches(512, shuffle_seed=0))
     assert sum(len(b) for b in batches) == 3000
     rows = {tuple(np.round(r[:4].numpy(), 4)) for b in batches for r in b}
