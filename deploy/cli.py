@@ -4,6 +4,9 @@
     facet models list                            what the model repository holds
     facet models build                           build the default models
     facet models export-embedding PATH           export a sentence-transformers model to ONNX
+    facet sae build [--tokens N --widths ...]    build an SAE family with its meta-SAE and analyses
+    facet sae cache --out DIR [--layer L]        cache residual-stream activations
+    facet sae train --cache DIR --out DIR ...    train an SAE family on Ray (local or `ray job submit`)
     facet eval rarb-mcr --data DIR               RAR-b MCR evaluation through the SDK
 """
 
@@ -44,16 +47,31 @@ def build_default_models(services: list[str], parity_data: Path | None) -> None:
 
         if not repo.has(DEFAULT_EMBEDDING_MODEL):
             steps.append((DEFAULT_EMBEDDING_MODEL, lambda: ensure_default_embedding_model(repo, parity_data)))
+    if "sae" in services:
+        from services.runtime.config import load_config
+        from training.sae.build import BuildOptions, default_model_names
+        from training.sae.build import build as build_saes
+
+        options = BuildOptions(work_dir=load_config().data_dir / "sae-build")
+        if not all(repo.has(name) for name in default_model_names(options)):
+            steps.append(("SAE family", lambda: build_saes(repo, options)[-1]))
     if not steps:
         return
     print(f"facet: building {len(steps)} default model(s) into {repo.root}", flush=True)
     with tqdm(total=len(steps), unit="model", desc="default models") as bar:
-        for name, build in steps:
+        for name, make in steps:
             bar.set_postfix_str(name)
-            entry = build()
-            parity = entry.metadata.get("parity", {})
-            tqdm.write(f"  {name} v{entry.version}: parity min cosine {parity.get('min_cosine', float('nan')):.6f}")
+            entry = make()
+            tqdm.write(f"  {name}: {entry.name} v{entry.version}, parity {_parity_text(entry.metadata.get('parity', {}))}")
             bar.update()
+
+
+def _parity_text(parity: dict[str, float]) -> str:
+    if "min_cosine" in parity:
+        return f"cos≥{parity['min_cosine']:.7f}"
+    if "max_relative_error" in parity:
+        return f"rel.err≤{parity['max_relative_error']:.1e}"
+    return "-"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -93,8 +111,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             import sdk
             from deploy.demo import run_demo
 
-            with sdk.Client(retrieval=supervisor.endpoints()["retrieval"]) as client:
-                run_demo(client)
+            endpoints = supervisor.endpoints()
+            with sdk.Client(endpoints.get("retrieval"), sae=endpoints.get("sae")) as client:
+                run_demo(client, list(supervisor.endpoints()))
             if args.exit_after_demo:
                 return 0
         print("facet: Ctrl-C stops every service", flush=True)
@@ -115,12 +134,12 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         print(f"no models in {repo.root}; build the defaults with `facet models build`")
         return 0
     print(f"model repository: {repo.root}")
-    print(f"{'name':<24} {'version':>7}  {'kind':<10} {'parity':<18} source")
+    width = max(len(n) for n in names)
+    print(f"{'name':<{width}} {'version':>7}  {'kind':<12} {'parity':<18} source")
     for name in names:
         entry = repo.get(name)
-        parity = entry.metadata.get("parity", {})
-        check = f"cos≥{parity['min_cosine']:.7f}" if "min_cosine" in parity else "-"
-        print(f"{name:<24} {entry.version:>7}  {entry.kind:<10} {check:<18} {entry.metadata.get('source', '')}")
+        check = _parity_text(entry.metadata.get("parity", {}))
+        print(f"{name:<{width}} {entry.version:>7}  {entry.kind:<12} {check:<18} {entry.metadata.get('source', '')}")
     return 0
 
 
@@ -142,6 +161,14 @@ def cmd_models_export_embedding(args: argparse.Namespace) -> int:
     print(f"registered {entry.name} v{entry.version} at {entry.path}")
     print(json.dumps(entry.metadata["parity"], indent=2))
     return 0
+
+
+def cmd_sae(args: argparse.Namespace) -> int:
+    """Forward to the SAE training modules (each has its own --help)."""
+    import importlib
+
+    module = {"build": "training.sae.build", "cache": "training.sae.activations", "train": "training.sae.ray_job"}[args.sae_command]
+    return int(importlib.import_module(module).main(args.rest))
 
 
 def cmd_eval_rarb(args: argparse.Namespace) -> int:
@@ -174,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--name", help="model name in the repository (default: the directory name)")
     export.add_argument("--parity-data", type=Path)
     export.set_defaults(func=cmd_models_export_embedding)
+
+    sae = sub.add_parser("sae", help="SAE training and export").add_subparsers(dest="sae_command", required=True)
+    for command, text in (
+        ("build", "build an SAE family with meta-SAE, stitching and explanations into the model repository"),
+        ("cache", "cache residual-stream activations of an LM on the corpus"),
+        ("train", "train an SAE family on Ray Train from a cache (local Ray or `ray job submit`)"),
+    ):
+        forward = sae.add_parser(command, help=text, add_help=False)
+        forward.add_argument("rest", nargs=argparse.REMAINDER)
+        forward.set_defaults(func=cmd_sae)
 
     evaluate = sub.add_parser("eval", help="evaluations through the SDK").add_subparsers(dest="eval_command", required=True)
     rarb = evaluate.add_parser("rarb-mcr", help="RAR-b multiple-choice retrieval")

@@ -19,7 +19,38 @@ QUERIES = [
 ]
 
 
-def run_demo(client: sdk.Client) -> None:
+SAE_TEXT = "Albert Einstein was born in Ulm, in the German Empire, in 1879."
+
+
+def run_demo(client: sdk.Client, services: list[str]) -> None:
+    if "sae" in services:
+        run_sae_demo(client)
+    if "retrieval" in services:
+        run_retrieval_demo(client)
+
+
+def run_sae_demo(client: sdk.Client) -> None:
+    saes = client.list_saes()
+    print("SAEs:")
+    for s in saes:
+        m = s.metrics
+        print(f"  {s.id:<36} width {s.width:>5}  L0 {m['l0']:5.1f}  FVU {m['fvu']:.3f}  CE +{m['ce_increase']:.3f} nats")
+    largest = max(saes, key=lambda s: s.width if s.meta_width else 0)
+    tokens = client.encode_text(largest.id, SAE_TEXT, top_k=3)
+    print(f"\nencode_text({largest.id!r}, {SAE_TEXT!r}):")
+    for token in tokens[:8]:
+        print(f"  {token}")
+    latent = next((lat for t in tokens if not t.excluded for lat in t.latents), 0)
+    print(f"\ndecompose_latent({largest.id!r}, {latent}):")
+    print(client.decompose_latent(largest.id, latent, top_n=3, members=5, contexts=2))
+    smaller = [s for s in saes if s.family == largest.family and s.width < largest.width]
+    if smaller:
+        print(f"\ncompare_saes({smaller[0].id!r}, {largest.id!r}):")
+        print(client.compare_saes(smaller[0].id, largest.id))
+    print()
+
+
+def run_retrieval_demo(client: sdk.Client) -> None:
     model = client.model_info()
     print(f"model: {model.name} v{model.version} ({model.properties.get('dimension')}-d) from {model.source}")
     vectors = client.embed(["a sentence", "another"])

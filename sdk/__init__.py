@@ -2,6 +2,7 @@
 
     import sdk
     client = sdk.Client()
+    print(client.decompose_latent(sae=client.list_saes()[-1].id, latent=1234))
     vectors = client.embed(["a sentence", "another"])
 
 Needs only grpcio, protobuf and numpy.
@@ -22,10 +23,26 @@ from sdk._errors import (
     Unauthenticated,
     Unavailable,
 )
+from sdk._sae_types import (
+    ActivatingContext,
+    Explanation,
+    LatentDecomposition,
+    MetaLatent,
+    SaeComparison,
+    SaeInfo,
+    TokenLatents,
+)
 from sdk._types import Collection, Document, Hit, ModelInfo, UpsertResult
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "ActivatingContext",
+    "Explanation",
+    "LatentDecomposition",
+    "MetaLatent",
+    "SaeComparison",
+    "SaeInfo",
+    "TokenLatents",
     "AlreadyExists",
     "AsyncClient",
     "Cancelled",

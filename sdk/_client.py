@@ -11,17 +11,18 @@ import grpc
 import grpc.aio
 import numpy as np
 
-from sdk import _retrieval
+from sdk import _retrieval, _sae
+from sdk._call import Call
 from sdk._contract import API_KEY_ENV, MAX_MESSAGE_BYTES, SERVICE_NAMES, default_address
 from sdk._errors import error_from_rpc
-from sdk._proto.facet.v1 import retrieval_pb2_grpc
-from sdk._retrieval import Call
+from sdk._proto.facet.v1 import retrieval_pb2_grpc, sae_pb2_grpc
+from sdk._sae_types import ActivatingContext, LatentDecomposition, MetaLatent, SaeComparison, SaeInfo, TokenLatents
 from sdk._types import Collection, Document, Hit, ModelInfo, UpsertResult
 
 R = TypeVar("R")
 
 DEFAULT_TIMEOUT_S = 30.0
-_STUBS: dict[str, Any] = {"retrieval": retrieval_pb2_grpc.RetrievalStub}
+_STUBS: dict[str, Any] = {"retrieval": retrieval_pb2_grpc.RetrievalStub, "sae": sae_pb2_grpc.SaeStub}
 
 
 def _service_config() -> str:
@@ -56,12 +57,12 @@ def _channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
 class _Base:
     def __init__(
         self,
-        retrieval: str | None,
+        addresses: Mapping[str, str | None],
         api_key: str | None,
         timeout_s: float,
         max_message_bytes: int,
     ) -> None:
-        self._addresses = {"retrieval": retrieval or default_address("retrieval")}
+        self._addresses = {service: address or default_address(service) for service, address in addresses.items()}
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {key}"),) if key else ()
         self.timeout_s = timeout_s
@@ -95,11 +96,12 @@ class Client(_Base):
         self,
         retrieval: str | None = None,
         *,
+        sae: str | None = None,
         api_key: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
-        super().__init__(retrieval, api_key, timeout_s, max_message_bytes)
+        super().__init__({"retrieval": retrieval, "sae": sae}, api_key, timeout_s, max_message_bytes)
         self._channels: dict[str, grpc.Channel] = {}
 
     def _stub(self, service: str) -> Any:
@@ -249,6 +251,74 @@ class Client(_Base):
         """
         return self._run(_retrieval.search(collection, query, top_k, filter, prompt, include_vectors), timeout_s)
 
+    # -- SAE analysis ------------------------------------------------------------------------
+
+    def list_saes(self, *, timeout_s: float | None = None) -> list[SaeInfo]:
+        """Every SAE the service holds: id, base model, layer, width, architecture, metrics.
+
+        >>> [(s.id, s.width, round(s.metrics["fvu"], 3)) for s in client.list_saes()]
+        """
+        return self._run(_sae.list_saes(), timeout_s)
+
+    def get_sae(self, sae: str, *, timeout_s: float | None = None) -> SaeInfo:
+        """One SAE by id. Raises NotFound for an unknown id."""
+        return self._run(_sae.get_sae(sae), timeout_s)
+
+    def encode_text(self, sae: str, text: str, *, top_k: int = 8, timeout_s: float | None = None) -> list[TokenLatents]:
+        """Run `text` (1..4096 characters, at most 512 tokens) through the LM to the SAE's layer;
+        per token, its `top_k` (1..64) strongest active latents.
+
+        >>> for token in client.encode_text(sae, "Albert Einstein was born in Ulm."):
+        ...     print(token)
+        """
+        return self._run(_sae.encode_text(sae, text, top_k), timeout_s)
+
+    def encode_activations(
+        self, sae: str, activations: np.ndarray, *, top_k: int = 0, timeout_s: float | None = None
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Latents of residual-stream rows [n, d_in] (n ≤ 4096): dense float32 [n, width] when
+        top_k = 0, else (indices int32 [n, top_k], values float32 [n, top_k]), strongest first."""
+        return self._run(_sae.encode_activations(sae, activations, top_k), timeout_s)
+
+    def reconstruct(self, sae: str, activations: np.ndarray, *, timeout_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(reconstruction float32 [n, d_in], squared error per row) of rows [n, d_in]."""
+        return self._run(_sae.reconstruct(sae, activations), timeout_s)
+
+    def top_activations(self, sae: str, latent: int, *, k: int = 10, timeout_s: float | None = None) -> list[ActivatingContext]:
+        """The corpus contexts where `latent` fires most strongly, firing token marked.
+
+        >>> for context in client.top_activations(sae, 1234, k=5):
+        ...     print(context)        # activation, then the text with the token in [[ ]]
+        """
+        return self._run(_sae.top_activations(sae, latent, k), timeout_s)
+
+    def decompose_latent(
+        self, sae: str, latent: int, *, top_n: int = 4, members: int = 8, contexts: int = 3, timeout_s: float | None = None
+    ) -> LatentDecomposition:
+        """A latent's meta-latents (its decomposition by the meta-SAE trained on the SAE's decoder),
+        with explanations and the other latents that share each meta-latent.
+
+        Raises FailedPrecondition when no meta-SAE was trained on `sae`.
+
+        >>> print(client.decompose_latent(sae, 1234, top_n=4))
+        """
+        return self._run(_sae.decompose_latent(sae, latent, top_n, members, contexts), timeout_s)
+
+    def get_meta_latent(
+        self, sae: str, meta_latent: int, *, members: int = 8, contexts: int = 3, timeout_s: float | None = None
+    ) -> MetaLatent:
+        """One meta-latent of `sae`'s meta-SAE: the latents that use it and its explanation."""
+        return self._run(_sae.get_meta_latent(sae, meta_latent, members, contexts), timeout_s)
+
+    def compare_saes(self, small: str, large: str, *, threshold: float | None = None, timeout_s: float | None = None) -> SaeComparison:
+        """Stitching of two SAEs of one LM and layer: novel vs reconstruction latents of the larger
+        one (max decoder cosine below / above `threshold`, default 0.7), ΔMSE of inserting each,
+        and the MSE-vs-swaps curve. Raises FailedPrecondition for SAEs of different models or layers.
+
+        >>> print(client.compare_saes(small_id, large_id))
+        """
+        return self._run(_sae.compare_saes(small, large, threshold), timeout_s)
+
 
 class AsyncClient(_Base):
     """The same methods as `Client`, awaitable, on `grpc.aio` channels.
@@ -263,11 +333,12 @@ class AsyncClient(_Base):
         self,
         retrieval: str | None = None,
         *,
+        sae: str | None = None,
         api_key: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
-        super().__init__(retrieval, api_key, timeout_s, max_message_bytes)
+        super().__init__({"retrieval": retrieval, "sae": sae}, api_key, timeout_s, max_message_bytes)
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _stub(self, service: str) -> Any:
@@ -373,3 +444,51 @@ class AsyncClient(_Base):
     ) -> list[Hit]:
         """See `Client.search`."""
         return await self._run(_retrieval.search(collection, query, top_k, filter, prompt, include_vectors), timeout_s)
+
+    async def list_saes(self, *, timeout_s: float | None = None) -> list[SaeInfo]:
+        """See `Client.list_saes`."""
+        return await self._run(_sae.list_saes(), timeout_s)
+
+    async def get_sae(self, sae: str, *, timeout_s: float | None = None) -> SaeInfo:
+        """See `Client.get_sae`."""
+        return await self._run(_sae.get_sae(sae), timeout_s)
+
+    async def encode_text(self, sae: str, text: str, *, top_k: int = 8, timeout_s: float | None = None) -> list[TokenLatents]:
+        """See `Client.encode_text`."""
+        return await self._run(_sae.encode_text(sae, text, top_k), timeout_s)
+
+    async def encode_activations(
+        self, sae: str, activations: np.ndarray, *, top_k: int = 0, timeout_s: float | None = None
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """See `Client.encode_activations`."""
+        return await self._run(_sae.encode_activations(sae, activations, top_k), timeout_s)
+
+    async def reconstruct(
+        self, sae: str, activations: np.ndarray, *, timeout_s: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """See `Client.reconstruct`."""
+        return await self._run(_sae.reconstruct(sae, activations), timeout_s)
+
+    async def top_activations(
+        self, sae: str, latent: int, *, k: int = 10, timeout_s: float | None = None
+    ) -> list[ActivatingContext]:
+        """See `Client.top_activations`."""
+        return await self._run(_sae.top_activations(sae, latent, k), timeout_s)
+
+    async def decompose_latent(
+        self, sae: str, latent: int, *, top_n: int = 4, members: int = 8, contexts: int = 3, timeout_s: float | None = None
+    ) -> LatentDecomposition:
+        """See `Client.decompose_latent`."""
+        return await self._run(_sae.decompose_latent(sae, latent, top_n, members, contexts), timeout_s)
+
+    async def get_meta_latent(
+        self, sae: str, meta_latent: int, *, members: int = 8, contexts: int = 3, timeout_s: float | None = None
+    ) -> MetaLatent:
+        """See `Client.get_meta_latent`."""
+        return await self._run(_sae.get_meta_latent(sae, meta_latent, members, contexts), timeout_s)
+
+    async def compare_saes(
+        self, small: str, large: str, *, threshold: float | None = None, timeout_s: float | None = None
+    ) -> SaeComparison:
+        """See `Client.compare_saes`."""
+        return await self._run(_sae.compare_saes(small, large, threshold), timeout_s)

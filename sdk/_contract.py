@@ -21,6 +21,7 @@ DEFAULT_PORTS: dict[str, int] = {
 
 # Fully qualified gRPC service names, as reported by health checks.
 SERVICE_NAMES: dict[str, str] = {
+    "sae": "facet.v1.Sae",
     "retrieval": "facet.v1.Retrieval",
 }
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
-from google.protobuf import json_format, message, struct_pb2
+from google.protobuf import json_format, struct_pb2
 
+from sdk._call import Call
 from sdk._errors import InvalidArgument
 from sdk._proto.facet.v1 import common_pb2, retrieval_pb2
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
@@ -21,16 +21,6 @@ _METRICS = {"cosine": retrieval_pb2.METRIC_COSINE, "dot": retrieval_pb2.METRIC_D
 _METRIC_NAMES = {v: k for k, v in _METRICS.items()}
 _INDEX_TYPES = {"flat": retrieval_pb2.INDEX_TYPE_FLAT, "hnsw": retrieval_pb2.INDEX_TYPE_HNSW}
 _INDEX_NAMES = {v: k for k, v in _INDEX_TYPES.items()}
-
-
-@dataclass(frozen=True)
-class Call(Generic[R]):
-    """One RPC: which service and method, the request, and how to read the response."""
-
-    service: str
-    method: str
-    request: message.Message
-    parse: Callable[[Any], R]
 
 
 def _struct(data: Mapping[str, Any] | None, what: str) -> struct_pb2.Struct | None:

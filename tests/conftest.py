@@ -17,6 +17,7 @@ import pytest
 
 from deploy.launcher import wait_serving
 from deploy.model_repository import ModelRepository
+from sdk._contract import SERVICE_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RARB_DATA = (REPO_ROOT.parent / "shared" / "data" / "rarb-mcr").resolve()
@@ -44,9 +45,10 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory, rarb_data: Path) 
 
 
 class ServerProcess:
-    """A real `python -m services.retrieval` process."""
+    """A real `python -m services.<service>` process."""
 
-    def __init__(self, model_repository: Path, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, model_repository: Path, data_dir: Path, env: dict[str, str] | None = None, service: str = "retrieval") -> None:
+        self.service = service
         self.model_repository = model_repository
         self.data_dir = data_dir
         self.extra_env = env or {}
@@ -74,7 +76,7 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.retrieval", "--port-file", str(port_file)],
+            [sys.executable, "-m", f"services.{self.service}", "--port-file", str(port_file)],
             env=env,
             cwd=REPO_ROOT,
             stderr=log,
@@ -91,7 +93,7 @@ class ServerProcess:
             time.sleep(0.05)
         facts = json.loads(port_file.read_text())
         self.port, self.metrics_port = facts["port"], facts["metrics_port"]
-        assert wait_serving(self.address, "facet.v1.Retrieval", 30.0)
+        assert wait_serving(self.address, SERVICE_NAMES[self.service], 30.0), self.log()
         return self
 
     def log(self) -> str:
@@ -139,3 +141,42 @@ def retrieval_server(start_server) -> ServerProcess:  # type: ignore[no-untyped-
 def retrieval_address(retrieval_server: ServerProcess) -> str:
     """host:port of a real retrieval server with the real default model, shared by the session."""
     return retrieval_server.address
+
+
+@pytest.fixture(scope="session")
+def sae_work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Activation caches and the dequantised SmolLM2 checkpoint (`lm/`) of the test builds."""
+    reuse = os.environ.get("FACET_TEST_SAE_REPOSITORY")
+    return Path(reuse.rstrip("/") + "-work") if reuse else tmp_path_factory.mktemp("sae-work")
+
+
+@pytest.fixture(scope="session")
+def sae_repository(tmp_path_factory: pytest.TempPathFactory, sae_work_dir: Path) -> ModelRepository:
+    """Small SAE families built by the project's own build on real SmolLM2-135M activations
+    (layer 6: 12k Wikipedia tokens, widths 128/256, BatchTopK k 8; and one SAE at layer 3),
+    with meta-SAE, stitching, explanations and ONNX exports. Small so they build in about a
+    minute; the default family is larger. FACET_TEST_SAE_REPOSITORY reuses a build (local runs)."""
+    from training.sae.build import BuildOptions, build
+
+    reuse = os.environ.get("FACET_TEST_SAE_REPOSITORY")
+    repository = ModelRepository(Path(reuse) if reuse else tmp_path_factory.mktemp("sae-models"))
+    for options, name in ((TEST_SAE_OPTIONS, TEST_SAE_LARGE), (OTHER_LAYER_OPTIONS, OTHER_LAYER_SAE)):
+        if not repository.has(name):
+            build(repository, BuildOptions(**options, work_dir=sae_work_dir, progress=False))  # type: ignore[arg-type]
+    return repository
+
+
+TEST_SAE_OPTIONS = {"layer": 6, "tokens": 12_000, "epochs": 3, "widths": (128, 256), "k": 8, "batch_tokens": 512, "context_tokens": 64, "ce_contexts": 8}
+TEST_SAE_SMALL = "smollm2-135m-l6-batchtopk-w128"
+TEST_SAE_LARGE = "smollm2-135m-l6-batchtopk-w256"
+# A one-SAE family at another layer: comparing it with the layer-6 SAEs must be refused.
+OTHER_LAYER_OPTIONS = {"layer": 3, "tokens": 4_000, "epochs": 2, "widths": (96,), "k": 8, "batch_tokens": 512, "context_tokens": 64, "ce_contexts": 4}
+OTHER_LAYER_SAE = "smollm2-135m-l3-batchtopk-w96"
+
+
+@pytest.fixture(scope="session")
+def sae_server(sae_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(sae_repository.root, tmp_path_factory.mktemp("sae-data"), service="sae").start()
+    yield server
+    with contextlib.suppress(Exception):
+        server.terminate(10.0)

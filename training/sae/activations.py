@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
 MANIFEST_FILE = "manifest.json"
+CONTEXTS_FILE = "contexts.npy"  # int32 [contexts, context_tokens]: the token ids
 MASSIVE_NORM_FACTOR = 10.0
 
 
@@ -120,6 +121,8 @@ class Manifest:
     dtype: str = "float32"
     skipped_positions: tuple[int, ...] = (0,)
     dropped_massive_tokens: int = 0  # norm > MASSIVE_NORM_FACTOR x the batch median
+    # Each shard-N.npy has a where-N.npy beside it: int32 [rows, 2] = (context, position) of
+    # every row in contexts.npy, so a latent's top activations can be shown in context.
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -166,16 +169,19 @@ def cache_activations(
     stream = ResidualStream(lm, layer)
     shards: list[str] = []
     pending: list[np.ndarray] = []
+    pending_where: list[np.ndarray] = []
+    all_contexts: list[list[int]] = []
     pending_rows = written = dropped = 0
 
     def flush() -> None:
-        nonlocal pending, pending_rows
+        nonlocal pending, pending_where, pending_rows
         if not pending:
             return
         name = f"shard-{len(shards):05d}.npy"
         np.save(out_dir / name, np.concatenate(pending).astype(np.float32))
+        np.save(out_dir / where_file(name), np.concatenate(pending_where).astype(np.int32))
         shards.append(name)
-        pending, pending_rows = [], 0
+        pending, pending_where, pending_rows = [], [], 0
 
     contexts = token_contexts(lm.tokenizer, texts, context_tokens)
     with tqdm(total=tokens, unit="tok", desc=f"activations L{layer}", disable=not progress) as bar:
@@ -185,17 +191,23 @@ def cache_activations(
                 log.warning("the corpus ran out after %d tokens (asked for %d)", written, tokens)
                 break
             acts = stream(torch.tensor(batch, dtype=torch.long))[:, 1:, :].reshape(-1, lm.d_model)  # no position 0
+            where = np.stack(
+                np.meshgrid(np.arange(len(batch)) + len(all_contexts), np.arange(1, context_tokens), indexing="ij"), -1
+            ).reshape(-1, 2)
+            all_contexts.extend(batch)
             norms = acts.norm(dim=1)
             keep = norms <= MASSIVE_NORM_FACTOR * norms.median()
             dropped += int((~keep).sum())
             rows = acts[keep][: tokens - written].numpy()
             pending.append(rows)
+            pending_where.append(where[keep.numpy()][: len(rows)])
             pending_rows += len(rows)
             written += len(rows)
             bar.update(len(rows))
             if pending_rows >= shard_tokens:
                 flush()
     flush()
+    np.save(out_dir / CONTEXTS_FILE, np.asarray(all_contexts, dtype=np.int32).reshape(-1, context_tokens))
     manifest = Manifest(
         model=lm.name,
         layer=layer,
@@ -208,6 +220,10 @@ def cache_activations(
     )
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
     return manifest
+
+
+def where_file(shard: str) -> str:
+    return shard.replace("shard-", "where-", 1)
 
 
 class ActivationCache:
@@ -235,3 +251,38 @@ class ActivationCache:
 
     def all(self) -> torch.Tensor:
         return torch.from_numpy(np.concatenate([np.asarray(s) for s in self._shards]))
+
+    def contexts(self) -> np.ndarray:
+        """int32 [contexts, context_tokens]: the token ids the activations came from."""
+        return np.load(self.directory / CONTEXTS_FILE)
+
+    def where(self) -> np.ndarray:
+        """int32 [rows, 2]: (context, position) of every row of `all()`."""
+        return np.concatenate([np.load(self.directory / where_file(name)) for name in self.manifest.shards])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`facet sae cache`: write an activation cache that `facet sae train` reads."""
+    import argparse
+
+    from training.sae.corpus import CORPUS_NAME, wikipedia_paragraphs
+
+    parser = argparse.ArgumentParser(prog="facet sae cache", description="Cache residual-stream activations of an LM.")
+    parser.add_argument("--out", type=Path, required=True, help="cache directory (shards + manifest.json)")
+    parser.add_argument("--layer", type=int, default=15, help="residual stream after this many blocks")
+    parser.add_argument("--tokens", type=int, default=200_000)
+    parser.add_argument("--context-tokens", type=int, default=128)
+    parser.add_argument("--lm", type=Path, help="a local Hugging Face causal LM directory (default SmolLM2-135M)")
+    parser.add_argument("--lm-checkpoint", type=Path, help="keep the dequantised SmolLM2 here for fast reloads")
+    args = parser.parse_args(argv)
+    lm = load_language_model(args.lm, checkpoint_cache=args.lm_checkpoint)
+    manifest = cache_activations(lm, args.layer, wikipedia_paragraphs(), args.out, tokens=args.tokens, corpus=CORPUS_NAME,
+                                 context_tokens=args.context_tokens)  # fmt: skip
+    print(json.dumps({k: v for k, v in manifest.to_dict().items() if k != "shards"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

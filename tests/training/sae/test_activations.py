@@ -63,3 +63,21 @@ def test_cache_writes_shards_and_a_manifest_without_position_zero(checkpoint: Pa
     assert sum(len(b) for b in batches) == 3000
     rows = {tuple(np.round(r[:4].numpy(), 4)) for b in batches for r in b}
     assert len(rows) == len({tuple(np.round(r[:4].numpy(), 4)) for r in everything})
+
+
+def test_every_cached_row_points_at_its_token_in_context(checkpoint: Path, tmp_path: Path) -> None:
+    """Top-activation contexts rely on (context, position) of each row: recompute one and compare."""
+    lm = load_language_model(checkpoint_cache=checkpoint)
+    cache_activations(
+        lm, LAYER, wikipedia_paragraphs(), tmp_path, tokens=600, corpus=CORPUS_NAME,
+        context_tokens=32, batch_contexts=4, shard_tokens=256, progress=False,
+    )  # fmt: skip
+    cache = ActivationCache(tmp_path)
+    contexts, where, rows = cache.contexts(), cache.where(), cache.all()
+    assert contexts.shape[1] == 32 and len(where) == len(rows) == 600
+    assert (where[:, 1] >= 1).all()  # position 0 is never cached
+    stream = ResidualStream(load_language_model(checkpoint_cache=checkpoint), LAYER)
+    for i in (0, 299, 599):
+        c, pos = where[i]
+        fresh = stream(torch.tensor(contexts[c : c + 1], dtype=torch.long))[0, pos]
+        torch.testing.assert_close(rows[i], fresh, rtol=1e-4, atol=1e-3)

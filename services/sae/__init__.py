@@ -1,0 +1,1 @@
+"""SAE analysis service."""

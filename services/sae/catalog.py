@@ -1,0 +1,207 @@
+"""What the SAE service knows about its SAEs, read from the model repository at start-up:
+metadata, decoder rows (SAELens-format weights), and the analyses stored at build time
+(top-activating contexts, output-token explanations, meta-SAE codes, stitching results).
+
+Everything here is plain numpy; model execution goes through the backend in the servicer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from deploy.model_repository import ModelRepository, ModelVersion
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+
+PAD = -1  # token id outside the corpus context in a stored window
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    tokens: list[str]
+    highlight: int
+    activation: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Explanation:
+    contexts: list[Context]
+    output_tokens: list[tuple[str, float]]
+
+
+class Explained:
+    """Stored top activations and output tokens of a set of units (latents or meta-latents)."""
+
+    def __init__(self, arrays: Any, tokens: TokenText) -> None:
+        self.top_values = np.asarray(arrays["top_values"])  # [units, k]
+        self.top_windows = np.asarray(arrays["top_windows"])  # [units, k, window]
+        self.firing_rate = np.asarray(arrays["firing_rate"])  # [units]
+        self.output_ids = np.asarray(arrays["output_ids"])  # [units, n]
+        self.output_scores = np.asarray(arrays["output_scores"])
+        self.context_before = int(arrays["context_before"])  # the firing token's index in a window
+        self._tokens = tokens
+
+    @property
+    def stored(self) -> int:
+        return int(self.top_values.shape[1])
+
+    def contexts(self, unit: int, k: int) -> list[Context]:
+        out = []
+        for value, window in zip(self.top_values[unit, :k], self.top_windows[unit, :k], strict=True):
+            if value <= 0:
+                break
+            keep = window != PAD
+            highlight = int(keep[: self.context_before].sum())
+            out.append(Context(self._tokens.texts(window[keep]), highlight, float(value)))
+        return out
+
+    def explanation(self, unit: int, contexts: int) -> Explanation:
+        words = self._tokens.texts(self.output_ids[unit])
+        return Explanation(self.contexts(unit, contexts), list(zip(words, self.output_scores[unit].tolist(), strict=True)))
+
+
+class TokenText:
+    """Token ids → the text each token stands for."""
+
+    def __init__(self, tokenizer_file: str | Path) -> None:
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+
+    def texts(self, ids: np.ndarray | list[int]) -> list[str]:
+        return self.tokenizer.decode_batch([[int(i)] for i in ids], skip_special_tokens=False)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+@dataclasses.dataclass
+class MetaSae:
+    name: str
+    entry: ModelVersion
+    codes: np.ndarray  # [d_sae, d_meta]: meta-latent activations of every latent's unit decoder row
+    decoder: np.ndarray  # [d_meta, d_in]
+    bias: np.ndarray  # [d_in]
+    explained: Explained
+
+    @property
+    def width(self) -> int:
+        return int(self.decoder.shape[0])
+
+    def members(self, meta_latent: int, limit: int, exclude: int = -1) -> tuple[list[int], list[float], int]:
+        column = self.codes[:, meta_latent]
+        users = np.flatnonzero(column > 0)
+        order = users[np.argsort(-column[users], kind="stable")]
+        order = order[order != exclude]
+        return order[:limit].tolist(), column[order[:limit]].tolist(), int(len(order))
+
+
+@dataclasses.dataclass
+class Stitching:
+    small: str
+    arrays: dict[str, np.ndarray]
+
+
+@dataclasses.dataclass
+class SaeEntry:
+    name: str
+    entry: ModelVersion
+    unit_decoder: np.ndarray  # [d_sae, d_in]
+    explained: Explained
+    stitchings: dict[str, Path]  # smaller SAE name -> stored result
+    meta: MetaSae | None = None
+
+    @property
+    def props(self) -> dict[str, Any]:
+        return dict(self.entry.metadata.get("properties", {}))
+
+    @property
+    def width(self) -> int:
+        return int(self.props["width"])
+
+    @property
+    def d_in(self) -> int:
+        return int(self.props["d_in"])
+
+    def check_latent(self, latent: int) -> None:
+        if not 0 <= latent < self.width:
+            raise InvalidArgument(f"latent {latent} is out of range for SAE '{self.name}': it has latents 0..{self.width - 1}")
+
+    def stitching(self, small: str) -> dict[str, np.ndarray]:
+        path = self.stitchings.get(small)
+        if path is None:
+            raise NotFound(
+                f"no stitching result for '{small}' -> '{self.name}' is stored; SAEs trained together by "
+                "`facet models build` are compared at build time"
+            )
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+
+
+class Catalog:
+    """Every SAE in the repository, its meta-SAE and the LM prefix models they read from."""
+
+    def __init__(self, repository: ModelRepository) -> None:
+        self.saes: dict[str, SaeEntry] = {}
+        self.lm_models: dict[str, ModelVersion] = {}
+        self.tokens: dict[str, TokenText] = {}
+        entries = [repository.get(name) for name in repository.models()]
+        for entry in entries:
+            if entry.kind == "lm-residual":
+                self.lm_models[entry.name] = entry
+                self.tokens[entry.name] = TokenText(entry.file("tokenizer"))
+        metas = {e.metadata["properties"]["sae"]: e for e in entries if e.kind == "meta-sae"}
+        for entry in entries:
+            if entry.kind != "sae":
+                continue
+            lm = entry.metadata["properties"]["lm_model"]
+            if lm not in self.tokens:
+                raise FailedPrecondition(f"SAE '{entry.name}' reads from LM model '{lm}', which the repository lacks")
+            self.saes[entry.name] = self._load_sae(entry, self.tokens[lm], metas.get(entry.name))
+
+    @staticmethod
+    def _load_sae(entry: ModelVersion, tokens: TokenText, meta_entry: ModelVersion | None) -> SaeEntry:
+        from safetensors.numpy import load_file
+
+        w_dec = load_file(str(entry.file("weights")))["W_dec"]
+        unit = w_dec / np.maximum(np.linalg.norm(w_dec, axis=1, keepdims=True), 1e-12)
+        with np.load(entry.file("analysis")) as arrays:
+            explained = Explained({k: arrays[k] for k in arrays.files}, tokens)
+        stitchings = {
+            key.split(":", 1)[1]: entry.path / file for key, file in entry.metadata.get("files", {}).items() if key.startswith("stitching:")
+        }
+        sae = SaeEntry(entry.name, entry, unit.astype(np.float32), explained, stitchings)
+        if meta_entry is not None:
+            with np.load(meta_entry.file("analysis")) as arrays:
+                data = {k: arrays[k] for k in arrays.files}
+            sae.meta = MetaSae(meta_entry.name, meta_entry, data["codes"], data["meta_decoder"], data["meta_bias"], Explained(data, tokens))
+        return sae
+
+    def get(self, name: str) -> SaeEntry:
+        if not name:
+            raise InvalidArgument("sae is empty; name one of ListSaes' ids")
+        sae = self.saes.get(name)
+        if sae is None:
+            known = ", ".join(sorted(self.saes)) or "none"
+            raise NotFound(f"SAE '{name}' is not served (have: {known})")
+        return sae
+
+    def sorted(self) -> list[SaeEntry]:
+        return sorted(self.saes.values(), key=lambda s: (s.props.get("family", ""), s.width))
+
+
+def compatible(small: SaeEntry, large: SaeEntry) -> None:
+    """Stitching needs two SAEs of one LM and layer; raise FailedPrecondition otherwise."""
+    a, b = small.props, large.props
+    for key, what in (("base_model", "base models"), ("layer", "layers"), ("hook", "hook points"), ("d_in", "input widths")):
+        if a.get(key) != b.get(key):
+            raise FailedPrecondition(
+                f"SAEs '{small.name}' and '{large.name}' read different {what} ({a.get(key)} vs {b.get(key)}); "
+                "stitching compares SAEs of the same LM and layer"
+            )
+    if small.width >= large.width:
+        raise InvalidArgument(f"small ('{small.name}', {small.width} latents) must be narrower than large ('{large.name}', {large.width})")

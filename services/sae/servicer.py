@@ -1,0 +1,284 @@
+"""The SAE gRPC servicer: validation, the LM prefix / encoders / decoders through the backend,
+and the analyses stored at build time (read through the catalog)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+import numpy as np
+
+from deploy.model_repository import ModelRepository
+from sdk._proto.facet.v1 import sae_pb2, sae_pb2_grpc
+from sdk._tensors import tensor_from_numpy, tensor_to_numpy
+from services.backends import create_backend
+from services.runtime.config import FacetConfig
+from services.runtime.errors import FailedPrecondition, InvalidArgument
+from services.runtime.server import FacetService
+from services.sae.catalog import Catalog, Explanation, SaeEntry, compatible
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 4096
+MAX_TEXT_TOKENS = 512
+MAX_ROWS = 4096
+MAX_TOP_K = 64
+MAX_TOP_N = 16
+MAX_MEMBERS = 32
+MASSIVE_NORM_FACTOR = 10.0  # as in the training data: such tokens are not encoded
+DEFAULT_THRESHOLD = 0.7
+
+
+def _bounded(value: int, default: int, low: int, high: int, what: str) -> int:
+    if value == 0:
+        return min(default, high)
+    if not low <= value <= high:
+        raise InvalidArgument(f"{what} must be {low}..{high} (0: {min(default, high)}), got {value}")
+    return value
+
+
+def _context(c: object) -> sae_pb2.ActivatingContext:
+    return sae_pb2.ActivatingContext(tokens=c.tokens, highlight=c.highlight, activation=c.activation)  # type: ignore[attr-defined]
+
+
+def _explanation(e: Explanation) -> sae_pb2.Explanation:
+    return sae_pb2.Explanation(
+        top_contexts=[_context(c) for c in e.contexts],
+        top_output_tokens=[sae_pb2.TokenScore(token=t, score=s) for t, s in e.output_tokens],
+    )
+
+
+def _info(sae: SaeEntry) -> sae_pb2.SaeInfo:
+    p = sae.props
+    m = p.get("metrics", {})
+    info = sae_pb2.SaeInfo(
+        id=sae.name,
+        base_model=p.get("base_model", ""),
+        layer=int(p.get("layer", 0)),
+        hook=p.get("hook", ""),
+        d_in=sae.d_in,
+        width=sae.width,
+        architecture=p.get("architecture", ""),
+        k=int(p.get("k") or 0),
+        family=p.get("family", ""),
+        corpus=p.get("corpus", ""),
+        training_tokens=int(p.get("training_tokens", 0)),
+        metrics=sae_pb2.SaeMetrics(**{f: m[f] for f in sae_pb2.SaeMetrics.DESCRIPTOR.fields_by_name if f in m}),
+        top_activations_stored=sae.explained.stored,
+        model_version=sae.entry.version,
+    )
+    if sae.meta is not None:
+        info.meta_width = sae.meta.width
+        info.meta_variance_explained = float(p.get("meta_variance_explained", 0.0))
+        info.meta_mean_active = float(p.get("meta_mean_active", 0.0))
+    return info
+
+
+class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
+    name = "sae"
+    service_name = "facet.v1.Sae"
+
+    def __init__(self, config: FacetConfig, backend_kind: str = "onnxruntime") -> None:
+        self._config = config
+        self._backend = create_backend(backend_kind, config)
+        self._catalog: Catalog | None = None
+
+    def register(self, server: grpc.aio.Server) -> None:
+        sae_pb2_grpc.add_SaeServicer_to_server(self, server)
+
+    async def start(self) -> None:
+        repository = ModelRepository(self._config.model_repository)
+        catalog = await asyncio.get_running_loop().run_in_executor(None, Catalog, repository)
+        if not catalog.saes:
+            raise FailedPrecondition(f"the model repository {repository.root} holds no SAEs; build them with `facet models build --services sae`")
+        for name in catalog.lm_models:
+            await self._backend.load(name)
+        for sae in catalog.saes.values():
+            await self._backend.load(sae.name)
+            await self._backend.load(sae.props["decoder_model"])
+            if sae.meta is not None:
+                await self._backend.load(sae.meta.name)
+        self._catalog = catalog
+        log.info("serving %d SAEs: %s", len(catalog.saes), ", ".join(catalog.saes))
+
+    async def stop(self) -> None:
+        await self._backend.close()
+
+    @property
+    def catalog(self) -> Catalog:
+        assert self._catalog is not None, "start() first"
+        return self._catalog
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _rows(self, sae: SaeEntry, tensor: object) -> np.ndarray:
+        if not tensor.ByteSize():  # type: ignore[attr-defined]
+            raise InvalidArgument(f"activations are missing; send float32 [n, {sae.d_in}]")
+        rows = tensor_to_numpy(tensor, "activations")  # type: ignore[arg-type]
+        if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != sae.d_in:
+            raise InvalidArgument(f"activations must be float32 [n, {sae.d_in}] for SAE '{sae.name}', got {rows.dtype} {list(rows.shape)}")
+        if not 1 <= len(rows) <= MAX_ROWS:
+            raise InvalidArgument(f"activations have {len(rows)} rows; send 1..{MAX_ROWS} per call")
+        return rows
+
+    async def _encode(self, sae: SaeEntry, rows: np.ndarray) -> np.ndarray:
+        return (await self._backend.infer(sae.name, {"x": np.ascontiguousarray(rows, dtype=np.float32)}))["latents"]
+
+    async def _decode(self, sae: SaeEntry, latents: np.ndarray) -> np.ndarray:
+        return (await self._backend.infer(sae.props["decoder_model"], {"latents": latents}))["reconstruction"]
+
+    def _meta(self, sae: SaeEntry):  # type: ignore[no-untyped-def]
+        if sae.meta is None:
+            with_meta = [s.name for s in self.catalog.saes.values() if s.meta is not None]
+            raise FailedPrecondition(f"no meta-SAE was trained on SAE '{sae.name}'; these have one: {', '.join(with_meta) or 'none'}")
+        return sae.meta
+
+    def _meta_latent(self, sae: SaeEntry, index: int, members: int, contexts: int, exclude: int = -1) -> sae_pb2.MetaLatent:
+        meta = self._meta(sae)
+        ids, values, count = meta.members(index, members, exclude)
+        return sae_pb2.MetaLatent(
+            index=index,
+            member_latents=ids,
+            member_activations=values,
+            member_count=count,
+            explanation=_explanation(meta.explained.explanation(index, contexts)),
+        )
+
+    # -- RPCs --------------------------------------------------------------------------------
+
+    async def ListSaes(self, request: sae_pb2.ListSaesRequest, context: grpc.aio.ServicerContext) -> sae_pb2.ListSaesResponse:
+        return sae_pb2.ListSaesResponse(saes=[_info(s) for s in self.catalog.sorted()])
+
+    async def GetSae(self, request: sae_pb2.GetSaeRequest, context: grpc.aio.ServicerContext) -> sae_pb2.SaeInfo:
+        return _info(self.catalog.get(request.sae))
+
+    async def EncodeText(self, request: sae_pb2.EncodeTextRequest, context: grpc.aio.ServicerContext) -> sae_pb2.EncodeTextResponse:
+        sae = self.catalog.get(request.sae)
+        top_k = _bounded(request.top_k, 8, 1, min(MAX_TOP_K, sae.width), "top_k")
+        if not request.text.strip():
+            raise InvalidArgument("text is empty; send 1..4096 characters")
+        if len(request.text) > MAX_TEXT_CHARS:
+            raise InvalidArgument(f"text has {len(request.text)} characters; the limit is {MAX_TEXT_CHARS}")
+        lm = sae.props["lm_model"]
+        text = self.catalog.tokens[lm]
+        ids = text.encode(request.text)
+        if len(ids) > MAX_TEXT_TOKENS:
+            raise InvalidArgument(f"text has {len(ids)} tokens; the limit is {MAX_TEXT_TOKENS}: split it")
+        batch = np.array([ids], dtype=np.int64)
+        resid = (await self._backend.infer(lm, {"input_ids": batch, "attention_mask": np.ones_like(batch)}))["resid"][0, : len(ids)]
+        norms = np.linalg.norm(resid, axis=1)
+        included = np.zeros(len(ids), dtype=bool)
+        if len(ids) > 1:
+            included[1:] = norms[1:] <= MASSIVE_NORM_FACTOR * np.median(norms[1:])
+        latents = np.zeros((len(ids), sae.width), dtype=np.float32)
+        if included.any():
+            latents[included] = await self._encode(sae, resid[included])
+        strings = text.texts(ids)
+        tokens = []
+        for pos, (token_id, token) in enumerate(zip(ids, strings, strict=True)):
+            row = latents[pos]
+            top = np.argsort(-row, kind="stable")[:top_k]
+            top = top[row[top] > 0]
+            tokens.append(
+                sae_pb2.TokenLatents(
+                    position=pos, token_id=token_id, token=token, latents=top.tolist(), activations=row[top].tolist(), excluded=not included[pos]
+                )
+            )
+        return sae_pb2.EncodeTextResponse(sae=sae.name, tokens=tokens)
+
+    async def EncodeActivations(
+        self, request: sae_pb2.EncodeActivationsRequest, context: grpc.aio.ServicerContext
+    ) -> sae_pb2.EncodeActivationsResponse:
+        sae = self.catalog.get(request.sae)
+        if not 0 <= request.top_k <= min(MAX_TOP_K, sae.width):
+            raise InvalidArgument(f"top_k must be 0 (dense) .. {min(MAX_TOP_K, sae.width)}, got {request.top_k}")
+        latents = await self._encode(sae, self._rows(sae, request.activations))
+        if request.top_k == 0:
+            return sae_pb2.EncodeActivationsResponse(latents=tensor_from_numpy(latents))
+        order = np.argsort(-latents, axis=1, kind="stable")[:, : request.top_k].astype(np.int32)
+        values = np.take_along_axis(latents, order, axis=1)
+        return sae_pb2.EncodeActivationsResponse(indices=tensor_from_numpy(order), values=tensor_from_numpy(values))
+
+    async def Reconstruct(self, request: sae_pb2.ReconstructRequest, context: grpc.aio.ServicerContext) -> sae_pb2.ReconstructResponse:
+        sae = self.catalog.get(request.sae)
+        rows = self._rows(sae, request.activations)
+        recon = await self._decode(sae, await self._encode(sae, rows))
+        squared = ((rows - recon) ** 2).sum(1)
+        variance = float(((rows - rows.mean(0)) ** 2).sum(1).sum())
+        fvu = float(squared.sum() / variance) if len(rows) > 1 and variance > 0 else 0.0
+        return sae_pb2.ReconstructResponse(reconstruction=tensor_from_numpy(recon), squared_error=squared.tolist(), fvu=fvu)
+
+    async def TopActivations(
+        self, request: sae_pb2.TopActivationsRequest, context: grpc.aio.ServicerContext
+    ) -> sae_pb2.TopActivationsResponse:
+        sae = self.catalog.get(request.sae)
+        sae.check_latent(request.latent)
+        k = _bounded(request.k, 10, 1, sae.explained.stored, "k")
+        return sae_pb2.TopActivationsResponse(
+            contexts=[_context(c) for c in sae.explained.contexts(request.latent, k)],
+            firing_rate=float(sae.explained.firing_rate[request.latent]),
+        )
+
+    async def DecomposeLatent(
+        self, request: sae_pb2.DecomposeLatentRequest, context: grpc.aio.ServicerContext
+    ) -> sae_pb2.LatentDecomposition:
+        sae = self.catalog.get(request.sae)
+        sae.check_latent(request.latent)
+        meta = self._meta(sae)
+        top_n = _bounded(request.top_n, 4, 1, MAX_TOP_N, "top_n")
+        members = _bounded(request.members, 8, 1, MAX_MEMBERS, "members")
+        contexts = _bounded(request.contexts, 3, 1, sae.explained.stored, "contexts")
+        direction = sae.unit_decoder[request.latent]
+        code = (await self._backend.infer(meta.name, {"x": direction[None, :]}))["latents"][0]
+        active = [int(i) for i in np.argsort(-code, kind="stable")[:top_n] if code[i] > 0]
+        recon = code @ meta.decoder + meta.bias
+        cosine = float(recon @ direction / max(float(np.linalg.norm(recon)), 1e-12))
+        return sae_pb2.LatentDecomposition(
+            sae=sae.name,
+            latent=request.latent,
+            explanation=_explanation(sae.explained.explanation(request.latent, contexts)),
+            meta_latents=[
+                sae_pb2.MetaLatentActivation(
+                    meta_latent=self._meta_latent(sae, m, members, contexts, exclude=request.latent), activation=float(code[m])
+                )
+                for m in active
+            ],
+            reconstruction_cosine=cosine,
+        )
+
+    async def GetMetaLatent(self, request: sae_pb2.GetMetaLatentRequest, context: grpc.aio.ServicerContext) -> sae_pb2.MetaLatent:
+        sae = self.catalog.get(request.sae)
+        meta = self._meta(sae)
+        if not 0 <= request.meta_latent < meta.width:
+            raise InvalidArgument(f"meta_latent {request.meta_latent} is out of range: the meta-SAE of '{sae.name}' has 0..{meta.width - 1}")
+        members = _bounded(request.members, 8, 1, MAX_MEMBERS, "members")
+        contexts = _bounded(request.contexts, 3, 1, meta.explained.stored, "contexts")
+        return self._meta_latent(sae, request.meta_latent, members, contexts)
+
+    async def CompareSaes(self, request: sae_pb2.CompareSaesRequest, context: grpc.aio.ServicerContext) -> sae_pb2.SaeComparison:
+        small, large = self.catalog.get(request.small), self.catalog.get(request.large)
+        compatible(small, large)
+        threshold = request.threshold if request.HasField("threshold") else DEFAULT_THRESHOLD
+        if not 0 < threshold < 1:
+            raise InvalidArgument(f"threshold must be in (0, 1), got {threshold}")
+        s = large.stitching(small.name)
+        max_cosine = s["max_cosine"].astype(np.float32)
+        novel = int((max_cosine < threshold).sum())
+        return sae_pb2.SaeComparison(
+            small=small.name,
+            large=large.name,
+            threshold=threshold,
+            novel_latents=novel,
+            reconstruction_latents=len(max_cosine) - novel,
+            novel_shares=[sae_pb2.NovelShare(threshold=float(t), share=float(v)) for t, v in zip(s["thresholds"], s["shares"], strict=True)],
+            small_mse=float(s["small_mse"]),
+            large_mse=float(s["large_mse"]),
+            swap_mse=s["swap_mse"].astype(np.float32).tolist(),
+            swap_threshold=float(s["threshold"]),
+            max_cosine=tensor_from_numpy(max_cosine),
+            nearest=tensor_from_numpy(s["nearest"].astype(np.int32)),
+            delta_mse=tensor_from_numpy(s["delta_mse"].astype(np.float32)),
+            latents_that_help=float((s["delta_mse"] < 0).mean()),
+            evaluation_tokens=int(s["tokens"]),
+        )

@@ -1,0 +1,291 @@
+"""Build an SAE family with everything the SAE service serves, into the model repository.
+
+    python -m training.sae.build [--tokens 200000] [--widths 1152,2304,4608] [--k 32] [--layer 15]
+
+(`facet models build` runs it with the defaults.) Steps, each with a progress bar:
+ 1. cache residual-stream activations of SmolLM2-135M (or --lm DIR) on the Wikipedia corpus;
+ 2. train the family (one pass over the cache per epoch, every width on the same batches);
+ 3. metrics on held-out tokens: MSE, FVU about the mean, L0, dead share, and the downstream
+    cross-entropy with each reconstruction spliced into the LM on held-out paragraphs;
+ 4. a meta-SAE on the largest SAE's decoder; stitching of every smaller/larger pair;
+ 5. top-activating contexts of every latent and meta-latent; output-token explanations;
+ 6. ONNX export (LM prefix, encoders, decoders, meta encoder) with parity checks, and
+    registration in the model repository with SAELens-format weights beside each SAE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deploy.model_repository import ModelRepository, ModelVersion
+from training.sae import analysis
+from training.sae.activations import (
+    ActivationCache,
+    LanguageModel,
+    cache_activations,
+    load_language_model,
+    token_contexts,
+)
+from training.sae.config import SaeConfig
+from training.sae.corpus import CORPUS_NAME, wikipedia_paragraphs
+from training.sae.export import export_lm_prefix, export_sae
+from training.sae.meta_sae import train_meta_sae, unit_decoder_rows
+from training.sae.saelens_format import CONFIG_FILE, WEIGHTS_FILE, save_saelens
+from training.sae.stitching import stitch
+from training.sae.train import TrainingConfig, split_cache, train_family
+
+log = logging.getLogger(__name__)
+
+HELD_OUT_PARAGRAPHS = 200  # the corpus's last paragraphs: never cached, used for the CE metric
+CE_CONTEXTS = 32
+TOP_K_STORED = 16
+ANALYSIS_FILE = "analysis.npz"
+META_FILE = "meta.npz"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+    layer: int = 15
+    tokens: int = 200_000  # activations cached (and seen per epoch)
+    epochs: int = 3
+    widths: tuple[int, ...] = (1152, 2304, 4608)
+    architecture: str = "batchtopk"
+    k: int = 32
+    batch_tokens: int = 4096
+    context_tokens: int = 128
+    lm: Path | None = None  # a local HF causal LM directory; default SmolLM2-135M
+    work_dir: Path | None = None  # keeps the activation cache and LM checkpoint between builds
+    ce_contexts: int = CE_CONTEXTS
+    progress: bool = True
+
+    @property
+    def base_name(self) -> str:
+        return f"{'smollm2-135m' if self.lm is None else _slug(self.lm.name)}-l{self.layer}"
+
+    def sae_name(self, width: int) -> str:
+        return f"{self.base_name}-{self.architecture}-w{width}"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def prefix_model_name(options: BuildOptions) -> str:
+    return f"{options.base_name}-prefix"
+
+
+def default_model_names(options: BuildOptions | None = None) -> list[str]:
+    options = options or BuildOptions()
+    names = [prefix_model_name(options)]
+    for w in options.widths:
+        names += [options.sae_name(w), options.sae_name(w) + "-decoder"]
+    return [*names, options.sae_name(max(options.widths)) + "-meta"]
+
+
+def _load_lm(options: BuildOptions, work: Path) -> LanguageModel:
+    return load_language_model(options.lm, checkpoint_cache=None if options.lm else work / "lm")
+
+
+def _held_out_contexts(lm: LanguageModel, options: BuildOptions, n: int) -> torch.Tensor:
+    paragraphs = list(wikipedia_paragraphs())[-HELD_OUT_PARAGRAPHS:]
+    contexts = [c for _, c in zip(range(n), token_contexts(lm.tokenizer, paragraphs, options.context_tokens), strict=False)]
+    return torch.tensor(contexts, dtype=torch.long)
+
+
+def _cache(options: BuildOptions, work: Path) -> ActivationCache:
+    directory = work / f"acts-l{options.layer}-{options.tokens}-{options.context_tokens}"
+    if (directory / "manifest.json").is_file():
+        return ActivationCache(directory)
+    if directory.exists():
+        shutil.rmtree(directory)
+    lm = _load_lm(options, work)
+    paragraphs = list(wikipedia_paragraphs())[:-HELD_OUT_PARAGRAPHS]
+    tmp = directory.with_name(directory.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    cache_activations(lm, options.layer, paragraphs, tmp, tokens=options.tokens, corpus=CORPUS_NAME,
+                      context_tokens=options.context_tokens, progress=options.progress)  # fmt: skip
+    tmp.rename(directory)
+    return ActivationCache(directory)
+
+
+def _save_npz(path: Path, **arrays: Any) -> Path:
+    np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
+    return path
+
+
+def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list[ModelVersion]:  # noqa: B008 - frozen
+    """Build and register the family; returns the registered model versions."""
+    started = time.monotonic()
+    work = options.work_dir or Path(tempfile.mkdtemp(prefix="facet-sae-"))
+    work.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def lap(name: str, t0: float) -> float:
+        timings[name] = round(time.monotonic() - t0, 1)
+        return time.monotonic()
+
+    t = time.monotonic()
+    cache = _cache(options, work)
+    manifest = cache.manifest
+    t = lap("activations_s", t)
+
+    configs = [SaeConfig(options.architecture, manifest.d_model, w, k=options.k) for w in sorted(options.widths)]
+    training = TrainingConfig(tokens=options.tokens * options.epochs, batch_tokens=options.batch_tokens)
+    saes, metrics = train_family(cache, configs, training, progress=options.progress)
+    t = lap("training_s", t)
+
+    lm = _load_lm(options, work)
+    ce_ids = _held_out_contexts(lm, options, options.ce_contexts)
+    ce = analysis.downstream_cross_entropy(lm, options.layer, saes, ce_ids)
+    t = lap("cross_entropy_s", t)
+
+    largest = saes[-1]
+    meta = train_meta_sae(largest, progress=options.progress)
+    t = lap("meta_sae_s", t)
+
+    data = cache.all()
+    train_rows, _ = split_cache(cache, training.eval_fraction)
+    held = data[train_rows:]
+    stitchings = {(i, j): stitch(saes[i], saes[j], held) for i in range(len(saes)) for j in range(i + 1, len(saes))}
+    t = lap("stitching_s", t)
+
+    where, contexts = cache.where(), cache.contexts()
+    tops = [analysis.mine_top_activations(s.encode, data, where, contexts, TOP_K_STORED, progress=options.progress) for s in saes]
+    codes = meta.meta.encode(unit_decoder_rows(largest)).detach()  # [d_sae, d_meta]
+    meta_acts = analysis.meta_activations(largest, codes)
+    meta_top = analysis.mine_top_activations(meta_acts, data, where, contexts, TOP_K_STORED, progress=options.progress)
+    outputs = [analysis.top_output_tokens(lm, s.W_dec.detach()) for s in saes]
+    meta_outputs = analysis.top_output_tokens(lm, meta.meta.W_dec.detach())
+    t = lap("explanations_s", t)
+
+    out = work / "export"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir()
+    tokenizer_file = out / "tokenizer.json"
+    lm.tokenizer.backend_tokenizer.save(str(tokenizer_file))
+    prefix = export_lm_prefix(_load_lm(options, work), options.layer, out / "prefix.onnx", ce_ids[:2, :64])
+    common = {
+        "base_model": manifest.model,
+        "layer": options.layer,
+        "hook": "resid_post",
+        "d_in": manifest.d_model,
+        "corpus": manifest.corpus,
+        "family": f"{options.base_name}-{options.architecture}-k{options.k}",
+        "lm_model": prefix_model_name(options),
+    }
+    registered = [
+        repo.register(
+            prefix_model_name(options),
+            prefix.path,
+            {"kind": "lm-residual", "source": manifest.model, "inputs": prefix.inputs, "outputs": prefix.outputs,
+             "parity": prefix.parity, "properties": {**common, "d_model": manifest.d_model, "vocab_size": len(lm.tokenizer)}},
+            extra_files={"tokenizer": tokenizer_file},
+            max_batch_size=8,
+        )  # fmt: skip
+    ]
+    sample = held[:1024]
+    for i, (sae, m) in enumerate(zip(saes, metrics, strict=True)):
+        name = options.sae_name(sae.config.d_sae)
+        encoder, decoder = export_sae(sae, out / f"{name}-encoder.onnx", out / f"{name}-decoder.onnx", sample)
+        weights_dir = out / f"{name}-saelens"
+        save_saelens(sae, weights_dir, {"model_name": manifest.model, "hook_name": f"blocks.{options.layer - 1}.hook_resid_post"})
+        files = {"weights": weights_dir / WEIGHTS_FILE, "saelens_cfg": weights_dir / CONFIG_FILE}
+        top, (out_ids, out_scores) = tops[i], outputs[i]
+        files["analysis"] = _save_npz(out / f"{name}-{ANALYSIS_FILE}", top_values=top.values, top_windows=top.windows,
+                                      firing_rate=top.firing_rate, output_ids=out_ids, output_scores=out_scores,
+                                      context_before=analysis.CONTEXT_BEFORE)  # fmt: skip
+        for (a, b), result in stitchings.items():
+            if b == i:
+                small = options.sae_name(saes[a].config.d_sae)
+                files[f"stitching:{small}"] = _save_npz(
+                    out / f"{name}-stitching-{small}.npz", max_cosine=result.max_cosine, nearest=result.nearest,
+                    delta_mse=result.delta_mse, swap_mse=result.swap_mse, thresholds=np.array(list(result.novel_share)),
+                    shares=np.array(list(result.novel_share.values())), small_mse=result.small_mse, large_mse=result.large_mse,
+                    threshold=result.threshold, tokens=len(held),
+                )  # fmt: skip
+        properties = {
+            **common,
+            "width": sae.config.d_sae,
+            "architecture": sae.config.architecture,
+            "k": sae.config.k,
+            "training_tokens": training.steps * training.batch_tokens,
+            "metrics": {**m.to_dict(), **ce.for_sae(i), "held_out_tokens": len(held), "ce_tokens": ce.tokens},
+            "top_activations_stored": TOP_K_STORED,
+            "decoder_model": name + "-decoder",
+        }
+        if sae is largest:
+            properties.update(meta_model=name + "-meta", meta_width=meta.meta.config.d_sae,
+                              meta_variance_explained=meta.variance_explained, meta_mean_active=meta.mean_active)  # fmt: skip
+        registered.append(
+            repo.register(name + "-decoder", decoder.path, {"kind": "sae-decoder", "source": name, "inputs": decoder.inputs,
+                          "outputs": decoder.outputs, "parity": decoder.parity, "properties": {"sae": name}})  # fmt: skip
+        )
+        registered.append(
+            repo.register(name, encoder.path, {"kind": "sae", "source": f"trained by training.sae.build on {manifest.corpus}",
+                          "inputs": encoder.inputs, "outputs": encoder.outputs, "parity": encoder.parity,
+                          "properties": properties}, extra_files=files)  # fmt: skip
+        )
+    name = options.sae_name(largest.config.d_sae)
+    meta_encoder, _ = export_sae(meta.meta, out / f"{name}-meta-encoder.onnx", out / f"{name}-meta-decoder.onnx", unit_decoder_rows(largest)[:512])
+    meta_file = _save_npz(out / f"{name}-{META_FILE}", codes=codes.numpy(), meta_decoder=meta.meta.W_dec.detach().numpy(),
+                          meta_bias=meta.meta.b_dec.detach().numpy(),
+                          top_values=meta_top.values, top_windows=meta_top.windows, firing_rate=meta_top.firing_rate,
+                          output_ids=meta_outputs[0], output_scores=meta_outputs[1],
+                          context_before=analysis.CONTEXT_BEFORE)  # fmt: skip
+    timings["total_s"] = round(time.monotonic() - started, 1)
+    registered.append(
+        repo.register(name + "-meta", meta_encoder.path, {"kind": "meta-sae", "source": f"meta-SAE on the decoder of {name}",
+                      "inputs": meta_encoder.inputs, "outputs": meta_encoder.outputs, "parity": meta_encoder.parity,
+                      "properties": {"sae": name, "width": meta.meta.config.d_sae, "k": meta.meta.config.k,
+                                     "variance_explained": meta.variance_explained, "mean_active": meta.mean_active,
+                                     "build_timings": timings, "cache_tokens": manifest.token_count,
+                                     "dropped_massive_tokens": manifest.dropped_massive_tokens}},
+                      extra_files={"analysis": meta_file})  # fmt: skip
+    )
+    log.info("SAE build took %s", json.dumps(timings))
+    if options.work_dir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return registered
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.sae.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = BuildOptions()
+    parser.add_argument("--repository", type=Path, help="model repository (default: the configured one)")
+    parser.add_argument("--layer", type=int, default=d.layer)
+    parser.add_argument("--tokens", type=int, default=d.tokens, help="activations to cache")
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--widths", default=",".join(map(str, d.widths)))
+    parser.add_argument("--architecture", default=d.architecture, choices=["relu", "topk", "batchtopk", "jumprelu"])
+    parser.add_argument("--k", type=int, default=d.k)
+    parser.add_argument("--lm", type=Path, help="a local Hugging Face causal LM directory (default SmolLM2-135M)")
+    parser.add_argument("--work-dir", type=Path, help="keep the activation cache here between builds")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.repository is None:
+        from services.runtime.config import load_config
+
+        args.repository = load_config().model_repository
+    options = BuildOptions(layer=args.layer, tokens=args.tokens, epochs=args.epochs, widths=tuple(int(w) for w in args.widths.split(",")),
+                           architecture=args.architecture, k=args.k, lm=args.lm, work_dir=args.work_dir)  # fmt: skip
+    for entry in build(ModelRepository(args.repository), options):
+        print(f"{entry.name} v{entry.version} ({entry.kind})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
