@@ -231,9 +231,9 @@ def split_workload(texts: list[str], plan: Plan) -> Workload:
 
 
 class ServerProcess:
-    """One `python -m services.retrieval` child with its own data dir; `stop()` cleans everything up."""
+    """One `python -m services.<service>` child with its own data dir; `stop()` cleans everything up."""
 
-    def __init__(self, label: str, model_repository: Path, overrides: Mapping[str, str]) -> None:
+    def __init__(self, label: str, model_repository: Path, overrides: Mapping[str, str], service: str = "retrieval") -> None:
         self.label = label
         self.workdir = Path(tempfile.mkdtemp(prefix=f"facet-bench-{label}-"))
         self.data_dir = self.workdir / "data"
@@ -250,7 +250,7 @@ class ServerProcess:
         self._log = self.log_path.open("wb")
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "services.retrieval", "--port", "0", "--port-file", str(self.port_file)],
+                [sys.executable, "-m", f"services.{service}", "--port", "0", "--port-file", str(self.port_file)],
                 cwd=REPO_ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,

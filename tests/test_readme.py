@@ -44,3 +44,25 @@ def test_quickstart_runs_as_written(retrieval_address: str, tmp_path: Path) -> N
     assert not any(line.startswith("b ") for line in lines)  # the German one is filtered out
     assert "rejected: texts is empty" in outputs[0]
     assert outputs[1].strip() == "(2, 384) c"
+
+
+README_SAE_LARGE = "smollm2-135m-l15-batchtopk-w4608"
+README_SAE_SMALL = "smollm2-135m-l15-batchtopk-w1152"
+
+
+def test_sae_example_runs_as_written(sae_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The README's SAE example, with the default family's ids swapped for the test family's."""
+    from tests.conftest import TEST_SAE_LARGE, TEST_SAE_SMALL
+
+    section = README.read_text().split("## SAE analysis", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)[0]
+    assert README_SAE_LARGE in block and README_SAE_SMALL in block
+    script = tmp_path / "sae_example.py"
+    script.write_text(block.replace(README_SAE_LARGE, TEST_SAE_LARGE).replace(README_SAE_SMALL, TEST_SAE_SMALL))
+    env = {**os.environ, "FACET_SAE_ADDR": sae_server.address}
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert TEST_SAE_LARGE in out and "' Einstein'" in out
+    assert "[[" in out and "decomposes into" in out and "meta-latent" in out
+    assert "novel / " in out and "reconstruction latents" in out

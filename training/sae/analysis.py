@@ -91,12 +91,21 @@ def meta_activations(sae: Sae, codes: torch.Tensor) -> Callable[[torch.Tensor], 
 
 
 @torch.no_grad()
-def top_output_tokens(lm: LanguageModel, directions: torch.Tensor, n: int = 10, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids [rows, n] and logit contributions [rows, n] of unit-norm `directions`."""
+def top_output_tokens(
+    lm: LanguageModel, directions: torch.Tensor, n: int = 10, chunk: int = 512, centre: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids [rows, n] and logit contributions [rows, n] of unit-norm `directions`.
+
+    With `centre`, each direction is taken relative to the mean of all `directions` — the
+    logits it adds beyond what the average latent adds. Raw logit-lens lists of a middle layer
+    are topped by the same few high-norm tokens for most directions ('<filename>', ' noqa');
+    centring (linear, so it equals subtracting each token's mean logit) removes them."""
     model = lm.model
     norm_weight = model.model.norm.weight.detach()
     unembed = model.get_output_embeddings().weight.detach()  # [vocab, d_model]
     unit = directions / directions.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    if centre and len(unit) > 1:
+        unit = unit - unit.mean(0, keepdim=True)
     ids, scores = [], []
     for start in range(0, len(unit), chunk):
         logits = (unit[start : start + chunk] * norm_weight) @ unembed.T
@@ -135,10 +144,13 @@ def splice_mask(resid: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def downstream_cross_entropy(lm: LanguageModel, layer: int, saes: list[Sae], contexts: torch.Tensor, batch: int = 8) -> DownstreamLoss:
+def downstream_cross_entropy(
+    lm: LanguageModel, layer: int, reconstructions: list[Callable[[torch.Tensor], torch.Tensor]], contexts: torch.Tensor, batch: int = 8
+) -> DownstreamLoss:
     """Mean next-token CE (nats) over `contexts` [n, seq] of the *full* LM (not truncated), clean,
-    with each SAE's reconstruction spliced into the residual stream after block `layer`, and with
-    those positions zero-ablated. Position 0 and massive-norm tokens are left as they are."""
+    with each reconstruction (rows [m, d_model] -> [m, d_model], e.g. an SAE's decode∘encode)
+    spliced into the residual stream after block `layer`, and with those positions zero-ablated.
+    Position 0 and massive-norm tokens are left as they are."""
     block = lm.model.model.layers[layer - 1]
     replace: dict[str, Any] = {"fn": None}
 
@@ -165,11 +177,9 @@ def downstream_cross_entropy(lm: LanguageModel, layer: int, saes: list[Sae], con
                 count += ids[:, 1:].numel()
             return total / count
 
-        for sae in saes:
-            sae.eval()
         clean = loss(None)
         zero = loss(torch.zeros_like)
-        with_sae = {i: loss(lambda x, s=sae: s.decode(s.encode(x))) for i, sae in enumerate(saes)}  # type: ignore[misc]
+        with_sae = {i: loss(fn) for i, fn in enumerate(reconstructions)}
     finally:
         handle.remove()
     return DownstreamLoss(clean, zero, with_sae, int(contexts[:, 1:].numel()))

@@ -43,7 +43,7 @@ from training.sae.corpus import CORPUS_NAME, wikipedia_paragraphs
 from training.sae.export import export_lm_prefix, export_sae
 from training.sae.meta_sae import train_meta_sae, unit_decoder_rows
 from training.sae.saelens_format import CONFIG_FILE, WEIGHTS_FILE, save_saelens
-from training.sae.stitching import stitch
+from training.sae.stitching import plot_swap_curve, stitch
 from training.sae.train import TrainingConfig, split_cache, train_family
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,11 @@ class BuildOptions:
     layer: int = 15
     tokens: int = 200_000  # activations cached (and seen per epoch)
     epochs: int = 3
-    widths: tuple[int, ...] = (1152, 2304, 4608)
+    widths: tuple[int, ...] = (1152, 2304, 4608)  # 2x, 4x, 8x SmolLM2's d_model
     architecture: str = "batchtopk"
     k: int = 32
-    batch_tokens: int = 4096
+    batch_tokens: int = 1024  # many small steps: with few tokens, steps matter more than batch size
+    lr: float = 1e-3
     context_tokens: int = 128
     lm: Path | None = None  # a local HF causal LM directory; default SmolLM2-135M
     work_dir: Path | None = None  # keeps the activation cache and LM checkpoint between builds
@@ -143,13 +144,13 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
     t = lap("activations_s", t)
 
     configs = [SaeConfig(options.architecture, manifest.d_model, w, k=options.k) for w in sorted(options.widths)]
-    training = TrainingConfig(tokens=options.tokens * options.epochs, batch_tokens=options.batch_tokens)
+    training = TrainingConfig(tokens=options.tokens * options.epochs, batch_tokens=options.batch_tokens, lr=options.lr)
     saes, metrics = train_family(cache, configs, training, progress=options.progress)
     t = lap("training_s", t)
 
     lm = _load_lm(options, work)
     ce_ids = _held_out_contexts(lm, options, options.ce_contexts)
-    ce = analysis.downstream_cross_entropy(lm, options.layer, saes, ce_ids)
+    ce = analysis.downstream_cross_entropy(lm, options.layer, [s.eval().reconstruct for s in saes], ce_ids)
     t = lap("cross_entropy_s", t)
 
     largest = saes[-1]
@@ -217,6 +218,7 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
                     shares=np.array(list(result.novel_share.values())), small_mse=result.small_mse, large_mse=result.large_mse,
                     threshold=result.threshold, tokens=len(held),
                 )  # fmt: skip
+                files[f"swap_curve:{small}"] = plot_swap_curve(result, out / f"{name}-swap-curve-{small}.png", small, name)
         properties = {
             **common,
             "width": sae.config.d_sae,
@@ -272,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--widths", default=",".join(map(str, d.widths)))
     parser.add_argument("--architecture", default=d.architecture, choices=["relu", "topk", "batchtopk", "jumprelu"])
     parser.add_argument("--k", type=int, default=d.k)
+    parser.add_argument("--batch-tokens", type=int, default=d.batch_tokens)
+    parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--lm", type=Path, help="a local Hugging Face causal LM directory (default SmolLM2-135M)")
     parser.add_argument("--work-dir", type=Path, help="keep the activation cache here between builds")
     args = parser.parse_args(argv)
@@ -281,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
 
         args.repository = load_config().model_repository
     options = BuildOptions(layer=args.layer, tokens=args.tokens, epochs=args.epochs, widths=tuple(int(w) for w in args.widths.split(",")),
-                           architecture=args.architecture, k=args.k, lm=args.lm, work_dir=args.work_dir)  # fmt: skip
+                           architecture=args.architecture, k=args.k, batch_tokens=args.batch_tokens, lr=args.lr,
+                           lm=args.lm, work_dir=args.work_dir)  # fmt: skip
     for entry in build(ModelRepository(args.repository), options):
         print(f"{entry.name} v{entry.version} ({entry.kind})")
     return 0

@@ -105,11 +105,16 @@ class Sae(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return latents @ self.W_dec + self.b_dec
 
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
     # -- training ----------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> SaeOutput:
         """Reconstruction and losses for a training batch; updates dead-latent counters in training."""
         cfg = self.config
+        if self.training and cfg.architecture in ("topk", "batchtopk"):
+            return self._sparse_forward(x)
         pre = self.pre_activations(x)
         zero = x.new_zeros(())
         sparsity, aux = zero, zero
@@ -117,8 +122,6 @@ class Sae(nn.Module):
             threshold = self.log_threshold.exp()
             latents = _JumpReLU.apply(pre, threshold, cfg.jumprelu_bandwidth)
             sparsity = cfg.l0_coefficient * _Step.apply(pre, threshold, cfg.jumprelu_bandwidth).sum(-1).mean()
-        elif cfg.architecture == "batchtopk" and self.training:
-            latents = _topk_over_batch(torch.relu(pre), cfg.k)
         else:
             latents = self.encode(x)
         reconstruction = self.decode(latents)
@@ -127,13 +130,59 @@ class Sae(nn.Module):
         if cfg.architecture == "relu":
             sparsity = cfg.l1_coefficient * (latents * self.W_dec.norm(dim=1)).sum(-1).mean()
         if self.training:
-            if cfg.architecture in ("topk", "batchtopk"):
-                aux = self._aux_loss(pre, error, self.dead_mask)  # dead as of the tokens before this batch
-                if cfg.architecture == "batchtopk":
-                    self._update_threshold(latents)
             self._track_firing(latents, x.shape[0])
         loss = mse + sparsity + cfg.aux_coefficient * aux
         return SaeOutput(reconstruction, latents, loss, mse, sparsity, aux)
+
+    def _sparse_forward(self, x: torch.Tensor) -> SaeOutput:
+        """Training step of the top-k variants with a sparse decoder: the encoder's dense
+        pre-activations pick the active (token, latent) pairs, and only those pairs are decoded,
+        with `embedding_bag`. The loss and gradients equal the dense computation's, while three
+        of the six [batch × d_in × d_sae] matrix products of a dense step (decoder forward, and
+        both decoder gradients) become sums over batch × k pairs."""
+        cfg = self.config
+        pre = torch.addmm(self.b_enc, x - self.b_dec, self.W_enc)
+        with torch.no_grad():
+            acts = torch.relu(pre)
+            if cfg.architecture == "batchtopk":
+                keep = min(cfg.k * acts.shape[0], acts.numel())
+                smallest = acts.flatten().topk(keep, sorted=False).values.min()
+                rows, cols = ((acts >= smallest) & (acts > 0)).nonzero().unbind(1)  # row-major: sorted rows
+            else:
+                top = acts.topk(cfg.k, dim=-1, sorted=False).indices
+                rows = torch.arange(acts.shape[0]).repeat_interleave(top.shape[1])
+                cols = top.flatten()
+                active = acts[rows, cols] > 0
+                rows, cols = rows[active], cols[active]
+        values = _pairs(pre, rows, cols)
+        reconstruction = _sparse_decode(values, rows, cols, self.W_dec, x.shape[0]) + self.b_dec
+        error = x - reconstruction
+        mse = error.pow(2).sum(-1).mean()
+        latents = torch.zeros_like(acts).index_put_((rows, cols), values.detach())
+        aux = self._sparse_aux_loss(pre, acts, error, self.dead_mask)  # dead as of the tokens before this batch
+        if cfg.architecture == "batchtopk":
+            self._update_threshold(latents)
+        self._track_firing(latents, x.shape[0])
+        zero = x.new_zeros(())
+        return SaeOutput(reconstruction, latents, mse + cfg.aux_coefficient * aux, mse, zero, aux)
+
+    def _sparse_aux_loss(self, pre: torch.Tensor, acts: torch.Tensor, error: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+        """`_aux_loss`, sparsely: the top aux_k dead latents of each token reconstruct the error."""
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return acts.new_zeros(())
+        with torch.no_grad():
+            dead_acts = acts * dead.to(acts.dtype)
+            top = dead_acts.topk(min(self.config.effective_aux_k, n_dead), dim=-1, sorted=False).indices
+            rows = torch.arange(acts.shape[0]).repeat_interleave(top.shape[1])
+            cols = top.flatten()
+            active = dead_acts[rows, cols] > 0
+            rows, cols = rows[active], cols[active]
+        values = _pairs(pre, rows, cols)
+        aux_reconstruction = _sparse_decode(values, rows, cols, self.W_dec, acts.shape[0])
+        target = error.detach()
+        scale = target.pow(2).sum(-1).mean().clamp(min=1e-12)
+        return (aux_reconstruction - target).pow(2).sum(-1).mean() / scale
 
     def _track_firing(self, latents: torch.Tensor, tokens: int) -> None:
         fired = (latents > 0).any(0)
@@ -144,19 +193,6 @@ class Sae(nn.Module):
     @property
     def dead_mask(self) -> torch.Tensor:
         return self.tokens_since_fired >= self.config.dead_after_tokens
-
-    def _aux_loss(self, pre: torch.Tensor, error: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
-        """Gao et al.: reconstruct the residual error with the top aux_k dead latents."""
-        n_dead = int(dead.sum())
-        if n_dead == 0:
-            return pre.new_zeros(())
-        k = min(self.config.effective_aux_k, n_dead)
-        dead_pre = torch.relu(pre) * dead.to(pre.dtype)
-        aux_latents = _topk_per_row(dead_pre, k)
-        aux_reconstruction = aux_latents @ self.W_dec
-        target = error.detach()
-        scale = target.pow(2).sum(-1).mean().clamp(min=1e-12)
-        return (aux_reconstruction - target).pow(2).sum(-1).mean() / scale
 
     def _update_threshold(self, latents: torch.Tensor) -> None:
         """Running mean of the smallest positive activation the batch top-k kept."""
@@ -204,3 +240,15 @@ def _topk_over_batch(values: torch.Tensor, k: int) -> torch.Tensor:
     keep = min(k * values.shape[0], flat.numel())
     top = flat.topk(keep)
     return torch.zeros_like(flat).scatter(0, top.indices, top.values).view_as(values)
+
+
+def _pairs(pre: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """pre[rows, cols] as a gather (its gradient is a scatter-add, no index sort)."""
+    return pre.reshape(-1).gather(0, rows * pre.shape[1] + cols)
+
+
+def _sparse_decode(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, w_dec: torch.Tensor, n: int) -> torch.Tensor:
+    """Σ over each row's (latent, value) pairs of value · W_dec[latent], as [n, d_in]; `rows`
+    sorted. `embedding_bag` fuses the gather and the sum (no [pairs, d_in] intermediate)."""
+    offsets = torch.searchsorted(rows, torch.arange(n, device=rows.device))
+    return torch.nn.functional.embedding_bag(cols, w_dec, offsets, mode="sum", per_sample_weights=values)

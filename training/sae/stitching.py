@@ -16,6 +16,7 @@ smaller one of the same family.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -101,16 +102,6 @@ def linked_groups(cosines: np.ndarray, threshold: float) -> list[tuple[list[int]
 
 
 @torch.no_grad()
-def _mse_with(small: Sae, large: Sae, x: torch.Tensor, drop_small: np.ndarray, add_large: np.ndarray) -> float:
-    s = small.encode(x)
-    s[:, torch.from_numpy(drop_small)] = 0
-    l_acts = large.encode(x)
-    l_acts[:, torch.from_numpy(~add_large)] = 0
-    recon = s @ small.W_dec + small.b_dec + l_acts @ large.W_dec
-    return float((x - recon).pow(2).sum(1).mean())
-
-
-@torch.no_grad()
 def stitch(small: Sae, large: Sae, x: torch.Tensor, threshold: float = 0.7, thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS) -> StitchingResult:
     """Stitching analysis of a smaller/larger pair on activations `x` [n, d_in]."""
     if small.config.d_in != large.config.d_in:
@@ -121,13 +112,16 @@ def stitch(small: Sae, large: Sae, x: torch.Tensor, threshold: float = 0.7, thre
     groups = linked_groups(cos, threshold)
     # a group swaps its smaller latents for its larger ones; order by the sum of the larger latents' ΔMSE
     groups.sort(key=lambda g: float(delta[g[0]].sum()))
-    drop = np.zeros(small.config.d_sae, dtype=bool)
-    add = np.zeros(large.config.d_sae, dtype=bool)
-    curve = [_mse_with(small, large, x, drop, add)]
+    # Encode once; each swap then updates the error by the swapped latents' contributions only.
+    s_acts, l_acts = small.encode(x), large.encode(x)
+    error = x - small.decode(s_acts)
+    curve = [float(error.pow(2).sum(1).mean())]
     for large_ids, small_ids in groups:
-        add[large_ids] = True
-        drop[small_ids] = True
-        curve.append(_mse_with(small, large, x, drop, add))
+        li, si = torch.tensor(large_ids), torch.tensor(small_ids, dtype=torch.long)
+        error -= l_acts[:, li] @ large.W_dec[li]
+        if len(small_ids):
+            error += s_acts[:, si] @ small.W_dec[si]
+        curve.append(float(error.pow(2).sum(1).mean()))
     # the larger SAE itself (its own decoder bias)
     large_mse = float((x - large.decode(large.encode(x))).pow(2).sum(1).mean())
     return StitchingResult(
@@ -140,3 +134,25 @@ def stitch(small: Sae, large: Sae, x: torch.Tensor, threshold: float = 0.7, thre
         large_mse=large_mse,
         threshold=threshold,
     )
+
+
+def plot_swap_curve(result: StitchingResult, path: str | Path, small: str, large: str) -> Path:
+    """A PNG of the MSE as groups of linked latents are swapped from `small` into `large`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.plot(np.arange(len(result.swap_mse)), result.swap_mse, color="tab:blue", label="stitched SAE")
+    ax.axhline(result.small_mse, color="tab:gray", linestyle="--", linewidth=1, label=f"{small} (small)")
+    ax.axhline(result.large_mse, color="tab:red", linestyle="--", linewidth=1, label=f"{large} (large)")
+    ax.set_xlabel(f"groups of linked latents swapped in (cosine ≥ {result.threshold:g}), best ΔMSE first")
+    ax.set_ylabel("MSE on held-out tokens")
+    ax.set_title("SAE stitching: from the smaller SAE to the larger", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
