@@ -9,8 +9,10 @@ smaller one of the same family.
       ΔMSE_i = E[a_i²]·‖d_i‖² − 2·E[a_i ⟨e, d_i⟩]
   (negative: inserting it helps).
 - Swapping groups of linked latents (connected components of the bipartite graph of decoder
-  cosines above the threshold; a novel latent is a group alone), best first, traces the MSE
-  from the smaller SAE's to the larger's.
+  cosines above the threshold; a novel latent is a group alone, and so is a smaller latent with
+  no counterpart, which is removed), best first, traces the MSE from the smaller SAE's to the
+  larger's. A group's score is the closed-form ΔMSE of inserting its larger latents plus that of
+  removing its smaller ones (E[s_j²]‖d_j‖² + 2·E[s_j⟨e, d_j⟩]).
 """
 
 from __future__ import annotations
@@ -110,15 +112,19 @@ def stitch(small: Sae, large: Sae, x: torch.Tensor, threshold: float = 0.7, thre
     max_cos, nearest = cos.max(1), cos.argmax(1)
     delta = insertion_delta_mse(small, large, x).numpy()
     groups = linked_groups(cos, threshold)
-    # a group swaps its smaller latents for its larger ones; order by the sum of the larger latents' ΔMSE
-    groups.sort(key=lambda g: float(delta[g[0]].sum()))
+    linked = {j for _, small_ids in groups for j in small_ids}
+    groups += [([], [j]) for j in range(small.config.d_sae) if j not in linked]  # removed, nothing replaces them
     # Encode once; each swap then updates the error by the swapped latents' contributions only.
     s_acts, l_acts = small.encode(x), large.encode(x)
     error = x - small.decode(s_acts)
+    removal = (s_acts.pow(2).mean(0) * small.W_dec.pow(2).sum(1) + 2 * (s_acts * (error @ small.W_dec.T)).mean(0)).numpy()
+    # a group swaps its smaller latents for its larger ones; best (most negative) ΔMSE first
+    groups.sort(key=lambda g: float(delta[g[0]].sum() + removal[g[1]].sum()))
     curve = [float(error.pow(2).sum(1).mean())]
     for large_ids, small_ids in groups:
-        li, si = torch.tensor(large_ids), torch.tensor(small_ids, dtype=torch.long)
-        error -= l_acts[:, li] @ large.W_dec[li]
+        li, si = torch.tensor(large_ids, dtype=torch.long), torch.tensor(small_ids, dtype=torch.long)
+        if len(large_ids):
+            error -= l_acts[:, li] @ large.W_dec[li]
         if len(small_ids):
             error += s_acts[:, si] @ small.W_dec[si]
         curve.append(float(error.pow(2).sum(1).mean()))

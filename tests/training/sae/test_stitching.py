@@ -71,3 +71,19 @@ def test_linked_groups_are_bipartite_components() -> None:
 def test_different_widths_are_refused() -> None:
     with pytest.raises(ValueError, match="different widths"):
         stitch(Sae(SaeConfig("relu", 8, 16, l1_coefficient=1.0)), Sae(SaeConfig("relu", 9, 32, l1_coefficient=1.0)), torch.zeros(4, 8))
+
+
+def test_the_swap_curve_ends_at_the_larger_sae_when_smaller_latents_have_no_counterpart(
+    pair_and_data: tuple[Sae, Sae, torch.Tensor],
+) -> None:
+    """Smaller latents that no larger latent resembles are swapped out (removed), so the curve
+    still ends at the larger SAE's MSE instead of double-counting."""
+    _, large, x = pair_and_data
+    g = torch.Generator().manual_seed(2)
+    stray, _ = torch.linalg.qr(torch.randn(D, D, generator=g))
+    small = _sae(torch.cat([large.W_dec[:24], stray.T[:8]]))  # 8 latents with no counterpart
+    result = stitch(small, large, x, threshold=0.7)
+    assert result.swap_mse[0] == pytest.approx(result.small_mse)
+    assert result.swap_mse[-1] == pytest.approx(result.large_mse, abs=1e-4)
+    assert len(result.swap_mse) == 1 + 48 + 8  # every larger latent alone, and each stray removed
+    assert min(result.swap_mse) <= result.large_mse + 1e-4
