@@ -126,7 +126,7 @@ class SaeComparison:
     novel_shares: dict[float, float]  # threshold -> share of larger latents that are novel
     small_mse: float
     large_mse: float
-    swap_mse: np.ndarray  # MSE after 0, 1, 2, ... swaps of linked-latent groups, best first
+    swap_mse: np.ndarray  # MSE after 0, 1, 2, ... swaps of linked-latent groups, best first; last: the larger SAE's bias
     swap_threshold: float
     max_cosine: np.ndarray
     nearest: np.ndarray
@@ -139,6 +139,6 @@ class SaeComparison:
         return (
             f"{self.small} -> {self.large}: {self.novel_latents} novel / {self.reconstruction_latents} reconstruction latents "
             f"at cosine {self.threshold:.2f}\n  novel share by threshold: {shares}\n"
-            f"  MSE {self.small_mse:.4g} (small) -> {self.large_mse:.4g} (large) over {len(self.swap_mse) - 1} group swaps; "
+            f"  MSE {self.small_mse:.4g} (small) -> {self.large_mse:.4g} (large) over {len(self.swap_mse) - 2} group swaps; "
             f"{self.latents_that_help:.1%} of larger latents lower the small SAE's MSE when inserted"
         )

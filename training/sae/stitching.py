@@ -34,7 +34,7 @@ class StitchingResult:
     nearest: np.ndarray  # [d_large]: index of that smaller latent
     delta_mse: np.ndarray  # [d_large]: ΔMSE of inserting the latent into the smaller SAE
     novel_share: dict[float, float]  # threshold -> share of larger latents that are novel
-    swap_mse: np.ndarray  # [groups + 1]: MSE after 0, 1, 2, ... group swaps (best first)
+    swap_mse: np.ndarray  # [groups + 2]: MSE after 0, 1, 2, ... group swaps (best first), then the decoder bias
     small_mse: float
     large_mse: float
     threshold: float
@@ -45,7 +45,7 @@ class StitchingResult:
             "threshold": self.threshold,
             "small_mse": self.small_mse,
             "large_mse": self.large_mse,
-            "swap_groups": len(self.swap_mse) - 1,
+            "swap_groups": len(self.swap_mse) - 2,
             "latents_that_help": float((self.delta_mse < 0).mean()),
         }
 
@@ -128,6 +128,8 @@ def stitch(small: Sae, large: Sae, x: torch.Tensor, threshold: float = 0.7, thre
         if len(small_ids):
             error += s_acts[:, si] @ small.W_dec[si]
         curve.append(float(error.pow(2).sum(1).mean()))
+    error += small.b_dec - large.b_dec  # last point: the larger SAE's decoder bias, so the curve ends at it
+    curve.append(float(error.pow(2).sum(1).mean()))
     # the larger SAE itself (its own decoder bias)
     large_mse = float((x - large.decode(large.encode(x))).pow(2).sum(1).mean())
     return StitchingResult(

@@ -85,5 +85,5 @@ def test_the_swap_curve_ends_at_the_larger_sae_when_smaller_latents_have_no_coun
     result = stitch(small, large, x, threshold=0.7)
     assert result.swap_mse[0] == pytest.approx(result.small_mse)
     assert result.swap_mse[-1] == pytest.approx(result.large_mse, abs=1e-4)
-    assert len(result.swap_mse) == 1 + 48 + 8  # every larger latent alone, and each stray removed
+    assert len(result.swap_mse) == 1 + 48 + 8 + 1  # every larger latent alone, each stray removed, the bias
     assert min(result.swap_mse) <= result.large_mse + 1e-4
