@@ -40,7 +40,9 @@ def run_sae_demo(client: sdk.Client) -> None:
     print(f"\nencode_text({largest.id!r}, {SAE_TEXT!r}):")
     for token in tokens[:8]:
         print(f"  {token}")
-    latent = next((lat for t in tokens if not t.excluded for lat in t.latents), 0)
+    # the strongest latent on " Einstein" that the token before it does not also have
+    einstein = next((i for i, t in enumerate(tokens) if "Einstein" in t.token), 2)
+    latent = next((lat for lat in tokens[einstein].latents if lat not in tokens[einstein - 1].latents), tokens[einstein].latents[0])
     print(f"\ndecompose_latent({largest.id!r}, {latent}):")
     print(client.decompose_latent(largest.id, latent, top_n=3, members=5, contexts=2))
     smaller = [s for s in saes if s.family == largest.family and s.width < largest.width]
