@@ -53,8 +53,11 @@ def build_default_models(services: list[str], parity_data: Path | None) -> None:
         from training.sae.build import build as build_saes
 
         options = BuildOptions(work_dir=load_config().data_dir / "sae-build")
-        if not all(repo.has(name) for name in default_model_names(options)):
-            steps.append(("SAE family", lambda: build_saes(repo, options)[-1]))
+        has_saes = any(repo.get(name).kind == "sae" for name in repo.models())
+        if not has_saes or any(repo.has(name) for name in default_model_names(options)[1:]):
+            # no SAEs at all, or a default family that is incomplete (an interrupted build)
+            if not all(repo.has(name) for name in default_model_names(options)):
+                steps.append(("SAE family", lambda: build_saes(repo, options)[-1]))
     if not steps:
         return
     print(f"facet: building {len(steps)} default model(s) into {repo.root}", flush=True)

@@ -120,3 +120,22 @@ def test_bad_configuration_is_one_clear_line() -> None:
     result = subprocess.run([sys.executable, "-m", "deploy.cli", "models", "list"], env=env, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == "facet: bad configuration: FACET_BATCHING_MAX_BATCH_SIZE: cannot read 'zero' as int"
+
+
+def test_up_with_the_demo_exercises_the_sae_service(sae_repository: ModelRepository, tmp_path: Path) -> None:
+    """`make run`'s path for the SAE service: `facet up --demo --exit-after-demo` serves the SAEs
+    the repository holds (no default build when it has some) and runs the SDK demo against them."""
+    port = _free_port()
+    env = {**_up_env(sae_repository, tmp_path, _free_port()), "FACET_SAE_PORT": str(port)}
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "up", "--services", "sae", "--demo", "--exit-after-demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert f"SERVING on localhost:{port}" in out and "building" not in out
+    assert "SAEs:" in out and "smollm2-135m-l6-batchtopk-w256" in out
+    assert "decomposes into" in out and "novel / " in out
