@@ -91,7 +91,7 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
         repository = ModelRepository(self._config.model_repository)
         catalog = await asyncio.get_running_loop().run_in_executor(None, Catalog, repository)
         if not catalog.saes:
-            raise FailedPrecondition(f"the model repository {repository.root} holds no SAEs; build them with `facet models build --services sae`")
+            raise FailedPrecondition(f"the model repository {repository.root} holds no SAEs; build them with `facet models build` (the default family) or `facet sae build`")
         for name in catalog.lm_models:
             await self._backend.load(name)
         for sae in catalog.saes.values():

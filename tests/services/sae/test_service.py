@@ -261,3 +261,14 @@ def test_comparing_incompatible_saes_is_refused(stub: sae_pb2_grpc.SaeStub, clie
         client.compare_saes(OTHER_LAYER_SAE, TEST_SAE_LARGE)
     with pytest.raises(sdk.InvalidArgument, match="2-D float"):
         client.reconstruct(TEST_SAE_LARGE, np.zeros(576, np.float32))
+
+
+def test_a_repository_without_saes_fails_to_start_with_a_clear_message(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FACET_MODEL_REPOSITORY": str(tmp_path / "empty"), "FACET_DATA_DIR": str(tmp_path / "data")}
+    result = subprocess.run([sys.executable, "-m", "services.sae", "--port", "0"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "holds no SAEs" in result.stderr and "facet models build" in result.stderr and "Traceback" not in result.stderr
