@@ -149,7 +149,12 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 def cmd_models_build(args: argparse.Namespace) -> int:
     from deploy.launcher import IMPLEMENTED
 
-    build_default_models(list(IMPLEMENTED), _parity_data(args.parity_data))
+    services = args.services.split(",") if args.services else list(IMPLEMENTED)
+    unknown = [s for s in services if s not in IMPLEMENTED]
+    if unknown:
+        print(f"facet models build: unknown services {unknown}; available: {list(IMPLEMENTED)}", file=sys.stderr)
+        return 2
+    build_default_models(services, _parity_data(args.parity_data))
     return cmd_models_list(argparse.Namespace(json=False))
 
 
@@ -197,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_models_list)
     build = models.add_parser("build", help="build missing default models")
+    build.add_argument("--services", help="comma-separated subset, e.g. sae (default: every service)")
     build.add_argument("--parity-data", type=Path)
     build.set_defaults(func=cmd_models_build)
     export = models.add_parser("export-embedding", help="export a sentence-transformers directory to ONNX")

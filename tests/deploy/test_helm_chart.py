@@ -64,7 +64,7 @@ def test_every_manifest_is_valid(helm: Path, sets: tuple[str, ...]) -> None:
 
 def test_retrieval_deployment_uses_native_grpc_probes_and_config(helm: Path) -> None:
     docs = _render(helm, "config.FACET_BATCHING_MAX_BATCH_SIZE=32", "services.retrieval.gpu=1", "apiKey.existingSecret=k")
-    [deployment] = _by_kind(docs, "Deployment")
+    [deployment] = [d for d in _by_kind(docs, "Deployment") if d["metadata"]["name"] == "demo-facet-retrieval"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["python", "-m", "services.retrieval"]
     assert container["startupProbe"]["grpc"] == {"port": 50053, "service": "facet.v1.Retrieval"}
@@ -77,9 +77,23 @@ def test_retrieval_deployment_uses_native_grpc_probes_and_config(helm: Path) -> 
     assert config["data"]["FACET_BATCHING_MAX_BATCH_SIZE"] == "32"
     assert config["data"]["FACET_MODEL_REPOSITORY"] == "/models"
     init = deployment["spec"]["template"]["spec"]["initContainers"][0]
-    assert init["args"] == ["models", "build"]
+    assert init["args"] == ["models", "build", "--services", "retrieval"]
 
 
 def test_disabled_services_render_nothing(helm: Path) -> None:
-    docs = _render(helm, "services.retrieval.enabled=false")
+    docs = _render(helm, "services.retrieval.enabled=false", "services.sae.enabled=false")
     assert _by_kind(docs, "Deployment") == [] and _by_kind(docs, "Service") == []
+
+
+def test_the_sae_service_is_stateless_with_its_own_probes(helm: Path) -> None:
+    docs = _render(helm)
+    [deployment] = [d for d in _by_kind(docs, "Deployment") if d["metadata"]["name"] == "demo-facet-sae"]
+    spec = deployment["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["command"] == ["python", "-m", "services.sae"]
+    assert container["startupProbe"]["grpc"] == {"port": 50051, "service": "facet.v1.Sae"}
+    assert spec["initContainers"][0]["args"] == ["models", "build", "--services", "sae"]
+    assert "strategy" not in deployment["spec"]  # no SQLite volume: rolling updates
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes["data"] and "persistentVolumeClaim" in volumes["models"]
+    assert {s["metadata"]["name"] for s in _by_kind(docs, "Service")} == {"demo-facet-sae", "demo-facet-retrieval"}
