@@ -10,13 +10,13 @@ import grpc
 import numpy as np
 
 from deploy.model_repository import ModelRepository
-from sdk._proto.facet.v1 import sae_pb2, sae_pb2_grpc
+from sdk._proto.facet.v1 import common_pb2, sae_pb2, sae_pb2_grpc
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
 from services.backends import create_backend
 from services.runtime.config import FacetConfig
 from services.runtime.errors import FailedPrecondition, InvalidArgument
 from services.runtime.server import FacetService
-from services.sae.catalog import Catalog, Explanation, SaeEntry, compatible
+from services.sae.catalog import Catalog, Context, Explanation, MetaSae, SaeEntry, compatible
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ def _bounded(value: int, default: int, low: int, high: int, what: str) -> int:
     return value
 
 
-def _context(c: object) -> sae_pb2.ActivatingContext:
-    return sae_pb2.ActivatingContext(tokens=c.tokens, highlight=c.highlight, activation=c.activation)  # type: ignore[attr-defined]
+def _context(c: Context) -> sae_pb2.ActivatingContext:
+    return sae_pb2.ActivatingContext(tokens=c.tokens, highlight=c.highlight, activation=c.activation)
 
 
 def _explanation(e: Explanation) -> sae_pb2.Explanation:
@@ -112,10 +112,10 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _rows(self, sae: SaeEntry, tensor: object) -> np.ndarray:
-        if not tensor.ByteSize():  # type: ignore[attr-defined]
+    def _rows(self, sae: SaeEntry, tensor: common_pb2.Tensor) -> np.ndarray:
+        if not tensor.ByteSize():
             raise InvalidArgument(f"activations are missing; send float32 [n, {sae.d_in}]")
-        rows = tensor_to_numpy(tensor, "activations")  # type: ignore[arg-type]
+        rows = tensor_to_numpy(tensor, "activations")
         if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != sae.d_in:
             raise InvalidArgument(f"activations must be float32 [n, {sae.d_in}] for SAE '{sae.name}', got {rows.dtype} {list(rows.shape)}")
         if not 1 <= len(rows) <= MAX_ROWS:
@@ -128,7 +128,7 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
     async def _decode(self, sae: SaeEntry, latents: np.ndarray) -> np.ndarray:
         return (await self._backend.infer(sae.props["decoder_model"], {"latents": latents}))["reconstruction"]
 
-    def _meta(self, sae: SaeEntry):  # type: ignore[no-untyped-def]
+    def _meta(self, sae: SaeEntry) -> MetaSae:
         if sae.meta is None:
             with_meta = [s.name for s in self.catalog.saes.values() if s.meta is not None]
             raise FailedPrecondition(f"no meta-SAE was trained on SAE '{sae.name}'; these have one: {', '.join(with_meta) or 'none'}")

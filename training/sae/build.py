@@ -44,7 +44,7 @@ from training.sae.export import export_lm_prefix, export_sae
 from training.sae.meta_sae import train_meta_sae, unit_decoder_rows
 from training.sae.saelens_format import CONFIG_FILE, WEIGHTS_FILE, save_saelens
 from training.sae.stitching import plot_swap_curve, stitch
-from training.sae.train import TrainingConfig, split_cache, train_family
+from training.sae.train import TrainingConfig, evaluate, split_cache, train_family
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class BuildOptions:
     k: int = 32
     batch_tokens: int = 1024  # many small steps: with few tokens, steps matter more than batch size
     lr: float = 1e-3
+    ray_workers: int = 0  # > 0: train on Ray Train with this many data-parallel workers
     context_tokens: int = 128
     lm: Path | None = None  # a local HF causal LM directory; default SmolLM2-135M
     work_dir: Path | None = None  # keeps the activation cache and LM checkpoint between builds
@@ -147,7 +148,16 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
 
     configs = [SaeConfig(options.architecture, manifest.d_model, w, k=options.k) for w in sorted(options.widths)]
     training = TrainingConfig(tokens=options.tokens * options.epochs, batch_tokens=options.batch_tokens, lr=options.lr)
-    saes, metrics = train_family(cache, configs, training, progress=options.progress)
+    if options.ray_workers:  # data-parallel on Ray Train (local Ray, or the cluster RAY_ADDRESS names)
+        from training.sae.ray_job import train_family_on_ray
+
+        state, _ = train_family_on_ray(cache.directory, configs, training, work / "ray", num_workers=options.ray_workers)
+        saes = state.saes
+        train_rows, _ = split_cache(cache, training.eval_fraction)
+        held_rows = cache.all()[train_rows:]
+        metrics = [evaluate(s.eval(), held_rows.split(training.batch_tokens)) for s in saes]
+    else:
+        saes, metrics = train_family(cache, configs, training, progress=options.progress)
     t = lap("training_s", t)
 
     lm = _load_lm(options, work)
@@ -279,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=d.k)
     parser.add_argument("--batch-tokens", type=int, default=d.batch_tokens)
     parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--lm", type=Path, help="a local Hugging Face causal LM directory (default SmolLM2-135M)")
+    parser.add_argument("--lm", type=Path, help="a local Hugging Face causal LM or encoder directory (default SmolLM2-135M)")
+    parser.add_argument("--ray-workers", type=int, default=0, help="train on Ray Train with N data-parallel workers (0: in this process)")
     parser.add_argument("--work-dir", type=Path, help="keep the activation cache here between builds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -289,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repository = load_config().model_repository
     options = BuildOptions(layer=args.layer, tokens=args.tokens, epochs=args.epochs, widths=tuple(int(w) for w in args.widths.split(",")),
                            architecture=args.architecture, k=args.k, batch_tokens=args.batch_tokens, lr=args.lr,
-                           lm=args.lm, work_dir=args.work_dir)  # fmt: skip
+                           lm=args.lm, work_dir=args.work_dir, ray_workers=args.ray_workers)  # fmt: skip
     for entry in build(ModelRepository(args.repository), options):
         print(f"{entry.name} v{entry.version} ({entry.kind})")
     return 0
