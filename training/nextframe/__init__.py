@@ -1,0 +1,1 @@
+"""Next-frame prediction of physics videos: simulators, the frame model, probes."""
