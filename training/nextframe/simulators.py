@@ -264,12 +264,98 @@ def _colliding_blocks(mass_difference: np.ndarray, frames: int, rng: np.random.G
     return Videos(render_boxes(xs_, BLOCK_HALF, FLOOR), mass_difference, {"x": xs_, "v": vs_, "masses": m})
 
 
+# -- roller coaster with flight: gravity ---------------------------------------------------------
+
+COASTER_RADIUS = 0.045
+
+
+def track_height(x: np.ndarray) -> np.ndarray:
+    """The track: a high start on the left, a sharp hump, a dip, and a rise on the right."""
+    return 0.45 + 0.18 * np.cos(2.6 * np.pi * x) + 0.12 * (x - 0.5) ** 2
+
+
+def _track_slope(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """h'(x), h''(x) of `track_height`."""
+    w = 2.6 * np.pi
+    return -0.18 * w * np.sin(w * x) + 0.24 * (x - 0.5), -0.18 * w**2 * np.cos(w * x) + 0.24
+
+
+def _roller_coaster(g: np.ndarray, frames: int, rng: np.random.Generator) -> Videos:
+    """A ball riding on top of a track under gravity `g`. On the track it moves along the curve
+    (energy conserved); where the track falls away faster than a free fall, the normal force
+    would turn negative and it flies (projectile, energy conserved) until it lands, keeping the
+    velocity's component along the track. The ends of the scene are elastic walls."""
+    n = len(g)
+    x = rng.uniform(0.05, 0.2, size=n)
+    speed = rng.uniform(0.3, 1.0, size=n)  # along the track, rightwards
+    slope, _ = _track_slope(x)
+    norm = np.sqrt(1 + slope**2)
+    vx, vy = speed / norm, speed * slope / norm
+    y = track_height(x)
+    flying = np.zeros(n, dtype=bool)
+    dt = FRAME_DT / SUBSTEPS
+    xs, ys, vxs, vys, flights = [], [], [], [], []
+    for _ in range(frames):
+        for lst, val in ((xs, x), (ys, y), (vxs, vx), (vys, vy), (flights, flying)):
+            lst.append(val.copy())
+        for _ in range(SUBSTEPS):
+            # on the track: move along x, then take the speed from energy conservation
+            energy = 0.5 * (vx**2 + vy**2) + g * y
+            slope, curve = _track_slope(x)
+            norm = np.sqrt(1 + slope**2)
+            speed = np.sqrt(vx**2 + vy**2)
+            # leave the track where g·cos α + v²·κ < 0 (it curves down faster than a free fall)
+            takeoff = ~flying & (g / norm + speed**2 * curve / norm**3 < 0)
+            on = ~flying & ~takeoff
+            new_x = x + dt * vx
+            v2 = 2 * (energy - g * track_height(new_x))
+            turn = on & (v2 <= 0)  # cannot climb further: a turning point
+            move = on & ~turn
+            s2, _ = _track_slope(new_x)
+            n2 = np.sqrt(1 + s2**2)
+            direction = np.where(vx >= 0, 1.0, -1.0)
+            new_speed = np.sqrt(np.maximum(v2, 0))
+            x = np.where(move, new_x, x)
+            y = np.where(move, track_height(new_x), y)
+            vx = np.where(move, direction * new_speed / n2, np.where(turn, -vx, vx))
+            vy = np.where(move, direction * new_speed * s2 / n2, np.where(turn, -vy, vy))
+            flying = flying | takeoff
+            # in flight: a projectile (velocity Verlet, exact for constant g)
+            fx = x + dt * vx
+            fy = y + dt * vy - 0.5 * g * dt**2
+            fvy = vy - g * dt
+            x = np.where(flying, fx, x)
+            y = np.where(flying, fy, y)
+            vy = np.where(flying, fvy, vy)
+            landed = flying & (y <= track_height(x))
+            if landed.any():  # keep the velocity's component along the track
+                s3, _ = _track_slope(x)
+                n3 = np.sqrt(1 + s3**2)
+                along = (vx + vy * s3) / n3
+                vx = np.where(landed, along / n3, vx)
+                vy = np.where(landed, along * s3 / n3, vy)
+                y = np.where(landed, track_height(x), y)
+                flying = flying & ~landed
+            wall = (x < 0.03) | (x > 0.97)
+            x = np.clip(x, 0.03, 0.97)
+            vx = np.where(wall, -vx, vx)
+            vy = np.where(wall & ~flying, -vy, vy)
+    st = {k: np.stack(v, 1) for k, v in (("x", xs), ("y", ys), ("vx", vxs), ("vy", vys), ("flying", flights))}
+    centres = np.stack([st["x"], st["y"] + COASTER_RADIUS], -1)[:, :, None, :]
+    frames_out = render_disks(centres, np.full((n, 1), COASTER_RADIUS))
+    track_rows = ((1 - _GRID)[:, None] - track_height(_GRID)[None, :])  # [rows, cols]: pixel y − track y
+    track = (np.abs(track_rows) < 0.6 / SIZE) | ((track_rows < 0) & (track_rows > -1.6 / SIZE))
+    frames_out = np.maximum(frames_out, (track * 110).astype(np.uint8)[None, None])
+    return Videos(frames_out, g, st)
+
+
 DATASETS: dict[str, Dataset] = {
     d.name: d
     for d in (
         Dataset("bouncing_balls_2d", "gravity", "units/s²", 1.0, 12.0, _bouncing_balls_2d),
         Dataset("bouncing_balls_3d", "bounces", "count", 2, 12, _bouncing_balls_3d, integer=True),
         Dataset("pendulum", "gravity", "m/s²", 1.0, 20.0, _pendulum),
+        Dataset("roller_coaster", "gravity", "units/s²", 2.0, 15.0, _roller_coaster),
         Dataset("moon_orbit", "moon mass", "planet masses", 0.05, 0.6, _moon_orbit),
         Dataset("colliding_blocks", "mass difference", "block masses", -3.0, 3.0, _colliding_blocks),
     )

@@ -94,3 +94,20 @@ def test_bouncing_balls_3d_count_their_bounces() -> None:
     by_target = [v.constants[wanted == w].mean() for w in (2.0, 6.0, 12.0)]
     assert by_target[0] < by_target[1] < by_target[2]
     assert abs(by_target[1] - 6) < 3
+
+
+def test_roller_coaster_conserves_energy_except_at_landings_and_takes_flight() -> None:
+    g = np.array([2.0, 6.0, 10.0, 15.0] * 3)
+    v = simulate("roller_coaster", g, frames=150, seed=9)
+    s = v.states
+    energy = 0.5 * (s["vx"] ** 2 + s["vy"] ** 2) + g[:, None] * s["y"]
+    landed = s["flying"][:, :-1] & ~s["flying"][:, 1:]
+    step = np.abs(np.diff(energy, axis=1)) / energy[:, :1]
+    assert step[~landed].max() < 1e-3  # on the track and in flight
+    assert (np.diff(energy, axis=1)[landed] <= 1e-9).all()  # a landing can only lose energy
+    assert s["flying"].any()  # some videos leave the track
+    from training.nextframe.simulators import track_height
+
+    on_track = ~s["flying"]
+    np.testing.assert_allclose(s["y"][on_track], track_height(s["x"][on_track]), atol=1e-12)
+    assert (s["y"][s["flying"]] >= track_height(s["x"][s["flying"]]) - 0.02).all()
