@@ -294,10 +294,10 @@ def _roller_coaster(g: np.ndarray, frames: int, rng: np.random.Generator) -> Vid
     y = track_height(x)
     flying = np.zeros(n, dtype=bool)
     dt = FRAME_DT / SUBSTEPS
-    xs, ys, vxs, vys, flights = [], [], [], [], []
+    trace: dict[str, list[np.ndarray]] = {"x": [], "y": [], "vx": [], "vy": [], "flying": []}
     for _ in range(frames):
-        for lst, val in ((xs, x), (ys, y), (vxs, vx), (vys, vy), (flights, flying)):
-            lst.append(val.copy())
+        for key, val in (("x", x), ("y", y), ("vx", vx), ("vy", vy), ("flying", flying)):
+            trace[key].append(val.copy())
         for _ in range(SUBSTEPS):
             # on the track: move along x, then take the speed from energy conservation
             energy = 0.5 * (vx**2 + vy**2) + g * y
@@ -340,7 +340,7 @@ def _roller_coaster(g: np.ndarray, frames: int, rng: np.random.Generator) -> Vid
             x = np.clip(x, 0.03, 0.97)
             vx = np.where(wall, -vx, vx)
             vy = np.where(wall & ~flying, -vy, vy)
-    st = {k: np.stack(v, 1) for k, v in (("x", xs), ("y", ys), ("vx", vxs), ("vy", vys), ("flying", flights))}
+    st = {k: np.stack(v, 1) for k, v in trace.items()}
     centres = np.stack([st["x"], st["y"] + COASTER_RADIUS], -1)[:, :, None, :]
     frames_out = render_disks(centres, np.full((n, 1), COASTER_RADIUS))
     track_rows = ((1 - _GRID)[:, None] - track_height(_GRID)[None, :])  # [rows, cols]: pixel y − track y
