@@ -7,6 +7,7 @@
     facet sae build [--tokens N --widths ...]    build an SAE family with its meta-SAE and analyses
     facet sae cache --out DIR [--layer L]        cache residual-stream activations
     facet sae train --cache DIR --out DIR ...    train an SAE family on Ray (local or `ray job submit`)
+    facet data simulate DATASET|all --out DIR    physics videos for next-frame prediction
     facet eval rarb-mcr --data DIR               RAR-b MCR evaluation through the SDK
 """
 
@@ -179,6 +180,12 @@ def cmd_sae(args: argparse.Namespace) -> int:
     return int(importlib.import_module(module).main(args.rest))
 
 
+def cmd_data_simulate(args: argparse.Namespace) -> int:
+    from training.nextframe.datasets import main as simulate_main
+
+    return simulate_main(args.rest)
+
+
 def cmd_eval_rarb(args: argparse.Namespace) -> int:
     from training.retrieval.rarb import main as rarb_main
 
@@ -220,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
         forward = sae.add_parser(command, help=text, add_help=False)
         forward.add_argument("rest", nargs=argparse.REMAINDER)
         forward.set_defaults(func=cmd_sae)
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    simulate = data.add_parser("simulate", help="simulate a physics video dataset (next-frame prediction)", add_help=False)
+    simulate.add_argument("rest", nargs=argparse.REMAINDER)
+    simulate.set_defaults(func=cmd_data_simulate)
 
     evaluate = sub.add_parser("eval", help="evaluations through the SDK").add_subparsers(dest="eval_command", required=True)
     rarb = evaluate.add_parser("rarb-mcr", help="RAR-b multiple-choice retrieval")
