@@ -120,13 +120,24 @@ def train_family_on_ray(
     num_workers: int = 2,
 ) -> tuple[FamilyState, dict[str, Any]]:
     """Fit on Ray Train; resume from the latest checkpoint under `output_dir` if there is one.
-    Returns the trained family and the final reported metrics."""
+    Returns the trained family and the final reported metrics. Uses the running Ray if there is
+    one, else starts one for this call."""
     import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:  # a local Ray (or the cluster RAY_ADDRESS names), shut down again below
+        ray.init(include_dashboard=False, log_to_driver=False)
+    try:
+        return _fit(cache_dir, configs, training, output_dir, num_workers)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _fit(cache_dir: Path, configs: list[SaeConfig], training: TrainingConfig, output_dir: Path, num_workers: int) -> tuple[FamilyState, dict[str, Any]]:
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
     output_dir = output_dir.resolve()
     # Ray Train resumes a run from the latest checkpoint under storage_path/name by itself.
     trainer = TorchTrainer(
