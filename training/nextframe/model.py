@@ -10,6 +10,7 @@ after the paper's UpDown2D; trained with SmoothL1 on next-frame prediction only.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -34,9 +35,10 @@ class FrameModelConfig:
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
+    groups = math.gcd(8, cout)  # GroupNorm needs groups that divide the channels
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(min(8, cout), cout), nn.SiLU(),
-        nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(min(8, cout), cout), nn.SiLU(),
+        nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(groups, cout), nn.SiLU(),
+        nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(groups, cout), nn.SiLU(),
     )  # fmt: skip
 
 

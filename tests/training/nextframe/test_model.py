@@ -34,6 +34,7 @@ def test_shapes_and_probe_features() -> None:
     assert video.shape == (3, 7, 64, 64) and video.min() >= 0 and video.max() <= 1
     with pytest.raises(ValueError):
         FrameModelConfig(depth=0)
+    assert FrameUNet(FrameModelConfig(base_channels=12, depth=1))(x).shape == (3, 1, 64, 64)  # any width
 
 
 def test_windows_cover_every_start() -> None:
