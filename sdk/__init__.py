@@ -23,6 +23,7 @@ from sdk._errors import (
     Unauthenticated,
     Unavailable,
 )
+from sdk._nextframe import ConstantEstimate, FrameModel, save_gif
 from sdk._sae_types import (
     ActivatingContext,
     Explanation,
@@ -48,10 +49,12 @@ __all__ = [
     "Cancelled",
     "Client",
     "Collection",
+    "ConstantEstimate",
     "DeadlineExceeded",
     "Document",
     "FacetError",
     "FailedPrecondition",
+    "FrameModel",
     "Hit",
     "InternalError",
     "InvalidArgument",
@@ -62,4 +65,5 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "UpsertResult",
+    "save_gif",
 ]

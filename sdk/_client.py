@@ -4,25 +4,31 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 import numpy as np
 
-from sdk import _retrieval, _sae
+from sdk import _nextframe, _retrieval, _sae
 from sdk._call import Call
 from sdk._contract import API_KEY_ENV, MAX_MESSAGE_BYTES, SERVICE_NAMES, default_address
 from sdk._errors import error_from_rpc
-from sdk._proto.facet.v1 import retrieval_pb2_grpc, sae_pb2_grpc
+from sdk._nextframe import ConstantEstimate, FrameModel
+from sdk._proto.facet.v1 import nextframe_pb2_grpc, retrieval_pb2_grpc, sae_pb2_grpc
 from sdk._sae_types import ActivatingContext, LatentDecomposition, MetaLatent, SaeComparison, SaeInfo, TokenLatents
+from sdk._tensors import tensor_to_numpy
 from sdk._types import Collection, Document, Hit, ModelInfo, UpsertResult
 
 R = TypeVar("R")
 
 DEFAULT_TIMEOUT_S = 30.0
-_STUBS: dict[str, Any] = {"retrieval": retrieval_pb2_grpc.RetrievalStub, "sae": sae_pb2_grpc.SaeStub}
+_STUBS: dict[str, Any] = {
+    "retrieval": retrieval_pb2_grpc.RetrievalStub,
+    "sae": sae_pb2_grpc.SaeStub,
+    "nextframe": nextframe_pb2_grpc.NextFrameStub,
+}
 
 
 def _service_config() -> str:
@@ -97,11 +103,12 @@ class Client(_Base):
         retrieval: str | None = None,
         *,
         sae: str | None = None,
+        nextframe: str | None = None,
         api_key: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
-        super().__init__({"retrieval": retrieval, "sae": sae}, api_key, timeout_s, max_message_bytes)
+        super().__init__({"retrieval": retrieval, "sae": sae, "nextframe": nextframe}, api_key, timeout_s, max_message_bytes)
         self._channels: dict[str, grpc.Channel] = {}
 
     def _stub(self, service: str) -> Any:
@@ -319,6 +326,44 @@ class Client(_Base):
         """
         return self._run(_sae.compare_saes(small, large, threshold), timeout_s)
 
+    # -- next-frame --------------------------------------------------------------------------
+
+    def list_frame_models(self, *, timeout_s: float | None = None) -> list[FrameModel]:
+        """The frame models (one per dataset) and what their probes estimate."""
+        return self._run(_nextframe.list_frame_models(), timeout_s)
+
+    def simulate(self, dataset: str, *, constant: float, frames: int = 40, seed: int = 0, timeout_s: float | None = None) -> np.ndarray:
+        """A simulated video, uint8 [frames, 64, 64].
+
+        >>> clip = client.simulate("pendulum", constant=9.81, frames=40, seed=1)
+        """
+        return self._run(_nextframe.simulate(dataset, constant, frames, seed), timeout_s)
+
+    def predict_next(self, model: str, frames: np.ndarray, *, timeout_s: float | None = None) -> np.ndarray:
+        """The frame after `frames` (uint8 [t, 64, 64], t >= 5; the last 5 are the context): uint8 [64, 64]."""
+        return self._run(_nextframe.predict_next(model, frames), timeout_s)
+
+    def rollout(self, model: str, frames: np.ndarray, *, horizon: int, timeout_s: float | None = None) -> Iterator[np.ndarray]:
+        """Autoregressive rollout: yields uint8 [64, 64] frames as the server produces them.
+        Stop iterating (or `close()` the generator) to cancel the call; the server stops too.
+
+        >>> for frame in client.rollout(model, clip[:5], horizon=30): ...
+        """
+        stream = self._stub("nextframe").Rollout(
+            _nextframe.rollout_request(model, frames, horizon), timeout=timeout_s or self.timeout_s, metadata=self._metadata
+        )
+        try:
+            for message in stream:
+                yield tensor_to_numpy(message.frame, "frame")
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            stream.cancel()
+
+    def estimate_constant(self, model: str, frames: np.ndarray, *, timeout_s: float | None = None) -> ConstantEstimate:
+        """The probe's estimate of the video's physical constant (5..64 frames), with its units."""
+        return self._run(_nextframe.estimate_constant(model, frames), timeout_s)
+
 
 class AsyncClient(_Base):
     """The same methods as `Client`, awaitable, on `grpc.aio` channels.
@@ -334,11 +379,12 @@ class AsyncClient(_Base):
         retrieval: str | None = None,
         *,
         sae: str | None = None,
+        nextframe: str | None = None,
         api_key: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
-        super().__init__({"retrieval": retrieval, "sae": sae}, api_key, timeout_s, max_message_bytes)
+        super().__init__({"retrieval": retrieval, "sae": sae, "nextframe": nextframe}, api_key, timeout_s, max_message_bytes)
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _stub(self, service: str) -> Any:
@@ -492,3 +538,34 @@ class AsyncClient(_Base):
     ) -> SaeComparison:
         """See `Client.compare_saes`."""
         return await self._run(_sae.compare_saes(small, large, threshold), timeout_s)
+
+    async def list_frame_models(self, *, timeout_s: float | None = None) -> list[FrameModel]:
+        """See `Client.list_frame_models`."""
+        return await self._run(_nextframe.list_frame_models(), timeout_s)
+
+    async def simulate(
+        self, dataset: str, *, constant: float, frames: int = 40, seed: int = 0, timeout_s: float | None = None
+    ) -> np.ndarray:
+        """See `Client.simulate`."""
+        return await self._run(_nextframe.simulate(dataset, constant, frames, seed), timeout_s)
+
+    async def predict_next(self, model: str, frames: np.ndarray, *, timeout_s: float | None = None) -> np.ndarray:
+        """See `Client.predict_next`."""
+        return await self._run(_nextframe.predict_next(model, frames), timeout_s)
+
+    async def rollout(self, model: str, frames: np.ndarray, *, horizon: int, timeout_s: float | None = None) -> AsyncIterator[np.ndarray]:
+        """See `Client.rollout`."""
+        call = self._stub("nextframe").Rollout(
+            _nextframe.rollout_request(model, frames, horizon), timeout=timeout_s or self.timeout_s, metadata=self._metadata
+        )
+        try:
+            async for message in call:
+                yield tensor_to_numpy(message.frame, "frame")
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()
+
+    async def estimate_constant(self, model: str, frames: np.ndarray, *, timeout_s: float | None = None) -> ConstantEstimate:
+        """See `Client.estimate_constant`."""
+        return await self._run(_nextframe.estimate_constant(model, frames), timeout_s)

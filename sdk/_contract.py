@@ -22,6 +22,7 @@ DEFAULT_PORTS: dict[str, int] = {
 # Fully qualified gRPC service names, as reported by health checks.
 SERVICE_NAMES: dict[str, str] = {
     "sae": "facet.v1.Sae",
+    "nextframe": "facet.v1.NextFrame",
     "retrieval": "facet.v1.Retrieval",
 }
 

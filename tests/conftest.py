@@ -180,3 +180,24 @@ def sae_server(sae_repository: ModelRepository, tmp_path_factory: pytest.TempPat
     yield server
     with contextlib.suppress(Exception):
         server.terminate(10.0)
+
+
+@pytest.fixture(scope="session")
+def nextframe_repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+    """Tiny next-frame models for two datasets, built by the project's own build (real simulated
+    videos, a small U-Net trained briefly): enough to test the service, not to judge the physics."""
+    from training.nextframe.build import FrameBuildOptions, build
+
+    repository = ModelRepository(tmp_path_factory.mktemp("nextframe-models"))
+    options = FrameBuildOptions(datasets=("pendulum", "colliding_blocks"), videos=20, frames=10, steps=30, batch=8,
+                                base_channels=8, depth=2, probe_steps=100, progress=False)  # fmt: skip
+    build(repository, options)
+    return repository
+
+
+@pytest.fixture(scope="session")
+def nextframe_server(nextframe_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(nextframe_repository.root, tmp_path_factory.mktemp("nextframe-data"), service="nextframe").start()
+    yield server
+    with contextlib.suppress(Exception):
+        server.terminate(10.0)

@@ -154,6 +154,7 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
         async def run(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             async with self._scope(method, request, context):
                 async for item in behavior(request, context):
+                    METRICS.stream_messages.labels(method).inc()
                     yield item
 
         return run

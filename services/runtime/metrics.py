@@ -24,6 +24,9 @@ class Metrics:
             buckets=_LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.stream_messages = Counter(
+            "facet_stream_messages", "Messages sent by server-streaming RPCs, by method", ["method"], registry=self.registry
+        )
         self.batch_size = Histogram(
             "facet_batch_size", "Rows per executed batch", ["model"], buckets=_BATCH_BUCKETS, registry=self.registry
         )

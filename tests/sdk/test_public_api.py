@@ -21,11 +21,13 @@ def test_public_names_are_pinned() -> None:
             "Cancelled",
             "Client",
             "Collection",
+            "ConstantEstimate",
             "DeadlineExceeded",
             "Document",
             "Explanation",
             "FacetError",
             "FailedPrecondition",
+            "FrameModel",
             "Hit",
             "InternalError",
             "InvalidArgument",
@@ -41,6 +43,7 @@ def test_public_names_are_pinned() -> None:
             "Unauthenticated",
             "Unavailable",
             "UpsertResult",
+            "save_gif",
         ]
     )
     for name in sdk.__all__:

@@ -1,0 +1,1 @@
+"""Next-frame generation service."""
