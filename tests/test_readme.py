@@ -66,3 +66,15 @@ def test_sae_example_runs_as_written(sae_server, tmp_path: Path) -> None:  # typ
     assert TEST_SAE_LARGE in out and "' Einstein'" in out
     assert "[[" in out and "decomposes into" in out and "meta-latent" in out
     assert "novel / " in out and "reconstruction latents" in out
+
+
+def test_nextframe_example_runs_as_written(nextframe_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    section = README.read_text().split("## Next-frame prediction", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)[0]
+    script = tmp_path / "nextframe_example.py"
+    script.write_text(block)
+    env = {**os.environ, "FACET_NEXTFRAME_ADDR": nextframe_server.address}
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("gravity ≈ ") and "m/s²" in result.stdout
+    assert (tmp_path / "rollout.gif").stat().st_size > 0
