@@ -75,6 +75,7 @@ def build(repo: ModelRepository, options: FrameBuildOptions = FrameBuildOptions(
         parity = export_frame_model(model, out, to_unit(torch.from_numpy(val.frames[:4, :CONTEXT])))
         features = video_features(model, val.frames[:4], probe_config.windows_per_video)
         parity["probe_max_abs_error"] = export_probe(probe, out / "probe.onnx", features)
+        torch.save(model.state_dict(), out / "frame_model.pt")  # the PyTorch weights, for research use and benchmarks
         spec = DATASETS[dataset]
         metrics = {
             "next_frame_loss": scores["loss"],
@@ -102,7 +103,8 @@ def build(repo: ModelRepository, options: FrameBuildOptions = FrameBuildOptions(
             "parity": parity, "inputs": [frame_spec], "outputs": [{"name": "next_frame", "dtype": "float32", "shape": [1, 64, 64]}],
             "properties": {**common, "metrics": metrics, "features_model": name + "-features", "probe_model": name + "-probe",
                            "windows_per_video": probe_config.windows_per_video, "model": config.to_dict(),
-                           "training": dataclasses.asdict(training), "videos": options.videos, "frames": options.frames}}))  # fmt: skip
+                           "training": dataclasses.asdict(training), "videos": options.videos, "frames": options.frames}},
+            extra_files={"weights": out / "frame_model.pt"}))  # fmt: skip
         log.info("%s: %s", name, metrics)
     if options.work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
