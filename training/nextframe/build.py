@@ -43,6 +43,7 @@ class FrameBuildOptions:
     base_channels: int = 12
     depth: int = 3
     probe_steps: int = 1500
+    random_inits: int = 3  # random-init control models, their probe losses averaged
     seed: int = 0
     work_dir: Path | None = None
     progress: bool = True
@@ -66,8 +67,11 @@ def build(repo: ModelRepository, options: FrameBuildOptions = FrameBuildOptions(
         training = FrameTrainingConfig(steps=options.steps, batch=options.batch, seed=options.seed)
         model = train_frame_model(train, config, training, progress=options.progress)
         scores = evaluate(model, val)
-        torch.manual_seed(options.seed + 1)
-        probes = probe_comparison(model, FrameUNet(config), train, test, probe_config)
+        random_inits = []
+        for i in range(options.random_inits):
+            torch.manual_seed(options.seed + 1 + i)
+            random_inits.append(FrameUNet(config))
+        probes = probe_comparison(model, random_inits, train, test, probe_config)
         horizon = min(10, options.frames - CONTEXT)
         rollouts = score_rollouts(model, test.frames, horizon)
         probe = fit_probe(video_features(model, train.frames, probe_config.windows_per_video), torch.from_numpy(train.constants).float(), probe_config)
@@ -82,6 +86,8 @@ def build(repo: ModelRepository, options: FrameBuildOptions = FrameBuildOptions(
             "copy_last_loss": scores["copy_last_loss"],
             "probe_loss_pretrained": probes.pretrained_loss,
             "probe_loss_random_init": probes.random_loss,
+            "probe_loss_random_init_min": min(probes.random_losses),
+            "probe_loss_random_init_max": max(probes.random_losses),
             "probe_ratio": probes.ratio,
             "probe_loss_predict_mean": probes.predict_mean_loss,
             **{f"rollout_mse_{k}_step{horizon}": float(v[-1]) for k, v in rollouts.mse.items()},

@@ -81,20 +81,28 @@ def fit_probe(features: torch.Tensor, constants: torch.Tensor, config: ProbeConf
 @dataclasses.dataclass(frozen=True)
 class ProbeResult:
     pretrained_loss: float  # test SmoothL1 of the probe on the trained model
-    random_loss: float  # the same on a randomly initialised model of the same architecture
+    random_loss: float  # the same on randomly initialised models of the same architecture (mean)
     ratio: float  # random / pretrained: > 1 means next-frame training put the constant in the features
     predict_mean_loss: float  # always predicting the training mean, for scale
+    random_losses: tuple[float, ...] = ()  # one per random-init model
+
+
+def probe_loss(model: FrameUNet, train: VideoDataset, test: VideoDataset, config: ProbeConfig) -> float:
+    """Fit the probe on `train`'s features of frozen `model`; its loss on `test`."""
+    f_train = video_features(model, train.frames, config.windows_per_video)
+    f_test = video_features(model, test.frames, config.windows_per_video)
+    probe = fit_probe(f_train, torch.from_numpy(train.constants).float(), config)
+    return probe.loss(f_test, torch.from_numpy(test.constants).float())
 
 
 def probe_comparison(
-    pretrained: FrameUNet, random_init: FrameUNet, train: VideoDataset, test: VideoDataset, config: ProbeConfig
+    pretrained: FrameUNet, random_inits: list[FrameUNet], train: VideoDataset, test: VideoDataset, config: ProbeConfig
 ) -> ProbeResult:
-    losses = {}
-    for name, model in (("pretrained", pretrained), ("random", random_init)):
-        f_train = video_features(model, train.frames, config.windows_per_video)
-        f_test = video_features(model, test.frames, config.windows_per_video)
-        probe = fit_probe(f_train, torch.from_numpy(train.constants).float(), config)
-        losses[name] = probe.loss(f_test, torch.from_numpy(test.constants).float())
+    """The probe on the pretrained model against the mean over random-init models (one random
+    model's features vary a lot from seed to seed, so several are averaged)."""
+    pretrained_loss = probe_loss(pretrained, train, test, config)
+    random_losses = tuple(probe_loss(m, train, test, config) for m in random_inits)
+    random_loss = float(np.mean(random_losses))
     c_train, c_test = torch.from_numpy(train.constants).float(), torch.from_numpy(test.constants).float()
     baseline = float(torch.nn.functional.smooth_l1_loss((c_test - c_train.mean()) / c_train.std(), torch.zeros_like(c_test)))
-    return ProbeResult(losses["pretrained"], losses["random"], losses["random"] / max(losses["pretrained"], 1e-12), baseline)
+    return ProbeResult(pretrained_loss, random_loss, random_loss / max(pretrained_loss, 1e-12), baseline, random_losses)
