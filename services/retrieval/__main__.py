@@ -1,19 +1,8 @@
 """Run the retrieval service: python -m services.retrieval [--config FILE] [--port N] [--port-file PATH]."""
 
-from __future__ import annotations
-
 import sys
 
-from services.runtime.config import FacetConfig
 from services.runtime.entrypoint import service_main
-from services.runtime.server import FacetService
-
-
-def _service(config: FacetConfig) -> FacetService:
-    from services.retrieval.servicer import RetrievalService
-
-    return RetrievalService(config)
-
 
 if __name__ == "__main__":
-    sys.exit(service_main("retrieval", _service))
+    sys.exit(service_main("retrieval", "services.retrieval.servicer:RetrievalService"))

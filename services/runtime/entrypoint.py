@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,9 +12,10 @@ from services.runtime.config import ConfigError, FacetConfig, load_config, repla
 from services.runtime.server import FacetService, serve
 
 
-def service_main(name: str, make_service: Callable[[FacetConfig], FacetService], argv: list[str] | None = None) -> int:
-    """Parse the shared flags, load the config and serve until SIGTERM. `make_service` is
-    called after the config loads, so a service's heavy imports stay out of `--help`."""
+def service_main(name: str, service_class: str, argv: list[str] | None = None) -> int:
+    """Parse the shared flags, load the config and serve until SIGTERM. `service_class`
+    ("module:Class", a FacetService) is imported after the config loads, so a service's heavy
+    imports stay out of `--help` and out of a bad-config exit."""
     parser = argparse.ArgumentParser(prog=f"python -m services.{name}", description=f"Run the {name} service.")
     parser.add_argument("--config", help="TOML config file (else FACET_CONFIG)")
     parser.add_argument("--port", type=int, help="gRPC port (0: any free port)")
@@ -28,4 +30,6 @@ def service_main(name: str, make_service: Callable[[FacetConfig], FacetService],
     except ConfigError as exc:
         print(f"facet {name}: bad configuration: {exc}", file=sys.stderr)
         return 2
+    module, _, cls = service_class.partition(":")
+    make_service: Callable[[FacetConfig], FacetService] = getattr(importlib.import_module(module), cls)
     return serve(make_service(config), config, args.port_file)
