@@ -176,10 +176,7 @@ OTHER_LAYER_SAE = "smollm2-135m-l3-batchtopk-w96"
 
 @pytest.fixture(scope="session")
 def sae_server(sae_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(sae_repository.root, tmp_path_factory.mktemp("sae-data"), service="sae").start()
-    yield server
-    with contextlib.suppress(Exception):
-        server.terminate(10.0)
+    yield from _serving(sae_repository, tmp_path_factory, "sae")
 
 
 @pytest.fixture(scope="session")
@@ -197,7 +194,12 @@ def nextframe_repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepos
 
 @pytest.fixture(scope="session")
 def nextframe_server(nextframe_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(nextframe_repository.root, tmp_path_factory.mktemp("nextframe-data"), service="nextframe").start()
+    yield from _serving(nextframe_repository, tmp_path_factory, "nextframe")
+
+
+def _serving(repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory, service: str) -> Iterator[ServerProcess]:
+    """A real `python -m services.<service>` on the repository, SERVING, stopped afterwards."""
+    server = ServerProcess(repository.root, tmp_path_factory.mktemp(f"{service}-data"), service=service).start()
     yield server
     with contextlib.suppress(Exception):
         server.terminate(10.0)

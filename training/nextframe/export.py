@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,7 @@ import torch
 
 from training.nextframe.model import CONTEXT, FrameUNet
 from training.nextframe.probe import LinearProbe
-
-OPSET = 17
+from training.onnx_export import cpu_session, export_module
 
 
 class _Features(torch.nn.Module):
@@ -46,19 +44,11 @@ class _Probe(torch.nn.Module):
 
 
 def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, inp: str, out: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    module.eval()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(path), input_names=[inp], output_names=[out],
-                          dynamic_axes={inp: {0: "batch"}, out: {0: "batch"}}, opset_version=OPSET, dynamo=False)  # fmt: skip
+    export_module(module, (example,), path, [inp], [out], {inp: {0: "batch"}, out: {0: "batch"}})
 
 
 def _run(path: Path, name: str, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(None, {name: x})[0])
+    return np.asarray(cpu_session(path).run(None, {name: x})[0])
 
 
 def export_frame_model(model: FrameUNet, directory: Path, parity_context: torch.Tensor) -> dict[str, float]:

@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from training.onnx_export import cpu_session, export_module
 from training.sae.activations import LanguageModel, ResidualStream
 from training.sae.model import Sae
-
-OPSET = 17
 
 
 class _Prefix(torch.nn.Module):
@@ -57,35 +56,17 @@ class Exported:
     parity: dict[str, float]
 
 
-def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str], axes: dict[str, dict[int, str]]) -> None:
-    import warnings
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    module.eval()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer warnings about python scalars in HF code
-        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-
-
-def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def export_lm_prefix(lm: LanguageModel, layer: int, path: Path, parity_ids: torch.Tensor) -> Exported:
     """`lm` is truncated in place (use a fresh load). Parity: max error relative to the
     largest residual value, on `parity_ids` [batch, seq] of real text."""
     stream = ResidualStream(lm, layer)
     ids = parity_ids[:1, :8]
-    _export(
+    export_module(
         _Prefix(stream), (ids, torch.ones_like(ids)), path, ["input_ids", "attention_mask"], ["resid"],
         {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "resid": {0: "batch", 1: "seq"}},
     )  # fmt: skip
     expected = stream(parity_ids, torch.ones_like(parity_ids)).numpy()
-    got = _session(path).run(None, {"input_ids": parity_ids.numpy().astype(np.int64), "attention_mask": np.ones(parity_ids.shape, np.int64)})[0]
+    got = cpu_session(path).run(None, {"input_ids": parity_ids.numpy().astype(np.int64), "attention_mask": np.ones(parity_ids.shape, np.int64)})[0]
     parity = {"max_relative_error": float(np.abs(got - expected).max() / np.abs(expected).max()), "tokens": int(parity_ids.numel())}
     return Exported(
         path,
@@ -102,11 +83,11 @@ def export_sae(sae: Sae, encoder_path: Path, decoder_path: Path, parity_rows: to
     state differs (only pre-activations within float error of a threshold can flip)."""
     sae.eval()
     d_in, d_sae = sae.config.d_in, sae.config.d_sae
-    _export(_Encoder(sae), (parity_rows[:2],), encoder_path, ["x"], ["latents"], {"x": {0: "n"}, "latents": {0: "n"}})
-    _export(_Decoder(sae), (torch.zeros(2, d_sae),), decoder_path, ["latents"], ["reconstruction"], {"latents": {0: "n"}, "reconstruction": {0: "n"}})
+    export_module(_Encoder(sae), (parity_rows[:2],), encoder_path, ["x"], ["latents"], {"x": {0: "n"}, "latents": {0: "n"}})
+    export_module(_Decoder(sae), (torch.zeros(2, d_sae),), decoder_path, ["latents"], ["reconstruction"], {"latents": {0: "n"}, "reconstruction": {0: "n"}})
     x = parity_rows.numpy()
-    latents = _session(encoder_path).run(None, {"x": x})[0]
-    recon = _session(decoder_path).run(None, {"latents": latents})[0]
+    latents = cpu_session(encoder_path).run(None, {"x": x})[0]
+    recon = cpu_session(decoder_path).run(None, {"latents": latents})[0]
     expected_latents = sae.encode(parity_rows)
     expected = sae.decode(expected_latents).numpy()
     error = np.linalg.norm(recon - expected, axis=1) / np.linalg.norm(x, axis=1)

@@ -1,0 +1,31 @@
+"""The one way training code writes and reads ONNX files: the legacy TorchScript exporter at a
+fixed opset (it handles the HF models and the U-Net alike), and a CPU ONNX Runtime session."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+OPSET = 17
+
+
+def export_module(
+    module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str], axes: dict[str, dict[int, str]]
+) -> None:
+    """Trace `module` on `args` in eval mode and write it to `path` with the given dynamic axes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about python scalars in HF code
+        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+
+
+def cpu_session(path: Path, threads: int = 2) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
