@@ -8,12 +8,16 @@
     facet sae cache --out DIR [--layer L]        cache residual-stream activations
     facet sae train --cache DIR --out DIR ...    train an SAE family on Ray (local or `ray job submit`)
     facet data simulate DATASET|all --out DIR    physics videos for next-frame prediction
+    facet nextframe build [--datasets ...]       next-frame models with probes into the model repository
+    facet nextframe train --data DIR --out DIR   train a frame model on Ray (local or `ray job submit`)
     facet eval rarb-mcr --data DIR               RAR-b MCR evaluation through the SDK
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import signal
 import sys
@@ -59,6 +63,16 @@ def build_default_models(services: list[str], parity_data: Path | None) -> None:
             # no SAEs at all, or a default family that is incomplete (an interrupted build)
             if not all(repo.has(name) for name in default_model_names(options)):
                 steps.append(("SAE family", lambda: build_saes(repo, options)[-1]))
+    if "nextframe" in services:
+        from services.runtime.config import load_config
+        from training.nextframe.build import FrameBuildOptions, model_name
+        from training.nextframe.build import build as build_frame_models
+
+        frame_options = FrameBuildOptions(work_dir=load_config().data_dir / "nextframe-build")
+        for dataset in frame_options.datasets:
+            if not repo.has(model_name(dataset)):
+                one = dataclasses.replace(frame_options, datasets=(dataset,))
+                steps.append((f"next-frame {dataset}", functools.partial(lambda o: build_frame_models(repo, o)[-1], one)))
     if not steps:
         return
     print(f"facet: building {len(steps)} default model(s) into {repo.root}", flush=True)
@@ -116,7 +130,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             from deploy.demo import run_demo
 
             endpoints = supervisor.endpoints()
-            with sdk.Client(endpoints.get("retrieval"), sae=endpoints.get("sae")) as client:
+            with sdk.Client(endpoints.get("retrieval"), sae=endpoints.get("sae"), nextframe=endpoints.get("nextframe")) as client:
                 run_demo(client, list(supervisor.endpoints()))
             if args.exit_after_demo:
                 return 0
@@ -180,6 +194,14 @@ def cmd_sae(args: argparse.Namespace) -> int:
     return int(importlib.import_module(module).main(args.rest))
 
 
+def cmd_nextframe(args: argparse.Namespace) -> int:
+    """Forward to the next-frame training modules (each has its own --help)."""
+    import importlib
+
+    module = {"build": "training.nextframe.build", "train": "training.nextframe.ray_job"}[args.nextframe_command]
+    return int(importlib.import_module(module).main(args.rest))
+
+
 def cmd_data_simulate(args: argparse.Namespace) -> int:
     from training.nextframe.datasets import main as simulate_main
 
@@ -227,6 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
         forward = sae.add_parser(command, help=text, add_help=False)
         forward.add_argument("rest", nargs=argparse.REMAINDER)
         forward.set_defaults(func=cmd_sae)
+
+    nextframe = sub.add_parser("nextframe", help="next-frame models").add_subparsers(dest="nextframe_command", required=True)
+    for command, text in (
+        ("build", "simulate, train, probe, score and export next-frame models into the model repository"),
+        ("train", "train a frame model on Ray Train from a simulated dataset (local Ray or `ray job submit`)"),
+    ):
+        forward = nextframe.add_parser(command, help=text, add_help=False)
+        forward.add_argument("rest", nargs=argparse.REMAINDER)
+        forward.set_defaults(func=cmd_nextframe)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     simulate = data.add_parser("simulate", help="simulate a physics video dataset (next-frame prediction)", add_help=False)

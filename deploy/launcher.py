@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sdk._contract import DEFAULT_PORTS, SERVICE_NAMES
 
 # Services that exist in this release, in start order.
-IMPLEMENTED = ("sae", "retrieval")
+IMPLEMENTED = ("sae", "nextframe", "retrieval")
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 _STABLE_AFTER_S = 60.0
 

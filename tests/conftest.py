@@ -181,13 +181,14 @@ def sae_server(sae_repository: ModelRepository, tmp_path_factory: pytest.TempPat
 
 @pytest.fixture(scope="session")
 def nextframe_repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
-    """Tiny next-frame models for two datasets, built by the project's own build (real simulated
-    videos, a small U-Net trained briefly): enough to test the service, not to judge the physics."""
+    """Tiny next-frame models for every dataset, built by the project's own build (real simulated
+    videos, a small U-Net trained briefly): enough to test the service and the launcher (which
+    then has nothing to build), not to judge the physics."""
     from training.nextframe.build import FrameBuildOptions, build
 
     repository = ModelRepository(tmp_path_factory.mktemp("nextframe-models"))
-    options = FrameBuildOptions(datasets=("pendulum", "colliding_blocks"), videos=20, frames=10, steps=30, batch=8,
-                                base_channels=8, depth=2, probe_steps=100, progress=False)  # fmt: skip
+    options = FrameBuildOptions(videos=20, frames=10, steps=30, batch=8, base_channels=8, depth=2, probe_steps=100,
+                                random_inits=2, end_to_end_steps=20, progress=False)  # fmt: skip
     build(repository, options)
     return repository
 

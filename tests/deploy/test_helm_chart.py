@@ -81,19 +81,20 @@ def test_retrieval_deployment_uses_native_grpc_probes_and_config(helm: Path) -> 
 
 
 def test_disabled_services_render_nothing(helm: Path) -> None:
-    docs = _render(helm, "services.retrieval.enabled=false", "services.sae.enabled=false")
+    docs = _render(helm, "services.retrieval.enabled=false", "services.sae.enabled=false", "services.nextframe.enabled=false")
     assert _by_kind(docs, "Deployment") == [] and _by_kind(docs, "Service") == []
 
 
-def test_the_sae_service_is_stateless_with_its_own_probes(helm: Path) -> None:
+@pytest.mark.parametrize(("service", "port", "grpc_service"), [("sae", 50051, "facet.v1.Sae"), ("nextframe", 50052, "facet.v1.NextFrame")])
+def test_stateless_services_have_their_own_probes(helm: Path, service: str, port: int, grpc_service: str) -> None:
     docs = _render(helm)
-    [deployment] = [d for d in _by_kind(docs, "Deployment") if d["metadata"]["name"] == "demo-facet-sae"]
+    [deployment] = [d for d in _by_kind(docs, "Deployment") if d["metadata"]["name"] == f"demo-facet-{service}"]
     spec = deployment["spec"]["template"]["spec"]
     container = spec["containers"][0]
-    assert container["command"] == ["python", "-m", "services.sae"]
-    assert container["startupProbe"]["grpc"] == {"port": 50051, "service": "facet.v1.Sae"}
-    assert spec["initContainers"][0]["args"] == ["models", "build", "--services", "sae"]
+    assert container["command"] == ["python", "-m", f"services.{service}"]
+    assert container["startupProbe"]["grpc"] == {"port": port, "service": grpc_service}
+    assert spec["initContainers"][0]["args"] == ["models", "build", "--services", service]
     assert "strategy" not in deployment["spec"]  # no SQLite volume: rolling updates
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert "emptyDir" in volumes["data"] and "persistentVolumeClaim" in volumes["models"]
-    assert {s["metadata"]["name"] for s in _by_kind(docs, "Service")} == {"demo-facet-sae", "demo-facet-retrieval"}
+    assert {s["metadata"]["name"] for s in _by_kind(docs, "Service")} == {"demo-facet-sae", "demo-facet-nextframe", "demo-facet-retrieval"}

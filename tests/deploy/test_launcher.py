@@ -139,3 +139,22 @@ def test_up_with_the_demo_exercises_the_sae_service(sae_repository: ModelReposit
     assert f"SERVING on localhost:{port}" in out and "building" not in out
     assert "SAEs:" in out and "smollm2-135m-l6-batchtopk-w256" in out
     assert "decomposes into" in out and "novel / " in out
+
+
+def test_up_with_the_demo_exercises_the_nextframe_service(nextframe_repository: ModelRepository, tmp_path: Path) -> None:
+    """`make run`'s path for next-frame: with every dataset's model in the repository nothing is
+    built; the demo lists the models, streams a rollout from each and estimates its constant."""
+    port = _free_port()
+    env = {**_up_env(nextframe_repository, tmp_path, _free_port()), "FACET_NEXTFRAME_PORT": str(port), "TMPDIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "up", "--services", "nextframe", "--demo", "--exit-after-demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert f"SERVING on localhost:{port}" in out and "building" not in out
+    assert out.count("rollout MSE") == 6 and "gravity ≈" in out and "moon mass ≈" in out
+    assert len(list((tmp_path / "facet-demo").glob("*.gif"))) == 6

@@ -18,7 +18,7 @@ from deploy.model_repository import ModelRepository
 from sdk._proto.facet.v1 import common_pb2, nextframe_pb2, nextframe_pb2_grpc
 from sdk._tensors import tensor_from_numpy
 from tests.conftest import ServerProcess
-from training.nextframe.simulators import simulate
+from training.nextframe.simulators import DATASETS, simulate
 
 pytestmark = pytest.mark.integration
 MODEL = "nextframe-pendulum"
@@ -38,7 +38,7 @@ def stub(nextframe_server: ServerProcess) -> Iterator[nextframe_pb2_grpc.NextFra
 
 def test_list_models_and_datasets(stub: nextframe_pb2_grpc.NextFrameStub, client: sdk.Client) -> None:
     models = {m.id: m for m in client.list_frame_models()}
-    assert set(models) == {"nextframe-pendulum", "nextframe-colliding_blocks"}
+    assert set(models) == {f"nextframe-{d}" for d in DATASETS}
     assert models[MODEL].constant == "gravity" and models[MODEL].constant_range == (1.0, 20.0)
     assert {"next_frame_loss", "copy_last_loss", "probe_ratio"} <= set(models[MODEL].metrics)
     reply = stub.ListModels(nextframe_pb2.ListFrameModelsRequest())

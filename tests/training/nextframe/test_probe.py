@@ -10,7 +10,14 @@ import torch
 
 from training.nextframe.datasets import VideoDataset, write_dataset
 from training.nextframe.model import FrameModelConfig, FrameUNet
-from training.nextframe.probe import ProbeConfig, fit_probe, probe_comparison, video_features
+from training.nextframe.probe import (
+    EndToEndConfig,
+    ProbeConfig,
+    end_to_end_loss,
+    fit_probe,
+    probe_comparison,
+    video_features,
+)
 
 
 def test_a_linear_probe_recovers_a_linear_target() -> None:
@@ -36,3 +43,18 @@ def test_probe_comparison_on_pendulum_videos(tmp_path: Path) -> None:
     assert np.isfinite([result.pretrained_loss, result.random_loss, result.predict_mean_loss]).all()
     assert len(result.random_losses) == 2 and result.random_loss == pytest.approx(np.mean(result.random_losses))
     assert result.ratio == pytest.approx(result.random_loss / result.pretrained_loss)
+
+
+@pytest.mark.integration
+def test_the_end_to_end_reference_learns_the_constant(tmp_path: Path) -> None:
+    """Every weight trained on the constant: on its own training videos it must beat always
+    predicting the mean by far, and training must move it from where it started."""
+    write_dataset("pendulum", tmp_path, videos=30, frames=12, seed=1, progress=False)
+    train = VideoDataset(tmp_path, "train")
+    config = FrameModelConfig(base_channels=8, depth=2)
+    c = torch.from_numpy(train.constants).float()
+    predict_mean = float(torch.nn.functional.smooth_l1_loss((c - c.mean()) / c.std(), torch.zeros_like(c)))
+    untrained = end_to_end_loss(config, train, train, 3, EndToEndConfig(steps=0))
+    trained = end_to_end_loss(config, train, train, 3, EndToEndConfig(steps=150, batch=16))
+    assert trained < 0.5 * predict_mean
+    assert trained < 0.5 * untrained
