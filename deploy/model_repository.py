@@ -14,25 +14,13 @@ import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 METADATA_FILE = "facet.json"
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.pbtxt"
-
-_TRITON_TYPES = {
-    np.dtype(np.float32): "TYPE_FP32",
-    np.dtype(np.float16): "TYPE_FP16",
-    np.dtype(np.int64): "TYPE_INT64",
-    np.dtype(np.int32): "TYPE_INT32",
-    np.dtype(np.uint8): "TYPE_UINT8",
-    np.dtype(np.bool_): "TYPE_BOOL",
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class TensorSpec:
@@ -153,8 +141,10 @@ class ModelRepository:
         (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         staging.rename(model_dir / str(version))
         entry = self.get(name, version)
+        from deploy.triton import model_config
+
         (model_dir / CONFIG_FILE).write_text(
-            triton_config(entry, max_batch_size=max_batch_size, max_queue_delay_microseconds=max_queue_delay_microseconds)
+            model_config(entry, max_batch_size=max_batch_size, max_queue_delay_microseconds=max_queue_delay_microseconds)
         )
         return entry
 
@@ -165,42 +155,3 @@ class ModelRepository:
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         tmp.replace(entry.path / METADATA_FILE)
         return self.get(name, version)
-
-
-def _dims(shape: Sequence[int]) -> str:
-    return "[ " + ", ".join(str(d) for d in shape) + " ]"
-
-
-def triton_config(
-    entry: ModelVersion, *, max_batch_size: int = 64, max_queue_delay_microseconds: int = 2000, instance_count: int = 1
-) -> str:
-    """Triton `config.pbtxt` for an ONNX model: what production Triton serves as is."""
-    lines = [
-        f'name: "{entry.name}"',
-        'platform: "onnxruntime_onnx"',
-        f"max_batch_size: {max_batch_size}",
-    ]
-    for kind, specs in (("input", entry.inputs), ("output", entry.outputs)):
-        for spec in specs:
-            lines += [
-                f"{kind} [",
-                "  {",
-                f'    name: "{spec.name}"',
-                f"    data_type: {_TRITON_TYPES[np.dtype(spec.dtype)]}",
-                f"    dims: {_dims(spec.shape)}",
-                "  }",
-                "]",
-            ]
-    lines += [
-        "dynamic_batching {",
-        f"  max_queue_delay_microseconds: {max_queue_delay_microseconds}",
-        "}",
-        "instance_group [",
-        "  {",
-        f"    count: {instance_count}",
-        "    kind: KIND_CPU",
-        "  }",
-        "]",
-        "version_policy: { latest: { num_versions: 1 } }",
-    ]
-    return "\n".join(lines) + "\n"

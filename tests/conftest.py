@@ -132,9 +132,22 @@ def start_server(model_repository: ModelRepository, tmp_path_factory: pytest.Tem
             server.terminate(10.0)
 
 
-@pytest.fixture(scope="session")
-def retrieval_server(start_server) -> ServerProcess:  # type: ignore[no-untyped-def]
-    return start_server()
+# The end-to-end service suites run once per backend: the same tests, the same SDK calls.
+SERVICE_BACKENDS = ("onnxruntime", "triton")
+
+
+def backend_env(backend: str, repository: ModelRepository, triton_for) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Environment that points a service process at `backend` serving `repository`."""
+    if backend == "onnxruntime":
+        return {}
+    if backend == "triton":
+        return dict(triton_for(repository).env)
+    raise ValueError(backend)
+
+
+@pytest.fixture(scope="session", params=SERVICE_BACKENDS)
+def retrieval_server(request: pytest.FixtureRequest, start_server, model_repository: ModelRepository, triton_for) -> ServerProcess:  # type: ignore[no-untyped-def]
+    return start_server(env=backend_env(request.param, model_repository, triton_for))
 
 
 @pytest.fixture(scope="session")
@@ -174,9 +187,9 @@ OTHER_LAYER_OPTIONS = {"layer": 3, "tokens": 4_000, "epochs": 2, "widths": (96,)
 OTHER_LAYER_SAE = "smollm2-135m-l3-batchtopk-w96"
 
 
-@pytest.fixture(scope="session")
-def sae_server(sae_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from _serving(sae_repository, tmp_path_factory, "sae")
+@pytest.fixture(scope="session", params=SERVICE_BACKENDS)
+def sae_server(request: pytest.FixtureRequest, sae_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory, triton_for) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
+    yield from _serving(sae_repository, tmp_path_factory, "sae", backend_env(request.param, sae_repository, triton_for))
 
 
 @pytest.fixture(scope="session")
@@ -193,14 +206,55 @@ def nextframe_repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepos
     return repository
 
 
-@pytest.fixture(scope="session")
-def nextframe_server(nextframe_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from _serving(nextframe_repository, tmp_path_factory, "nextframe")
+@pytest.fixture(scope="session", params=SERVICE_BACKENDS)
+def nextframe_server(request: pytest.FixtureRequest, nextframe_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory, triton_for) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
+    yield from _serving(nextframe_repository, tmp_path_factory, "nextframe", backend_env(request.param, nextframe_repository, triton_for))
 
 
-def _serving(repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory, service: str) -> Iterator[ServerProcess]:
+def _serving(repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory, service: str, env: dict[str, str]) -> Iterator[ServerProcess]:
     """A real `python -m services.<service>` on the repository, SERVING, stopped afterwards."""
-    server = ServerProcess(repository.root, tmp_path_factory.mktemp(f"{service}-data"), service=service).start()
+    server = ServerProcess(repository.root, tmp_path_factory.mktemp(f"{service}-data"), env, service=service).start(timeout_s=300)
     yield server
     with contextlib.suppress(Exception):
         server.terminate(10.0)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalTriton:
+    """A real tritonserver (nvidia-pytriton's, python backend) on a repository's models, in
+    explicit model control: the services' Triton backend asks it to load what they use."""
+
+    def __init__(self, repository: ModelRepository, work: Path) -> None:
+        from deploy.triton import TritonServer, write_python_repository
+
+        write_python_repository(repository, work / "repository", intra_op_num_threads=1)
+        self.server = TritonServer(work / "repository", work, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port())
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a service process needs to use this server."""
+        return {"FACET_BACKEND": "triton", "FACET_TRITON_URL": self.server.url}
+
+
+@pytest.fixture(scope="session")
+def triton_for(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Factory: triton_for(repository) -> a started LocalTriton, one per repository, stopped at session end."""
+    servers: dict[Path, LocalTriton] = {}
+
+    def start(repository: ModelRepository) -> LocalTriton:
+        if repository.root not in servers:
+            triton = LocalTriton(repository, tmp_path_factory.mktemp("triton"))
+            triton.server.start()
+            servers[repository.root] = triton
+        return servers[repository.root]
+
+    yield start
+    for triton in servers.values():
+        triton.server.stop()

@@ -11,13 +11,18 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKENDS", "Backend", "ModelMetadata", "create_backend"]
 
-BACKENDS = ("onnxruntime",)
+BACKENDS = ("onnxruntime", "triton")
 
 
-def create_backend(kind: str, config: FacetConfig) -> Backend:
-    """The backend named by configuration ("onnxruntime": in-process, the default)."""
-    if kind == "onnxruntime":
+def create_backend(config: FacetConfig) -> Backend:
+    """The backend the configuration names (`backend`, FACET_BACKEND): "onnxruntime" runs models
+    in this process (the default), "triton" calls a Triton Inference Server at `triton.url`."""
+    if config.backend == "onnxruntime":
         from services.backends.onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(config)
-    raise ValueError(f"unknown backend '{kind}' (available: {', '.join(BACKENDS)})")
+    if config.backend == "triton":
+        from services.backends.triton import TritonBackend
+
+        return TritonBackend(config)
+    raise ValueError(f"unknown backend '{config.backend}' (available: {', '.join(BACKENDS)})")

@@ -45,5 +45,10 @@ class Backend(abc.ABC):
     async def ready(self, model: str) -> bool:
         """Whether `model` can serve now."""
 
+    async def serving(self) -> bool:
+        """Whether every loaded model can serve now; a service reports NOT_SERVING otherwise.
+        In-process models always can; a remote engine's can go away."""
+        return True
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release sessions, connections and worker threads."""

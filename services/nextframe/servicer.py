@@ -51,9 +51,9 @@ class NextFrameService(nextframe_pb2_grpc.NextFrameServicer, FacetService):
     name = "nextframe"
     service_name = "facet.v1.NextFrame"
 
-    def __init__(self, config: FacetConfig, backend_kind: str = "onnxruntime") -> None:
+    def __init__(self, config: FacetConfig) -> None:
         self._config = config
-        self._backend = create_backend(backend_kind, config)
+        self._backend = create_backend(config)
         self._models: dict[str, ModelVersion] = {}
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -69,6 +69,9 @@ class NextFrameService(nextframe_pb2_grpc.NextFrameServicer, FacetService):
             for model in (name, entry.metadata["properties"]["features_model"], entry.metadata["properties"]["probe_model"]):
                 await self._backend.load(model)
         log.info("serving %d frame models: %s", len(self._models), ", ".join(self._models))
+
+    async def healthy(self) -> bool:
+        return await self._backend.serving()
 
     async def stop(self) -> None:
         await self._backend.close()

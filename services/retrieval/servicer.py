@@ -88,10 +88,10 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
     name = "retrieval"
     service_name = "facet.v1.Retrieval"
 
-    def __init__(self, config: FacetConfig, backend_kind: str = "onnxruntime") -> None:
+    def __init__(self, config: FacetConfig) -> None:
         self._config = config
         self._limits = config.retrieval
-        self._backend = create_backend(backend_kind, config)
+        self._backend = create_backend(config)
         self._embedder = Embedder(self._backend, config.retrieval)
         self._store: DocumentStore | None = None
         # Every store call runs on this one thread: SQLite and FAISS see one caller at a time.
@@ -110,6 +110,9 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
         data_dir = self._config.data_dir / "retrieval"
         self._store = await asyncio.get_running_loop().run_in_executor(self._store_thread, DocumentStore, data_dir)
         self._saver = asyncio.get_running_loop().create_task(self._save_periodically())
+
+    async def healthy(self) -> bool:
+        return await self._backend.serving()
 
     async def stop(self) -> None:
         if self._saver is not None:

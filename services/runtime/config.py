@@ -94,6 +94,23 @@ class OnnxRuntimeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TritonConfig:
+    """The Triton Inference Server the "triton" backend calls (gRPC)."""
+
+    url: str = "localhost:8001"
+    # ask Triton to load a model that is not READY (its explicit model control mode); off for a
+    # server that loads its models itself (modes none and poll)
+    load_models: bool = True
+    load_timeout_s: float = 180.0
+    infer_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        _check(bool(self.url) and ":" in self.url, f"triton.url must be host:port, got {self.url!r}")
+        _check(self.load_timeout_s > 0, "triton.load_timeout_s must be > 0")
+        _check(self.infer_timeout_s > 0, "triton.infer_timeout_s must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class RetrievalConfig:
     embedding_model: str = "all-minilm-l6-v2"
     max_texts_per_request: int = 256
@@ -117,14 +134,18 @@ class FacetConfig:
     data_dir: Path = dataclasses.field(default_factory=default_data_dir)
     api_key: str = ""  # when set, every call but health needs `authorization: Bearer <key>`
     log_level: str = "INFO"
+    backend: str = "onnxruntime"  # "onnxruntime" (in-process) or "triton"
     server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
     batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
     onnxruntime: OnnxRuntimeConfig = dataclasses.field(default_factory=OnnxRuntimeConfig)
+    triton: TritonConfig = dataclasses.field(default_factory=TritonConfig)
     retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
 
     def __post_init__(self) -> None:
         levels = {"DEBUG", "INFO", "WARNING", "ERROR"}
         _check(self.log_level.upper() in levels, f"log_level must be one of {sorted(levels)}")
+        backends = ("onnxruntime", "triton")
+        _check(self.backend in backends, f"backend must be one of {', '.join(backends)}, got {self.backend!r}")
 
     def to_dict(self) -> dict[str, Any]:
         def plain(value: Any) -> Any:

@@ -50,6 +50,11 @@ class FacetService(abc.ABC):
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Release what `start` acquired, after in-flight calls are drained."""
 
+    async def healthy(self) -> bool:
+        """Whether the service can serve now (checked every second once started; e.g. its models
+        on a remote inference engine are READY). Health reports NOT_SERVING while it is not."""
+        return True
+
 
 class RunningServer:
     def __init__(self, server: grpc.aio.Server, service: FacetService, health: health_aio.HealthServicer, port: int) -> None:
@@ -62,6 +67,20 @@ class RunningServer:
         status = _SERVING if serving else _NOT_SERVING
         await self.health.set(health.OVERALL_HEALTH, status)
         await self.health.set(self.service.service_name, status)
+
+    async def watch(self, interval_s: float = 1.0) -> None:
+        """Keep health in step with `service.healthy()` until cancelled."""
+        serving = True
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                now = await self.service.healthy()
+            except Exception:  # noqa: BLE001 - a failing check means not healthy
+                now = False
+            if now != serving:
+                serving = now
+                log.warning("health", extra={"fields": {"serving": now}})
+                await self.set_serving(now)
 
     async def stop(self, grace_period_s: float) -> None:
         """Report NOT_SERVING, refuse new calls, let in-flight ones finish within the grace period."""
@@ -120,7 +139,9 @@ async def _serve(service: FacetService, config: FacetConfig, port_file: Path | N
         tmp = port_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(facts))
         tmp.replace(port_file)
+    watch = asyncio.create_task(running.watch())
     await stop.wait()
+    watch.cancel()
     log.info("draining", extra={"fields": {"grace_period_s": config.server.grace_period_s}})
     await running.stop(config.server.grace_period_s)
     log.info("stopped")

@@ -79,9 +79,9 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
     name = "sae"
     service_name = "facet.v1.Sae"
 
-    def __init__(self, config: FacetConfig, backend_kind: str = "onnxruntime") -> None:
+    def __init__(self, config: FacetConfig) -> None:
         self._config = config
-        self._backend = create_backend(backend_kind, config)
+        self._backend = create_backend(config)
         self._catalog: Catalog | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -101,6 +101,9 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
                 await self._backend.load(sae.meta.name)
         self._catalog = catalog
         log.info("serving %d SAEs: %s", len(catalog.saes), ", ".join(catalog.saes))
+
+    async def healthy(self) -> bool:
+        return await self._backend.serving()
 
     async def stop(self) -> None:
         await self._backend.close()

@@ -11,9 +11,29 @@ from deploy.cli import main as facet
 from deploy.model_repository import ModelRepository, TensorSpec
 
 
+def toy_onnx(path: Path) -> Path:
+    """input_ids int64 [batch, seq] -> sentence_embedding float [batch, 8]: a real, tiny graph."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["ids", "axes"], ["total"], keepdims=1),
+        helper.make_node("Mul", ["total", "scale"], ["sentence_embedding"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "toy",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor("axes", TensorProto.INT64, [1], [1]), helper.make_tensor("scale", TensorProto.FLOAT, [8], [1.0] * 8)],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path)
+    return path
+
+
 def _register(repo: ModelRepository, tmp_path: Path, name: str = "toy") -> None:
-    model = tmp_path / "model.onnx"
-    model.write_bytes(b"onnx bytes")
+    model = toy_onnx(tmp_path / "model.onnx")
     tok = tmp_path / "tokenizer.json"
     tok.write_text("{}")
     meta = {
