@@ -1,6 +1,7 @@
 """The `facet` command.
 
     facet up [--services retrieval] [--demo]     start services (builds missing default models)
+    facet up --backend triton [--triton-url H:P] the same, inference on Triton (a local server unless given)
     facet models list                            what the model repository holds
     facet models build                           build the default models
     facet models export-embedding PATH           export a sentence-transformers model to ONNX
@@ -10,20 +11,28 @@
     facet data simulate DATASET|all --out DIR    physics videos for next-frame prediction
     facet nextframe build [--datasets ...]       next-frame models with probes into the model repository
     facet nextframe train --data DIR --out DIR   train a frame model on Ray (local or `ray job submit`)
+    facet triton serve|repository                a local Triton server (python backend) on the repository
     facet eval rarb-mcr --data DIR               RAR-b MCR evaluation through the SDK
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deploy.model_repository import ModelRepository
+
+if TYPE_CHECKING:
+    from deploy.launcher import Supervisor
+    from deploy.triton import TritonServer
+    from services.runtime.config import FacetConfig
 
 # RAR-b MCR data: beside the checkout (../shared/data), whatever the working directory.
 DEFAULT_PARITY_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rarb-mcr"
@@ -99,8 +108,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     services = args.services.split(",") if args.services else list(IMPLEMENTED)
     config = load_config()
     log_dir = config.data_dir / "logs"
+    backend = args.backend or config.backend
     try:
-        supervisor = Supervisor(services, host=args.host, log_dir=log_dir, grace_period_s=config.server.grace_period_s)
+        supervisor = Supervisor(
+            services, host=args.host, log_dir=log_dir, grace_period_s=config.server.grace_period_s, env={"FACET_BACKEND": backend}
+        )
     except ValueError as exc:
         print(f"facet up: {exc}", file=sys.stderr)
         return 2
@@ -109,6 +121,35 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"facet up: building default models needs the training extra ({exc}): pip install -e '.[training]'", file=sys.stderr)
         return 1
+    with contextlib.ExitStack() as engines:
+        if backend == "triton":
+            if args.triton_url:
+                supervisor.env["FACET_TRITON_URL"] = args.triton_url
+                print(f"facet: backend triton at {args.triton_url}", flush=True)
+            else:
+                try:
+                    supervisor.env["FACET_TRITON_URL"] = engines.enter_context(_local_triton(config)).url
+                except RuntimeError as exc:
+                    print(f"facet up: {exc}", file=sys.stderr)
+                    return 1
+        return _run_services(args, supervisor, services)
+
+
+def _local_triton(config: FacetConfig) -> TritonServer:
+    """A local tritonserver (python backend) on every model of the repository.
+    Its ports follow `triton.url` (gRPC), with HTTP one below and metrics one above."""
+    from deploy.triton import TritonServer, write_local_repository
+
+    work = config.data_dir / "triton"
+    names = write_local_repository(_repository(), work / "repository", config)
+    host, _, port = config.triton.url.rpartition(":")
+    grpc_port = int(port)
+    server = TritonServer(work / "repository", work, grpc_port=grpc_port, http_port=grpc_port - 1, metrics_port=grpc_port + 1)
+    print(f"facet: starting tritonserver for {len(names)} models on {server.url} (log {server.log_file})", flush=True)
+    return server  # started and stopped as a context manager
+
+
+def _run_services(args: argparse.Namespace, supervisor: Supervisor, services: list[str]) -> int:
     stop = {"now": False}
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -116,7 +157,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"facet: starting {', '.join(services)} (logs in {log_dir})", flush=True)
+    print(f"facet: starting {', '.join(services)} (logs in {supervisor.log_dir})", flush=True)
     try:
         supervisor.start()
     except RuntimeError as exc:
@@ -202,6 +243,12 @@ def cmd_nextframe(args: argparse.Namespace) -> int:
     return int(importlib.import_module(module).main(args.rest))
 
 
+def cmd_triton(args: argparse.Namespace) -> int:
+    from deploy.triton import main as triton_main
+
+    return triton_main([args.triton_command, *args.rest])
+
+
 def cmd_data_simulate(args: argparse.Namespace) -> int:
     from training.nextframe.datasets import main as simulate_main
 
@@ -224,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--demo", action="store_true", help="run a short SDK demo once serving")
     up.add_argument("--exit-after-demo", action="store_true", help="stop everything after the demo")
     up.add_argument("--parity-data", type=Path, help="RAR-b MCR folder for export parity checks")
+    up.add_argument("--backend", choices=("onnxruntime", "triton"), help="inference backend (default: the configured one, onnxruntime)")
+    up.add_argument("--triton-url", help="with --backend triton: use this Triton server (host:port, gRPC) instead of starting one")
     up.set_defaults(func=cmd_up)
 
     models = sub.add_parser("models", help="the model repository").add_subparsers(dest="models_command", required=True)
@@ -259,6 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
         forward.add_argument("rest", nargs=argparse.REMAINDER)
         forward.set_defaults(func=cmd_nextframe)
 
+    triton = sub.add_parser("triton", help="a local Triton Inference Server on the model repository").add_subparsers(dest="triton_command", required=True)
+    for command, text in (
+        ("serve", "write the python-backend repository and run tritonserver until Ctrl-C"),
+        ("repository", "write the python-backend repository for the local CPU server"),
+    ):
+        forward = triton.add_parser(command, help=text, add_help=False)
+        forward.add_argument("rest", nargs=argparse.REMAINDER)
+        forward.set_defaults(func=cmd_triton)
+
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     simulate = data.add_parser("simulate", help="simulate a physics video dataset (next-frame prediction)", add_help=False)
     simulate.add_argument("rest", nargs=argparse.REMAINDER)
@@ -279,7 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from services.runtime.config import ConfigError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if not hasattr(args, "rest"):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        # a forwarding command (facet sae build ...) whose arguments start with an option
+        args.rest = [*unknown, *args.rest]
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -63,7 +63,12 @@ class _Managed:
 
 class Supervisor:
     def __init__(
-        self, services: Sequence[str], host: str = "127.0.0.1", log_dir: Path | None = None, grace_period_s: float = 10.0
+        self,
+        services: Sequence[str],
+        host: str = "127.0.0.1",
+        log_dir: Path | None = None,
+        grace_period_s: float = 10.0,
+        env: dict[str, str] | None = None,
     ) -> None:
         unknown = [s for s in services if s not in IMPLEMENTED]
         if unknown:
@@ -71,11 +76,12 @@ class Supervisor:
         self.host = host
         self.log_dir = log_dir
         self.grace_period_s = grace_period_s  # the services' own drain time; stop() allows a margin on top
+        self.env = env or {}  # on top of this process's environment, e.g. the backend to use
         self.services = [_Managed(name, int(os.environ.get(f"FACET_{name.upper()}_PORT", DEFAULT_PORTS[name]))) for name in services]
         self._stopping = False
 
     def _spawn(self, svc: _Managed) -> None:
-        env = dict(os.environ, FACET_SERVER_HOST=self.host, FACET_SERVER_PORT=str(svc.port))
+        env = dict(os.environ, **self.env, FACET_SERVER_HOST=self.host, FACET_SERVER_PORT=str(svc.port))
         env.setdefault("FACET_SERVER_METRICS_PORT", str(svc.port + 1000))
         command = [sys.executable, "-m", f"services.{svc.name}"]
         if self.log_dir is None:

@@ -61,6 +61,10 @@ class ServerProcess:
     def address(self) -> str:
         return f"localhost:{self.port}"
 
+    @property
+    def backend(self) -> str:
+        return self.extra_env.get("FACET_BACKEND", "onnxruntime")
+
     def start(self, wait: bool = True, timeout_s: float = 120.0) -> ServerProcess:
         port_file = self.data_dir / "port.json"
         port_file.unlink(missing_ok=True)

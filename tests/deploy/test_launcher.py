@@ -158,3 +158,33 @@ def test_up_with_the_demo_exercises_the_nextframe_service(nextframe_repository: 
     assert f"SERVING on localhost:{port}" in out and "building" not in out
     assert out.count("rollout MSE") == 6 and "gravity ≈" in out and "moon mass ≈" in out
     assert len(list((tmp_path / "facet-demo").glob("*.gif"))) == 6
+
+
+@pytest.mark.parametrize("command", [["sae", "build"], ["nextframe", "build"], ["nextframe", "train"], ["triton", "serve"], ["data", "simulate"]])
+def test_forwarding_commands_take_their_own_options(command: list[str]) -> None:
+    """`facet sae build --tokens ...`: options after a forwarding command reach its module."""
+    result = subprocess.run([sys.executable, "-m", "deploy.cli", *command, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage:") and "--" in result.stdout
+
+
+def test_up_on_the_triton_backend_runs_the_demo(nextframe_repository: ModelRepository, tmp_path: Path) -> None:
+    """`facet up --backend triton`: a real local tritonserver serves the repository, the service
+    calls it, and the same SDK demo runs; Triton stops with the services."""
+    port, triton_port = _free_port(), _free_port()
+    env = {**_up_env(nextframe_repository, tmp_path, _free_port()), "FACET_NEXTFRAME_PORT": str(port),
+           "FACET_TRITON_URL": f"127.0.0.1:{triton_port}", "TMPDIR": str(tmp_path)}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "up", "--services", "nextframe", "--backend", "triton", "--demo", "--exit-after-demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"starting tritonserver for {len(nextframe_repository.models())} models on 127.0.0.1:{triton_port}" in result.stdout
+    assert result.stdout.count("rollout MSE") == 6
+    log = (tmp_path / "triton" / "tritonserver.log").read_text()
+    assert "successfully loaded 'nextframe-pendulum'" in log
+    with pytest.raises(OSError):  # stopped with the services
+        socket.create_connection(("127.0.0.1", triton_port), timeout=1).close()

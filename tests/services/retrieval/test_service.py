@@ -122,7 +122,7 @@ async def test_async_client_does_the_same(retrieval_address: str) -> None:
 # -- runtime -----------------------------------------------------------------------------------
 
 
-def test_health_reflection_and_metrics(retrieval_server, client: sdk.Client) -> None:  # type: ignore[no-untyped-def]
+def test_health_reflection_and_metrics(retrieval_server, client: sdk.Client, model_repository, triton_for) -> None:  # type: ignore[no-untyped-def]
     client.embed(["warm the metrics"])
     with grpc.insecure_channel(retrieval_server.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -133,8 +133,13 @@ def test_health_reflection_and_metrics(retrieval_server, client: sdk.Client) -> 
     text = urllib.request.urlopen(f"http://127.0.0.1:{retrieval_server.metrics_port}/metrics").read().decode()
     assert 'facet_requests_total{code="OK",method="/facet.v1.Retrieval/Embed"}' in text
     assert "facet_request_latency_seconds_bucket" in text
-    assert 'facet_batch_size_count{model="all-minilm-l6-v2"}' in text
-    assert 'facet_queue_time_seconds_count{model="all-minilm-l6-v2"}' in text
+    if retrieval_server.backend == "onnxruntime":  # Facet batches: its batch metrics
+        assert 'facet_batch_size_count{model="all-minilm-l6-v2"}' in text
+        assert 'facet_queue_time_seconds_count{model="all-minilm-l6-v2"}' in text
+    else:  # Triton batches: Triton's own metrics count the model's executions
+        server = triton_for(model_repository).server
+        triton = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics").read().decode()
+        assert 'nv_inference_exec_count{model="all-minilm-l6-v2",version="1"}' in triton
 
 
 def test_errors_carry_the_request_id(client: sdk.Client) -> None:
