@@ -2,6 +2,7 @@
 
     facet up [--services retrieval] [--demo]     start services (builds missing default models)
     facet up --backend triton [--triton-url H:P] the same, inference on Triton (a local server unless given)
+    facet up --backend ray [--ray-address A]     the same, models as Ray Serve apps (a local head unless given)
     facet models list                            what the model repository holds
     facet models build                           build the default models
     facet models export-embedding PATH           export a sentence-transformers model to ONNX
@@ -23,6 +24,7 @@ import dataclasses
 import functools
 import json
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +32,10 @@ from typing import TYPE_CHECKING
 from deploy.model_repository import ModelRepository
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from deploy.launcher import Supervisor
+    from deploy.ray_serve import LocalRay
     from deploy.triton import TritonServer
     from services.runtime.config import FacetConfig
 
@@ -132,7 +137,35 @@ def cmd_up(args: argparse.Namespace) -> int:
                 except RuntimeError as exc:
                     print(f"facet up: {exc}", file=sys.stderr)
                     return 1
+        if backend == "ray":
+            if args.ray_address:
+                supervisor.env["FACET_RAY_ADDRESS"] = args.ray_address
+                print(f"facet: backend ray at {args.ray_address}", flush=True)
+            else:
+                try:
+                    supervisor.env["FACET_RAY_ADDRESS"] = engines.enter_context(_local_ray(config)).address
+                except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                    print(f"facet up: {exc}", file=sys.stderr)
+                    return 1
         return _run_services(args, supervisor, services)
+
+
+@contextlib.contextmanager
+def _local_ray(config: FacetConfig) -> Iterator[LocalRay]:
+    """A local Ray head (`ray start --head`, its files under <data_dir>/ray), stopped on exit;
+    the services deploy their models on it as Ray Serve applications."""
+    import tempfile
+
+    from deploy.ray_serve import LocalRay
+
+    # Ray's socket paths must stay short: its session files go under a short temporary folder
+    head = LocalRay(port=6379, temp_dir=Path(tempfile.mkdtemp(prefix="facet-ray-", dir="/tmp")))
+    print(f"facet: starting a local Ray head on {head.address} (dashboard {head.dashboard})", flush=True)
+    head.start()
+    try:
+        yield head
+    finally:
+        head.stop()
 
 
 def _local_triton(config: FacetConfig) -> TritonServer:
@@ -271,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--demo", action="store_true", help="run a short SDK demo once serving")
     up.add_argument("--exit-after-demo", action="store_true", help="stop everything after the demo")
     up.add_argument("--parity-data", type=Path, help="RAR-b MCR folder for export parity checks")
-    up.add_argument("--backend", choices=("onnxruntime", "triton"), help="inference backend (default: the configured one, onnxruntime)")
+    up.add_argument("--backend", choices=("onnxruntime", "triton", "ray"), help="inference backend (default: the configured one, onnxruntime)")
+    up.add_argument("--ray-address", help="with --backend ray: use this Ray cluster (as RAY_ADDRESS) instead of starting a local head")
     up.add_argument("--triton-url", help="with --backend triton: use this Triton server (host:port, gRPC) instead of starting one")
     up.set_defaults(func=cmd_up)
 

@@ -3,8 +3,9 @@
     python load/bench_backends.py [--quick] [--json PATH]
 
 Starts the retrieval service once per backend on the same model repository — ONNX Runtime
-in-process (the reference), and Triton (a real local tritonserver, python backend running the
-same ONNX file) — and drives each with real RAR-b sentences through the SDK:
+in-process (the reference), Triton (a real local tritonserver, python backend running the same
+ONNX file) and Ray Serve (a real local Ray head; the model as a Serve deployment with
+@serve.batch) — and drives each with real RAR-b sentences through the SDK:
 
   a. single-sentence Embed calls, 1 caller (sequential): p50 / p99 and the p50 overhead
   b. single-sentence Embed calls, 32 concurrent callers: calls/s and p50 / p99
@@ -42,7 +43,7 @@ from load.bench_retrieval import (  # noqa: E402
     real_sentences,
 )
 
-BACKENDS = ("onnxruntime", "triton")
+BACKENDS = ("onnxruntime", "triton", "ray")
 
 
 def free_port() -> int:
@@ -68,6 +69,7 @@ def sequential(address: str, calls: list[list[str]]) -> LoadResult:
 
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, LoadResult]]:
+    from deploy.ray_serve import LocalRay
     from deploy.triton import TritonServer, write_python_repository
 
     repository = ModelRepository(args.repository)
@@ -80,15 +82,18 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, LoadResult]]:
     threads = {"FACET_ONNXRUNTIME_INTRA_OP_NUM_THREADS": str(args.threads)}
     write_python_repository(repository, work / "triton-repository", [MODEL], intra_op_num_threads=args.threads)
     triton = TritonServer(work / "triton-repository", work, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port())
+    ray_head = LocalRay(port=free_port(), dashboard_port=free_port(), temp_dir=Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp")))
     servers: dict[str, ServerProcess] = {}
     results: dict[str, dict[str, LoadResult]] = {b: {"c1": LoadResult(), "c32": LoadResult(), "batch32": LoadResult()} for b in BACKENDS}
     try:
         triton.start()
+        ray_head.start()
         servers["onnxruntime"] = ServerProcess("onnxruntime", repository.root, threads)
         servers["triton"] = ServerProcess("triton", repository.root, {**threads, "FACET_BACKEND": "triton", "FACET_TRITON_URL": triton.url})
+        servers["ray"] = ServerProcess("ray", repository.root, {**threads, "FACET_BACKEND": "ray", "FACET_RAY_ADDRESS": ray_head.address})
         addresses = {b: s.wait_serving() for b, s in servers.items()}
         for round_ in range(args.rounds):
-            for backend in BACKENDS if round_ % 2 == 0 else reversed(BACKENDS):
+            for backend in BACKENDS[round_ % 3 :] + BACKENDS[: round_ % 3]:  # each backend leads in turn
                 log(f"round {round_ + 1}/{args.rounds}: {backend}")
                 address = addresses[backend]
                 results[backend]["c1"].add(sequential(address, [[t] for t in singles]))
@@ -98,6 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, LoadResult]]:
         for server in servers.values():
             server.stop()
         triton.stop()
+        ray_head.stop()
     return results
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,21 +139,23 @@ def start_server(model_repository: ModelRepository, tmp_path_factory: pytest.Tem
 
 
 # The end-to-end service suites run once per backend: the same tests, the same SDK calls.
-SERVICE_BACKENDS = ("onnxruntime", "triton")
+SERVICE_BACKENDS = ("onnxruntime", "triton", "ray")
 
 
-def backend_env(backend: str, repository: ModelRepository, triton_for) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def backend_env(backend: str, repository: ModelRepository, triton_for, ray_cluster=None) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """Environment that points a service process at `backend` serving `repository`."""
     if backend == "onnxruntime":
         return {}
     if backend == "triton":
         return dict(triton_for(repository).env)
+    if backend == "ray":
+        return {"FACET_BACKEND": "ray", "FACET_RAY_ADDRESS": ray_cluster().address}
     raise ValueError(backend)
 
 
 @pytest.fixture(scope="session", params=SERVICE_BACKENDS)
-def retrieval_server(request: pytest.FixtureRequest, start_server, model_repository: ModelRepository, triton_for) -> ServerProcess:  # type: ignore[no-untyped-def]
-    return start_server(env=backend_env(request.param, model_repository, triton_for))
+def retrieval_server(request: pytest.FixtureRequest, start_server, model_repository: ModelRepository, triton_for, ray_cluster) -> ServerProcess:  # type: ignore[no-untyped-def]
+    return start_server(env=backend_env(request.param, model_repository, triton_for, ray_cluster))
 
 
 @pytest.fixture(scope="session")
@@ -192,8 +196,8 @@ OTHER_LAYER_SAE = "smollm2-135m-l3-batchtopk-w96"
 
 
 @pytest.fixture(scope="session", params=SERVICE_BACKENDS)
-def sae_server(request: pytest.FixtureRequest, sae_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory, triton_for) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
-    yield from _serving(sae_repository, tmp_path_factory, "sae", backend_env(request.param, sae_repository, triton_for))
+def sae_server(request: pytest.FixtureRequest, sae_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory, triton_for, ray_cluster) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
+    yield from _serving(sae_repository, tmp_path_factory, "sae", backend_env(request.param, sae_repository, triton_for, ray_cluster))
 
 
 @pytest.fixture(scope="session")
@@ -211,8 +215,8 @@ def nextframe_repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepos
 
 
 @pytest.fixture(scope="session", params=SERVICE_BACKENDS)
-def nextframe_server(request: pytest.FixtureRequest, nextframe_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory, triton_for) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
-    yield from _serving(nextframe_repository, tmp_path_factory, "nextframe", backend_env(request.param, nextframe_repository, triton_for))
+def nextframe_server(request: pytest.FixtureRequest, nextframe_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory, triton_for, ray_cluster) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
+    yield from _serving(nextframe_repository, tmp_path_factory, "nextframe", backend_env(request.param, nextframe_repository, triton_for, ray_cluster))
 
 
 def _serving(repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory, service: str, env: dict[str, str]) -> Iterator[ServerProcess]:
@@ -262,3 +266,23 @@ def triton_for(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     yield start
     for triton in servers.values():
         triton.server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Factory: ray_cluster() -> a real local Ray head (`ray start --head --num-cpus 2`), started
+    on first use, stopped at session end; services deploy their models on it as Serve apps."""
+    from deploy.ray_serve import LocalRay
+
+    started: list[LocalRay] = []
+
+    def get() -> LocalRay:
+        if not started:
+            temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
+            started.append(LocalRay(port=free_port(), dashboard_port=free_port(), temp_dir=temp).start())
+        return started[0]
+
+    yield get
+    for cluster in started:
+        cluster.stop()
+        shutil.rmtree(cluster.temp_dir or "", ignore_errors=True)

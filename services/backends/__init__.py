@@ -11,12 +11,13 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKENDS", "Backend", "ModelMetadata", "create_backend"]
 
-BACKENDS = ("onnxruntime", "triton")
+BACKENDS = ("onnxruntime", "triton", "ray")
 
 
 def create_backend(config: FacetConfig) -> Backend:
     """The backend the configuration names (`backend`, FACET_BACKEND): "onnxruntime" runs models
-    in this process (the default), "triton" calls a Triton Inference Server at `triton.url`."""
+    in this process (the default), "triton" calls a Triton Inference Server at `triton.url`, "ray"
+    calls Ray Serve deployments on the Ray cluster at `ray.address`."""
     if config.backend == "onnxruntime":
         from services.backends.onnxruntime import OnnxRuntimeBackend
 
@@ -25,4 +26,8 @@ def create_backend(config: FacetConfig) -> Backend:
         from services.backends.triton import TritonBackend
 
         return TritonBackend(config)
+    if config.backend == "ray":
+        from services.backends.ray_serve import RayServeBackend
+
+        return RayServeBackend(config)
     raise ValueError(f"unknown backend '{config.backend}' (available: {', '.join(BACKENDS)})")

@@ -111,6 +111,31 @@ class TritonConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RayConfig:
+    """The Ray cluster the "ray" backend calls: each model a Ray Serve application."""
+
+    address: str = "auto"  # as RAY_ADDRESS: "auto" finds the local cluster (`ray start --head`)
+    deploy_models: bool = True  # deploy (or update) a model's application when a service loads it
+    num_replicas: int = 1
+    # Serve replicas reserve no CPU by default: every model of a repository fits on a small
+    # cluster and they share its cores, as models in one process do
+    replica_num_cpus: float = 0.0
+    max_ongoing_requests: int = 256  # per replica; the rest wait in the handle's queue
+    max_batch_size: int = 32  # @serve.batch: calls run together
+    batch_wait_timeout_s: float = 0.0  # @serve.batch: how long a batch that is not full waits
+    load_timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        _check(bool(self.address), "ray.address must be set ('auto' for the local cluster)")
+        _check(self.num_replicas >= 1, "ray.num_replicas must be >= 1")
+        _check(self.replica_num_cpus >= 0, "ray.replica_num_cpus must be >= 0")
+        _check(self.max_ongoing_requests >= 1, "ray.max_ongoing_requests must be >= 1")
+        _check(self.max_batch_size >= 1, "ray.max_batch_size must be >= 1")
+        _check(self.batch_wait_timeout_s >= 0, "ray.batch_wait_timeout_s must be >= 0")
+        _check(self.load_timeout_s > 0, "ray.load_timeout_s must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class RetrievalConfig:
     embedding_model: str = "all-minilm-l6-v2"
     max_texts_per_request: int = 256
@@ -134,17 +159,18 @@ class FacetConfig:
     data_dir: Path = dataclasses.field(default_factory=default_data_dir)
     api_key: str = ""  # when set, every call but health needs `authorization: Bearer <key>`
     log_level: str = "INFO"
-    backend: str = "onnxruntime"  # "onnxruntime" (in-process) or "triton"
+    backend: str = "onnxruntime"  # "onnxruntime" (in-process), "triton" or "ray"
     server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
     batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
     onnxruntime: OnnxRuntimeConfig = dataclasses.field(default_factory=OnnxRuntimeConfig)
     triton: TritonConfig = dataclasses.field(default_factory=TritonConfig)
+    ray: RayConfig = dataclasses.field(default_factory=RayConfig)
     retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
 
     def __post_init__(self) -> None:
         levels = {"DEBUG", "INFO", "WARNING", "ERROR"}
         _check(self.log_level.upper() in levels, f"log_level must be one of {sorted(levels)}")
-        backends = ("onnxruntime", "triton")
+        backends = ("onnxruntime", "triton", "ray")
         _check(self.backend in backends, f"backend must be one of {', '.join(backends)}, got {self.backend!r}")
 
     def to_dict(self) -> dict[str, Any]:

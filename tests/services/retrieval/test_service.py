@@ -136,7 +136,7 @@ def test_health_reflection_and_metrics(retrieval_server, client: sdk.Client, mod
     if retrieval_server.backend == "onnxruntime":  # Facet batches: its batch metrics
         assert 'facet_batch_size_count{model="all-minilm-l6-v2"}' in text
         assert 'facet_queue_time_seconds_count{model="all-minilm-l6-v2"}' in text
-    else:  # Triton batches: Triton's own metrics count the model's executions
+    elif retrieval_server.backend == "triton":  # Triton batches: Triton's own metrics count the model's executions
         server = triton_for(model_repository).server
         triton = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics").read().decode()
         assert 'nv_inference_exec_count{model="all-minilm-l6-v2",version="1"}' in triton
