@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray import serve
 
+from services.backends.padding import run_together
+
 if TYPE_CHECKING:
     from deploy.model_repository import ModelVersion
     from services.runtime.config import RayConfig
@@ -54,27 +56,18 @@ class OnnxModel:
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
     async def infer(self, requests: list[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
-        """Calls that arrive together; those whose inputs agree beyond axis 0 run as one batch.
-        A call the model cannot run gets {ERROR_KEY: message} (the others still run)."""
-        results: list[dict[str, Any]] = [{ERROR_KEY: "not run"}] * len(requests)
-        groups: dict[tuple[Any, ...], list[int]] = {}
-        for i, feeds in enumerate(requests):
-            if set(feeds) != set(self.inputs):
-                results[i] = {ERROR_KEY: f"inputs {sorted(self.inputs)} expected, got {sorted(feeds)}"}
-                continue
-            groups.setdefault(tuple(tuple(feeds[n].shape[1:]) + (str(feeds[n].dtype),) for n in self.inputs), []).append(i)
-        for members in groups.values():
-            try:
-                feeds = {n: np.concatenate([requests[i][n] for i in members]) for n in self.inputs}
-                merged = await asyncio.to_thread(self.session.run, self.outputs, feeds)
-                ends = np.cumsum([len(requests[i][self.inputs[0]]) for i in members])[:-1]
-                parts = [np.split(array, ends) for array in merged]
-                for j, i in enumerate(members):
-                    results[i] = {name: parts[k][j] for k, name in enumerate(self.outputs)}
-            except Exception as exc:  # noqa: BLE001 - the error goes to these callers; the replica stays up
-                for i in members:
-                    results[i] = {ERROR_KEY: f"{type(exc).__name__}: {exc}"}
+        """Calls that arrive together run as one batch, padded as Facet's batcher does. A call
+        the model cannot run gets {ERROR_KEY: message} (the others still run)."""
+        valid = [set(feeds) == set(self.inputs) for feeds in requests]
+        ran = iter(await asyncio.to_thread(run_together, self._run, self.outputs, [r for r, ok in zip(requests, valid, strict=True) if ok]))
+        results: list[dict[str, Any]] = []
+        for feeds, ok in zip(requests, valid, strict=True):
+            outcome = next(ran) if ok else ValueError(f"inputs {sorted(self.inputs)} expected, got {sorted(feeds)}")
+            results.append({ERROR_KEY: f"{type(outcome).__name__}: {outcome}"} if isinstance(outcome, Exception) else outcome)
         return results
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return list(self.session.run(self.outputs, feeds))
 
 
 def app_name(model: str) -> str:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 CHECKOUT = Path(__file__).resolve().parents[1]
 DEFAULT_TRITON_ENV = CHECKOUT / ".venv-triton"
 PYTHON_MODEL = Path(__file__).with_name("triton_model.py")
+PADDING = CHECKOUT / "services" / "backends" / "padding.py"  # numpy only: the stub imports it as facet_padding
 
 _ONNX_TO_TRITON = {
     "tensor(float)": "TYPE_FP32",
@@ -102,6 +103,9 @@ def model_config(
             lines += [f"{kind} [", "  {", f'    name: "{t.name}"', f"    data_type: {t.data_type}"]
             if dims:
                 lines.append(f"    dims: [ {', '.join(map(str, dims))} ]")
+                if kind == "input" and backend == "python" and batched and -1 in dims:
+                    # requests of different lengths batch together; the wrapper pads them
+                    lines.append("    allow_ragged_batch: true")
             else:  # a scalar per row (or a scalar model output): Triton wants non-empty dims
                 lines += ["    dims: [ 1 ]", "    reshape: { shape: [ ] }"]
             lines += ["  }", "]"]
@@ -139,6 +143,7 @@ def write_python_repository(
         version_dir = model_dir / str(entry.version)
         version_dir.mkdir(parents=True)
         shutil.copyfile(PYTHON_MODEL, version_dir / "model.py")
+        shutil.copyfile(PADDING, version_dir / "facet_padding.py")
         (version_dir / "model.onnx").symlink_to(entry.model_file.resolve())
         config = model_config(
             entry,

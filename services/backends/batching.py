@@ -6,26 +6,24 @@ batcher also waits that long for company before running a batch that is not full
 with 0 (the default, as in Triton) an idle model runs a lone request at once.
 
 Inputs whose non-batch axes differ (token sequences of different lengths) are
-right-padded with zeros to the longest; models that take an attention mask are
-unaffected by that padding. To keep padding from costing more than batching saves,
-the requests of a batch are ordered by length and cut into groups whose padded size
-stays within `MAX_PADDING_RATIO` of the real size (see `length_groups`).
+right-padded with zeros to the longest, in groups that pad cheaply (see
+`services.backends.padding`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 
 import numpy as np
 
+from services.backends.padding import length_groups, pad_concat, width
 from services.runtime.config import BatchingConfig
 from services.runtime.errors import InvalidArgument, ResourceExhausted, Unavailable
 from services.runtime.metrics import METRICS
 
 Arrays = Mapping[str, np.ndarray]
-MAX_PADDING_RATIO = 1.3
 RunBatch = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
 
@@ -36,56 +34,15 @@ class _Pending:
         self.inputs = inputs
         self.rows = rows
         # the longest non-batch axis: the sequence length of token inputs, 1 for fixed-size rows
-        self.width = max((int(np.prod(a.shape[1:], dtype=np.int64)) for a in inputs.values()), default=1)
+        self.width = width(list(inputs.values()))
         self.future = future
         self.enqueued = time.perf_counter()
-
-
-def length_groups(
-    widths: Sequence[int], rows: Sequence[int] | None = None, *, max_rows: int = 0, max_padding_ratio: float = MAX_PADDING_RATIO
-) -> list[list[int]]:
-    """Indices ordered by width and cut into groups that pad cheaply.
-
-    A group ends where padding every member to the group's widest would exceed
-    `max_padding_ratio` times the real size, or at `max_rows` rows (0: no cap). On a CPU
-    a padded batch costs its padded size, so sorting by length is what makes batching pay.
-    """
-    counts = [1] * len(widths) if rows is None else list(rows)
-    groups: list[list[int]] = []
-    current: list[int] = []
-    n_rows = real = 0
-    for i in sorted(range(len(widths)), key=lambda j: widths[j]):
-        w, r = int(widths[i]), counts[i]
-        too_wide = (n_rows + r) * w > max_padding_ratio * (real + r * w)
-        if current and (too_wide or (max_rows and n_rows + r > max_rows)):
-            groups.append(current)
-            current, n_rows, real = [], 0, 0
-        current.append(i)
-        n_rows += r
-        real += r * w
-    if current:
-        groups.append(current)
-    return groups
 
 
 def _fail_all(items: list[_Pending], exc: BaseException) -> None:
     for p in items:
         if not p.future.done():
             p.future.set_exception(exc)
-
-
-def _pad_concat(arrays: list[np.ndarray]) -> np.ndarray:
-    if len(arrays) == 1:
-        return arrays[0]
-    ndim = arrays[0].ndim
-    if any(a.ndim != ndim for a in arrays):
-        raise InvalidArgument("inputs of one model must all have the same rank")
-    target = [max(a.shape[d] for a in arrays) for d in range(1, ndim)]
-    padded = []
-    for a in arrays:
-        pads = [(0, 0)] + [(0, t - s) for t, s in zip(target, a.shape[1:], strict=True)]
-        padded.append(np.pad(a, pads) if any(p[1] for p in pads) else a)
-    return np.concatenate(padded, axis=0)
 
 
 class DynamicBatcher:
@@ -159,7 +116,10 @@ class DynamicBatcher:
     async def _run_group(self, group: list[_Pending]) -> None:
         METRICS.batch_size.labels(self.model).observe(sum(p.rows for p in group))
         try:
-            merged = {name: _pad_concat([p.inputs[name] for p in group]) for name in group[0].inputs}
+            try:
+                merged = {name: pad_concat([p.inputs[name] for p in group]) for name in group[0].inputs}
+            except ValueError as exc:
+                raise InvalidArgument(str(exc)) from None
             outputs = await self._run(merged)
         except asyncio.CancelledError:  # the batcher is closing
             _fail_all(group, Unavailable(f"model {self.model} is shutting down; retry"))

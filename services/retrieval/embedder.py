@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 
 from services.backends.base import Backend, ModelMetadata
-from services.backends.batching import length_groups
+from services.backends.padding import length_groups
 from services.retrieval.tokenization import TextTokenizer
 from services.runtime.config import RetrievalConfig
 from services.runtime.errors import FailedPrecondition, InvalidArgument

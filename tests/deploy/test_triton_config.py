@@ -65,8 +65,11 @@ def test_the_local_repository_wraps_each_model_for_the_python_backend(repository
         assert config.backend == "python" and not config.platform
         assert config.max_batch_size in (0, 16) and config.parameters["intra_op_num_threads"].string_value == "1"
         _check_against_graph(config, entry.model_file)
+        for tensor in config.input:  # requests of different lengths batch together; the wrapper pads them
+            assert tensor.allow_ragged_batch == (config.max_batch_size > 0 and -1 in tensor.dims)
         version = tmp_path / name / str(entry.version)
         assert (version / "model.onnx").resolve() == entry.model_file.resolve()
+        assert "def run_together" in (version / "facet_padding.py").read_text()
         assert "class TritonPythonModel" in (version / "model.py").read_text()
 
 

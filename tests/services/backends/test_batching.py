@@ -114,7 +114,7 @@ async def test_an_engine_error_reaches_every_caller_and_the_batcher_keeps_workin
 
 
 def test_length_groups_sort_by_width_and_bound_padding_and_rows() -> None:
-    from services.backends.batching import length_groups
+    from services.backends.padding import length_groups
 
     widths = [50, 10, 11, 48, 12, 49]
     groups = length_groups(widths)
@@ -139,3 +139,26 @@ async def test_closing_fails_waiting_callers_with_unavailable() -> None:
     for call in (running, queued):
         with pytest.raises(Unavailable, match="shutting down"):
             await call
+
+
+def test_requests_run_together_padded_and_split_back() -> None:
+    """What the Triton and Ray Serve wrappers do with requests that arrive together: one padded
+    run per group that pads cheaply, each request gets its own rows, and a run that fails fails
+    only the requests of its group."""
+    from services.backends.padding import run_together
+
+    runs: list[tuple[int, ...]] = []
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        ids = feeds["ids"]
+        runs.append(ids.shape)
+        if (ids < 0).any():
+            raise ValueError("negative ids")
+        return [ids.sum(1, keepdims=True), ids * 2]
+
+    requests = [{"ids": np.array([[1, 2, 3]])}, {"ids": np.array([[4, 5], [6, 7]])}, {"ids": np.array([[1] * 40])}, {"ids": np.array([[-1] * 41])}]
+    out = run_together(run, ["total", "doubled"], requests)
+    assert runs == [(3, 3), (2, 41)]  # lengths 2 and 3 together; 40 and 41 together
+    assert isinstance(out[0], dict) and out[0]["total"].tolist() == [[6]] and out[0]["doubled"].tolist() == [[2, 4, 6]]
+    assert isinstance(out[1], dict) and out[1]["total"].tolist() == [[9], [13]] and out[1]["doubled"].tolist() == [[8, 10, 0], [12, 14, 0]]
+    assert isinstance(out[2], ValueError) and isinstance(out[3], ValueError)
