@@ -13,6 +13,7 @@
     facet nextframe build [--datasets ...]       next-frame models with probes into the model repository
     facet nextframe train --data DIR --out DIR   train a frame model on Ray (local or `ray job submit`)
     facet triton serve|repository                a local Triton server (python backend) on the repository
+    facet train nextframe|sae --address URL -- … a capability's training as a Ray job (logs streamed)
     facet eval rarb-mcr --data DIR               RAR-b MCR evaluation through the SDK
 """
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from deploy.launcher import Supervisor
-    from deploy.ray_serve import LocalRay
+    from deploy.ray_cluster import LocalRay
     from deploy.triton import TritonServer
     from services.runtime.config import FacetConfig
 
@@ -156,7 +157,7 @@ def _local_ray(config: FacetConfig) -> Iterator[LocalRay]:
     the services deploy their models on it as Ray Serve applications."""
     import tempfile
 
-    from deploy.ray_serve import LocalRay
+    from deploy.ray_cluster import LocalRay
 
     # Ray's socket paths must stay short: its session files go under a short temporary folder
     head = LocalRay(port=6379, temp_dir=Path(tempfile.mkdtemp(prefix="facet-ray-", dir="/tmp")))
@@ -276,6 +277,12 @@ def cmd_nextframe(args: argparse.Namespace) -> int:
     return int(importlib.import_module(module).main(args.rest))
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from deploy.train import main as train_main
+
+    return train_main(args.rest)
+
+
 def cmd_triton(args: argparse.Namespace) -> int:
     from deploy.triton import main as triton_main
 
@@ -341,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
         forward = nextframe.add_parser(command, help=text, add_help=False)
         forward.add_argument("rest", nargs=argparse.REMAINDER)
         forward.set_defaults(func=cmd_nextframe)
+
+    train = sub.add_parser("train", help="submit a capability's training to a Ray cluster as a job", add_help=False)
+    train.add_argument("rest", nargs=argparse.REMAINDER)
+    train.set_defaults(func=cmd_train)
 
     triton = sub.add_parser("triton", help="a local Triton Inference Server on the model repository").add_subparsers(dest="triton_command", required=True)
     for command, text in (

@@ -10,15 +10,6 @@ RAY_ADDRESS; the model repository must be readable at the same path from the Ser
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -89,61 +80,3 @@ def deploy(entry: ModelVersion, config: RayConfig, intra_op_num_threads: int) ->
 def running(model: str) -> bool:
     status = serve.status().applications.get(app_name(model))
     return status is not None and str(status.status).endswith("RUNNING")
-
-
-@dataclasses.dataclass
-class LocalRay:
-    """`ray start --head` on this machine (what `facet up --backend ray` and the tests start);
-    `stop()` runs `ray stop` for it. RAY_ADDRESS for clients is `address`."""
-
-    port: int
-    num_cpus: int = 2
-    temp_dir: Path | None = None
-    dashboard_port: int = 8265
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def dashboard(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
-
-    def _ray(self) -> str:
-        found = Path(sys.executable).with_name("ray")
-        return str(found) if found.exists() else (shutil.which("ray") or "ray")
-
-    def start(self, timeout_s: float = 120.0) -> LocalRay:
-        command = [self._ray(), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}", f"--num-cpus={self.num_cpus}", "--disable-usage-stats",
-                   "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"]  # fmt: skip
-        if self.temp_dir is not None:
-            command.append(f"--temp-dir={self.temp_dir}")
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
-        if done.returncode != 0:
-            raise RuntimeError(f"`ray start --head` failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-        return self  # `ray start` returns once the head's GCS answers
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop this head: with its own temp dir, only the processes of that session (SIGTERM,
-        then SIGKILL); without, `ray stop` (every Ray process of this machine)."""
-        if self.temp_dir is None:
-            env = {**os.environ, "RAY_ADDRESS": self.address}
-            subprocess.run([self._ray(), "stop", "--force"], capture_output=True, timeout=120, env=env, check=False)
-            return
-        marker = (str(self.temp_dir.resolve()).rstrip("/") + "/").encode()  # its processes name files under it
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline") if _reads(p, marker)]
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + timeout_s / 2
-            while pids and time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
-                time.sleep(0.2)
-
-
-def _reads(cmdline: Path, marker: bytes) -> bool:
-    try:
-        return marker in cmdline.read_bytes()
-    except OSError:
-        return False

@@ -69,7 +69,7 @@ def sequential(address: str, calls: list[list[str]]) -> LoadResult:
 
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, LoadResult]]:
-    from deploy.ray_serve import LocalRay
+    from deploy.ray_cluster import LocalRay
     from deploy.triton import TritonServer, write_python_repository
 
     repository = ModelRepository(args.repository)

@@ -272,7 +272,7 @@ def triton_for(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """Factory: ray_cluster() -> a real local Ray head (`ray start --head --num-cpus 2`), started
     on first use, stopped at session end; services deploy their models on it as Serve apps."""
-    from deploy.ray_serve import LocalRay
+    from deploy.ray_cluster import LocalRay
 
     started: list[LocalRay] = []
 

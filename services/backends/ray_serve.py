@@ -10,17 +10,15 @@ the application's Serve status.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from deploy.model_repository import ModelRepository, ModelVersion
+from deploy.ray_cluster import opt_in_token_auth
 from deploy.ray_serve import ERROR_KEY
 from services.backends.base import Backend, ModelMetadata
 from services.runtime.config import FacetConfig
@@ -39,13 +37,7 @@ class RayServeBackend(Backend):
         self._metadata: dict[str, ModelMetadata] = {}
 
     def _connect(self) -> None:
-        if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").is_file()):
-            # `ray start` (2.60) enables token authentication with this token; drivers must opt in
-            os.environ["RAY_AUTH_MODE"] = "token"
-            with contextlib.suppress(ImportError, AttributeError):
-                from ray._raylet import Config  # type: ignore[attr-defined]  # an imported ray reads the mode again
-
-                Config.initialize("")
+        opt_in_token_auth()
         import ray
 
         if not ray.is_initialized():

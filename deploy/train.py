@@ -1,0 +1,97 @@
+"""`facet train <capability>`: a capability's training as a Ray job on a cluster.
+
+    facet train nextframe --address http://HEAD:8265 -- --datasets pendulum --steps 3000
+    facet train sae --address http://HEAD:8265 -- --widths 2304,4608 --tokens 1000000
+
+Submits through Ray's job submission client with a `runtime_env` (this checkout as the working
+directory; with --pip, Facet's pinned requirements), streams the job's logs here, and exits with
+the job's outcome. The job runs the capability's build, which ends by registering the new model
+versions in the model repository (--repository, a path the cluster's workers and the services both
+read: one machine, or a shared volume). The same job as a KubeRay `RayJob`: see the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from deploy.ray_cluster import opt_in_token_auth
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+ENTRYPOINTS = {
+    "nextframe": "python -m training.nextframe.build",
+    "sae": "python -m training.sae.build",
+}
+# what the working directory upload leaves out (Ray's limit is 500 MiB; models are not code)
+EXCLUDES = [".git", ".venv", ".venv-triton", "**/__pycache__", "*.onnx", "*.faiss", "*.sqlite3*", ".mypy_cache", ".ruff_cache", ".pytest_cache"]
+
+
+def pinned_requirements() -> list[str]:
+    """Facet's serve and training requirements, as pinned in pyproject.toml."""
+    project = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    return sorted(set(project["dependencies"]) | set(extras["serve"]) | set(extras["training"]))
+
+
+def runtime_env(repository: str, pip: bool) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "working_dir": str(CHECKOUT),
+        "excludes": EXCLUDES,
+        "env_vars": {"FACET_MODEL_REPOSITORY": repository, "PYTHONUNBUFFERED": "1"},
+    }
+    if pip:
+        env["pip"] = {"packages": pinned_requirements(), "pip_check": False}
+    return env
+
+
+def entrypoint(capability: str, repository: str, args: list[str]) -> str:
+    return " ".join([ENTRYPOINTS[capability], "--repository", shlex.quote(repository), *map(shlex.quote, args)])
+
+
+async def _follow(client: Any, job_id: str) -> None:
+    async for lines in client.tail_job_logs(job_id):
+        print(lines, end="", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="facet train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("capability", choices=sorted(ENTRYPOINTS))
+    parser.add_argument("--address", default=None, help="the cluster's dashboard, http://HEAD:8265 (default: RAY_ADDRESS, else the local one)")
+    parser.add_argument("--repository", help="model repository as the cluster sees it (default: the configured one)")
+    parser.add_argument("--pip", action="store_true", help="install Facet's pinned requirements in the job's runtime_env")
+    parser.add_argument("--no-wait", action="store_true", help="submit and print the job id, do not follow it")
+    parser.usage = "facet train {nextframe,sae} [--address URL] [--repository PATH] [--pip] [--no-wait] [-- BUILD OPTIONS]"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    build_args = argv[cut + 1 :]  # the build's own options (facet <capability> build --help)
+    if args.repository is None:
+        from services.runtime.config import load_config
+
+        args.repository = str(load_config().model_repository)
+    opt_in_token_auth()
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    try:
+        client = JobSubmissionClient(args.address)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        print(f"facet train: no Ray cluster at {args.address or 'RAY_ADDRESS / the local one'}: {exc}", file=sys.stderr)
+        return 1
+    command = entrypoint(args.capability, args.repository, build_args)
+    job_id = client.submit_job(entrypoint=command, runtime_env=runtime_env(args.repository, args.pip),
+                               submission_id=f"facet-train-{args.capability}-{int(time.time())}")  # fmt: skip
+    print(f"facet train: submitted {job_id}: {command}", flush=True)
+    if args.no_wait:
+        return 0
+    asyncio.run(_follow(client, job_id))
+    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        time.sleep(1)
+    info = client.get_job_info(job_id)
+    print(f"facet train: {job_id} {status.value}" + (f": {info.message}" if info.message and status != JobStatus.SUCCEEDED else ""), flush=True)
+    return 0 if status == JobStatus.SUCCEEDED else 1
