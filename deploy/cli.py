@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -159,8 +160,15 @@ def _local_ray(config: FacetConfig) -> Iterator[LocalRay]:
 
     from deploy.ray_cluster import LocalRay
 
-    # Ray's socket paths must stay short: its session files go under a short temporary folder
-    head = LocalRay(port=6379, temp_dir=Path(tempfile.mkdtemp(prefix="facet-ray-", dir="/tmp")))
+    # its port: ray.address when that names one (127.0.0.1:PORT), else Ray's 6379; the dashboard
+    # (job submission) on RAY_DASHBOARD_PORT or 8265. Ray's socket paths must stay short: its
+    # session files go under a short temporary folder.
+    _, _, port = config.ray.address.rpartition(":")
+    head = LocalRay(
+        port=int(port) if port.isdigit() else 6379,
+        dashboard_port=int(os.environ.get("RAY_DASHBOARD_PORT", "8265")),
+        temp_dir=Path(tempfile.mkdtemp(prefix="facet-ray-", dir="/tmp")),
+    )
     print(f"facet: starting a local Ray head on {head.address} (dashboard {head.dashboard})", flush=True)
     head.start()
     try:

@@ -188,3 +188,23 @@ def test_up_on_the_triton_backend_runs_the_demo(nextframe_repository: ModelRepos
     assert "successfully loaded 'nextframe-pendulum'" in log
     with pytest.raises(OSError):  # stopped with the services
         socket.create_connection(("127.0.0.1", triton_port), timeout=1).close()
+
+
+def test_up_on_the_ray_backend_runs_the_demo(nextframe_repository: ModelRepository, tmp_path: Path) -> None:
+    """`facet up --backend ray`: a real local Ray head, every frame model deployed as a Ray Serve
+    application by the service, the same SDK demo; the head stops with the services."""
+    port, ray_port = _free_port(), _free_port()
+    env = {**_up_env(nextframe_repository, tmp_path, _free_port()), "FACET_NEXTFRAME_PORT": str(port), "TMPDIR": str(tmp_path),
+           "FACET_RAY_ADDRESS": f"127.0.0.1:{ray_port}", "RAY_DASHBOARD_PORT": str(_free_port())}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "up", "--services", "nextframe", "--backend", "ray", "--demo", "--exit-after-demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"starting a local Ray head on 127.0.0.1:{ray_port}" in result.stdout
+    assert result.stdout.count("rollout MSE") == 6
+    with pytest.raises(OSError):  # stopped with the services
+        socket.create_connection(("127.0.0.1", ray_port), timeout=1).close()
