@@ -269,38 +269,32 @@ def cmd_models_export_embedding(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sae(args: argparse.Namespace) -> int:
-    """Forward to the SAE training modules (each has its own --help)."""
+# group, help, {command: (module, help, arguments put first)}; command "": the group is the command
+FORWARDED: list[tuple[str, str, dict[str, tuple[str, str, list[str]]]]] = [
+    ("sae", "SAE training and export", {
+        "build": ("training.sae.build", "build an SAE family with meta-SAE, stitching and explanations into the model repository", []),
+        "cache": ("training.sae.activations", "cache residual-stream activations of an LM on the corpus", []),
+        "train": ("training.sae.ray_job", "train an SAE family on Ray Train from a cache (local Ray or `ray job submit`)", []),
+    }),
+    ("nextframe", "next-frame models", {
+        "build": ("training.nextframe.build", "simulate, train, probe, score and export next-frame models into the model repository", []),
+        "train": ("training.nextframe.ray_job", "train a frame model on Ray Train from a simulated dataset (local Ray or `ray job submit`)", []),
+    }),
+    ("train", "submit a capability's training to a Ray cluster as a job", {"": ("deploy.train", "", [])}),
+    ("triton", "a local Triton Inference Server on the model repository", {
+        "serve": ("deploy.triton", "write the python-backend repository and run tritonserver until Ctrl-C", ["serve"]),
+        "repository": ("deploy.triton", "write the python-backend repository for the local CPU server", ["repository"]),
+    }),
+    ("data", "datasets", {
+        "simulate": ("training.nextframe.datasets", "simulate a physics video dataset (next-frame prediction)", []),
+    }),
+]  # fmt: skip
+
+
+def cmd_forward(args: argparse.Namespace) -> int:
     import importlib
 
-    module = {"build": "training.sae.build", "cache": "training.sae.activations", "train": "training.sae.ray_job"}[args.sae_command]
-    return int(importlib.import_module(module).main(args.rest))
-
-
-def cmd_nextframe(args: argparse.Namespace) -> int:
-    """Forward to the next-frame training modules (each has its own --help)."""
-    import importlib
-
-    module = {"build": "training.nextframe.build", "train": "training.nextframe.ray_job"}[args.nextframe_command]
-    return int(importlib.import_module(module).main(args.rest))
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from deploy.train import main as train_main
-
-    return train_main(args.rest)
-
-
-def cmd_triton(args: argparse.Namespace) -> int:
-    from deploy.triton import main as triton_main
-
-    return triton_main([args.triton_command, *args.rest])
-
-
-def cmd_data_simulate(args: argparse.Namespace) -> int:
-    from training.nextframe.datasets import main as simulate_main
-
-    return simulate_main(args.rest)
+    return int(importlib.import_module(args.module).main([*args.prefix, *args.rest]))
 
 
 def cmd_eval_rarb(args: argparse.Namespace) -> int:
@@ -338,42 +332,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--parity-data", type=Path)
     export.set_defaults(func=cmd_models_export_embedding)
 
-    sae = sub.add_parser("sae", help="SAE training and export").add_subparsers(dest="sae_command", required=True)
-    for command, text in (
-        ("build", "build an SAE family with meta-SAE, stitching and explanations into the model repository"),
-        ("cache", "cache residual-stream activations of an LM on the corpus"),
-        ("train", "train an SAE family on Ray Train from a cache (local Ray or `ray job submit`)"),
-    ):
-        forward = sae.add_parser(command, help=text, add_help=False)
-        forward.add_argument("rest", nargs=argparse.REMAINDER)
-        forward.set_defaults(func=cmd_sae)
-
-    nextframe = sub.add_parser("nextframe", help="next-frame models").add_subparsers(dest="nextframe_command", required=True)
-    for command, text in (
-        ("build", "simulate, train, probe, score and export next-frame models into the model repository"),
-        ("train", "train a frame model on Ray Train from a simulated dataset (local Ray or `ray job submit`)"),
-    ):
-        forward = nextframe.add_parser(command, help=text, add_help=False)
-        forward.add_argument("rest", nargs=argparse.REMAINDER)
-        forward.set_defaults(func=cmd_nextframe)
-
-    train = sub.add_parser("train", help="submit a capability's training to a Ray cluster as a job", add_help=False)
-    train.add_argument("rest", nargs=argparse.REMAINDER)
-    train.set_defaults(func=cmd_train)
-
-    triton = sub.add_parser("triton", help="a local Triton Inference Server on the model repository").add_subparsers(dest="triton_command", required=True)
-    for command, text in (
-        ("serve", "write the python-backend repository and run tritonserver until Ctrl-C"),
-        ("repository", "write the python-backend repository for the local CPU server"),
-    ):
-        forward = triton.add_parser(command, help=text, add_help=False)
-        forward.add_argument("rest", nargs=argparse.REMAINDER)
-        forward.set_defaults(func=cmd_triton)
-
-    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
-    simulate = data.add_parser("simulate", help="simulate a physics video dataset (next-frame prediction)", add_help=False)
-    simulate.add_argument("rest", nargs=argparse.REMAINDER)
-    simulate.set_defaults(func=cmd_data_simulate)
+    # commands that hand their arguments to a module's own main() (each has its own --help)
+    for group, text, commands in FORWARDED:
+        single = list(commands) == [""]  # `facet train ...`
+        subparsers = None if single else sub.add_parser(group, help=text).add_subparsers(dest=f"{group}_command", required=True)
+        for command, (module, help_text, prefix) in commands.items():
+            if subparsers is None:
+                forward = sub.add_parser(group, help=text, add_help=False)
+            else:
+                forward = subparsers.add_parser(command, help=help_text, add_help=False)
+            forward.add_argument("rest", nargs=argparse.REMAINDER)
+            forward.set_defaults(func=cmd_forward, module=module, prefix=prefix)
 
     evaluate = sub.add_parser("eval", help="evaluations through the SDK").add_subparsers(dest="eval_command", required=True)
     rarb = evaluate.add_parser("rarb-mcr", help="RAR-b multiple-choice retrieval")

@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from deploy.model_repository import ModelRepository, ModelVersion
+from services.runtime.errors import NotFound
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelMetadata:
@@ -24,6 +27,26 @@ class ModelMetadata:
     properties: Mapping[str, Any]
     files: Mapping[str, str]  # key -> absolute path of files beside the model (tokenizer, ...)
     source: str = ""
+
+    @classmethod
+    def of(cls, entry: ModelVersion) -> ModelMetadata:
+        """What the model repository records for one version."""
+        return cls(
+            name=entry.name,
+            version=entry.version,
+            kind=entry.kind,
+            properties=entry.metadata.get("properties", {}),
+            files={k: str(entry.path / v) for k, v in entry.metadata.get("files", {}).items()},
+            source=str(entry.metadata.get("source", "")),
+        )
+
+
+def newest_version(repository: ModelRepository, model: str) -> ModelVersion:
+    """The model's newest version in the repository; NotFound (with the fix) when it has none."""
+    try:
+        return repository.get(model)
+    except LookupError as exc:
+        raise NotFound(f"{exc}; build it with `facet models build`") from None
 
 
 class Backend(abc.ABC):

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from deploy.model_repository import ModelRepository, ModelVersion
-from services.backends.base import Backend, ModelMetadata
+from services.backends.base import Backend, ModelMetadata, newest_version
 from services.backends.batching import DynamicBatcher
 from services.runtime.config import FacetConfig
 from services.runtime.errors import InvalidArgument, NotFound
@@ -61,10 +61,7 @@ class OnnxRuntimeBackend(Backend):
 
     async def load(self, model: str) -> ModelMetadata:
         if model not in self._models:
-            try:
-                entry = self._repository.get(model)
-            except LookupError as exc:
-                raise NotFound(f"{exc}; build it with `facet models build`") from None
+            entry = newest_version(self._repository, model)
             loop = asyncio.get_running_loop()
             loaded = await loop.run_in_executor(None, _LoadedModel, entry, self._config)
             for _ in range(self._config.onnxruntime.warmup_runs):
@@ -74,15 +71,7 @@ class OnnxRuntimeBackend(Backend):
             self._models[model] = loaded
             log.info("loaded model %s v%d from %s", model, entry.version, entry.path)
         entry = self._models[model].entry
-        files = {k: str(entry.path / v) for k, v in entry.metadata.get("files", {}).items()}
-        return ModelMetadata(
-            name=entry.name,
-            version=entry.version,
-            kind=entry.kind,
-            properties=entry.metadata.get("properties", {}),
-            files=files,
-            source=str(entry.metadata.get("source", "")),
-        )
+        return ModelMetadata.of(entry)
 
     def _batch_runner(self, loaded: _LoadedModel):  # type: ignore[no-untyped-def]
         async def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

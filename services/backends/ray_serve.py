@@ -20,7 +20,7 @@ import numpy as np
 from deploy.model_repository import ModelRepository, ModelVersion
 from deploy.ray_cluster import opt_in_token_auth
 from deploy.ray_serve import ERROR_KEY
-from services.backends.base import Backend, ModelMetadata
+from services.backends.base import Backend, ModelMetadata, newest_version
 from services.runtime.config import FacetConfig
 from services.runtime.errors import InternalError, InvalidArgument, NotFound, Unavailable
 
@@ -79,10 +79,7 @@ class RayServeBackend(Backend):
     async def load(self, model: str) -> ModelMetadata:
         if model in self._metadata:
             return self._metadata[model]
-        try:
-            entry = self._repository.get(model)
-        except LookupError as exc:
-            raise NotFound(f"{exc}; build it with `facet models build`") from None
+        entry = newest_version(self._repository, model)
         await asyncio.get_running_loop().run_in_executor(None, self._deploy_and_wait, entry)
         from ray import serve
 
@@ -91,15 +88,7 @@ class RayServeBackend(Backend):
         handle = serve.get_app_handle(app_name(model))
         description = await handle.describe.remote()
         self._handles[model], self._inputs[model] = handle, list(description["inputs"])
-        files = {k: str(entry.path / v) for k, v in entry.metadata.get("files", {}).items()}
-        self._metadata[model] = ModelMetadata(
-            name=entry.name,
-            version=entry.version,
-            kind=entry.kind,
-            properties=entry.metadata.get("properties", {}),
-            files=files,
-            source=str(entry.metadata.get("source", "")),
-        )
+        self._metadata[model] = ModelMetadata.of(entry)
         log.info("model %s v%d ready on Ray Serve", model, entry.version)
         return self._metadata[model]
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from deploy.model_repository import ModelRepository
-from services.backends.base import Backend, ModelMetadata
+from services.backends.base import Backend, ModelMetadata, newest_version
 from services.runtime.config import FacetConfig
 from services.runtime.errors import (
     DeadlineExceeded,
@@ -85,21 +85,10 @@ class TritonBackend(Backend):
     async def load(self, model: str) -> ModelMetadata:
         if model in self._metadata:
             return self._metadata[model]
-        try:
-            entry = self._repository.get(model)
-        except LookupError as exc:
-            raise NotFound(f"{exc}; build it with `facet models build`") from None
+        entry = newest_version(self._repository, model)
         await self._ensure_ready(model, self._config.load_timeout_s)
         self._models[model] = _Model((await self._call(self._client.get_model_config(model, as_json=True)))["config"])
-        files = {k: str(entry.path / v) for k, v in entry.metadata.get("files", {}).items()}
-        self._metadata[model] = ModelMetadata(
-            name=entry.name,
-            version=entry.version,
-            kind=entry.kind,
-            properties=entry.metadata.get("properties", {}),
-            files=files,
-            source=str(entry.metadata.get("source", "")),
-        )
+        self._metadata[model] = ModelMetadata.of(entry)
         log.info("model %s ready on Triton at %s", model, self._url)
         return self._metadata[model]
 

@@ -144,23 +144,12 @@ def test_up_with_the_demo_exercises_the_sae_service(sae_repository: ModelReposit
 def test_up_with_the_demo_exercises_the_nextframe_service(nextframe_repository: ModelRepository, tmp_path: Path) -> None:
     """`make run`'s path for next-frame: with every dataset's model in the repository nothing is
     built; the demo lists the models, streams a rollout from each and estimates its constant."""
-    port = _free_port()
-    env = {**_up_env(nextframe_repository, tmp_path, _free_port()), "FACET_NEXTFRAME_PORT": str(port), "TMPDIR": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "up", "--services", "nextframe", "--demo", "--exit-after-demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    assert f"SERVING on localhost:{port}" in out and "building" not in out
-    assert out.count("rollout MSE") == 6 and "gravity ≈" in out and "moon mass ≈" in out
+    out = _up_nextframe_demo(nextframe_repository, tmp_path, "onnxruntime", {}).stdout
+    assert "building" not in out and "gravity ≈" in out and "moon mass ≈" in out
     assert len(list((tmp_path / "facet-demo").glob("*.gif"))) == 6
 
 
-@pytest.mark.parametrize("command", [["sae", "build"], ["nextframe", "build"], ["nextframe", "train"], ["triton", "serve"], ["data", "simulate"]])
+@pytest.mark.parametrize("command", [["sae", "build"], ["nextframe", "build"], ["nextframe", "train"], ["train"], ["triton", "serve"], ["data", "simulate"]])
 def test_forwarding_commands_take_their_own_options(command: list[str]) -> None:
     """`facet sae build --tokens ...`: options after a forwarding command reach its module."""
     result = subprocess.run([sys.executable, "-m", "deploy.cli", *command, "--help"], capture_output=True, text=True, timeout=120)
@@ -168,22 +157,24 @@ def test_forwarding_commands_take_their_own_options(command: list[str]) -> None:
     assert result.stdout.startswith("usage:") and "--" in result.stdout
 
 
+def _up_nextframe_demo(repository: ModelRepository, tmp_path: Path, backend: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`facet up --services nextframe --backend <backend> --demo --exit-after-demo`, asserted to succeed."""
+    port = _free_port()
+    env = {**_up_env(repository, tmp_path, _free_port()), "FACET_NEXTFRAME_PORT": str(port), "TMPDIR": str(tmp_path), **env}
+    command = [sys.executable, "-m", "deploy.cli", "up", "--services", "nextframe", "--backend", backend, "--demo", "--exit-after-demo"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"SERVING on localhost:{port}" in result.stdout
+    assert result.stdout.count("rollout MSE") == 6  # the same SDK demo: a rollout from every model
+    return result
+
+
 def test_up_on_the_triton_backend_runs_the_demo(nextframe_repository: ModelRepository, tmp_path: Path) -> None:
     """`facet up --backend triton`: a real local tritonserver serves the repository, the service
     calls it, and the same SDK demo runs; Triton stops with the services."""
-    port, triton_port = _free_port(), _free_port()
-    env = {**_up_env(nextframe_repository, tmp_path, _free_port()), "FACET_NEXTFRAME_PORT": str(port),
-           "FACET_TRITON_URL": f"127.0.0.1:{triton_port}", "TMPDIR": str(tmp_path)}  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "up", "--services", "nextframe", "--backend", "triton", "--demo", "--exit-after-demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    triton_port = _free_port()
+    result = _up_nextframe_demo(nextframe_repository, tmp_path, "triton", {"FACET_TRITON_URL": f"127.0.0.1:{triton_port}"})
     assert f"starting tritonserver for {len(nextframe_repository.models())} models on 127.0.0.1:{triton_port}" in result.stdout
-    assert result.stdout.count("rollout MSE") == 6
     log = (tmp_path / "triton" / "tritonserver.log").read_text()
     assert "successfully loaded 'nextframe-pendulum'" in log
     with pytest.raises(OSError):  # stopped with the services
@@ -193,18 +184,9 @@ def test_up_on_the_triton_backend_runs_the_demo(nextframe_repository: ModelRepos
 def test_up_on_the_ray_backend_runs_the_demo(nextframe_repository: ModelRepository, tmp_path: Path) -> None:
     """`facet up --backend ray`: a real local Ray head, every frame model deployed as a Ray Serve
     application by the service, the same SDK demo; the head stops with the services."""
-    port, ray_port = _free_port(), _free_port()
-    env = {**_up_env(nextframe_repository, tmp_path, _free_port()), "FACET_NEXTFRAME_PORT": str(port), "TMPDIR": str(tmp_path),
-           "FACET_RAY_ADDRESS": f"127.0.0.1:{ray_port}", "RAY_DASHBOARD_PORT": str(_free_port())}  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "up", "--services", "nextframe", "--backend", "ray", "--demo", "--exit-after-demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ray_port = _free_port()
+    env = {"FACET_RAY_ADDRESS": f"127.0.0.1:{ray_port}", "RAY_DASHBOARD_PORT": str(_free_port())}
+    result = _up_nextframe_demo(nextframe_repository, tmp_path, "ray", env)
     assert f"starting a local Ray head on 127.0.0.1:{ray_port}" in result.stdout
-    assert result.stdout.count("rollout MSE") == 6
     with pytest.raises(OSError):  # stopped with the services
         socket.create_connection(("127.0.0.1", ray_port), timeout=1).close()
