@@ -59,6 +59,19 @@ async def _follow(client: Any, job_id: str) -> None:
         print(lines, end="", flush=True)
 
 
+def _submit(client: Any, command: str, env: dict[str, Any], submission_id: str, timeout_s: float = 120.0) -> str:
+    """Submit; a head that has just started answers "No available agent" until its job agent is
+    up, so that answer is retried until `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return str(client.submit_job(entrypoint=command, runtime_env=env, submission_id=submission_id))
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facet train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("capability", choices=sorted(ENTRYPOINTS))
@@ -84,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facet train: no Ray cluster at {args.address or 'RAY_ADDRESS / the local one'}: {exc}", file=sys.stderr)
         return 1
     command = entrypoint(args.capability, args.repository, build_args)
-    job_id = client.submit_job(entrypoint=command, runtime_env=runtime_env(args.repository, args.pip),
-                               submission_id=f"facet-train-{args.capability}-{int(time.time())}")  # fmt: skip
+    job_id = _submit(client, command, runtime_env(args.repository, args.pip), f"facet-train-{args.capability}-{int(time.time())}")
     print(f"facet train: submitted {job_id}: {command}", flush=True)
     if args.no_wait:
         return 0
