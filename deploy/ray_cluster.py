@@ -35,6 +35,7 @@ class LocalRay:
     num_cpus: int = 2
     temp_dir: Path | None = None
     dashboard_port: int = 8265
+    session_id: int | None = None  # set by start()
 
     @property
     def address(self) -> str:
@@ -56,7 +57,15 @@ class LocalRay:
         # jobs run `python ...`: on this head, that is this environment's Python
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PATH": path}
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
+        # the head's agents get free ports too: a second head on this machine (or one that did not
+        # stop cleanly) must not leave this one without a job agent ("No available agent")
+        command += [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+                    f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"]  # fmt: skip
+        # its own session: every process it leaves running can be found again by session id
+        started = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+        self.session_id = started.pid
+        output, _ = started.communicate(timeout=timeout_s)
+        done = subprocess.CompletedProcess(command, started.returncode, output, "")
         if done.returncode != 0:
             raise RuntimeError(f"`ray start --head` failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
         return self  # `ray start` returns once the head's GCS answers
@@ -70,13 +79,31 @@ class LocalRay:
             return
         marker = (str(self.temp_dir.resolve()).rstrip("/") + "/").encode()  # its processes name files under it
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline") if _reads(p, marker)]
+            pids = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline") if _reads(p, marker) or _in_session(p.parent, self.session_id)]
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
             deadline = time.monotonic() + timeout_s / 2
             while pids and time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
                 time.sleep(0.2)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _in_session(proc: Path, session_id: int | None) -> bool:
+    """Whether the process belongs to the session `ray start` ran in (its agents rename themselves)."""
+    if session_id is None:
+        return False
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3]) == session_id
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def _reads(cmdline: Path, marker: bytes) -> bool:
