@@ -37,8 +37,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from deploy.launcher import Supervisor
-    from deploy.ray_cluster import LocalRay
-    from deploy.triton import TritonServer
     from services.runtime.config import FacetConfig
 
 # RAR-b MCR data: beside the checkout (../shared/data), whatever the working directory.
@@ -129,31 +127,26 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"facet up: building default models needs the training extra ({exc}): pip install -e '.[training]'", file=sys.stderr)
         return 1
     with contextlib.ExitStack() as engines:
-        if backend == "triton":
-            if args.triton_url:
-                supervisor.env["FACET_TRITON_URL"] = args.triton_url
-                print(f"facet: backend triton at {args.triton_url}", flush=True)
+        if backend in ENGINES:  # the engine the services call: the one given, or a local one started here
+            setting, given, start_local = ENGINES[backend], getattr(args, f"{backend}_address"), {"triton": _local_triton, "ray": _local_ray}[backend]
+            if given:
+                print(f"facet: backend {backend} at {given}", flush=True)
             else:
                 try:
-                    supervisor.env["FACET_TRITON_URL"] = engines.enter_context(_local_triton(config)).url
-                except RuntimeError as exc:
-                    print(f"facet up: {exc}", file=sys.stderr)
-                    return 1
-        if backend == "ray":
-            if args.ray_address:
-                supervisor.env["FACET_RAY_ADDRESS"] = args.ray_address
-                print(f"facet: backend ray at {args.ray_address}", flush=True)
-            else:
-                try:
-                    supervisor.env["FACET_RAY_ADDRESS"] = engines.enter_context(_local_ray(config)).address
+                    given = engines.enter_context(start_local(config))
                 except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
                     print(f"facet up: {exc}", file=sys.stderr)
                     return 1
+            supervisor.env[setting] = given
         return _run_services(args, supervisor, services)
 
 
+# backend -> the setting that points services at its engine
+ENGINES = {"triton": "FACET_TRITON_URL", "ray": "FACET_RAY_ADDRESS"}
+
+
 @contextlib.contextmanager
-def _local_ray(config: FacetConfig) -> Iterator[LocalRay]:
+def _local_ray(config: FacetConfig) -> Iterator[str]:
     """A local Ray head (`ray start --head`, its files under <data_dir>/ray), stopped on exit;
     the services deploy their models on it as Ray Serve applications."""
     import tempfile
@@ -172,12 +165,13 @@ def _local_ray(config: FacetConfig) -> Iterator[LocalRay]:
     print(f"facet: starting a local Ray head on {head.address} (dashboard {head.dashboard})", flush=True)
     head.start()
     try:
-        yield head
+        yield head.address
     finally:
         head.stop()
 
 
-def _local_triton(config: FacetConfig) -> TritonServer:
+@contextlib.contextmanager
+def _local_triton(config: FacetConfig) -> Iterator[str]:
     """A local tritonserver (python backend) on every model of the repository.
     Its ports follow `triton.url` (gRPC), with HTTP one below and metrics one above."""
     from deploy.triton import TritonServer, write_local_repository
@@ -188,7 +182,8 @@ def _local_triton(config: FacetConfig) -> TritonServer:
     grpc_port = int(port)
     server = TritonServer(work / "repository", work, grpc_port=grpc_port, http_port=grpc_port - 1, metrics_port=grpc_port + 1)
     print(f"facet: starting tritonserver for {len(names)} models on {server.url} (log {server.log_file})", flush=True)
-    return server  # started and stopped as a context manager
+    with server:
+        yield server.url
 
 
 def _run_services(args: argparse.Namespace, supervisor: Supervisor, services: list[str]) -> int:
@@ -315,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--parity-data", type=Path, help="RAR-b MCR folder for export parity checks")
     up.add_argument("--backend", choices=("onnxruntime", "triton", "ray"), help="inference backend (default: the configured one, onnxruntime)")
     up.add_argument("--ray-address", help="with --backend ray: use this Ray cluster (as RAY_ADDRESS) instead of starting a local head")
-    up.add_argument("--triton-url", help="with --backend triton: use this Triton server (host:port, gRPC) instead of starting one")
+    up.add_argument("--triton-url", dest="triton_address", help="with --backend triton: use this Triton server (host:port, gRPC) instead of starting one")
     up.set_defaults(func=cmd_up)
 
     models = sub.add_parser("models", help="the model repository").add_subparsers(dest="models_command", required=True)
