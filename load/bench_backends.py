@@ -84,16 +84,20 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, LoadResult]]:
     triton = TritonServer(work / "triton-repository", work, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port())
     ray_head = LocalRay(port=free_port(), dashboard_port=free_port(), temp_dir=Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp")))
     servers: dict[str, ServerProcess] = {}
-    results: dict[str, dict[str, LoadResult]] = {b: {"c1": LoadResult(), "c32": LoadResult(), "batch32": LoadResult()} for b in BACKENDS}
+    backends = ["onnxruntime", *(b for b in args.backends if b != "onnxruntime")]
+    results: dict[str, dict[str, LoadResult]] = {b: {"c1": LoadResult(), "c32": LoadResult(), "batch32": LoadResult()} for b in backends}
     try:
-        triton.start()
-        ray_head.start()
         servers["onnxruntime"] = ServerProcess("onnxruntime", repository.root, threads)
-        servers["triton"] = ServerProcess("triton", repository.root, {**threads, "FACET_BACKEND": "triton", "FACET_TRITON_URL": triton.url})
-        servers["ray"] = ServerProcess("ray", repository.root, {**threads, "FACET_BACKEND": "ray", "FACET_RAY_ADDRESS": ray_head.address})
+        if "triton" in backends:
+            triton.start()
+            servers["triton"] = ServerProcess("triton", repository.root, {**threads, "FACET_BACKEND": "triton", "FACET_TRITON_URL": triton.url})
+        if "ray" in backends:
+            ray_head.start()
+            servers["ray"] = ServerProcess("ray", repository.root, {**threads, "FACET_BACKEND": "ray", "FACET_RAY_ADDRESS": ray_head.address})
         addresses = {b: s.wait_serving() for b, s in servers.items()}
         for round_ in range(args.rounds):
-            for backend in BACKENDS[round_ % 3 :] + BACKENDS[: round_ % 3]:  # each backend leads in turn
+            lead = round_ % len(backends)
+            for backend in backends[lead:] + backends[:lead]:  # each backend leads in turn
                 log(f"round {round_ + 1}/{args.rounds}: {backend}")
                 address = addresses[backend]
                 results[backend]["c1"].add(sequential(address, [[t] for t in singles]))
@@ -102,8 +106,10 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, LoadResult]]:
     finally:
         for server in servers.values():
             server.stop()
-        triton.stop()
-        ray_head.stop()
+        if "triton" in backends:
+            triton.stop()
+        if "ray" in backends:
+            ray_head.stop()
     return results
 
 
@@ -145,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=200, help="single-sentence calls per round (1 caller)")
     parser.add_argument("--batch-calls", type=int, default=30, help="32-sentence calls per round")
     parser.add_argument("--seconds", type=float, default=8.0, help="32-caller load per round")
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS),
+                        help="backends to compare (in-process always runs: it is the reference)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="2 rounds, 50 calls, 10 batches, 3 s")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)

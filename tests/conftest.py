@@ -154,8 +154,8 @@ def backend_env(backend: str, repository: ModelRepository, triton_for, ray_clust
 
 
 @pytest.fixture(scope="session", params=SERVICE_BACKENDS)
-def retrieval_server(request: pytest.FixtureRequest, start_server, model_repository: ModelRepository, triton_for, ray_cluster) -> ServerProcess:  # type: ignore[no-untyped-def]
-    return start_server(env=backend_env(request.param, model_repository, triton_for, ray_cluster))
+def retrieval_server(request: pytest.FixtureRequest, model_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory, triton_for, ray_cluster) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
+    yield from _serving(model_repository, tmp_path_factory, "retrieval", request.param, triton_for, ray_cluster)
 
 
 @pytest.fixture(scope="session")
@@ -197,7 +197,7 @@ OTHER_LAYER_SAE = "smollm2-135m-l3-batchtopk-w96"
 
 @pytest.fixture(scope="session", params=SERVICE_BACKENDS)
 def sae_server(request: pytest.FixtureRequest, sae_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory, triton_for, ray_cluster) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
-    yield from _serving(sae_repository, tmp_path_factory, "sae", backend_env(request.param, sae_repository, triton_for, ray_cluster))
+    yield from _serving(sae_repository, tmp_path_factory, "sae", request.param, triton_for, ray_cluster)
 
 
 @pytest.fixture(scope="session")
@@ -216,15 +216,38 @@ def nextframe_repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepos
 
 @pytest.fixture(scope="session", params=SERVICE_BACKENDS)
 def nextframe_server(request: pytest.FixtureRequest, nextframe_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory, triton_for, ray_cluster) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
-    yield from _serving(nextframe_repository, tmp_path_factory, "nextframe", backend_env(request.param, nextframe_repository, triton_for, ray_cluster))
+    yield from _serving(nextframe_repository, tmp_path_factory, "nextframe", request.param, triton_for, ray_cluster)
 
 
-def _serving(repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory, service: str, env: dict[str, str]) -> Iterator[ServerProcess]:
-    """A real `python -m services.<service>` on the repository, SERVING, stopped afterwards."""
+def _serving(repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory, service: str, backend: str, triton_for, ray_cluster) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
+    """A real `python -m services.<service>` on the repository and backend, SERVING; stopped
+    afterwards, with the Serve applications it deployed (idle replicas would load every later test)."""
+    env = backend_env(backend, repository, triton_for, ray_cluster)
     server = ServerProcess(repository.root, tmp_path_factory.mktemp(f"{service}-data"), env, service=service).start(timeout_s=300)
     yield server
     with contextlib.suppress(Exception):
         server.terminate(10.0)
+    if backend == "ray":
+        delete_serve_apps(ray_cluster(), repository.models())
+
+
+DELETE_APPS = """
+import logging, sys
+from deploy.ray_cluster import opt_in_token_auth
+opt_in_token_auth()
+import ray
+from ray import serve
+from deploy.ray_serve import app_name
+ray.init(address=sys.argv[1], _node_ip_address="127.0.0.1", log_to_driver=False, logging_level=logging.WARNING)
+for model in sys.argv[2:]:
+    serve.delete(app_name(model), _blocking=False)
+"""
+
+
+def delete_serve_apps(head, models: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Delete the models' Serve applications from a local head (through a short-lived driver)."""
+    subprocess.run([sys.executable, "-c", DELETE_APPS, head.address, *models], cwd=REPO_ROOT, timeout=120, check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
 
 def free_port() -> int:

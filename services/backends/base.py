@@ -7,8 +7,9 @@ of every input and output is the batch axis.
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,12 @@ class Backend(abc.ABC):
 
         Raises NotFound when the repository has no such model.
         """
+
+    async def load_all(self, models: Iterable[str]) -> dict[str, ModelMetadata]:
+        """Load several models at once (a service's start: sessions build, Triton loads and Serve
+        deployments start side by side); the first failure is raised."""
+        names = list(dict.fromkeys(models))
+        return dict(zip(names, await asyncio.gather(*(self.load(name) for name in names)), strict=True))
 
     @abc.abstractmethod
     async def infer(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

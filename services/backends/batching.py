@@ -46,15 +46,18 @@ def _fail_all(items: list[_Pending], exc: BaseException) -> None:
 
 
 class DynamicBatcher:
-    """Queues requests for one model and runs them in batches through `run_batch`."""
+    """Queues requests for one model and runs them in batches through `run_batch`, up to
+    `in_flight` batches at a time (1 for a model in this process, like one Triton instance; the
+    number of replicas for a remote model)."""
 
-    def __init__(self, model: str, run_batch: RunBatch, config: BatchingConfig) -> None:
+    def __init__(self, model: str, run_batch: RunBatch, config: BatchingConfig, in_flight: int = 1) -> None:
         self.model = model
         self._run = run_batch
         self._config = config
+        self._in_flight = in_flight
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._queued_rows = 0
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
         self._carry: _Pending | None = None  # taken from the queue but did not fit the last batch
 
     async def submit(self, inputs: Arrays) -> dict[str, np.ndarray]:
@@ -65,8 +68,10 @@ class DynamicBatcher:
             raise ResourceExhausted(
                 f"model {self.model} has {self._queued_rows} rows queued (limit {self._config.max_queue_size}); retry later"
             )
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(self._work())
+        if not self._workers or any(w.done() for w in self._workers):
+            loop = asyncio.get_running_loop()
+            self._workers = [w for w in self._workers if not w.done()]
+            self._workers += [loop.create_task(self._work()) for _ in range(self._in_flight - len(self._workers))]
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
         self._queued_rows += rows
         self._queue.put_nowait(_Pending(inputs, rows, future))
@@ -136,12 +141,13 @@ class DynamicBatcher:
 
     async def close(self) -> None:
         """Stop the worker; callers still waiting get UNAVAILABLE (the SDK retries those)."""
-        if self._worker is not None:
-            self._worker.cancel()
+        for worker in self._workers:
+            worker.cancel()
             try:
-                await self._worker
+                await worker
             except asyncio.CancelledError:
                 pass
+        self._workers = []
         waiting = [self._carry] if self._carry is not None else []
         while not self._queue.empty():
             waiting.append(self._queue.get_nowait())

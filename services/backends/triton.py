@@ -175,7 +175,18 @@ class TritonBackend(Backend):
                 return
 
     async def serving(self) -> bool:
-        return all([await self.ready(model) for model in self._models])
+        """One repository-index call for every model (the health watch asks each second)."""
+        if not self._models:
+            return True
+        try:
+            index = await self._client.get_model_repository_index(as_json=True, client_timeout=2.0)
+            ready = {m["name"] for m in index.get("models", []) if m.get("state") == "READY"}
+        except Exception:  # noqa: BLE001 - unreachable means not ready
+            ready = set()
+        if not ready >= set(self._models):
+            self._schedule_reload()
+            return False
+        return True
 
     async def ready(self, model: str) -> bool:
         if model not in self._models:

@@ -65,9 +65,8 @@ class NextFrameService(nextframe_pb2_grpc.NextFrameServicer, FacetService):
         self._models = {n: e for n, e in models.items() if e.kind == "frame-model"}
         if not self._models:
             raise FailedPrecondition(f"the model repository {repository.root} holds no frame models; build them with `python -m training.nextframe.build`")
-        for name, entry in self._models.items():
-            for model in (name, entry.metadata["properties"]["features_model"], entry.metadata["properties"]["probe_model"]):
-                await self._backend.load(model)
+        props = [entry.metadata["properties"] for entry in self._models.values()]
+        await self._backend.load_all([*self._models, *(p["features_model"] for p in props), *(p["probe_model"] for p in props)])
         log.info("serving %d frame models: %s", len(self._models), ", ".join(self._models))
 
     async def healthy(self) -> bool:

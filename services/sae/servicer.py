@@ -92,13 +92,10 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
         catalog = await asyncio.get_running_loop().run_in_executor(None, Catalog, repository)
         if not catalog.saes:
             raise FailedPrecondition(f"the model repository {repository.root} holds no SAEs; build them with `facet models build` (the default family) or `facet sae build`")
-        for name in catalog.lm_models:
-            await self._backend.load(name)
+        models = [*catalog.lm_models]
         for sae in catalog.saes.values():
-            await self._backend.load(sae.name)
-            await self._backend.load(sae.props["decoder_model"])
-            if sae.meta is not None:
-                await self._backend.load(sae.meta.name)
+            models += [sae.name, sae.props["decoder_model"]] + ([sae.meta.name] if sae.meta is not None else [])
+        await self._backend.load_all(models)
         self._catalog = catalog
         log.info("serving %d SAEs: %s", len(catalog.saes), ", ".join(catalog.saes))
 

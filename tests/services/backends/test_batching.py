@@ -60,6 +60,33 @@ async def test_batches_never_exceed_max_batch_size() -> None:
     assert sum(len(b["ids"]) for b in runner.batches) == 10
 
 
+class ConcurrencyRunner(RecordingRunner):
+    """Counts how many batches run at the same time."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(delay_s)
+        self.running = self.most = 0
+
+    async def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            return await super().__call__(inputs)
+        finally:
+            self.running -= 1
+
+
+@pytest.mark.parametrize("in_flight", [1, 3])
+async def test_at_most_in_flight_batches_run_at_once(in_flight: int) -> None:
+    """One batch at a time for a model in this process; one per replica for a remote one."""
+    runner = ConcurrencyRunner(delay_s=0.02)
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=2), in_flight=in_flight)
+    results = await asyncio.gather(*(batcher.submit(_request(1, 2, i)) for i in range(12)))
+    await batcher.close()
+    assert runner.most == in_flight
+    assert [r["sum"][0, 0] for r in results] == [2 * i for i in range(12)]
+
+
 async def test_a_request_larger_than_max_batch_size_is_split_in_order() -> None:
     runner = RecordingRunner()
     batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=4, max_queue_delay_microseconds=0))

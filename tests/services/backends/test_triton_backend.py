@@ -4,6 +4,7 @@ itself when it returns."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +24,18 @@ MODEL = "nextframe-pendulum"
 
 
 @pytest.fixture
-def own_triton(nextframe_repository: ModelRepository, tmp_path: Path) -> Iterator[LocalTriton]:
+def pendulum_repository(nextframe_repository: ModelRepository, tmp_path: Path) -> ModelRepository:
+    """The pendulum's three models only: each test starts its own Triton, which loads them all."""
+    repository = ModelRepository(tmp_path / "models")
+    for name in (MODEL, f"{MODEL}-features", f"{MODEL}-probe"):
+        shutil.copytree(nextframe_repository.root / name, repository.root / name)
+    return repository
+
+
+@pytest.fixture
+def own_triton(pendulum_repository: ModelRepository, tmp_path: Path) -> Iterator[LocalTriton]:
     """A Triton server this test may stop and restart."""
-    triton = LocalTriton(nextframe_repository, tmp_path / "triton")
+    triton = LocalTriton(pendulum_repository, tmp_path / "triton")
     triton.server.start()
     yield triton
     triton.server.stop()
@@ -46,13 +56,13 @@ def _wait_health(address: str, status: int, timeout_s: float) -> bool:
     return False
 
 
-def test_triton_serves_the_models_as_onnxruntime_does(own_triton: LocalTriton, nextframe_repository: ModelRepository, tmp_path: Path) -> None:
-    server = ServerProcess(nextframe_repository.root, tmp_path / "data", own_triton.env, service="nextframe").start(timeout_s=240)
+def test_triton_serves_the_models_as_onnxruntime_does(own_triton: LocalTriton, pendulum_repository: ModelRepository, tmp_path: Path) -> None:
+    server = ServerProcess(pendulum_repository.root, tmp_path / "data", own_triton.env, service="nextframe").start(timeout_s=240)
     try:
         with sdk.Client(nextframe=server.address) as client:
             clip = client.simulate("pendulum", constant=5.0, frames=12, seed=2)
             nxt = client.predict_next(MODEL, clip[:7])
-            session = ort.InferenceSession(str(nextframe_repository.get(MODEL).model_file), providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(pendulum_repository.get(MODEL).model_file), providers=["CPUExecutionProvider"])
             expected = session.run(None, {"context": (clip[2:7].astype(np.float32) / 255)[None]})[0][0, 0]
             assert np.abs(nxt.astype(int) - (np.clip(expected, 0, 1) * 255).round().astype(int)).max() <= 1
             estimate = client.estimate_constant(MODEL, clip)  # features model + probe (a per-row scalar output)
@@ -63,9 +73,9 @@ def test_triton_serves_the_models_as_onnxruntime_does(own_triton: LocalTriton, n
 
 
 def test_triton_going_away_gives_unavailable_and_the_service_recovers(
-    own_triton: LocalTriton, nextframe_repository: ModelRepository, tmp_path: Path
+    own_triton: LocalTriton, pendulum_repository: ModelRepository, tmp_path: Path
 ) -> None:
-    server = ServerProcess(nextframe_repository.root, tmp_path / "data", own_triton.env, service="nextframe").start(timeout_s=240)
+    server = ServerProcess(pendulum_repository.root, tmp_path / "data", own_triton.env, service="nextframe").start(timeout_s=240)
     serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
     try:
         with sdk.Client(nextframe=server.address, timeout_s=20) as client:
@@ -82,13 +92,13 @@ def test_triton_going_away_gives_unavailable_and_the_service_recovers(
         server.terminate()
 
 
-def test_the_service_is_not_serving_until_its_models_are_ready_on_triton(nextframe_repository: ModelRepository, tmp_path: Path) -> None:
+def test_the_service_is_not_serving_until_its_models_are_ready_on_triton(pendulum_repository: ModelRepository, tmp_path: Path) -> None:
     """Started before Triton, the service answers health with NOT_SERVING and serves once its
     models are READY."""
-    triton = LocalTriton(nextframe_repository, tmp_path / "triton")
+    triton = LocalTriton(pendulum_repository, tmp_path / "triton")
     port = free_port()
     env = {**triton.env, "FACET_SERVER_PORT": str(port)}
-    server = ServerProcess(nextframe_repository.root, tmp_path / "data", env, service="nextframe").start(wait=False)
+    server = ServerProcess(pendulum_repository.root, tmp_path / "data", env, service="nextframe").start(wait=False)
     address = f"localhost:{port}"
     try:
         deadline = time.monotonic() + 60

@@ -133,7 +133,7 @@ def test_health_reflection_and_metrics(retrieval_server, client: sdk.Client, mod
     text = urllib.request.urlopen(f"http://127.0.0.1:{retrieval_server.metrics_port}/metrics").read().decode()
     assert 'facet_requests_total{code="OK",method="/facet.v1.Retrieval/Embed"}' in text
     assert "facet_request_latency_seconds_bucket" in text
-    if retrieval_server.backend == "onnxruntime":  # Facet batches: its batch metrics
+    if retrieval_server.backend in ("onnxruntime", "ray"):  # Facet batches (before the handle, on Ray): its batch metrics
         assert 'facet_batch_size_count{model="all-minilm-l6-v2"}' in text
         assert 'facet_queue_time_seconds_count{model="all-minilm-l6-v2"}' in text
     elif retrieval_server.backend == "triton":  # Triton batches: Triton's own metrics count the model's executions
