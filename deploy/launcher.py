@@ -88,8 +88,9 @@ class Supervisor:
             svc.process = subprocess.Popen(command, env=env)
         else:
             self.log_dir.mkdir(parents=True, exist_ok=True)
+            # stdout too: an engine's client library (Ray's driver) prints its own warnings there
             with (self.log_dir / f"{svc.name}.log").open("ab") as log:  # the child keeps its own copy
-                svc.process = subprocess.Popen(command, env=env, stderr=log)
+                svc.process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
         svc.started_at = time.monotonic()
 
     def start(self, timeout_s: float = 300.0) -> None:
