@@ -10,12 +10,20 @@ RAY_ADDRESS; the model repository must be readable at the same path from the Ser
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from ray import serve
 
 from services.backends.padding import run_together
+
+# Services send arrays to replicas by value over gRPC, whole batches at a time: gRPC's default 4 MB
+# would refuse a batch of long texts' activations. Ray reads this when ray.serve is first imported,
+# on the calling side here and in the replicas through their runtime_env (see `deploy`).
+REPLICA_MAX_MESSAGE_BYTES = 1 << 30
+os.environ.setdefault("RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH", str(REPLICA_MAX_MESSAGE_BYTES))
+
+from ray import serve  # noqa: E402
 
 if TYPE_CHECKING:
     from deploy.model_repository import ModelVersion
@@ -77,7 +85,8 @@ def deploy(entry: ModelVersion, config: RayConfig, intra_op_num_threads: int) ->
             # own loop rather than hop to a second one per call
             "runtime_env": {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
                                          # idle replicas export metrics every 100 ms by default
-                                         "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000"}},
+                                         "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
+                                         "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(REPLICA_MAX_MESSAGE_BYTES)}},
         },
         logging_config={"enable_access_log": False},  # a log line per call costs more than the call
     )

@@ -81,6 +81,24 @@ def test_encode_text_matches_pytorch(client: sdk.Client, torch_sae, residual: to
         np.testing.assert_allclose(t.activations, strongest, rtol=2e-3, atol=2e-3)
 
 
+# About 420 tokens of prose: concurrent calls for it queue behind the first and run as one batch.
+LONG_TEXT = " ".join([TEXT, "He developed the theory of relativity, one of the two pillars of modern physics,",
+                      "and received the Nobel Prize in Physics for his services to theoretical physics."] * 8)  # fmt: skip
+
+
+def test_concurrent_long_texts_encode_as_they_do_alone(client: sdk.Client) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    alone = client.encode_text(TEST_SAE_LARGE, LONG_TEXT, top_k=4)
+    assert len(alone) > 400
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda _: client.encode_text(TEST_SAE_LARGE, LONG_TEXT, top_k=4), range(6)))
+    for tokens in together:
+        assert [t.latents for t in tokens] == [t.latents for t in alone]
+        for t, a in zip(tokens, alone, strict=True):
+            np.testing.assert_allclose(t.activations, a.activations, rtol=2e-3, atol=2e-3)
+
+
 def test_encode_activations_and_reconstruct_match_pytorch(client: sdk.Client, torch_sae, residual: torch.Tensor) -> None:  # type: ignore[no-untyped-def]
     rows = residual[1:].numpy()
     dense = client.encode_activations(TEST_SAE_LARGE, rows)
