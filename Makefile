@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 run: install
-	$(BIN)/facet up --demo --exit-after-demo --parity-data $(DATA)/rarb-mcr
+	$(BIN)/facet up --demo --exit-after-demo --data $(DATA)
 
 up: install
 	$(BIN)/facet up
@@ -45,7 +45,7 @@ protos: install
 	$(BIN)/python protos/generate.py
 
 models: install
-	$(BIN)/facet models build --parity-data $(DATA)/rarb-mcr
+	$(BIN)/facet models build --data $(DATA)
 
 eval: install
 	$(BIN)/facet eval rarb-mcr --data $(DATA)/rarb-mcr

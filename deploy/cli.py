@@ -1,37 +1,32 @@
-"""The `facet` command.
+"""The `facet` command: Facet's composition root.
 
     facet up [--services retrieval] [--demo]     start services (builds missing default models)
     facet up --backend triton [--triton-url H:P] the same, inference on Triton (a local server unless given)
     facet up --backend ray [--ray-address A]     the same, models as Ray Serve apps (a local head unless given)
     facet models list                            what the model repository holds
-    facet models build                           build the default models
-    facet models export-embedding PATH           export a sentence-transformers model to ONNX
-    facet sae build [--tokens N --widths ...]    build an SAE family with its meta-SAE and analyses
-    facet sae cache --out DIR [--layer L]        cache residual-stream activations
-    facet sae train --cache DIR --out DIR ...    train an SAE family on Ray (local or `ray job submit`)
-    facet data simulate DATASET|all --out DIR    physics videos for next-frame prediction
-    facet nextframe build [--datasets ...]       next-frame models with probes into the model repository
-    facet nextframe train --data DIR --out DIR   train a frame model on Ray (local or `ray job submit`)
+    facet models build [--services ...]          build the default models that are missing
     facet triton serve|repository                a local Triton server (python backend) on the repository
-    facet train nextframe|sae --address URL -- … a capability's training as a Ray job (logs streamed)
-    facet eval rarb-mcr --data DIR               RAR-b MCR evaluation through the SDK
+    facet train <capability> --address URL -- … a capability's training as a Ray job (logs streamed)
+
+and each capability's own commands, from its registry row (`services.registry`), e.g.
+`facet sae build`, `facet nextframe build`, `facet data simulate`, `facet models export-embedding`,
+`facet eval rarb-mcr`: each hands its arguments to the module's `main` (`--help` there).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import functools
 import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from deploy.model_repository import ModelRepository
+from services import registry
+from services.model_repository import ModelRepository
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -39,8 +34,8 @@ if TYPE_CHECKING:
     from deploy.launcher import Supervisor
     from services.runtime.config import FacetConfig
 
-# RAR-b MCR data: beside the checkout (../shared/data), whatever the working directory.
-DEFAULT_PARITY_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rarb-mcr"
+# the shared benchmark data beside the checkout (../shared/data), whatever the working directory
+DEFAULT_BENCHMARK_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _repository() -> ModelRepository:
@@ -49,52 +44,34 @@ def _repository() -> ModelRepository:
     return ModelRepository(load_config().model_repository)
 
 
-def _parity_data(path: Path | None) -> Path | None:
-    if path is not None and path.is_dir():
-        return path
-    return DEFAULT_PARITY_DATA if DEFAULT_PARITY_DATA.is_dir() else None
+def _benchmark_data(args: argparse.Namespace) -> Path | None:
+    """--data, else the RAR-b folder's parent given as --parity-data (older flag), else ../shared/data."""
+    if getattr(args, "data", None) is not None:
+        return Path(args.data)
+    if getattr(args, "parity_data", None) is not None:
+        return Path(args.parity_data).parent
+    return DEFAULT_BENCHMARK_DATA if DEFAULT_BENCHMARK_DATA.is_dir() else None
 
 
-def build_default_models(services: list[str], parity_data: Path | None) -> None:
-    """Build each requested service's default models that the repository lacks, with progress."""
+def build_default_models(services: list[str], benchmark_data: Path | None) -> None:
+    """Build each requested capability's default models that the repository lacks, with progress:
+    its registry row's `has_defaults`, then `build_defaults` (training code, imported here only)."""
     from tqdm import tqdm
 
+    from services.runtime.config import load_config
+
     repo = _repository()
-    steps = []
-    if "retrieval" in services:
-        from training.retrieval.export import DEFAULT_EMBEDDING_MODEL, ensure_default_embedding_model
-
-        if not repo.has(DEFAULT_EMBEDDING_MODEL):
-            steps.append((DEFAULT_EMBEDDING_MODEL, lambda: ensure_default_embedding_model(repo, parity_data)))
-    if "sae" in services:
-        from services.runtime.config import load_config
-        from training.sae.build import BuildOptions, default_model_names
-        from training.sae.build import build as build_saes
-
-        options = BuildOptions(work_dir=load_config().data_dir / "sae-build")
-        has_saes = any(repo.get(name).kind == "sae" for name in repo.models())
-        if not has_saes or any(repo.has(name) for name in default_model_names(options)[1:]):
-            # no SAEs at all, or a default family that is incomplete (an interrupted build)
-            if not all(repo.has(name) for name in default_model_names(options)):
-                steps.append(("SAE family", lambda: build_saes(repo, options)[-1]))
-    if "nextframe" in services:
-        from services.runtime.config import load_config
-        from training.nextframe.build import FrameBuildOptions, model_name
-        from training.nextframe.build import build as build_frame_models
-
-        frame_options = FrameBuildOptions(work_dir=load_config().data_dir / "nextframe-build")
-        for dataset in frame_options.datasets:
-            if not repo.has(model_name(dataset)):
-                one = dataclasses.replace(frame_options, datasets=(dataset,))
-                steps.append((f"next-frame {dataset}", functools.partial(lambda o: build_frame_models(repo, o)[-1], one)))
-    if not steps:
+    data_dir = load_config().data_dir
+    missing = [registry.get(name) for name in services if not registry.load(registry.get(name).has_defaults)(repo)]
+    if not missing:
         return
-    print(f"facet: building {len(steps)} default model(s) into {repo.root}", flush=True)
-    with tqdm(total=len(steps), unit="model", desc="default models") as bar:
-        for name, make in steps:
-            bar.set_postfix_str(name)
-            entry = make()
-            tqdm.write(f"  {name}: {entry.name} v{entry.version}, parity {_parity_text(entry.metadata.get('parity', {}))}")
+    print(f"facet: building the default models of {', '.join(c.name for c in missing)} into {repo.root}", flush=True)
+    with tqdm(total=len(missing), unit="capability", desc="default models") as bar:
+        for row in missing:
+            bar.set_postfix_str(row.name)
+            built = registry.load(row.build_defaults)(repo, data_dir / f"{row.name}-build", benchmark_data)
+            for entry in built:
+                tqdm.write(f"  {row.name}: {entry.name} v{entry.version}, parity {_parity_text(entry.metadata.get('parity', {}))}")
             bar.update()
 
 
@@ -106,11 +83,24 @@ def _parity_text(parity: dict[str, float]) -> str:
     return "-"
 
 
+def _services(args: argparse.Namespace, command: str) -> list[str] | None:
+    """--services as a list of registry names (every capability by default); None after printing
+    an error for unknown names."""
+    services = args.services.split(",") if args.services else registry.names()
+    unknown = [s for s in services if s not in registry.BY_NAME]
+    if unknown:
+        print(f"facet {command}: unknown services {unknown}; available: {registry.names()}", file=sys.stderr)
+        return None
+    return services
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    from deploy.launcher import IMPLEMENTED, Supervisor
+    from deploy.launcher import Supervisor
     from services.runtime.config import load_config
 
-    services = args.services.split(",") if args.services else list(IMPLEMENTED)
+    services = _services(args, "up")
+    if services is None:
+        return 2
     config = load_config()
     log_dir = config.data_dir / "logs"
     backend = args.backend or config.backend
@@ -122,7 +112,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"facet up: {exc}", file=sys.stderr)
         return 2
     try:
-        build_default_models(services, _parity_data(args.parity_data))
+        build_default_models(services, _benchmark_data(args))
     except ImportError as exc:
         print(f"facet up: building default models needs the training extra ({exc}): pip install -e '.[training]'", file=sys.stderr)
         return 1
@@ -205,11 +195,11 @@ def _run_services(args: argparse.Namespace, supervisor: Supervisor, services: li
     try:
         if args.demo:
             import sdk
-            from deploy.demo import run_demo
 
-            endpoints = supervisor.endpoints()
-            with sdk.Client(endpoints.get("retrieval"), sae=endpoints.get("sae"), nextframe=endpoints.get("nextframe")) as client:
-                run_demo(client, list(supervisor.endpoints()))
+            addresses: dict[str, Any] = dict(supervisor.endpoints())  # capability -> host:port
+            with sdk.Client(**addresses) as client:
+                for name in supervisor.endpoints():  # each capability's walk-through, in start order
+                    registry.load(registry.get(name).demo)(client)
             if args.exit_after_demo:
                 return 0
         print("facet: Ctrl-C stops every service", flush=True)
@@ -240,50 +230,27 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_build(args: argparse.Namespace) -> int:
-    from deploy.launcher import IMPLEMENTED
-
-    services = args.services.split(",") if args.services else list(IMPLEMENTED)
-    unknown = [s for s in services if s not in IMPLEMENTED]
-    if unknown:
-        print(f"facet models build: unknown services {unknown}; available: {list(IMPLEMENTED)}", file=sys.stderr)
+    services = _services(args, "models build")
+    if services is None:
         return 2
-    build_default_models(services, _parity_data(args.parity_data))
+    build_default_models(services, _benchmark_data(args))
     return cmd_models_list(argparse.Namespace(json=False))
 
 
-def cmd_models_export_embedding(args: argparse.Namespace) -> int:
-    from training.retrieval.export import export_embedding_model
-
-    try:
-        entry = export_embedding_model(args.path, _repository(), name=args.name, parity_data=_parity_data(args.parity_data))
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"facet models export-embedding: {exc}", file=sys.stderr)
-        return 1
-    print(f"registered {entry.name} v{entry.version} at {entry.path}")
-    print(json.dumps(entry.metadata["parity"], indent=2))
-    return 0
+# commands of the platform itself; each capability adds its own from its registry row
+PLATFORM_COMMANDS = (
+    registry.Command("train", "", "deploy.train", "submit a capability's training to a Ray cluster as a job"),
+    registry.Command("triton", "serve", "deploy.triton", "write the python-backend repository and run tritonserver until Ctrl-C", ("serve",)),
+    registry.Command("triton", "repository", "deploy.triton", "write the python-backend repository for the local CPU server", ("repository",)),
+    registry.Command("triton", "configs", "deploy.triton", "rewrite the model repository's config.pbtxt files (--kind gpu: KIND_GPU)", ("configs",)),
+)
+GROUP_HELP = {"train": "submit a capability's training to a Ray cluster as a job", "triton": "a local Triton Inference Server on the model repository",
+              "data": "datasets", "eval": "evaluations through the SDK", "models": "the model repository"}  # fmt: skip
 
 
-# group, help, {command: (module, help, arguments put first)}; command "": the group is the command
-FORWARDED: list[tuple[str, str, dict[str, tuple[str, str, list[str]]]]] = [
-    ("sae", "SAE training and export", {
-        "build": ("training.sae.build", "build an SAE family with meta-SAE, stitching and explanations into the model repository", []),
-        "cache": ("training.sae.activations", "cache residual-stream activations of an LM on the corpus", []),
-        "train": ("training.sae.ray_job", "train an SAE family on Ray Train from a cache (local Ray or `ray job submit`)", []),
-    }),
-    ("nextframe", "next-frame models", {
-        "build": ("training.nextframe.build", "simulate, train, probe, score and export next-frame models into the model repository", []),
-        "train": ("training.nextframe.ray_job", "train a frame model on Ray Train from a simulated dataset (local Ray or `ray job submit`)", []),
-    }),
-    ("train", "submit a capability's training to a Ray cluster as a job", {"": ("deploy.train", "", [])}),
-    ("triton", "a local Triton Inference Server on the model repository", {
-        "serve": ("deploy.triton", "write the python-backend repository and run tritonserver until Ctrl-C", ["serve"]),
-        "repository": ("deploy.triton", "write the python-backend repository for the local CPU server", ["repository"]),
-    }),
-    ("data", "datasets", {
-        "simulate": ("training.nextframe.datasets", "simulate a physics video dataset (next-frame prediction)", []),
-    }),
-]  # fmt: skip
+def forwarded_commands() -> list[registry.Command]:
+    """Every forwarding command: the platform's, then each capability's in registry order."""
+    return [*PLATFORM_COMMANDS, *(command for row in registry.CAPABILITIES for command in row.commands)]
 
 
 def cmd_forward(args: argparse.Namespace) -> int:
@@ -292,62 +259,45 @@ def cmd_forward(args: argparse.Namespace) -> int:
     return int(importlib.import_module(args.module).main([*args.prefix, *args.rest]))
 
 
-def cmd_eval_rarb(args: argparse.Namespace) -> int:
-    from training.retrieval.rarb import main as rarb_main
-
-    return rarb_main(args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facet", description="Facet: model servers with a Python SDK")
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start services (builds missing default models first)")
-    up.add_argument("--services", help="comma-separated subset, e.g. retrieval")
+    up.add_argument("--services", help=f"comma-separated subset of {','.join(registry.names())} (default: all)")
     up.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     up.add_argument("--demo", action="store_true", help="run a short SDK demo once serving")
     up.add_argument("--exit-after-demo", action="store_true", help="stop everything after the demo")
-    up.add_argument("--parity-data", type=Path, help="RAR-b MCR folder for export parity checks")
+    up.add_argument("--data", type=Path, help="the shared benchmark data for export parity checks (default: ../shared/data)")
+    up.add_argument("--parity-data", type=Path, help="the RAR-b MCR folder in it (older spelling of --data)")
     up.add_argument("--backend", choices=("onnxruntime", "triton", "ray"), help="inference backend (default: the configured one, onnxruntime)")
     up.add_argument("--ray-address", help="with --backend ray: use this Ray cluster (as RAY_ADDRESS) instead of starting a local head")
     up.add_argument("--triton-url", dest="triton_address", help="with --backend triton: use this Triton server (host:port, gRPC) instead of starting one")
     up.set_defaults(func=cmd_up)
 
-    models = sub.add_parser("models", help="the model repository").add_subparsers(dest="models_command", required=True)
-    listing = models.add_parser("list", help="models in the repository")
+    groups: dict[str, argparse._SubParsersAction] = {}  # type: ignore[type-arg]
+    models = sub.add_parser("models", help=GROUP_HELP["models"])
+    groups["models"] = models.add_subparsers(dest="models_command", required=True)
+    listing = groups["models"].add_parser("list", help="models in the repository")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_models_list)
-    build = models.add_parser("build", help="build missing default models")
-    build.add_argument("--services", help="comma-separated subset, e.g. sae (default: every service)")
-    build.add_argument("--parity-data", type=Path)
+    build = groups["models"].add_parser("build", help="build missing default models")
+    build.add_argument("--services", help=f"comma-separated subset of {','.join(registry.names())} (default: all)")
+    build.add_argument("--data", type=Path, help="the shared benchmark data (default: ../shared/data beside the checkout)")
+    build.add_argument("--parity-data", type=Path, help="the RAR-b MCR folder in it (older spelling of --data)")
     build.set_defaults(func=cmd_models_build)
-    export = models.add_parser("export-embedding", help="export a sentence-transformers directory to ONNX")
-    export.add_argument("path", type=Path)
-    export.add_argument("--name", help="model name in the repository (default: the directory name)")
-    export.add_argument("--parity-data", type=Path)
-    export.set_defaults(func=cmd_models_export_embedding)
 
     # commands that hand their arguments to a module's own main() (each has its own --help)
-    for group, text, commands in FORWARDED:
-        single = list(commands) == [""]  # `facet train ...`
-        subparsers = None if single else sub.add_parser(group, help=text).add_subparsers(dest=f"{group}_command", required=True)
-        for command, (module, help_text, prefix) in commands.items():
-            if subparsers is None:
-                forward = sub.add_parser(group, help=text, add_help=False)
-            else:
-                forward = subparsers.add_parser(command, help=help_text, add_help=False)
-            forward.add_argument("rest", nargs=argparse.REMAINDER)
-            forward.set_defaults(func=cmd_forward, module=module, prefix=prefix)
-
-    evaluate = sub.add_parser("eval", help="evaluations through the SDK").add_subparsers(dest="eval_command", required=True)
-    rarb = evaluate.add_parser("rarb-mcr", help="RAR-b multiple-choice retrieval")
-    rarb.add_argument("--data", type=Path, default=DEFAULT_PARITY_DATA)
-    rarb.add_argument("--address", help="retrieval service host:port (default: FACET_RETRIEVAL_ADDR or localhost)")
-    rarb.add_argument("--limit", type=int, default=0, help="rows per file (0: all)")
-    rarb.add_argument("--seed", type=int, default=0, help="seed of the TempReason candidate shuffle")
-    rarb.add_argument("--full", action="store_true", help="also the 'full' setting (nDCG@10, Recall@10)")
-    rarb.add_argument("--json", type=Path, help="also write the results here")
-    rarb.set_defaults(func=cmd_eval_rarb)
+    for command in forwarded_commands():
+        if not command.name:  # the group is the command: `facet train ...`
+            forward = sub.add_parser(command.group, help=command.help, add_help=False)
+        else:
+            if command.group not in groups:
+                parent = sub.add_parser(command.group, help=GROUP_HELP.get(command.group, command.group))
+                groups[command.group] = parent.add_subparsers(dest=f"{command.group}_command", required=True)
+            forward = groups[command.group].add_parser(command.name, help=command.help, add_help=False)
+        forward.add_argument("rest", nargs=argparse.REMAINDER)
+        forward.set_defaults(func=cmd_forward, module=command.module, prefix=list(command.prefix))
     return parser
 
 

@@ -21,13 +21,16 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from deploy.ray_cluster import opt_in_token_auth
+from services import registry
+from services.backends.ray_auth import opt_in_token_auth
 
 CHECKOUT = Path(__file__).resolve().parents[1]
-ENTRYPOINTS = {
-    "nextframe": "python -m training.nextframe.build",
-    "sae": "python -m training.sae.build",
-}
+
+
+def trainable() -> dict[str, str]:
+    """Capability -> the module its Ray job runs (`python -m`), for every registry row that trains."""
+    return {row.name: row.train_module for row in registry.CAPABILITIES if row.train_module}
+
 # what the working directory upload leaves out (Ray's limit is 500 MiB; models are not code)
 EXCLUDES = [".git", ".venv", ".venv-triton", "**/__pycache__", "*.onnx", "*.faiss", "*.sqlite3*", ".mypy_cache", ".ruff_cache", ".pytest_cache"]
 
@@ -51,7 +54,7 @@ def runtime_env(repository: str, pip: bool) -> dict[str, Any]:
 
 
 def entrypoint(capability: str, repository: str, args: list[str]) -> str:
-    return " ".join([ENTRYPOINTS[capability], "--repository", shlex.quote(repository), *map(shlex.quote, args)])
+    return " ".join(["python", "-m", trainable()[capability], "--repository", shlex.quote(repository), *map(shlex.quote, args)])
 
 
 async def _follow(client: Any, job_id: str) -> None:
@@ -74,12 +77,12 @@ def _submit(client: Any, command: str, env: dict[str, Any], submission_id: str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facet train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("capability", choices=sorted(ENTRYPOINTS))
+    parser.add_argument("capability", choices=sorted(trainable()))
     parser.add_argument("--address", default=None, help="the cluster's dashboard, http://HEAD:8265 (default: RAY_ADDRESS, else the local one)")
     parser.add_argument("--repository", help="model repository as the cluster sees it (default: the configured one)")
     parser.add_argument("--pip", action="store_true", help="install Facet's pinned requirements in the job's runtime_env")
     parser.add_argument("--no-wait", action="store_true", help="submit and print the job id, do not follow it")
-    parser.usage = "facet train {nextframe,sae} [--address URL] [--repository PATH] [--pip] [--no-wait] [-- BUILD OPTIONS]"
+    parser.usage = f"facet train {{{','.join(sorted(trainable()))}}} [--address URL] [--repository PATH] [--pip] [--no-wait] [-- BUILD OPTIONS]"
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])

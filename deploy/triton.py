@@ -1,15 +1,17 @@
 """Triton Inference Server for the model repository.
 
-Production (GPU): the repository's own `config.pbtxt` files (platform `onnxruntime_onnx`, dims
-read from each ONNX graph) are what the official Triton image serves as is.
+Production: the repository's own `config.pbtxt` files (platform `onnxruntime_onnx`, dims read
+from each ONNX graph, KIND_CPU instances) are what the official Triton image serves as is;
+`facet triton configs --kind gpu` rewrites them with KIND_GPU instances for a GPU node.
 
 Local (CPU): the `tritonserver` inside the `nvidia-pytriton` package has only the python backend.
 `write_python_repository` lays out a second repository with the same model names, versions and
-tensors, where each model is `deploy/triton_model.py` running the ONNX file with ONNX Runtime;
+tensors, where each model is `services/backends/triton_python_model.py` running the ONNX file with ONNX Runtime;
 `TritonServer` runs that server as a child process. The server's Python environment is its own
 virtualenv (`.venv-triton`, made by `make install`): the bundled server needs numpy < 2, and its
 python-backend stub silently corrupts tensors when it picks up numpy 2.
 
+    facet triton configs [--kind gpu]    rewrite the repository's configs (official image)
     facet triton repository OUT          write the python-backend repository
     facet triton serve [--grpc-port N]   write it and run tritonserver until Ctrl-C
 """
@@ -25,98 +27,22 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deploy.model_repository import ModelRepository, ModelVersion
+from services.backends.triton_config import INSTANCE_KINDS, model_config
+from services.model_repository import ModelRepository
 
 if TYPE_CHECKING:
     from services.runtime.config import FacetConfig
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 DEFAULT_TRITON_ENV = CHECKOUT / ".venv-triton"
-PYTHON_MODEL = Path(__file__).with_name("triton_model.py")
-PADDING = CHECKOUT / "services" / "backends" / "padding.py"  # numpy only: the stub imports it as facet_padding
-
-_ONNX_TO_TRITON = {
-    "tensor(float)": "TYPE_FP32",
-    "tensor(float16)": "TYPE_FP16",
-    "tensor(double)": "TYPE_FP64",
-    "tensor(int64)": "TYPE_INT64",
-    "tensor(int32)": "TYPE_INT32",
-    "tensor(uint8)": "TYPE_UINT8",
-    "tensor(int8)": "TYPE_INT8",
-    "tensor(bool)": "TYPE_BOOL",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class GraphTensor:
-    name: str
-    data_type: str  # Triton's TYPE_*
-    shape: tuple[int, ...]  # -1 for a dynamic axis, batch axis included
-
-
-def graph_tensors(model_file: Path) -> tuple[list[GraphTensor], list[GraphTensor]]:
-    """Inputs and outputs as the ONNX graph declares them (the source of truth for dims)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
-
-    def convert(args: Sequence[ort.NodeArg]) -> list[GraphTensor]:
-        out = []
-        for a in args:
-            if a.type not in _ONNX_TO_TRITON:
-                raise ValueError(f"{model_file}: tensor '{a.name}' has type {a.type}, which Triton configs here do not map")
-            out.append(GraphTensor(a.name, _ONNX_TO_TRITON[a.type], tuple(d if isinstance(d, int) and d > 0 else -1 for d in a.shape)))
-        return out
-
-    return convert(session.get_inputs()), convert(session.get_outputs())
-
-
-def model_config(
-    entry: ModelVersion,
-    *,
-    backend: str = "onnxruntime",
-    max_batch_size: int = 64,
-    max_queue_delay_microseconds: int = 2000,
-    instance_count: int = 1,
-    parameters: dict[str, str] | None = None,
-) -> str:
-    """`config.pbtxt` for one model. backend "onnxruntime": `platform: "onnxruntime_onnx"`, for
-    Triton's ONNX Runtime backend (GPU images); "python": the local CPU server's wrapper.
-
-    A model whose every tensor has a dynamic first axis is batched (`max_batch_size`, dims without
-    that axis, `dynamic_batching`); a per-row scalar output becomes dims [1] reshaped to []."""
-    if backend not in ("onnxruntime", "python"):
-        raise ValueError(f"backend must be 'onnxruntime' or 'python', got {backend!r}")
-    inputs, outputs = graph_tensors(entry.model_file)
-    batched = all(t.shape and t.shape[0] == -1 for t in (*inputs, *outputs))
-    lines = [f'name: "{entry.name}"', 'backend: "python"' if backend == "python" else 'platform: "onnxruntime_onnx"']
-    lines.append(f"max_batch_size: {max_batch_size if batched else 0}")
-    for kind, tensors in (("input", inputs), ("output", outputs)):
-        for t in tensors:
-            dims = list(t.shape[1:] if batched else t.shape)
-            lines += [f"{kind} [", "  {", f'    name: "{t.name}"', f"    data_type: {t.data_type}"]
-            if dims:
-                lines.append(f"    dims: [ {', '.join(map(str, dims))} ]")
-                if kind == "input" and backend == "python" and batched and -1 in dims:
-                    # requests of different lengths batch together; the wrapper pads them
-                    lines.append("    allow_ragged_batch: true")
-            else:  # a scalar per row (or a scalar model output): Triton wants non-empty dims
-                lines += ["    dims: [ 1 ]", "    reshape: { shape: [ ] }"]
-            lines += ["  }", "]"]
-    if batched:
-        lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {max_queue_delay_microseconds}", "}"]
-    lines += ["instance_group [", "  {", f"    count: {instance_count}", "    kind: KIND_CPU", "  }", "]"]
-    lines.append("version_policy: { latest: { num_versions: 1 } }")
-    for key, value in sorted((parameters or {}).items()):
-        lines.append(f'parameters: {{ key: "{key}" value: {{ string_value: "{value}" }} }}')
-    return "\n".join(lines) + "\n"
-
+PYTHON_MODEL = CHECKOUT / "services" / "backends" / "triton_python_model.py"
+# numpy / onnxruntime only: the stub imports them as facet_padding and facet_onnx_session
+PADDING = CHECKOUT / "services" / "backends" / "padding.py"
+ONNX_SESSION = CHECKOUT / "services" / "backends" / "onnx_session.py"
 
 def write_python_repository(
     repo: ModelRepository,
@@ -126,6 +52,7 @@ def write_python_repository(
     max_batch_size: int = 64,
     max_queue_delay_microseconds: int = 0,
     intra_op_num_threads: int = 0,
+    providers: str = "auto",
 ) -> list[str]:
     """The local server's repository: per model and its newest version, config.pbtxt (backend
     python), `<version>/model.py` and a link to the repository's model.onnx. Rewritten in place;
@@ -144,13 +71,14 @@ def write_python_repository(
         version_dir.mkdir(parents=True)
         shutil.copyfile(PYTHON_MODEL, version_dir / "model.py")
         shutil.copyfile(PADDING, version_dir / "facet_padding.py")
+        shutil.copyfile(ONNX_SESSION, version_dir / "facet_onnx_session.py")
         (version_dir / "model.onnx").symlink_to(entry.model_file.resolve())
         config = model_config(
             entry,
             backend="python",
             max_batch_size=max_batch_size,
             max_queue_delay_microseconds=max_queue_delay_microseconds,
-            parameters={"intra_op_num_threads": str(intra_op_num_threads)},
+            parameters={"intra_op_num_threads": str(intra_op_num_threads), "providers": providers},
         )
         (model_dir / "config.pbtxt").write_text(config)
     return names
@@ -165,6 +93,7 @@ def write_local_repository(repo: ModelRepository, out: Path, config: FacetConfig
         max_batch_size=config.batching.max_batch_size,
         max_queue_delay_microseconds=config.batching.max_queue_delay_microseconds,
         intra_op_num_threads=config.onnxruntime.intra_op_num_threads,
+        providers=config.onnxruntime.providers,
     )
 
 
@@ -312,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     write = sub.add_parser("repository", help="write the python-backend repository for the local CPU server")
     write.add_argument("out", type=Path)
+    configs = sub.add_parser("configs", help="rewrite every model's config.pbtxt for the official Triton image (onnxruntime backend)")
+    configs.add_argument("--kind", choices=sorted(INSTANCE_KINDS), default="cpu", help="instance kind: gpu for a GPU node (KIND_GPU)")
+    configs.add_argument("--instances", type=int, default=1, help="instances per model")
     serve = sub.add_parser("serve", help="write the repository and run tritonserver until Ctrl-C")
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--http-port", type=int, default=8000)
@@ -323,6 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "repository":
         names = write_local_repository(repo, args.out, config)
         print(f"wrote {len(names)} models to {args.out}")
+        return 0
+    if args.command == "configs":
+        for name in repo.models():
+            entry = repo.get(name)
+            text = model_config(entry, instance_kind=args.kind, instance_count=args.instances,
+                                max_batch_size=config.batching.max_batch_size,
+                                max_queue_delay_microseconds=config.batching.max_queue_delay_microseconds)  # fmt: skip
+            (repo.root / name / "config.pbtxt").write_text(text)
+        print(f"rewrote config.pbtxt of {len(repo.models())} models in {repo.root} ({INSTANCE_KINDS[args.kind]})")
         return 0
     work = config.data_dir / "triton"
     names = write_local_repository(repo, work / "repository", config)

@@ -31,41 +31,30 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make `sdk`, `services`, .
     sys.path.insert(0, str(REPO_ROOT))
 
 import sdk  # noqa: E402
-from deploy.model_repository import ModelRepository  # noqa: E402
-from load.bench_retrieval import (  # noqa: E402
+from load.harness import (  # noqa: E402
     DEFAULT_DATA,
-    MODEL,
+    BenchmarkService,
     LoadResult,
-    ServerProcess,
-    concurrent_single_calls,
+    default_model_repository,
+    free_port,
     log,
+    p50_p99_text,
     percentile,
     real_sentences,
+    sequential_calls,
+    table_text,
 )
+from load.retrieval_embed import concurrent_single_calls  # noqa: E402
+from load.retrieval_workload import MODEL  # noqa: E402
+from services.model_repository import ModelRepository  # noqa: E402
 
 BACKENDS = ("onnxruntime", "triton", "ray")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def sequential(address: str, calls: list[list[str]]) -> LoadResult:
-    result = LoadResult()
+    """Each call's texts embedded in turn by one client, after one warm-up call."""
     with sdk.Client(retrieval=address) as client:
-        client.embed(calls[0])
-        start = time.perf_counter()
-        for texts in calls:
-            t = time.perf_counter()
-            client.embed(texts)
-            result.latencies_ms.append((time.perf_counter() - t) * 1e3)
-            result.calls += 1
-        result.seconds = time.perf_counter() - start
-    return result
+        return sequential_calls(client.embed, calls)
 
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, LoadResult]]:
@@ -83,18 +72,20 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, LoadResult]]:
     write_python_repository(repository, work / "triton-repository", [MODEL], intra_op_num_threads=args.threads)
     triton = TritonServer(work / "triton-repository", work, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port())
     ray_head = LocalRay(port=free_port(), dashboard_port=free_port(), temp_dir=Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp")))
-    servers: dict[str, ServerProcess] = {}
+    servers: dict[str, BenchmarkService] = {}
     backends = ["onnxruntime", *(b for b in args.backends if b != "onnxruntime")]
     results: dict[str, dict[str, LoadResult]] = {b: {"c1": LoadResult(), "c32": LoadResult(), "batch32": LoadResult()} for b in backends}
     try:
-        servers["onnxruntime"] = ServerProcess("onnxruntime", repository.root, threads)
+        settings = {"onnxruntime": threads}
         if "triton" in backends:
             triton.start()
-            servers["triton"] = ServerProcess("triton", repository.root, {**threads, "FACET_BACKEND": "triton", "FACET_TRITON_URL": triton.url})
+            settings["triton"] = {**threads, "FACET_BACKEND": "triton", "FACET_TRITON_URL": triton.url}
         if "ray" in backends:
             ray_head.start()
-            servers["ray"] = ServerProcess("ray", repository.root, {**threads, "FACET_BACKEND": "ray", "FACET_RAY_ADDRESS": ray_head.address})
-        addresses = {b: s.wait_serving() for b, s in servers.items()}
+            settings["ray"] = {**threads, "FACET_BACKEND": "ray", "FACET_RAY_ADDRESS": ray_head.address}
+        for backend, env in settings.items():
+            servers[backend] = BenchmarkService("retrieval", repository.root, env, label=backend).spawn()
+        addresses = {b: s.wait_until_serving().address for b, s in servers.items()}
         for round_ in range(args.rounds):
             lead = round_ % len(backends)
             for backend in backends[lead:] + backends[:lead]:  # each backend leads in turn
@@ -115,34 +106,26 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, LoadResult]]:
 
 def table(results: dict[str, dict[str, LoadResult]]) -> str:
     ref = results["onnxruntime"]
-    rows = [("backend", "1 caller p50 / p99 ms", "p50 overhead", "32 callers calls/s", "vs in-process", "32 callers p50 / p99 ms",
-             "32-sentence calls sent./s", "vs in-process", "p50 / p99 ms")]  # fmt: skip
+    header = ("backend", "1 caller p50 / p99 ms", "p50 overhead", "32 callers calls/s", "vs in-process", "32 callers p50 / p99 ms",
+              "32-sentence calls sent./s", "vs in-process", "p50 / p99 ms")  # fmt: skip
+    rows = []
     for backend, r in results.items():
-
-        def pct(x: LoadResult) -> str:
-            return f"{percentile(x.latencies_ms, 50):.2f} / {percentile(x.latencies_ms, 99):.2f}"
-
         sentences = 32 * r["batch32"].per_second
         rows.append((
             backend if backend != "onnxruntime" else "onnxruntime (in-process)",
-            pct(r["c1"]),
+            p50_p99_text(r["c1"].latencies_ms),
             f"{percentile(r['c1'].latencies_ms, 50) - percentile(ref['c1'].latencies_ms, 50):+.2f} ms",
             f"{r['c32'].per_second:.1f}",
             f"{r['c32'].per_second / ref['c32'].per_second:.2f}×",
-            pct(r["c32"]),
+            p50_p99_text(r["c32"].latencies_ms),
             f"{sentences:.0f}",
             f"{r['batch32'].per_second / ref['batch32'].per_second:.2f}×",
-            pct(r["batch32"]),
+            p50_p99_text(r["batch32"].latencies_ms),
         ))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return table_text(header, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from services.runtime.config import load_config
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, default=None, help="model repository (default: the configured one)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -158,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.calls, args.batch_calls, args.seconds = 2, 50, 10, 3.0
-    args.repository = args.repository or load_config().model_repository
+    args.repository = args.repository or default_model_repository()
     started = time.monotonic()
     results = run(args)
     errors = {b: r["c32"].errors for b, r in results.items() if r["c32"].errors}

@@ -24,8 +24,8 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make `sdk`, `services`, .
     sys.path.insert(0, str(REPO_ROOT))
 
 import sdk  # noqa: E402
-from deploy.model_repository import ModelRepository  # noqa: E402
-from load.bench_retrieval import ServerProcess  # noqa: E402
+from load.harness import BenchmarkService, default_model_repository, percentile, table_text  # noqa: E402
+from services.model_repository import ModelRepository  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,11 +44,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from services.runtime.config import load_config
+    from services.nextframe.simulators import simulate
     from training.nextframe.model import CONTEXT, FrameModelConfig, FrameUNet, rollout, to_unit
-    from training.nextframe.simulators import simulate
 
-    repository = ModelRepository(args.repository or load_config().model_repository)
+    repository = ModelRepository(args.repository or default_model_repository())
     models = [n for n in repository.models() if repository.get(n).kind == "frame-model"]
     if not models:
         print(f"no frame models in {repository.root}; build them with `python -m training.nextframe.build`", file=sys.stderr)
@@ -62,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     clip = simulate(props["dataset"], np.array([(props["low"] + props["high"]) / 2]), CONTEXT, 0).frames[0]
     context = to_unit(torch.from_numpy(clip))[None]
 
-    server = ServerProcess("nextframe", repository.root, {"FACET_LOG_LEVEL": "warning"}, service="nextframe")
+    server = BenchmarkService("nextframe", repository.root, {"FACET_LOG_LEVEL": "warning"})
     rates: dict[str, list[float]] = {"facet": [], "pytorch": []}
     latency: dict[str, list[float]] = {"facet": [], "pytorch": []}
     try:
-        address = server.wait_serving()
+        address = server.start().address
         with sdk.Client(nextframe=address) as client:
             list(client.rollout(entry.name, clip, horizon=4))  # warm-up
             rollout(model, context, 4)
@@ -91,14 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "model": entry.name,
         "rollout_frames_per_s": {"facet": f_rate, "pytorch": p_rate, "ratio": f_rate / p_rate},
-        "predict_next_ms": {side: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))} for side, v in latency.items()},
+        "predict_next_ms": {side: {"p50": percentile(v, 50), "p99": percentile(v, 99)} for side, v in latency.items()},
     }
     print(f"Next-frame speed, {entry.name} ({props['model']}), horizon {args.horizon}, {args.rounds} rounds, {args.calls} calls")
-    print("| measure | Facet (gRPC) | PyTorch in-process | ratio |")
-    print("|---|---|---|---|")
-    print(f"| Rollout frames/s (median of rounds) | {f_rate:.1f} | {p_rate:.1f} | {f_rate / p_rate:.2f}x |")
     f, p = summary["predict_next_ms"]["facet"], summary["predict_next_ms"]["pytorch"]  # type: ignore[index]
-    print(f"| PredictNext p50 / p99 (ms) | {f['p50']:.2f} / {f['p99']:.2f} | {p['p50']:.2f} / {p['p99']:.2f} | |")
+    rows = [
+        ("Rollout frames/s (median of rounds)", f"{f_rate:.1f}", f"{p_rate:.1f}", f"{f_rate / p_rate:.2f}x"),
+        ("PredictNext p50 / p99 (ms)", f"{f['p50']:.2f} / {f['p99']:.2f}", f"{p['p50']:.2f} / {p['p99']:.2f}", ""),
+    ]
+    print(table_text(("measure", "Facet (gRPC)", "PyTorch in-process", "ratio"), rows))
     if server.problems:
         print("server log problems: " + "; ".join(server.problems))
     if args.json:

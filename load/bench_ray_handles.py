@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import tempfile
 import time
@@ -27,11 +28,10 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script: make `deploy` importable
+if str(REPO_ROOT) not in sys.path:  # run as a script: make `deploy`, `load`, ... importable
     sys.path.insert(0, str(REPO_ROOT))
 
-from load.bench_backends import free_port  # noqa: E402
-from load.bench_retrieval import percentile  # noqa: E402
+from load.harness import free_port, p50_p99_text, percentile, table_text  # noqa: E402
 
 PAYLOAD = {name: np.ones((1, 12), np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
 
@@ -61,7 +61,7 @@ async def measure(calls: int) -> dict[str, list[float]]:
         async def call(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             return arrays
 
-    serve.run(Echo.bind(), name="bench-echo", route_prefix=None)
+    serve.run(Echo.bind(), name="bench-echo", route_prefix=None)  # type: ignore[attr-defined]
     actor = EchoActor.remote()  # type: ignore[attr-defined]
     default = serve.get_app_handle("bench-echo")
     facet = serve.get_app_handle("bench-echo")
@@ -79,25 +79,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args(argv)
 
-    from deploy.ray_cluster import LocalRay, opt_in_token_auth
+    from deploy.ray_cluster import LocalRay
+    from services.backends.ray_auth import opt_in_token_auth
 
     head = LocalRay(port=free_port(), dashboard_port=free_port(), temp_dir=Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))).start()
     try:
         opt_in_token_auth()
         import ray
 
-        ray.init(address=head.address, _node_ip_address="127.0.0.1", log_to_driver=False, logging_level="WARNING")
+        ray.init(address=head.address, _node_ip_address="127.0.0.1", log_to_driver=False, logging_level=logging.WARNING)
         results = asyncio.run(measure(args.calls))
         ray.shutdown()
     finally:
         head.stop()
     reference = percentile(results["Serve handle, Ray's default"], 50)
     print(f"\nOne call through Ray, no model ({args.calls} sequential calls, 3 int64 arrays of 1×12)\n")
-    print("| path | p50 / p99 ms | p50 vs Serve's default |")
-    print("|---|---|---|")
-    for path, latencies in results.items():
-        p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-        print(f"| {path} | {p50:.2f} / {p99:.2f} | {p50 / reference:.2f}× |")
+    rows = [(path, p50_p99_text(latencies), f"{percentile(latencies, 50) / reference:.2f}×") for path, latencies in results.items()]
+    print(table_text(("path", "p50 / p99 ms", "p50 vs Serve's default"), rows))
     return 0
 
 

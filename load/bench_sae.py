@@ -19,8 +19,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +28,10 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make `sdk`, `services`, .
     sys.path.insert(0, str(REPO_ROOT))
 
 import sdk  # noqa: E402
-from deploy.model_repository import ModelRepository  # noqa: E402
-from load.bench_retrieval import ServerProcess  # noqa: E402
+from load.harness import BenchmarkService, percentile, table_text, timed_ms  # noqa: E402
+from services.model_repository import ModelRepository  # noqa: E402
 
 TEXT_TOKENS = 128
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
 
 
 def held_out_text(tokenizer: object, tokens: int) -> str:
@@ -47,12 +41,6 @@ def held_out_text(tokenizer: object, tokens: int) -> str:
     paragraphs = list(wikipedia_paragraphs())[-20:]
     ids = [i for p in paragraphs for i in tokenizer(p, add_special_tokens=False)["input_ids"]]  # type: ignore[operator]
     return str(tokenizer.decode(ids[:tokens]))  # type: ignore[attr-defined]
-
-
-def timed_ms(call: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    call()
-    return (time.perf_counter() - start) * 1000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,11 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         return latents.topk(8, dim=-1)
 
     meta_entry = repository.get(props["meta_model"])
-    import onnxruntime as ort
+    from services.backends.onnx_session import create_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = args.threads
-    meta_session = ort.InferenceSession(str(meta_entry.model_file), options, providers=["CPUExecutionProvider"])
+    meta_session = create_session(meta_entry.model_file, providers="cpu", intra_op_num_threads=args.threads)
     with np.load(meta_entry.file("analysis")) as arrays:
         codes = arrays["codes"]
     w_dec = sae.W_dec.detach().numpy()
@@ -113,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         active = np.argsort(-code)[:4]
         return [np.argsort(-codes[:, m])[:8] for m in active if code[m] > 0]
 
-    server = ServerProcess("sae", repository.root, {"FACET_LOG_LEVEL": "warning"}, service="sae")
+    server = BenchmarkService("sae", repository.root, {"FACET_LOG_LEVEL": "warning"})
     try:
-        address = server.wait_serving()
+        address = server.start().address
         with sdk.Client(sae=address) as client:
             tokens = client.encode_text(entry.name, text)
             assert len(tokens) == TEXT_TOKENS, len(tokens)
@@ -137,12 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         for call, sides in results.items()
     }
     print(f"SAE service latency, {entry.name} (width {props['width']}, layer {props['layer']}), {calls} calls per side, 1 client")
-    print("| call | Facet p50 / p99 (ms) | in-process p50 / p99 (ms) | Facet / in-process (p50) |")
-    print("|---|---|---|---|")
     labels = {"EncodeText": f"EncodeText, {TEXT_TOKENS} tokens", "DecomposeLatent": "DecomposeLatent, top_n 4"}
+    rows = []
     for call, sides in summary.items():
         f, b = sides["facet"], sides["in-process"]
-        print(f"| {labels[call]} | {f['p50_ms']:.2f} / {f['p99_ms']:.2f} | {b['p50_ms']:.2f} / {b['p99_ms']:.2f} | {f['p50_ms'] / b['p50_ms']:.2f}x |")
+        rows.append((labels[call], f"{f['p50_ms']:.2f} / {f['p99_ms']:.2f}", f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f}", f"{f['p50_ms'] / b['p50_ms']:.2f}x"))
+    header = ("call", "Facet p50 / p99 (ms)", "in-process p50 / p99 (ms)", "Facet / in-process (p50)")
+    print(table_text(header, rows))
     print("- in-process EncodeText: PyTorch, LM truncated at the layer + SAE from its SAELens weights (what SAELens users run);")
     print("  in-process DecomposeLatent: the same meta-SAE ONNX session and stored arrays, no RPC.")
     if server.problems:

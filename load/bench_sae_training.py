@@ -59,9 +59,10 @@ from typing import Any, Protocol
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script: make `training` importable
+if str(REPO_ROOT) not in sys.path:  # run as a script: make `training`, `load`, ... importable
     sys.path.insert(0, str(REPO_ROOT))
 
+from load.harness import log, table_text  # noqa: E402
 from training.sae.activations import ActivationCache, Manifest  # noqa: E402
 from training.sae.config import SaeConfig  # noqa: E402
 from training.sae.train import FamilyState, TrainingConfig, input_scale, new_family, train_step  # noqa: E402
@@ -291,10 +292,6 @@ class SaeLensTrainer:
 # -- measurement -----------------------------------------------------------------------------
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 def timed_steps(trainer: Trainer, batches: Sequence[torch.Tensor]) -> list[float]:
     seconds = []
     for batch in batches:
@@ -350,14 +347,6 @@ def run_benchmark(s: Settings, work: Workload) -> dict[str, TrainerResult]:
 
 
 # -- report --------------------------------------------------------------------------------
-
-
-def table_text(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    cells = [list(header)] + [list(r) for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
 
 
 def report_rows(results: dict[str, TrainerResult]) -> list[list[str]]:

@@ -8,7 +8,7 @@
 Needs only grpcio, protobuf and numpy.
 """
 
-from sdk._client import DEFAULT_TIMEOUT_S, AsyncClient, Client
+from sdk._client import AsyncClient, Client
 from sdk._errors import (
     AlreadyExists,
     Cancelled,
@@ -24,7 +24,8 @@ from sdk._errors import (
     Unavailable,
 )
 from sdk._nextframe import ConstantEstimate, FrameModel, save_gif
-from sdk._sae_types import (
+from sdk._retrieval import Collection, Document, Hit, ModelInfo, UpsertResult
+from sdk._sae import (
     ActivatingContext,
     Explanation,
     LatentDecomposition,
@@ -33,7 +34,7 @@ from sdk._sae_types import (
     SaeInfo,
     TokenLatents,
 )
-from sdk._types import Collection, Document, Hit, ModelInfo, UpsertResult
+from sdk._transport import DEFAULT_TIMEOUT_S
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",

@@ -1,43 +1,72 @@
-"""Limits and endpoints shared by the SDK and the services (one place, both ends)."""
+"""What the SDK and the services agree on: the capabilities, their endpoints and the shared limits.
+
+`CAPABILITIES` is the light half of Facet's capability registry: what a client needs to reach a
+service (its short name, gRPC service name and default port). The server half (servicer, config
+section, default-model build, CLI commands, training entrypoint, demo) is `services.registry`,
+one row per capability with the same names, checked against this table by a test.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 # Largest message either end sends or accepts. Requests above it fail with
 # RESOURCE_EXHAUSTED before any work is done.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-# Port each service listens on when started by `facet up`, and where the SDK looks
-# for it when neither an argument nor FACET_<SERVICE>_ADDR says otherwise.
-DEFAULT_PORTS: dict[str, int] = {
-    "sae": 50051,
-    "nextframe": 50052,
-    "retrieval": 50053,
-    "rerank": 50054,
-    "phenotype": 50055,
-    "paraphrase": 50056,
-}
 
-# Fully qualified gRPC service names, as reported by health checks.
-SERVICE_NAMES: dict[str, str] = {
-    "sae": "facet.v1.Sae",
-    "nextframe": "facet.v1.NextFrame",
-    "retrieval": "facet.v1.Retrieval",
-}
+@dataclasses.dataclass(frozen=True)
+class Capability:
+    """One capability as a client sees it.
+
+    Attributes:
+        name: short name, used in addresses (`FACET_<NAME>_ADDR`), ports, config sections and
+            `python -m services.<name>`, e.g. "retrieval".
+        service_name: the fully qualified gRPC service, as health checks report it, e.g.
+            "facet.v1.Retrieval".
+        default_port: where `facet up` starts it and where the SDK looks for it on localhost.
+            Its Prometheus metrics listen on `default_port + METRICS_PORT_OFFSET` under `facet up`.
+    """
+
+    name: str
+    service_name: str
+    default_port: int
+
+    @property
+    def address_env(self) -> str:
+        """Environment variable that overrides the address, e.g. FACET_RETRIEVAL_ADDR."""
+        return f"FACET_{self.name.upper()}_ADDR"
+
+    @property
+    def metrics_port(self) -> int:
+        return self.default_port + METRICS_PORT_OFFSET
+
+
+METRICS_PORT_OFFSET = 1000
+
+# The capabilities that are served, in the order `facet up` starts them. Adding one: a row here
+# and a row with the same name in `services.registry.CAPABILITIES`.
+CAPABILITIES: tuple[Capability, ...] = (
+    Capability("sae", "facet.v1.Sae", 50051),
+    Capability("nextframe", "facet.v1.NextFrame", 50052),
+    Capability("retrieval", "facet.v1.Retrieval", 50053),
+)
+BY_NAME: dict[str, Capability] = {c.name: c for c in CAPABILITIES}
 
 API_KEY_ENV = "FACET_API_KEY"
 REQUEST_ID_METADATA = "x-request-id"
 
 
-def address_env(service: str) -> str:
-    """Environment variable that overrides a service's address, e.g. FACET_RETRIEVAL_ADDR."""
-    return f"FACET_{service.upper()}_ADDR"
+def capability(name: str) -> Capability:
+    """The registry row of `name`. Raises KeyError naming the capabilities that exist."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown capability {name!r}; available: {', '.join(BY_NAME)}") from None
 
 
-def default_address(service: str) -> str:
-    """`host:port` for a service: FACET_<SERVICE>_ADDR, else the launcher's default port."""
-    env = os.environ.get(address_env(service))
-    if env:
-        return env
-    return f"localhost:{DEFAULT_PORTS[service]}"
+def default_address(name: str) -> str:
+    """`host:port` for a capability's service: FACET_<NAME>_ADDR, else localhost and its default port."""
+    row = capability(name)
+    return os.environ.get(row.address_env) or f"localhost:{row.default_port}"

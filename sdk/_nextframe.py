@@ -1,23 +1,46 @@
-"""Request building and response parsing for the NextFrame service, shared by Client and AsyncClient."""
+"""Next-frame prediction (`facet.v1.NextFrame`): simulate physics videos, predict and roll out
+next frames, and estimate a video's physical constant.
+
+After Winterbottom et al. (2024), "The Power of Next-Frame Prediction for Learning Physical
+Laws": a U-Net trained only to predict the next frame of simulated physics videos, and a linear
+probe on its frozen activations that reads off the simulation's physical constant. Frames are
+greyscale uint8 [64, 64]; a model predicts from the last 5 frames it is given (its context).
+Limits named below are keys of the service's `[nextframe]` config section.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from sdk._call import Call
+from sdk._call import Call, Service
 from sdk._errors import InvalidArgument
-from sdk._proto.facet.v1 import common_pb2, nextframe_pb2
+from sdk._proto.facet.v1 import common_pb2, nextframe_pb2, nextframe_pb2_grpc
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
+from sdk._transport import AsyncTransport, SyncTransport, docstrings_from
 
-SERVICE = "nextframe"
+SERVICE = Service("nextframe", nextframe_pb2_grpc.NextFrameStub)
+
+# -- results ------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class FrameModel:
-    """A next-frame model: which dataset it learned and what its probe estimates."""
+    """A next-frame model: which dataset it learned and what its probe estimates.
+
+    Attributes:
+        id: what predict_next, rollout and estimate_constant take as `model`.
+        dataset: the simulator it was trained on, e.g. "pendulum".
+        constant: what estimate_constant returns, e.g. "gravity".
+        units: the constant's units, e.g. "m/s²".
+        constant_range: (low, high), in those units: the range the model saw in training.
+        metrics: measured at build time: next-frame loss, copy-last-frame loss, probe losses
+            (trained model and random-init control) and their ratio.
+    """
 
     id: str
     dataset: str
@@ -29,49 +52,228 @@ class FrameModel:
 
 @dataclasses.dataclass(frozen=True)
 class ConstantEstimate:
+    """The probe's estimate of a video's physical constant. Prints as "gravity ≈ 9.81 m/s²".
+
+    Attributes:
+        value: the estimate, in `units`.
+        constant: what it estimates, e.g. "gravity".
+        units: e.g. "m/s²".
+    """
+
     value: float
-    constant: str  # e.g. "gravity"
+    constant: str
     units: str
 
     def __str__(self) -> str:
         return f"{self.constant} ≈ {self.value:.4g} {self.units}"
 
 
+# -- requests and responses ---------------------------------------------------------------------
+
+
 def frames_tensor(frames: np.ndarray) -> common_pb2.Tensor:
+    """uint8 frames [t, h, w] as a Tensor. Raises InvalidArgument for any other dtype or rank."""
     array = np.asarray(frames)
     if array.dtype != np.uint8 or array.ndim != 3:
         raise InvalidArgument(f"frames must be a uint8 array [t, 64, 64], got {array.dtype} {list(array.shape)}")
     return tensor_from_numpy(np.ascontiguousarray(array))
 
 
-def list_frame_models() -> Call[list[FrameModel]]:
+def _frame(r: nextframe_pb2.PredictNextResponse | nextframe_pb2.RolloutFrame) -> np.ndarray:
+    return tensor_to_numpy(r.frame, "frame")
+
+
+def _list_frame_models_call() -> Call[list[FrameModel]]:
     def parse(r: nextframe_pb2.ListFrameModelsResponse) -> list[FrameModel]:
-        return [FrameModel(m.id, m.dataset, m.constant, m.units, (m.constant_low, m.constant_high), dict(m.metrics)) for m in r.models]
+        return [
+            FrameModel(m.id, m.dataset, m.constant, m.units, (m.constant_low, m.constant_high), dict(m.metrics))
+            for m in r.models
+        ]
 
     return Call(SERVICE, "ListModels", nextframe_pb2.ListFrameModelsRequest(), parse)
 
 
-def simulate(dataset: str, constant: float, frames: int, seed: int) -> Call[np.ndarray]:
+def _simulate_call(dataset: str, constant: float, frames: int, seed: int) -> Call[np.ndarray]:
     request = nextframe_pb2.SimulateRequest(dataset=dataset, constant=constant, frames=frames, seed=seed)
     return Call(SERVICE, "Simulate", request, lambda r: tensor_to_numpy(r.frames, "frames"))
 
 
-def predict_next(model: str, frames: np.ndarray) -> Call[np.ndarray]:
-    request = nextframe_pb2.PredictNextRequest(model=model, frames=frames_tensor(frames))
-    return Call(SERVICE, "PredictNext", request, lambda r: tensor_to_numpy(r.frame, "frame"))
+def _predict_next_call(model: str, frames: np.ndarray) -> Call[np.ndarray]:
+    return Call(
+        SERVICE, "PredictNext", nextframe_pb2.PredictNextRequest(model=model, frames=frames_tensor(frames)), _frame
+    )
 
 
-def rollout_request(model: str, frames: np.ndarray, horizon: int) -> nextframe_pb2.RolloutRequest:
-    return nextframe_pb2.RolloutRequest(model=model, frames=frames_tensor(frames), horizon=horizon)
+def _rollout_call(model: str, frames: np.ndarray, horizon: int) -> Call[np.ndarray]:
+    request = nextframe_pb2.RolloutRequest(model=model, frames=frames_tensor(frames), horizon=horizon)
+    return Call(SERVICE, "Rollout", request, _frame)
 
 
-def estimate_constant(model: str, frames: np.ndarray) -> Call[ConstantEstimate]:
+def _estimate_constant_call(model: str, frames: np.ndarray) -> Call[ConstantEstimate]:
     request = nextframe_pb2.EstimateConstantRequest(model=model, frames=frames_tensor(frames))
     return Call(SERVICE, "EstimateConstant", request, lambda r: ConstantEstimate(r.value, r.constant, r.units))
 
 
+# -- methods ------------------------------------------------------------------------------------
+
+
+class NextFrameMethods(SyncTransport):
+    """The next-frame methods of `sdk.Client`."""
+
+    _service = SERVICE
+
+    def list_frame_models(self, *, timeout_s: float | None = None) -> list[FrameModel]:
+        """The frame models the service holds (one per dataset) and what their probes estimate.
+
+        Args:
+            timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
+        Returns:
+            The models, by id.
+        Raises:
+            FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
+        """
+        return self._run(_list_frame_models_call(), timeout_s)
+
+    def simulate(
+        self, dataset: str, *, constant: float, frames: int = 40, seed: int = 0, timeout_s: float | None = None
+    ) -> np.ndarray:
+        """Render one video of a dataset's simulator, as the models were trained on.
+
+        Args:
+            dataset: a simulator, e.g. "pendulum" (see `FrameModel.dataset`).
+            constant: the physical constant, within the dataset's range (`FrameModel.constant_range`,
+                in `FrameModel.units`).
+            frames: 1 to the service's `nextframe.max_simulate_frames`.
+            seed: the random initial state; the same seed gives the same video.
+            timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
+        Returns:
+            uint8 array [frames, 64, 64].
+        Raises:
+            InvalidArgument: constant outside the dataset's range, frames out of range.
+            NotFound: an unknown dataset; the message lists the datasets.
+            FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
+
+        Example:
+            >>> clip = client.simulate("pendulum", constant=9.81, frames=40, seed=1)
+        """
+        return self._run(_simulate_call(dataset, constant, frames, seed), timeout_s)
+
+    def predict_next(self, model: str, frames: np.ndarray, *, timeout_s: float | None = None) -> np.ndarray:
+        """The frame after the given ones.
+
+        Args:
+            model: a `FrameModel.id`.
+            frames: uint8 array [t, 64, 64], 5 <= t <= the service's `nextframe.max_frames`
+                (config key); the last 5 are the context.
+            timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
+        Returns:
+            uint8 array [64, 64].
+        Raises:
+            InvalidArgument: frames not a uint8 array [t, h, w] (before sending); a frame size
+                other than 64x64, t out of range, an empty model id.
+            NotFound: no model of that id.
+            FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
+        """
+        return self._run(_predict_next_call(model, frames), timeout_s)
+
+    def rollout(
+        self, model: str, frames: np.ndarray, *, horizon: int, timeout_s: float | None = None
+    ) -> Iterator[np.ndarray]:
+        """Autoregressive rollout, streamed: each predicted frame becomes part of the next context.
+
+        Stop iterating (break, or `close()` the generator; `aclose()` on AsyncClient) to cancel
+        the call: the server stops producing frames too.
+
+        Args:
+            model: a `FrameModel.id`.
+            frames: uint8 array [t, 64, 64], 5 <= t <= the service's `nextframe.max_frames`
+                (config key); the last 5 are the first context.
+            horizon: frames to produce, 1 to the service's `nextframe.max_horizon`.
+            timeout_s: deadline of the whole stream in seconds; None takes the client's `timeout_s`.
+        Yields:
+            uint8 arrays [64, 64], horizon of them, as the server produces them.
+        Raises:
+            InvalidArgument: frames not a uint8 array [t, h, w] (on the first iteration, before
+                sending); a frame size other than 64x64, t or horizon out of range.
+            NotFound: no model of that id.
+            FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
+
+        Example:
+            >>> for frame in client.rollout(model, clip[:5], horizon=30): ...
+        """
+        yield from self._stream(_rollout_call(model, frames, horizon), timeout_s)
+
+    def estimate_constant(self, model: str, frames: np.ndarray, *, timeout_s: float | None = None) -> ConstantEstimate:
+        """The linear probe's estimate of a video's physical constant, read off the frozen frame
+        model's activations averaged over 5-frame windows of the video.
+
+        Args:
+            model: a `FrameModel.id`; its dataset should be the video's.
+            frames: uint8 array [t, 64, 64], 5 <= t <= the service's `nextframe.max_frames`.
+            timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
+        Returns:
+            The estimate with the constant's name and units.
+        Raises:
+            InvalidArgument: frames not a uint8 array [t, h, w] (before sending); a frame size
+                other than 64x64, t out of range.
+            NotFound: no model of that id.
+            FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
+
+        Example:
+            >>> print(client.estimate_constant("nextframe-pendulum", clip))   # gravity ≈ ... m/s²
+        """
+        return self._run(_estimate_constant_call(model, frames), timeout_s)
+
+
+@docstrings_from(NextFrameMethods)
+class AsyncNextFrameMethods(AsyncTransport):
+    """The next-frame methods of `sdk.AsyncClient`: those of `sdk.Client`, awaitable."""
+
+    _service = SERVICE
+
+    async def list_frame_models(self, *, timeout_s: float | None = None) -> list[FrameModel]:
+        return await self._run(_list_frame_models_call(), timeout_s)
+
+    async def simulate(
+        self, dataset: str, *, constant: float, frames: int = 40, seed: int = 0, timeout_s: float | None = None
+    ) -> np.ndarray:
+        return await self._run(_simulate_call(dataset, constant, frames, seed), timeout_s)
+
+    async def predict_next(self, model: str, frames: np.ndarray, *, timeout_s: float | None = None) -> np.ndarray:
+        return await self._run(_predict_next_call(model, frames), timeout_s)
+
+    async def rollout(
+        self, model: str, frames: np.ndarray, *, horizon: int, timeout_s: float | None = None
+    ) -> AsyncIterator[np.ndarray]:
+        # aclosing: when the consumer stops, the inner stream is closed (and cancelled) at once
+        async with contextlib.aclosing(self._stream(_rollout_call(model, frames, horizon), timeout_s)) as stream:
+            async for frame in stream:
+                yield frame
+
+    async def estimate_constant(
+        self, model: str, frames: np.ndarray, *, timeout_s: float | None = None
+    ) -> ConstantEstimate:
+        return await self._run(_estimate_constant_call(model, frames), timeout_s)
+
+
 def save_gif(frames: np.ndarray, path: str | Path, fps: int = 15) -> Path:
-    """Write frames uint8 [t, h, w] as an animated GIF, or as a PNG strip when `path` ends in .png."""
+    """Write frames as an animated GIF, or as a PNG strip (frames side by side) when `path` ends in .png.
+
+    Needs Pillow (`pip install pillow`), which the SDK itself does not depend on.
+
+    Args:
+        frames: uint8 array [t, h, w] (or a list of [h, w] frames), t >= 1; other dtypes are cast to uint8.
+        path: where to write; the suffix picks the format.
+        fps: GIF frames per second.
+    Returns:
+        `path`, as a Path.
+    Raises:
+        ImportError: Pillow is not installed.
+        ValueError: frames is not [t, h, w] with t >= 1.
+
+    Example:
+        >>> sdk.save_gif(client.simulate("pendulum", constant=9.81), "pendulum.gif")
+    """
     try:
         from PIL import Image
     except ImportError as exc:  # the SDK itself needs only grpcio, protobuf and numpy

@@ -1,21 +1,125 @@
-"""Request building and response parsing for the Retrieval service, shared by Client and AsyncClient."""
+"""Embedding retrieval (`facet.v1.Retrieval`): embed texts, keep collections of documents, search them.
+
+The service embeds with one sentence-embedding model (all-MiniLM-L6-v2 by default) and is
+evaluated with RAR-b's multiple-choice retrieval protocol (Xiao et al., 2024, "RAR-b: Reasoning
+as Retrieval Benchmark"; `facet eval rarb-mcr`): an instruction is given as `prompt` on queries
+only. Limits named below are keys of the service's `[retrieval]` config section.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from google.protobuf import json_format, struct_pb2
 
-from sdk._call import Call
+from sdk._call import Call, Service
 from sdk._errors import InvalidArgument
-from sdk._proto.facet.v1 import common_pb2, retrieval_pb2
+from sdk._proto.facet.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
-from sdk._types import Collection, Document, Hit, ModelInfo, UpsertResult
+from sdk._transport import AsyncTransport, SyncTransport, docstrings_from
 
-R = TypeVar("R")
-SERVICE = "retrieval"
+SERVICE = Service("retrieval", retrieval_pb2_grpc.RetrievalStub)
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    """One search result.
+
+    Attributes:
+        id: the document's id.
+        score: similarity to the query under the collection's metric: cosine or dot product
+            (higher is closer), or squared Euclidean distance for "l2" (lower is closer).
+        text: the document's text ("" for a document stored by vector alone).
+        metadata: the document's metadata; numbers come back as floats (protobuf Struct).
+        vector: float32 [dimension], the stored vector, when asked for with include_vectors.
+    """
+
+    id: str
+    score: float
+    text: str
+    metadata: dict[str, Any]
+    vector: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+    """One stored document.
+
+    Attributes:
+        id: unique in its collection.
+        text: the document's text ("" for a document stored by vector alone).
+        metadata: JSON-like; numbers come back as floats (protobuf Struct).
+        vector: float32 [dimension], the stored vector, when asked for with include_vectors.
+    """
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    vector: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Collection:
+    """A collection of documents and its index.
+
+    Attributes:
+        name: letters, digits, `_` and `-`.
+        metric: "cosine", "dot" or "l2" (squared Euclidean distance).
+        index_type: "flat" (exact search) or "hnsw" (approximate, FAISS HNSW).
+        dimension: length of every vector in it.
+        document_count: documents it holds.
+        hnsw_m: HNSW collections: graph degree (neighbours per node); 0 for flat.
+        hnsw_ef_search: HNSW collections: search breadth (candidates visited); 0 for flat.
+    """
+
+    name: str
+    metric: str
+    index_type: str
+    dimension: int
+    document_count: int
+    hnsw_m: int = 0
+    hnsw_ef_search: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class UpsertResult:
+    """What an upsert did.
+
+    Attributes:
+        upserted: documents written (all that were sent).
+        created: of those, ids that did not exist before; the rest were replaced.
+    """
+
+    upserted: int
+    created: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """A model the service serves from its model repository.
+
+    Attributes:
+        name: the model's directory name in the repository, e.g. "all-minilm-l6-v2".
+        version: the numeric version directory served.
+        kind: e.g. "embedding".
+        source: where the weights came from.
+        properties: kind-specific facts as strings, e.g. "dimension" and "max_seq_length"
+            (tokens) for an embedding model.
+    """
+
+    name: str
+    version: int
+    kind: str
+    source: str
+    properties: dict[str, str]
+
+
+# -- requests and responses ---------------------------------------------------------------------
 
 _METRICS = {"cosine": retrieval_pb2.METRIC_COSINE, "dot": retrieval_pb2.METRIC_DOT, "l2": retrieval_pb2.METRIC_L2}
 _METRIC_NAMES = {v: k for k, v in _METRICS.items()}
@@ -34,12 +138,14 @@ def _struct(data: Mapping[str, Any] | None, what: str) -> struct_pb2.Struct | No
     return struct
 
 
-def _vector(values: np.ndarray | None) -> np.ndarray | None:
-    return None if values is None or len(values) == 0 else np.asarray(values, dtype=np.float32)
+def _vector(values: Sequence[float]) -> np.ndarray | None:
+    return None if len(values) == 0 else np.asarray(values, dtype=np.float32)
 
 
 def _hit(h: retrieval_pb2.Hit) -> Hit:
-    return Hit(id=h.id, score=h.score, text=h.text, metadata=json_format.MessageToDict(h.metadata), vector=_vector(h.vector))
+    return Hit(
+        id=h.id, score=h.score, text=h.text, metadata=json_format.MessageToDict(h.metadata), vector=_vector(h.vector)
+    )
 
 
 def _document(d: retrieval_pb2.Document) -> Document:
@@ -58,21 +164,21 @@ def _collection(c: retrieval_pb2.Collection) -> Collection:
     )
 
 
-def embed(texts: Sequence[str], normalize: bool, truncate: bool, prompt: str) -> Call[np.ndarray]:
-    if isinstance(texts, str):
-        raise InvalidArgument("texts must be a list of strings, not one string: embed([text])")
-    request = retrieval_pb2.EmbedRequest(texts=list(texts), normalize=normalize, truncate=truncate, prompt=prompt)
-    return Call(SERVICE, "Embed", request, lambda r: tensor_to_numpy(r.embeddings, "embeddings"))
-
-
-def get_model() -> Call[ModelInfo]:
+def _model_info_call() -> Call[ModelInfo]:
     def parse(r: common_pb2.ModelInfo) -> ModelInfo:
         return ModelInfo(name=r.name, version=r.version, kind=r.kind, source=r.source, properties=dict(r.properties))
 
     return Call(SERVICE, "GetModel", retrieval_pb2.GetModelRequest(), parse)
 
 
-def create_collection(
+def _embed_call(texts: Sequence[str], normalize: bool, truncate: bool, prompt: str) -> Call[np.ndarray]:
+    if isinstance(texts, str):
+        raise InvalidArgument("texts must be a list of strings, not one string: embed([text])")
+    request = retrieval_pb2.EmbedRequest(texts=list(texts), normalize=normalize, truncate=truncate, prompt=prompt)
+    return Call(SERVICE, "Embed", request, lambda r: tensor_to_numpy(r.embeddings, "embeddings"))
+
+
+def _create_collection_call(
     name: str, metric: str, index_type: str, dimension: int, hnsw_m: int, hnsw_ef_search: int
 ) -> Call[Collection]:
     if metric not in _METRICS:
@@ -90,19 +196,7 @@ def create_collection(
     return Call(SERVICE, "CreateCollection", request, _collection)
 
 
-def list_collections() -> Call[list[Collection]]:
-    return Call(
-        SERVICE, "ListCollections", retrieval_pb2.ListCollectionsRequest(), lambda r: [_collection(c) for c in r.collections]
-    )
-
-
-def delete_collection(name: str) -> Call[int]:
-    return Call(
-        SERVICE, "DeleteCollection", retrieval_pb2.DeleteCollectionRequest(name=name), lambda r: int(r.deleted_documents)
-    )
-
-
-def upsert(
+def _upsert_call(
     collection: str,
     ids: Sequence[str],
     texts: Sequence[str] | None,
@@ -131,17 +225,7 @@ def upsert(
     return Call(SERVICE, "Upsert", request, lambda r: UpsertResult(upserted=int(r.upserted), created=int(r.created)))
 
 
-def get(collection: str, ids: Sequence[str], include_vectors: bool) -> Call[list[Document]]:
-    request = retrieval_pb2.GetRequest(collection=collection, ids=list(ids), include_vectors=include_vectors)
-    return Call(SERVICE, "Get", request, lambda r: [_document(d) for d in r.documents])
-
-
-def delete_documents(collection: str, ids: Sequence[str]) -> Call[int]:
-    request = retrieval_pb2.DeleteDocumentsRequest(collection=collection, ids=list(ids))
-    return Call(SERVICE, "DeleteDocuments", request, lambda r: int(r.deleted))
-
-
-def search(
+def _search_call(
     collection: str,
     query: str | np.ndarray | Sequence[float],
     top_k: int,
@@ -149,7 +233,9 @@ def search(
     prompt: str,
     include_vectors: bool,
 ) -> Call[list[Hit]]:
-    request = retrieval_pb2.SearchRequest(collection=collection, top_k=top_k, prompt=prompt, include_vectors=include_vectors)
+    request = retrieval_pb2.SearchRequest(
+        collection=collection, top_k=top_k, prompt=prompt, include_vectors=include_vectors
+    )
     if isinstance(query, str):
         request.text = query
     else:
@@ -158,3 +244,333 @@ def search(
     if struct is not None:
         request.filter.CopyFrom(struct)
     return Call(SERVICE, "Search", request, lambda r: [_hit(h) for h in r.hits])
+
+
+def _list_collections_call() -> Call[list[Collection]]:
+    request = retrieval_pb2.ListCollectionsRequest()
+    return Call(SERVICE, "ListCollections", request, lambda r: [_collection(c) for c in r.collections])
+
+
+def _delete_collection_call(name: str) -> Call[int]:
+    request = retrieval_pb2.DeleteCollectionRequest(name=name)
+    return Call(SERVICE, "DeleteCollection", request, lambda r: int(r.deleted_documents))
+
+
+def _get_call(collection: str, ids: Sequence[str], include_vectors: bool) -> Call[list[Document]]:
+    request = retrieval_pb2.GetRequest(collection=collection, ids=list(ids), include_vectors=include_vectors)
+    return Call(SERVICE, "Get", request, lambda r: [_document(d) for d in r.documents])
+
+
+def _delete_call(collection: str, ids: Sequence[str]) -> Call[int]:
+    request = retrieval_pb2.DeleteDocumentsRequest(collection=collection, ids=list(ids))
+    return Call(SERVICE, "DeleteDocuments", request, lambda r: int(r.deleted))
+
+
+# -- methods ------------------------------------------------------------------------------------
+
+
+class RetrievalMethods(SyncTransport):
+    """The retrieval methods of `sdk.Client`."""
+
+    _service = SERVICE
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        normalize: bool = True,
+        truncate: bool = True,
+        prompt: str = "",
+        timeout_s: float | None = None,
+    ) -> np.ndarray:
+        """Embed texts with the service's embedding model.
+
+        Args:
+            texts: a list of texts (not one string): at most the service's
+                `retrieval.max_texts_per_request` of them, each at most `retrieval.max_text_chars`
+                characters with the prompt (config keys).
+            normalize: L2-normalise each embedding (default), so a dot product is a cosine.
+            truncate: cut texts longer than the model's max sequence length (default); with
+                False such a text raises InvalidArgument.
+            prompt: prepended verbatim to every text, e.g. an instruction. RAR-b's
+                with-instruction setting embeds queries with `prompt=instruction + " "` and
+                candidates without.
+            timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
+        Returns:
+            float32 array [len(texts), dimension], one row per text in order; `dimension` is
+            the model's (384 for the default all-MiniLM-L6-v2).
+        Raises:
+            InvalidArgument: one string instead of a list (before sending); an empty or too
+                long list; a text too long, in characters, or in tokens with truncate=False.
+            FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated, ResourceExhausted.
+
+        Example:
+            >>> client.embed(["a sentence", "another"]).shape
+            (2, 384)
+        """
+        return self._run(_embed_call(texts, normalize, truncate, prompt), timeout_s)
+
+    def model_info(self, *, timeout_s: float | None = None) -> ModelInfo:
+        """The embedding model that embed, upsert and search use.
+
+        Args:
+            timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
+        Returns:
+            Its name, version, kind, source and properties (`dimension`, `max_seq_length`, ...).
+        Raises:
+            FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
+        """
+        return self._run(_model_info_call(), timeout_s)
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        metric: str = "cosine",
+        index_type: str = "flat",
+        dimension: int = 0,
+        hnsw_m: int = 0,
+        hnsw_ef_search: int = 0,
+        timeout_s: float | None = None,
+    ) -> Collection:
+        """Create an empty collection.
+
+        Args:
+            name: letters A-Z a-z, digits, `_` and `-` (the error message gives the length limit).
+            metric: "cosine" (default), "dot" or "l2" (squared Euclidean distance).
+            index_type: "flat" (exact, default) or "hnsw" (approximate, FAISS HNSW, for large
+                collections).
+            dimension: vector dimension; 0 takes the embedding model's. A collection whose
+                dimension differs from the model's takes vectors only.
+            hnsw_m: HNSW graph degree (neighbours per node); 0 takes the service's default.
+            hnsw_ef_search: HNSW search breadth (candidates visited); 0 takes the service's default.
+            timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
+        Returns:
+            The new collection, with document_count 0.
+        Raises:
+            InvalidArgument: an unknown metric or index_type (before sending); an invalid
+                name, a negative dimension, hnsw_m or hnsw_ef_search out of range.
+            AlreadyExists: a collection of that name exists.
+            FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
+
+        Example:
+            >>> client.create_collection("notes").dimension
+            384
+        """
+        return self._run(
+            _create_collection_call(name, metric, index_type, dimension, hnsw_m, hnsw_ef_search), timeout_s
+        )
+
+    def list_collections(self, *, timeout_s: float | None = None) -> list[Collection]:
+        """Every collection, by name.
+
+        Args:
+            timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
+        Returns:
+            The collections with their document counts, sorted by name.
+        Raises:
+            FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
+        """
+        return self._run(_list_collections_call(), timeout_s)
+
+    def delete_collection(self, name: str, *, timeout_s: float | None = None) -> int:
+        """Delete a collection and its documents.
+
+        Args:
+            name: the collection.
+            timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
+        Returns:
+            How many documents it held.
+        Raises:
+            InvalidArgument: an invalid name.
+            NotFound: no collection of that name.
+            FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
+        """
+        return self._run(_delete_collection_call(name), timeout_s)
+
+    def upsert(
+        self,
+        collection: str,
+        ids: Sequence[str],
+        texts: Sequence[str] | None = None,
+        vectors: np.ndarray | Sequence[Sequence[float]] | None = None,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> UpsertResult:
+        """Insert or replace documents by id; returns once they are durable.
+
+        A document with a vector is stored with it; one without is embedded from its text.
+
+        Args:
+            collection: the collection's name.
+            ids: one id per document, unique within the call; at most
+                the service's `retrieval.max_documents_per_request` documents per call.
+            texts: one text per id (at most the service's `retrieval.max_text_chars` characters), or None.
+            vectors: [len(ids), dimension] floats (sent as float32), or None: the texts are
+                embedded by the service.
+            metadata: one JSON-like dict (or None) per id; search can filter on it.
+            timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
+        Returns:
+            How many documents were written, and how many of their ids were new.
+        Raises:
+            InvalidArgument: before sending, lists of different lengths, neither texts nor
+                vectors, vectors not 2-D, metadata that is not JSON-like; from the service, too
+                many documents, a duplicate or empty id, a document with neither text nor
+                vector, a wrong vector dimension, NaN or inf, a text too long.
+            NotFound: no collection of that name.
+            FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated, ResourceExhausted.
+
+        Example:
+            >>> client.upsert("notes", ids=["a", "b"], texts=["Hello", "Hallo"],
+            ...               metadata=[{"lang": "en"}, {"lang": "de"}])
+            UpsertResult(upserted=2, created=2)
+        """
+        return self._run(_upsert_call(collection, ids, texts, vectors, metadata), timeout_s)
+
+    def get(
+        self, collection: str, ids: Sequence[str], *, include_vectors: bool = False, timeout_s: float | None = None
+    ) -> list[Document]:
+        """Documents by id.
+
+        Args:
+            collection: the collection's name.
+            ids: at most the service's `retrieval.max_documents_per_request` ids, each once.
+            include_vectors: also return each document's stored vector.
+            timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
+        Returns:
+            The documents found, in the order asked; unknown ids are left out.
+        Raises:
+            InvalidArgument: no ids, too many, an empty or duplicate id.
+            NotFound: no collection of that name.
+            FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
+        """
+        return self._run(_get_call(collection, ids, include_vectors), timeout_s)
+
+    def delete(self, collection: str, ids: Sequence[str], *, timeout_s: float | None = None) -> int:
+        """Delete documents by id.
+
+        Args:
+            collection: the collection's name.
+            ids: at most the service's `retrieval.max_documents_per_request` ids, each once.
+            timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
+        Returns:
+            How many of the ids existed (and are now deleted).
+        Raises:
+            InvalidArgument: no ids, too many, an empty or duplicate id.
+            NotFound: no collection of that name.
+            FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
+        """
+        return self._run(_delete_call(collection, ids), timeout_s)
+
+    def search(
+        self,
+        collection: str,
+        query: str | np.ndarray | Sequence[float],
+        *,
+        top_k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        prompt: str = "",
+        include_vectors: bool = False,
+        timeout_s: float | None = None,
+    ) -> list[Hit]:
+        """Nearest documents to a text (embedded by the service) or a vector.
+
+        Args:
+            collection: the collection's name.
+            query: a text, or a vector of the collection's dimension (sent as float32).
+            top_k: hits to return, 1 to the service's `retrieval.max_top_k`.
+            filter: metadata equality, e.g. {"lang": "en"}: every key must match; values are
+                strings, numbers, booleans or None.
+            prompt: prepended to a text query before embedding, e.g. a RAR-b instruction.
+            include_vectors: also return each hit's stored vector.
+            timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
+        Returns:
+            At most top_k hits, closest first (highest score; lowest for "l2").
+        Raises:
+            InvalidArgument: filter not JSON-like (before sending); top_k out of range, a
+                vector of the wrong dimension, a text query on a collection whose dimension
+                is not the model's, a filter value that is not a scalar.
+            NotFound: no collection of that name.
+            FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
+
+        Example:
+            >>> hits = client.search("notes", "greeting", top_k=5, filter={"lang": "en"})
+            >>> hits[0].id, hits[0].score, hits[0].text, hits[0].metadata
+        """
+        return self._run(_search_call(collection, query, top_k, filter, prompt, include_vectors), timeout_s)
+
+
+@docstrings_from(RetrievalMethods)
+class AsyncRetrievalMethods(AsyncTransport):
+    """The retrieval methods of `sdk.AsyncClient`: those of `sdk.Client`, awaitable."""
+
+    _service = SERVICE
+
+    async def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        normalize: bool = True,
+        truncate: bool = True,
+        prompt: str = "",
+        timeout_s: float | None = None,
+    ) -> np.ndarray:
+        return await self._run(_embed_call(texts, normalize, truncate, prompt), timeout_s)
+
+    async def model_info(self, *, timeout_s: float | None = None) -> ModelInfo:
+        return await self._run(_model_info_call(), timeout_s)
+
+    async def create_collection(
+        self,
+        name: str,
+        *,
+        metric: str = "cosine",
+        index_type: str = "flat",
+        dimension: int = 0,
+        hnsw_m: int = 0,
+        hnsw_ef_search: int = 0,
+        timeout_s: float | None = None,
+    ) -> Collection:
+        return await self._run(
+            _create_collection_call(name, metric, index_type, dimension, hnsw_m, hnsw_ef_search), timeout_s
+        )
+
+    async def list_collections(self, *, timeout_s: float | None = None) -> list[Collection]:
+        return await self._run(_list_collections_call(), timeout_s)
+
+    async def delete_collection(self, name: str, *, timeout_s: float | None = None) -> int:
+        return await self._run(_delete_collection_call(name), timeout_s)
+
+    async def upsert(
+        self,
+        collection: str,
+        ids: Sequence[str],
+        texts: Sequence[str] | None = None,
+        vectors: np.ndarray | Sequence[Sequence[float]] | None = None,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> UpsertResult:
+        return await self._run(_upsert_call(collection, ids, texts, vectors, metadata), timeout_s)
+
+    async def get(
+        self, collection: str, ids: Sequence[str], *, include_vectors: bool = False, timeout_s: float | None = None
+    ) -> list[Document]:
+        return await self._run(_get_call(collection, ids, include_vectors), timeout_s)
+
+    async def delete(self, collection: str, ids: Sequence[str], *, timeout_s: float | None = None) -> int:
+        return await self._run(_delete_call(collection, ids), timeout_s)
+
+    async def search(
+        self,
+        collection: str,
+        query: str | np.ndarray | Sequence[float],
+        *,
+        top_k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        prompt: str = "",
+        include_vectors: bool = False,
+        timeout_s: float | None = None,
+    ) -> list[Hit]:
+        return await self._run(_search_call(collection, query, top_k, filter, prompt, include_vectors), timeout_s)

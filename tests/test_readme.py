@@ -52,7 +52,7 @@ README_SAE_SMALL = "smollm2-135m-l15-batchtopk-w1152"
 
 def test_sae_example_runs_as_written(sae_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The README's SAE example, with the default family's ids swapped for the test family's."""
-    from tests.conftest import TEST_SAE_LARGE, TEST_SAE_SMALL
+    from tests.services.sae.fixtures import TEST_SAE_LARGE, TEST_SAE_SMALL
 
     section = README.read_text().split("## SAE analysis", 1)[1].split("\n## ", 1)[0]
     block = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)[0]

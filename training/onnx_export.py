@@ -1,5 +1,7 @@
 """The one way training code writes and reads ONNX files: the legacy TorchScript exporter at a
-fixed opset (it handles the HF models and the U-Net alike), and a CPU ONNX Runtime session."""
+fixed opset (it handles the HF models and the U-Net alike), and an ONNX Runtime session on the CPU
+provider (`services.backends.onnx_session`), which the exports' parity checks compare with PyTorch
+on the CPU, whatever device trained the model."""
 
 from __future__ import annotations
 
@@ -24,8 +26,7 @@ def export_module(
 
 
 def cpu_session(path: Path, threads: int = 2) -> Any:
-    import onnxruntime as ort
+    """An ONNX Runtime session on `path` on the CPU provider, with `threads` intra-op threads."""
+    from services.backends.onnx_session import create_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return create_session(path, providers="cpu", intra_op_num_threads=threads)

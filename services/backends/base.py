@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from deploy.model_repository import ModelRepository, ModelVersion
+from services.model_repository import Key, ModelRepository, ModelVersion
 from services.runtime.errors import NotFound
 
 
@@ -36,9 +36,9 @@ class ModelMetadata:
             name=entry.name,
             version=entry.version,
             kind=entry.kind,
-            properties=entry.metadata.get("properties", {}),
-            files={k: str(entry.path / v) for k, v in entry.metadata.get("files", {}).items()},
-            source=str(entry.metadata.get("source", "")),
+            properties=entry.properties,
+            files={k: str(entry.path / v) for k, v in entry.metadata.get(Key.FILES, {}).items()},
+            source=str(entry.metadata.get(Key.SOURCE, "")),
         )
 
 

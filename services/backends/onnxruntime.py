@@ -9,9 +9,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from deploy.model_repository import ModelRepository, ModelVersion
 from services.backends.base import Backend, ModelMetadata, newest_version
 from services.backends.batching import DynamicBatcher
+from services.backends.onnx_session import create_session
+from services.model_repository import ModelRepository, ModelVersion
 from services.runtime.config import FacetConfig
 from services.runtime.errors import InvalidArgument, NotFound
 
@@ -23,15 +24,8 @@ _WARMUP_LENGTH = 16
 
 class _LoadedModel:
     def __init__(self, entry: ModelVersion, config: FacetConfig) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = config.onnxruntime.intra_op_num_threads
-        options.inter_op_num_threads = config.onnxruntime.inter_op_num_threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.onnxruntime.allow_spinning else "0")
         self.entry = entry
-        self.session = ort.InferenceSession(str(entry.model_file), options, providers=["CPUExecutionProvider"])
+        self.session = create_session(entry.model_file, **config.onnxruntime.session_options())
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
         # One execution at a time per session, like a Triton instance; ORT uses its own threads inside.

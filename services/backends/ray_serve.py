@@ -1,7 +1,7 @@
 """Ray Serve deployments through deployment handles.
 
 The service joins the Ray cluster at `ray.address` as a driver; each model it loads is a Serve
-application (`deploy.ray_serve.OnnxModel`, batching with `@serve.batch`) that it deploys when
+application (`services.backends.ray_serve_app.OnnxModel`, batching with `@serve.batch`) that it deploys when
 missing or older than the repository's newest version (`ray.deploy_models`), then calls through
 a handle (by value, over the replica's gRPC port). Model metadata comes from the model repository,
 as with the other backends. Readiness is the application's Serve status.
@@ -24,11 +24,11 @@ from typing import Any
 import grpc
 import numpy as np
 
-from deploy.model_repository import ModelRepository, ModelVersion
-from deploy.ray_cluster import opt_in_token_auth
-from deploy.ray_serve import ERROR_KEY
 from services.backends.base import Backend, ModelMetadata, newest_version
 from services.backends.batching import DynamicBatcher
+from services.backends.ray_auth import opt_in_token_auth
+from services.backends.ray_serve_app import ERROR_KEY
+from services.model_repository import ModelRepository, ModelVersion
 from services.runtime.config import FacetConfig
 from services.runtime.errors import InternalError, InvalidArgument, NotFound, Unavailable
 
@@ -41,7 +41,7 @@ STATUS_INTERVAL_S = 5.0
 class RayServeBackend(Backend):
     def __init__(self, config: FacetConfig) -> None:
         self._config = config.ray
-        self._threads = config.onnxruntime.intra_op_num_threads
+        self._session_options = config.onnxruntime.session_options()  # the replicas' ONNX Runtime sessions
         self._batching = config.batching
         self._repository = ModelRepository(config.model_repository)
         self._handles: dict[str, Any] = {}
@@ -68,14 +68,14 @@ class RayServeBackend(Backend):
     def _deploy_and_wait(self, entry: ModelVersion) -> None:
         from ray import serve
 
-        from deploy.ray_serve import app_name, deploy, running
+        from services.backends.ray_serve_app import app_name, deploy, running
 
         with self._deploying:
             self._connect()
             deployed = serve.status().applications.get(app_name(entry.name))
             if self._config.deploy_models and (deployed is None or not running(entry.name) or self._deployed_version(entry.name) != entry.version):
                 log.info("deploying %s v%d on Ray Serve", entry.name, entry.version)
-                deploy(entry, self._config, self._threads)
+                deploy(entry, self._config, self._session_options)
         deadline = time.monotonic() + self._config.load_timeout_s
         while not running(entry.name):
             if time.monotonic() > deadline:
@@ -85,7 +85,7 @@ class RayServeBackend(Backend):
     def _deployed_version(self, model: str) -> int | None:
         from ray import serve
 
-        from deploy.ray_serve import app_name
+        from services.backends.ray_serve_app import app_name
 
         try:
             return int(serve.get_app_handle(app_name(model)).describe.remote().result(timeout_s=30)["version"])
@@ -99,7 +99,7 @@ class RayServeBackend(Backend):
         await asyncio.get_running_loop().run_in_executor(None, self._deploy_and_wait, entry)
         from ray import serve
 
-        from deploy.ray_serve import app_name
+        from services.backends.ray_serve_app import app_name
 
         handle = serve.get_app_handle(app_name(model))
         handle._init(_run_router_in_separate_loop=False)  # route on this loop: no thread hop per call
@@ -156,7 +156,7 @@ class RayServeBackend(Backend):
 
     async def _running(self) -> set[str]:
         """The models whose Serve application is RUNNING; none while the cluster is unreachable."""
-        from deploy.ray_serve import running_models
+        from services.backends.ray_serve_app import running_models
 
         try:
             return await asyncio.get_running_loop().run_in_executor(None, running_models)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from deploy.model_repository import ModelRepository
 from services.backends.base import Backend, ModelMetadata, newest_version
+from services.model_repository import ModelRepository
 from services.runtime.config import FacetConfig
 from services.runtime.errors import (
     DeadlineExceeded,

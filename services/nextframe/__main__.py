@@ -5,4 +5,4 @@ import sys
 from services.runtime.entrypoint import service_main
 
 if __name__ == "__main__":
-    sys.exit(service_main("nextframe", "services.nextframe.servicer:NextFrameService"))
+    sys.exit(service_main("nextframe"))

@@ -11,21 +11,20 @@ from typing import Any
 import grpc
 import numpy as np
 
-from deploy.model_repository import ModelRepository, ModelVersion
 from sdk._proto.facet.v1 import common_pb2, nextframe_pb2, nextframe_pb2_grpc
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
 from services.backends import create_backend
+from services.model_repository import ModelRepository, ModelVersion
+from services.nextframe.catalog import Kind, Prop
+from services.nextframe.config import NextFrameConfig
+from services.nextframe.simulators import DATASETS, SIZE, simulate
 from services.runtime.config import FacetConfig
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.server import FacetService
-from training.nextframe.simulators import DATASETS, SIZE, simulate
 
 log = logging.getLogger(__name__)
 
 CONTEXT = 5
-MAX_FRAMES = 64  # frames per request (context or clip)
-MAX_HORIZON = 256
-MAX_SIMULATE_FRAMES = 256
 
 
 def _frames(tensor: common_pb2.Tensor, low: int, high: int) -> np.ndarray:
@@ -49,10 +48,10 @@ def _to_uint8(frame: np.ndarray) -> np.ndarray:
 
 class NextFrameService(nextframe_pb2_grpc.NextFrameServicer, FacetService):
     name = "nextframe"
-    service_name = "facet.v1.NextFrame"
 
     def __init__(self, config: FacetConfig) -> None:
         self._config = config
+        self._limits = config.section(NextFrameConfig)
         self._backend = create_backend(config)
         self._models: dict[str, ModelVersion] = {}
 
@@ -62,11 +61,11 @@ class NextFrameService(nextframe_pb2_grpc.NextFrameServicer, FacetService):
     async def start(self) -> None:
         repository = ModelRepository(self._config.model_repository)
         models = {n: repository.get(n) for n in repository.models()}
-        self._models = {n: e for n, e in models.items() if e.kind == "frame-model"}
+        self._models = {n: e for n, e in models.items() if e.kind == Kind.FRAME_MODEL}
         if not self._models:
             raise FailedPrecondition(f"the model repository {repository.root} holds no frame models; build them with `python -m training.nextframe.build`")
-        props = [entry.metadata["properties"] for entry in self._models.values()]
-        await self._backend.load_all([*self._models, *(p["features_model"] for p in props), *(p["probe_model"] for p in props)])
+        props = [entry.properties for entry in self._models.values()]
+        await self._backend.load_all([*self._models, *(p[Prop.FEATURES_MODEL] for p in props), *(p[Prop.PROBE_MODEL] for p in props)])
         log.info("serving %d frame models: %s", len(self._models), ", ".join(self._models))
 
     async def healthy(self) -> bool:
@@ -88,10 +87,10 @@ class NextFrameService(nextframe_pb2_grpc.NextFrameServicer, FacetService):
     async def ListModels(self, request: Any, context: grpc.aio.ServicerContext) -> nextframe_pb2.ListFrameModelsResponse:
         models = []
         for name, entry in sorted(self._models.items()):
-            p = entry.metadata["properties"]
+            p = entry.properties
             models.append(nextframe_pb2.FrameModel(
-                id=name, dataset=p["dataset"], constant=p["constant"], units=p["units"], constant_low=p["low"],
-                constant_high=p["high"], metrics={k: float(v) for k, v in p.get("metrics", {}).items()}, version=entry.version))  # fmt: skip
+                id=name, dataset=p[Prop.DATASET], constant=p[Prop.CONSTANT], units=p[Prop.UNITS], constant_low=p[Prop.LOW],
+                constant_high=p[Prop.HIGH], metrics={k: float(v) for k, v in p.get(Prop.METRICS, {}).items()}, version=entry.version))  # fmt: skip
         datasets = [nextframe_pb2.DatasetInfo(name=d.name, constant=d.constant, units=d.units, low=d.low, high=d.high) for d in DATASETS.values()]
         return nextframe_pb2.ListFrameModelsResponse(models=models, datasets=datasets)
 
@@ -101,8 +100,8 @@ class NextFrameService(nextframe_pb2_grpc.NextFrameServicer, FacetService):
             raise NotFound(f"unknown dataset {request.dataset!r}; available: {', '.join(DATASETS)}")
         if not np.isfinite(request.constant) or not spec.low <= request.constant <= spec.high:
             raise InvalidArgument(f"{spec.constant} must be in [{spec.low}, {spec.high}] {spec.units} for {spec.name}, got {request.constant}")
-        if not 1 <= request.frames <= MAX_SIMULATE_FRAMES:
-            raise InvalidArgument(f"frames must be 1..{MAX_SIMULATE_FRAMES}, got {request.frames}")
+        if not 1 <= request.frames <= self._limits.max_simulate_frames:
+            raise InvalidArgument(f"frames must be 1..{self._limits.max_simulate_frames}, got {request.frames}")
         videos = await asyncio.get_running_loop().run_in_executor(
             None, simulate, request.dataset, np.array([request.constant]), request.frames, request.seed
         )
@@ -110,14 +109,14 @@ class NextFrameService(nextframe_pb2_grpc.NextFrameServicer, FacetService):
 
     async def PredictNext(self, request: nextframe_pb2.PredictNextRequest, context: grpc.aio.ServicerContext) -> nextframe_pb2.PredictNextResponse:
         self._model(request.model)
-        frames = _frames(request.frames, CONTEXT, MAX_FRAMES)
+        frames = _frames(request.frames, CONTEXT, self._limits.max_frames)
         return nextframe_pb2.PredictNextResponse(frame=tensor_from_numpy(_to_uint8(await self._next(request.model, _context(frames)))))
 
     async def Rollout(self, request: nextframe_pb2.RolloutRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[nextframe_pb2.RolloutFrame]:
         self._model(request.model)
-        frames = _frames(request.frames, CONTEXT, MAX_FRAMES)
-        if not 1 <= request.horizon <= MAX_HORIZON:
-            raise InvalidArgument(f"horizon must be 1..{MAX_HORIZON}, got {request.horizon}")
+        frames = _frames(request.frames, CONTEXT, self._limits.max_frames)
+        if not 1 <= request.horizon <= self._limits.max_horizon:
+            raise InvalidArgument(f"horizon must be 1..{self._limits.max_horizon}, got {request.horizon}")
         window = _context(frames)
         for step in range(1, request.horizon + 1):
             nxt = np.clip(await self._next(request.model, window), 0, 1)  # a cancelled call stops here
@@ -128,10 +127,10 @@ class NextFrameService(nextframe_pb2_grpc.NextFrameServicer, FacetService):
         self, request: nextframe_pb2.EstimateConstantRequest, context: grpc.aio.ServicerContext
     ) -> nextframe_pb2.EstimateConstantResponse:
         entry = self._model(request.model)
-        p = entry.metadata["properties"]
-        frames = _frames(request.frames, CONTEXT, MAX_FRAMES).astype(np.float32) / 255.0
-        starts = np.unique(np.linspace(0, len(frames) - CONTEXT, int(p["windows_per_video"])).round().astype(int))
+        p = entry.properties
+        frames = _frames(request.frames, CONTEXT, self._limits.max_frames).astype(np.float32) / 255.0
+        starts = np.unique(np.linspace(0, len(frames) - CONTEXT, int(p[Prop.WINDOWS_PER_VIDEO])).round().astype(int))
         windows = np.stack([frames[s : s + CONTEXT] for s in starts])
-        features = (await self._backend.infer(p["features_model"], {"context": windows}))["features"].mean(0, keepdims=True)
-        value = (await self._backend.infer(p["probe_model"], {"features": features.astype(np.float32)}))["constant"]
-        return nextframe_pb2.EstimateConstantResponse(value=float(np.asarray(value).reshape(-1)[0]), constant=p["constant"], units=p["units"])
+        features = (await self._backend.infer(p[Prop.FEATURES_MODEL], {"context": windows}))["features"].mean(0, keepdims=True)
+        value = (await self._backend.infer(p[Prop.PROBE_MODEL], {"features": features.astype(np.float32)}))["constant"]
+        return nextframe_pb2.EstimateConstantResponse(value=float(np.asarray(value).reshape(-1)[0]), constant=p[Prop.CONSTANT], units=p[Prop.UNITS])

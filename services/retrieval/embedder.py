@@ -9,8 +9,9 @@ import numpy as np
 
 from services.backends.base import Backend, ModelMetadata
 from services.backends.padding import length_groups
+from services.retrieval.catalog import File, Kind, Prop
+from services.retrieval.config import RetrievalConfig
 from services.retrieval.tokenization import TextTokenizer
-from services.runtime.config import RetrievalConfig
 from services.runtime.errors import FailedPrecondition, InvalidArgument
 
 
@@ -36,15 +37,15 @@ class Embedder:
 
     async def load(self) -> ModelMetadata:
         self.metadata = await self._backend.load(self._model)
-        if self.metadata.kind != "embedding":
+        if self.metadata.kind != Kind.EMBEDDING:
             raise FailedPrecondition(f"model '{self._model}' is a {self.metadata.kind} model, not an embedding model")
-        self._tokenizer = TextTokenizer(self.metadata.files["tokenizer"], int(self.metadata.properties["max_seq_length"]))
+        self._tokenizer = TextTokenizer(self.metadata.files[File.TOKENIZER], int(self.metadata.properties[Prop.MAX_SEQ_LENGTH]))
         return self.metadata
 
     @property
     def dimension(self) -> int:
         assert self.metadata is not None, "load() first"
-        return int(self.metadata.properties["dimension"])
+        return int(self.metadata.properties[Prop.DIMENSION])
 
     def validate(self, texts: list[str], what: str = "texts", prompt: str = "") -> None:
         if not texts:

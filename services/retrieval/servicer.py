@@ -16,6 +16,7 @@ from google.protobuf import json_format, struct_pb2
 from sdk._proto.facet.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
 from services.backends import create_backend
+from services.retrieval.config import RetrievalConfig
 from services.retrieval.embedder import Embedder
 from services.retrieval.store import COLLECTION_NAME, MAX_ID_CHARS, CollectionInfo, DocumentStore
 from services.runtime.config import FacetConfig
@@ -86,13 +87,12 @@ def _check_ids(ids: list[str], what: str = "ids") -> None:
 
 class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
     name = "retrieval"
-    service_name = "facet.v1.Retrieval"
 
     def __init__(self, config: FacetConfig) -> None:
         self._config = config
-        self._limits = config.retrieval
+        self._limits = config.section(RetrievalConfig)
         self._backend = create_backend(config)
-        self._embedder = Embedder(self._backend, config.retrieval)
+        self._embedder = Embedder(self._backend, self._limits)
         self._store: DocumentStore | None = None
         # Every store call runs on this one thread: SQLite and FAISS see one caller at a time.
         self._store_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")

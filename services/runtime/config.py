@@ -5,6 +5,10 @@ Sources, later ones winning: the defaults below, a TOML file (`--config PATH` or
 `FACET_X`; a field `y` of section `s` from `FACET_S_Y`. For example::
 
     FACET_MODEL_REPOSITORY=/srv/models FACET_SERVER_PORT=0 FACET_BATCHING_MAX_BATCH_SIZE=64
+
+The sections here are the runtime's own (server, batching, engines). Each capability adds its
+own section, named after it (`[retrieval]`, `[sae]`, `[nextframe]`), from the dataclass its
+registry row names (`services.registry`); a service reads it with `config.section(RetrievalConfig)`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sdk._contract import MAX_MESSAGE_BYTES
+from services.backends.onnx_session import ProviderError, parse_providers
 
 ENV_PREFIX = "FACET_"
 T = TypeVar("T")
@@ -28,9 +33,14 @@ class ConfigError(ValueError):
     """A configuration value is missing, malformed or out of range."""
 
 
-def _check(condition: bool, message: str) -> None:
+def check(condition: bool, message: str) -> None:
+    """Raise ConfigError(message) unless `condition`: the one-line checks of every section's
+    `__post_init__`, capability sections included."""
     if not condition:
         raise ConfigError(message)
+
+
+_check = check
 
 
 def default_model_repository(env: Mapping[str, str] | None = None) -> Path:
@@ -49,7 +59,7 @@ def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
-    port: int | None = None  # None: the service's default port (see sdk._contract.DEFAULT_PORTS)
+    port: int | None = None  # None: the service's default port (sdk._contract.CAPABILITIES)
     metrics_port: int = -1  # -1: no /metrics endpoint, 0: any free port
     max_message_bytes: int = MAX_MESSAGE_BYTES
     max_concurrent_rpcs: int = 256
@@ -80,6 +90,11 @@ class BatchingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OnnxRuntimeConfig:
+    """ONNX Runtime sessions (in-process backend and Ray Serve replicas; `services.backends.onnx_session`)."""
+
+    # "auto": CUDA then CPU when the installed ONNX Runtime offers CUDA (the `gpu` extra), else
+    # CPU; or provider names in priority order, e.g. "cuda,cpu"
+    providers: str = "auto"
     intra_op_num_threads: int = 0  # 0: ONNX Runtime's default (one per core)
     inter_op_num_threads: int = 1
     # ONNX Runtime's workers spin between runs by default; on a small machine that spinning
@@ -91,6 +106,19 @@ class OnnxRuntimeConfig:
         _check(self.intra_op_num_threads >= 0, "onnxruntime.intra_op_num_threads must be >= 0")
         _check(self.inter_op_num_threads >= 0, "onnxruntime.inter_op_num_threads must be >= 0")
         _check(self.warmup_runs >= 0, "onnxruntime.warmup_runs must be >= 0")
+        try:
+            parse_providers(self.providers)
+        except ProviderError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def session_options(self) -> dict[str, Any]:
+        """Keyword arguments of `services.backends.onnx_session.create_session`."""
+        return {
+            "providers": self.providers,
+            "intra_op_num_threads": self.intra_op_num_threads,
+            "inter_op_num_threads": self.inter_op_num_threads,
+            "allow_spinning": self.allow_spinning,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,24 +164,6 @@ class RayConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class RetrievalConfig:
-    embedding_model: str = "all-minilm-l6-v2"
-    max_texts_per_request: int = 256
-    max_text_chars: int = 100_000
-    max_documents_per_request: int = 1024
-    max_top_k: int = 1000
-    index_save_interval_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        _check(bool(self.embedding_model), "retrieval.embedding_model must be set")
-        _check(self.max_texts_per_request >= 1, "retrieval.max_texts_per_request must be >= 1")
-        _check(self.max_text_chars >= 1, "retrieval.max_text_chars must be >= 1")
-        _check(self.max_documents_per_request >= 1, "retrieval.max_documents_per_request must be >= 1")
-        _check(self.max_top_k >= 1, "retrieval.max_top_k must be >= 1")
-        _check(self.index_save_interval_s > 0, "retrieval.index_save_interval_s must be > 0")
-
-
-@dataclasses.dataclass(frozen=True)
 class FacetConfig:
     model_repository: Path = dataclasses.field(default_factory=default_model_repository)
     data_dir: Path = dataclasses.field(default_factory=default_data_dir)
@@ -165,7 +175,8 @@ class FacetConfig:
     onnxruntime: OnnxRuntimeConfig = dataclasses.field(default_factory=OnnxRuntimeConfig)
     triton: TritonConfig = dataclasses.field(default_factory=TritonConfig)
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
-    retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
+    # each capability's section (its registry row's config class -> the values); see `section`
+    sections: Mapping[type, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         levels = {"DEBUG", "INFO", "WARNING", "ERROR"}
@@ -173,16 +184,37 @@ class FacetConfig:
         backends = ("onnxruntime", "triton", "ray")
         _check(self.backend in backends, f"backend must be one of {', '.join(backends)}, got {self.backend!r}")
 
+    def section(self, cls: type[T]) -> T:
+        """A capability's section, e.g. `config.section(RetrievalConfig)`: as loaded, or the
+        section's defaults when this config was built without it."""
+        value = self.sections.get(cls)
+        return value if value is not None else cls()
+
     def to_dict(self) -> dict[str, Any]:
         def plain(value: Any) -> Any:
             if dataclasses.is_dataclass(value):
-                return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+                return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "sections"}
             return str(value) if isinstance(value, Path) else value
 
         result: dict[str, Any] = plain(self)
+        for row in _capability_sections():
+            result[row.name] = plain(self.section(row.cls))
         if result["api_key"]:
             result["api_key"] = "***"
         return result
+
+
+@dataclasses.dataclass(frozen=True)
+class _Section:
+    name: str  # the capability: its TOML table and FACET_<NAME>_ prefix
+    cls: type
+
+
+def _capability_sections() -> list[_Section]:
+    """Every capability's config section, from the registry (imported here: each is a small module)."""
+    from services import registry
+
+    return [_Section(row.name, registry.load(row.config)) for row in registry.CAPABILITIES]
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -208,13 +240,15 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     return value
 
 
-def _build(cls: type[T], values: Mapping[str, Any], env: Mapping[str, str], prefix: str) -> T:
+def _build(cls: type[T], values: Mapping[str, Any], env: Mapping[str, str], prefix: str, extra: frozenset[str] = frozenset()) -> T:
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = set(values) - known
+    known = {f.name for f in dataclasses.fields(cls)} - {"sections"}  # type: ignore[arg-type]
+    unknown = set(values) - known - extra
     _check(not unknown, f"unknown config keys under '{prefix or 'top level'}': {sorted(unknown)}")
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if field.name == "sections":
+            continue
         hint = hints[field.name]
         key = f"{prefix}{field.name}"
         if dataclasses.is_dataclass(hint):
@@ -245,13 +279,26 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
     values.setdefault("model_repository", str(default_model_repository(env)))
     values.setdefault("data_dir", str(default_data_dir(env)))
-    return _build(FacetConfig, values, env, "")
+    sections = _capability_sections()
+    config = _build(FacetConfig, values, env, "", extra=frozenset(s.name for s in sections))
+    built: dict[type, Any] = {}
+    for section in sections:
+        table = values.get(section.name, {})
+        _check(isinstance(table, Mapping), f"{section.name} must be a table")
+        built[section.cls] = _build(section.cls, table, env, f"{section.name}.")
+    return dataclasses.replace(config, sections=built)
 
 
 def replace(config: FacetConfig, **sections: Any) -> FacetConfig:
-    """Copy of `config` with some fields or section fields replaced: replace(c, server={"port": 0})."""
+    """Copy of `config` with some fields or section fields replaced: replace(c, server={"port": 0}),
+    replace(c, retrieval={"max_top_k": 10}) for a capability's section."""
     changes: dict[str, Any] = {}
+    capability = {s.name: s.cls for s in _capability_sections()}
+    built = dict(config.sections)
     for name, value in sections.items():
+        if name in capability:
+            built[capability[name]] = dataclasses.replace(config.section(capability[name]), **value)
+            continue
         current = getattr(config, name)
         changes[name] = dataclasses.replace(current, **value) if isinstance(value, dict) else value
-    return dataclasses.replace(config, **changes)
+    return dataclasses.replace(config, **changes, sections=built)

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from services import registry
 from services.runtime.config import ConfigError, FacetConfig, load_config, replace
 from services.runtime.server import FacetService, serve
 
 
-def service_main(name: str, service_class: str, argv: list[str] | None = None) -> int:
-    """Parse the shared flags, load the config and serve until SIGTERM. `service_class`
-    ("module:Class", a FacetService) is imported after the config loads, so a service's heavy
-    imports stay out of `--help` and out of a bad-config exit."""
+def service_main(name: str, argv: list[str] | None = None) -> int:
+    """Parse the shared flags, load the config and serve capability `name` until SIGTERM. Its
+    servicer (the registry row's "module:Class", a FacetService) is imported after the config
+    loads, so a service's heavy imports stay out of `--help` and out of a bad-config exit."""
     parser = argparse.ArgumentParser(prog=f"python -m services.{name}", description=f"Run the {name} service.")
     parser.add_argument("--config", help="TOML config file (else FACET_CONFIG)")
     parser.add_argument("--port", type=int, help="gRPC port (0: any free port)")
@@ -30,6 +30,5 @@ def service_main(name: str, service_class: str, argv: list[str] | None = None) -
     except ConfigError as exc:
         print(f"facet {name}: bad configuration: {exc}", file=sys.stderr)
         return 2
-    module, _, cls = service_class.partition(":")
-    make_service: Callable[[FacetConfig], FacetService] = getattr(importlib.import_module(module), cls)
+    make_service: Callable[[FacetConfig], FacetService] = registry.load(registry.get(name).servicer)
     return serve(make_service(config), config, args.port_file)

@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from sdk._contract import DEFAULT_PORTS
+from sdk._contract import capability
 from services.runtime.config import FacetConfig
 from services.runtime.interceptor import FacetInterceptor
 from services.runtime.logs import configure_logging
@@ -36,8 +36,12 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class FacetService(abc.ABC):
     """One capability's servicer plus what it must load before it can serve."""
 
-    name: str  # short name: "retrieval"
-    service_name: str  # gRPC service: "facet.v1.Retrieval"
+    name: str  # the capability's short name, as in the registry: "retrieval"
+
+    @property
+    def service_name(self) -> str:
+        """The gRPC service, from the registry: "facet.v1.Retrieval"."""
+        return capability(self.name).service_name
 
     @abc.abstractmethod
     def register(self, server: grpc.aio.Server) -> None:
@@ -105,7 +109,7 @@ async def start_server(service: FacetService, config: FacetConfig) -> RunningSer
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((service.service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = config.server.port if config.server.port is not None else DEFAULT_PORTS[service.name]
+    port = config.server.port if config.server.port is not None else capability(service.name).default_port
     try:
         bound = server.add_insecure_port(f"{config.server.host}:{port}")
     except RuntimeError:  # grpc reports a failed bind this way

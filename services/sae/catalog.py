@@ -14,10 +14,56 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from deploy.model_repository import ModelRepository, ModelVersion
+from services.model_repository import Key, ModelRepository, ModelVersion
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 PAD = -1  # token id outside the corpus context in a stored window
+
+
+class Kind:
+    """Model kinds of an SAE family in the model repository (`facet.json` "kind")."""
+
+    LM_RESIDUAL = "lm-residual"  # the LM's prefix up to the SAE's layer: token ids -> residual stream
+    SAE = "sae"  # an SAE's encoder: residual stream -> latents
+    SAE_DECODER = "sae-decoder"  # latents -> reconstruction
+    META_SAE = "meta-sae"  # the meta-SAE's encoder on the SAE's decoder rows
+
+
+class Prop:
+    """Property keys (`facet.json` "properties") the SAE build writes and this service reads."""
+
+    SAE = "sae"  # decoder and meta-SAE: the SAE they belong to
+    LM_MODEL = "lm_model"  # the LM_RESIDUAL model an SAE reads from
+    DECODER_MODEL = "decoder_model"
+    META_MODEL = "meta_model"
+    BASE_MODEL = "base_model"
+    LAYER = "layer"
+    HOOK = "hook"
+    D_IN = "d_in"
+    D_MODEL = "d_model"
+    VOCAB_SIZE = "vocab_size"
+    WIDTH = "width"
+    ARCHITECTURE = "architecture"
+    K = "k"
+    FAMILY = "family"
+    CORPUS = "corpus"
+    TRAINING_TOKENS = "training_tokens"
+    METRICS = "metrics"
+    TOP_ACTIVATIONS_STORED = "top_activations_stored"
+    META_WIDTH = "meta_width"
+    META_VARIANCE_EXPLAINED = "meta_variance_explained"
+    META_MEAN_ACTIVE = "meta_mean_active"
+
+
+class File:
+    """Keys of the files stored beside an SAE family's models (`facet.json` "files")."""
+
+    TOKENIZER = "tokenizer"  # LM_RESIDUAL: tokenizer.json
+    WEIGHTS = "weights"  # SAE: SAELens-format safetensors
+    SAELENS_CONFIG = "saelens_cfg"
+    ANALYSIS = "analysis"  # SAE and META_SAE: top activations, output tokens (and the meta-SAE's codes)
+    STITCHING = "stitching:"  # + the smaller SAE's name: a stitching result
+    SWAP_CURVE = "swap_curve:"  # + the smaller SAE's name: its plot
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,15 +163,15 @@ class SaeEntry:
 
     @property
     def props(self) -> dict[str, Any]:
-        return dict(self.entry.metadata.get("properties", {}))
+        return self.entry.properties
 
     @property
     def width(self) -> int:
-        return int(self.props["width"])
+        return int(self.props[Prop.WIDTH])
 
     @property
     def d_in(self) -> int:
-        return int(self.props["d_in"])
+        return int(self.props[Prop.D_IN])
 
     def check_latent(self, latent: int) -> None:
         if not 0 <= latent < self.width:
@@ -151,14 +197,14 @@ class Catalog:
         self.tokens: dict[str, TokenText] = {}
         entries = [repository.get(name) for name in repository.models()]
         for entry in entries:
-            if entry.kind == "lm-residual":
+            if entry.kind == Kind.LM_RESIDUAL:
                 self.lm_models[entry.name] = entry
-                self.tokens[entry.name] = TokenText(entry.file("tokenizer"))
-        metas = {e.metadata["properties"]["sae"]: e for e in entries if e.kind == "meta-sae"}
+                self.tokens[entry.name] = TokenText(entry.file(File.TOKENIZER))
+        metas = {e.properties[Prop.SAE]: e for e in entries if e.kind == Kind.META_SAE}
         for entry in entries:
-            if entry.kind != "sae":
+            if entry.kind != Kind.SAE:
                 continue
-            lm = entry.metadata["properties"]["lm_model"]
+            lm = entry.properties[Prop.LM_MODEL]
             if lm not in self.tokens:
                 raise FailedPrecondition(f"SAE '{entry.name}' reads from LM model '{lm}', which the repository lacks")
             self.saes[entry.name] = self._load_sae(entry, self.tokens[lm], metas.get(entry.name))
@@ -167,16 +213,16 @@ class Catalog:
     def _load_sae(entry: ModelVersion, tokens: TokenText, meta_entry: ModelVersion | None) -> SaeEntry:
         from safetensors.numpy import load_file
 
-        w_dec = load_file(str(entry.file("weights")))["W_dec"]
+        w_dec = load_file(str(entry.file(File.WEIGHTS)))["W_dec"]
         unit = w_dec / np.maximum(np.linalg.norm(w_dec, axis=1, keepdims=True), 1e-12)
-        with np.load(entry.file("analysis")) as arrays:
+        with np.load(entry.file(File.ANALYSIS)) as arrays:
             explained = Explained({k: arrays[k] for k in arrays.files}, tokens)
         stitchings = {
-            key.split(":", 1)[1]: entry.path / file for key, file in entry.metadata.get("files", {}).items() if key.startswith("stitching:")
+            key.removeprefix(File.STITCHING): entry.path / file for key, file in entry.metadata.get(Key.FILES, {}).items() if key.startswith(File.STITCHING)
         }
         sae = SaeEntry(entry.name, entry, unit.astype(np.float32), explained, stitchings)
         if meta_entry is not None:
-            with np.load(meta_entry.file("analysis")) as arrays:
+            with np.load(meta_entry.file(File.ANALYSIS)) as arrays:
                 data = {k: arrays[k] for k in arrays.files}
             sae.meta = MetaSae(meta_entry.name, meta_entry, data["codes"], data["meta_decoder"], data["meta_bias"], Explained(data, tokens))
         return sae
@@ -191,13 +237,13 @@ class Catalog:
         return sae
 
     def sorted(self) -> list[SaeEntry]:
-        return sorted(self.saes.values(), key=lambda s: (s.props.get("family", ""), s.width))
+        return sorted(self.saes.values(), key=lambda s: (s.props.get(Prop.FAMILY, ""), s.width))
 
 
 def compatible(small: SaeEntry, large: SaeEntry) -> None:
     """Stitching needs two SAEs of one LM and layer; raise FailedPrecondition otherwise."""
     a, b = small.props, large.props
-    for key, what in (("base_model", "base models"), ("layer", "layers"), ("hook", "hook points"), ("d_in", "input widths")):
+    for key, what in ((Prop.BASE_MODEL, "base models"), (Prop.LAYER, "layers"), (Prop.HOOK, "hook points"), (Prop.D_IN, "input widths")):
         if a.get(key) != b.get(key):
             raise FailedPrecondition(
                 f"SAEs '{small.name}' and '{large.name}' read different {what} ({a.get(key)} vs {b.get(key)}); "

@@ -9,25 +9,18 @@ import logging
 import grpc
 import numpy as np
 
-from deploy.model_repository import ModelRepository
 from sdk._proto.facet.v1 import common_pb2, sae_pb2, sae_pb2_grpc
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
 from services.backends import create_backend
+from services.model_repository import ModelRepository
 from services.runtime.config import FacetConfig
 from services.runtime.errors import FailedPrecondition, InvalidArgument
 from services.runtime.server import FacetService
-from services.sae.catalog import Catalog, Context, Explanation, MetaSae, SaeEntry, compatible
+from services.sae.catalog import Catalog, Context, Explanation, MetaSae, Prop, SaeEntry, compatible
+from services.sae.config import SaeConfig
 
 log = logging.getLogger(__name__)
 
-MAX_TEXT_CHARS = 4096
-MAX_TEXT_TOKENS = 512
-MAX_ROWS = 4096
-MAX_TOP_K = 64
-MAX_TOP_N = 16
-MAX_MEMBERS = 32
-MASSIVE_NORM_FACTOR = 10.0  # as in the training data: such tokens are not encoded
-DEFAULT_THRESHOLD = 0.7
 
 
 def _bounded(value: int, default: int, low: int, high: int, what: str) -> int:
@@ -51,36 +44,36 @@ def _explanation(e: Explanation) -> sae_pb2.Explanation:
 
 def _info(sae: SaeEntry) -> sae_pb2.SaeInfo:
     p = sae.props
-    m = p.get("metrics", {})
+    m = p.get(Prop.METRICS, {})
     info = sae_pb2.SaeInfo(
         id=sae.name,
-        base_model=p.get("base_model", ""),
-        layer=int(p.get("layer", 0)),
-        hook=p.get("hook", ""),
+        base_model=p.get(Prop.BASE_MODEL, ""),
+        layer=int(p.get(Prop.LAYER, 0)),
+        hook=p.get(Prop.HOOK, ""),
         d_in=sae.d_in,
         width=sae.width,
-        architecture=p.get("architecture", ""),
-        k=int(p.get("k") or 0),
-        family=p.get("family", ""),
-        corpus=p.get("corpus", ""),
-        training_tokens=int(p.get("training_tokens", 0)),
+        architecture=p.get(Prop.ARCHITECTURE, ""),
+        k=int(p.get(Prop.K) or 0),
+        family=p.get(Prop.FAMILY, ""),
+        corpus=p.get(Prop.CORPUS, ""),
+        training_tokens=int(p.get(Prop.TRAINING_TOKENS, 0)),
         metrics=sae_pb2.SaeMetrics(**{f: m[f] for f in sae_pb2.SaeMetrics.DESCRIPTOR.fields_by_name if f in m}),
         top_activations_stored=sae.explained.stored,
         model_version=sae.entry.version,
     )
     if sae.meta is not None:
         info.meta_width = sae.meta.width
-        info.meta_variance_explained = float(p.get("meta_variance_explained", 0.0))
-        info.meta_mean_active = float(p.get("meta_mean_active", 0.0))
+        info.meta_variance_explained = float(p.get(Prop.META_VARIANCE_EXPLAINED, 0.0))
+        info.meta_mean_active = float(p.get(Prop.META_MEAN_ACTIVE, 0.0))
     return info
 
 
 class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
     name = "sae"
-    service_name = "facet.v1.Sae"
 
     def __init__(self, config: FacetConfig) -> None:
         self._config = config
+        self._limits = config.section(SaeConfig)
         self._backend = create_backend(config)
         self._catalog: Catalog | None = None
 
@@ -94,7 +87,7 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
             raise FailedPrecondition(f"the model repository {repository.root} holds no SAEs; build them with `facet models build` (the default family) or `facet sae build`")
         models = [*catalog.lm_models]
         for sae in catalog.saes.values():
-            models += [sae.name, sae.props["decoder_model"]] + ([sae.meta.name] if sae.meta is not None else [])
+            models += [sae.name, sae.props[Prop.DECODER_MODEL]] + ([sae.meta.name] if sae.meta is not None else [])
         await self._backend.load_all(models)
         self._catalog = catalog
         log.info("serving %d SAEs: %s", len(catalog.saes), ", ".join(catalog.saes))
@@ -118,15 +111,15 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
         rows = tensor_to_numpy(tensor, "activations")
         if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != sae.d_in:
             raise InvalidArgument(f"activations must be float32 [n, {sae.d_in}] for SAE '{sae.name}', got {rows.dtype} {list(rows.shape)}")
-        if not 1 <= len(rows) <= MAX_ROWS:
-            raise InvalidArgument(f"activations have {len(rows)} rows; send 1..{MAX_ROWS} per call")
+        if not 1 <= len(rows) <= self._limits.max_rows:
+            raise InvalidArgument(f"activations have {len(rows)} rows; send 1..{self._limits.max_rows} per call")
         return rows
 
     async def _encode(self, sae: SaeEntry, rows: np.ndarray) -> np.ndarray:
         return (await self._backend.infer(sae.name, {"x": np.ascontiguousarray(rows, dtype=np.float32)}))["latents"]
 
     async def _decode(self, sae: SaeEntry, latents: np.ndarray) -> np.ndarray:
-        return (await self._backend.infer(sae.props["decoder_model"], {"latents": latents}))["reconstruction"]
+        return (await self._backend.infer(sae.props[Prop.DECODER_MODEL], {"latents": latents}))["reconstruction"]
 
     def _meta(self, sae: SaeEntry) -> MetaSae:
         if sae.meta is None:
@@ -155,22 +148,22 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
 
     async def EncodeText(self, request: sae_pb2.EncodeTextRequest, context: grpc.aio.ServicerContext) -> sae_pb2.EncodeTextResponse:
         sae = self.catalog.get(request.sae)
-        top_k = _bounded(request.top_k, 8, 1, min(MAX_TOP_K, sae.width), "top_k")
+        top_k = _bounded(request.top_k, 8, 1, min(self._limits.max_top_k, sae.width), "top_k")
         if not request.text.strip():
-            raise InvalidArgument("text is empty; send 1..4096 characters")
-        if len(request.text) > MAX_TEXT_CHARS:
-            raise InvalidArgument(f"text has {len(request.text)} characters; the limit is {MAX_TEXT_CHARS}")
-        lm = sae.props["lm_model"]
+            raise InvalidArgument(f"text is empty; send 1..{self._limits.max_text_chars} characters")
+        if len(request.text) > self._limits.max_text_chars:
+            raise InvalidArgument(f"text has {len(request.text)} characters; the limit is {self._limits.max_text_chars}")
+        lm = sae.props[Prop.LM_MODEL]
         text = self.catalog.tokens[lm]
         ids = text.encode(request.text)
-        if len(ids) > MAX_TEXT_TOKENS:
-            raise InvalidArgument(f"text has {len(ids)} tokens; the limit is {MAX_TEXT_TOKENS}: split it")
+        if len(ids) > self._limits.max_text_tokens:
+            raise InvalidArgument(f"text has {len(ids)} tokens; the limit is {self._limits.max_text_tokens}: split it")
         batch = np.array([ids], dtype=np.int64)
         resid = (await self._backend.infer(lm, {"input_ids": batch, "attention_mask": np.ones_like(batch)}))["resid"][0, : len(ids)]
         norms = np.linalg.norm(resid, axis=1)
         included = np.zeros(len(ids), dtype=bool)
         if len(ids) > 1:
-            included[1:] = norms[1:] <= MASSIVE_NORM_FACTOR * np.median(norms[1:])
+            included[1:] = norms[1:] <= self._limits.massive_norm_factor * np.median(norms[1:])
         latents = np.zeros((len(ids), sae.width), dtype=np.float32)
         if included.any():
             latents[included] = await self._encode(sae, resid[included])
@@ -191,8 +184,8 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
         self, request: sae_pb2.EncodeActivationsRequest, context: grpc.aio.ServicerContext
     ) -> sae_pb2.EncodeActivationsResponse:
         sae = self.catalog.get(request.sae)
-        if not 0 <= request.top_k <= min(MAX_TOP_K, sae.width):
-            raise InvalidArgument(f"top_k must be 0 (dense) .. {min(MAX_TOP_K, sae.width)}, got {request.top_k}")
+        if not 0 <= request.top_k <= min(self._limits.max_top_k, sae.width):
+            raise InvalidArgument(f"top_k must be 0 (dense) .. {min(self._limits.max_top_k, sae.width)}, got {request.top_k}")
         latents = await self._encode(sae, self._rows(sae, request.activations))
         if request.top_k == 0:
             return sae_pb2.EncodeActivationsResponse(latents=tensor_from_numpy(latents))
@@ -226,8 +219,8 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
         sae = self.catalog.get(request.sae)
         sae.check_latent(request.latent)
         meta = self._meta(sae)
-        top_n = _bounded(request.top_n, 4, 1, MAX_TOP_N, "top_n")
-        members = _bounded(request.members, 8, 1, MAX_MEMBERS, "members")
+        top_n = _bounded(request.top_n, 4, 1, self._limits.max_top_n, "top_n")
+        members = _bounded(request.members, 8, 1, self._limits.max_members, "members")
         contexts = _bounded(request.contexts, 3, 1, sae.explained.stored, "contexts")
         direction = sae.unit_decoder[request.latent]
         code = (await self._backend.infer(meta.name, {"x": direction[None, :]}))["latents"][0]
@@ -252,14 +245,14 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
         meta = self._meta(sae)
         if not 0 <= request.meta_latent < meta.width:
             raise InvalidArgument(f"meta_latent {request.meta_latent} is out of range: the meta-SAE of '{sae.name}' has 0..{meta.width - 1}")
-        members = _bounded(request.members, 8, 1, MAX_MEMBERS, "members")
+        members = _bounded(request.members, 8, 1, self._limits.max_members, "members")
         contexts = _bounded(request.contexts, 3, 1, meta.explained.stored, "contexts")
         return self._meta_latent(sae, request.meta_latent, members, contexts)
 
     async def CompareSaes(self, request: sae_pb2.CompareSaesRequest, context: grpc.aio.ServicerContext) -> sae_pb2.SaeComparison:
         small, large = self.catalog.get(request.small), self.catalog.get(request.large)
         compatible(small, large)
-        threshold = request.threshold if request.HasField("threshold") else DEFAULT_THRESHOLD
+        threshold = request.threshold if request.HasField("threshold") else self._limits.default_threshold
         if not 0 < threshold < 1:
             raise InvalidArgument(f"threshold must be in (0, 1), got {threshold}")
         s = large.stitching(small.name)

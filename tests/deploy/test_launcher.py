@@ -15,7 +15,7 @@ import pytest
 
 import sdk
 from deploy.launcher import wait_serving
-from deploy.model_repository import ModelRepository
+from services.model_repository import ModelRepository
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ import onnxruntime as ort
 import pytest
 
 import sdk
-from deploy.model_repository import ModelRepository
 from deploy.train import entrypoint, pinned_requirements, runtime_env
-from tests.conftest import ServerProcess
+from services.model_repository import ModelRepository
+from tests.serving import ServerProcess
 
 pytestmark = pytest.mark.integration
 TINY = ["--datasets", "pendulum", "--videos", "20", "--frames", "10", "--steps", "20", "--batch", "8", "--base-channels", "8",

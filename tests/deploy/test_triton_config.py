@@ -11,8 +11,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from deploy.model_repository import ModelRepository
 from deploy.triton import model_config, write_python_repository
+from services.model_repository import ModelRepository
 
 pytestmark = pytest.mark.integration
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import re
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
 
 import sdk
+from sdk import _transport
+from sdk._contract import CAPABILITIES
 
 
 def test_public_names_are_pinned() -> None:
@@ -50,10 +57,112 @@ def test_public_names_are_pinned() -> None:
         assert hasattr(sdk, name)
 
 
+PUBLIC_METHODS = {
+    "address", "close",
+    "embed", "model_info", "create_collection", "list_collections", "delete_collection", "upsert", "get", "delete", "search",
+    "list_saes", "get_sae", "encode_text", "encode_activations", "reconstruct", "top_activations", "decompose_latent",
+    "get_meta_latent", "compare_saes",
+    "list_frame_models", "simulate", "predict_next", "rollout", "estimate_constant",
+}  # fmt: skip
+
+
+def _public_methods(cls: type) -> dict[str, Callable[..., object]]:
+    return {n: getattr(cls, n) for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n))}
+
+
 def test_client_and_async_client_offer_the_same_methods() -> None:
-    public = {n for n in dir(sdk.Client) if not n.startswith("_")}
-    assert public == {n for n in dir(sdk.AsyncClient) if not n.startswith("_")}
-    assert {"embed", "create_collection", "upsert", "search", "get", "delete"} <= public
+    assert set(_public_methods(sdk.Client)) == set(_public_methods(sdk.AsyncClient)) == PUBLIC_METHODS
+
+
+def test_every_method_has_an_async_twin_with_the_same_signature() -> None:
+    for name, method in _public_methods(sdk.Client).items():
+        twin = getattr(sdk.AsyncClient, name)
+        if twin is method:  # no I/O (address): one method serves both
+            continue
+        assert inspect.iscoroutinefunction(twin) or inspect.isasyncgenfunction(twin), name
+        sync, async_ = inspect.signature(method), inspect.signature(twin)
+        assert async_.parameters == sync.parameters, name
+        # an async generator's annotation is AsyncIterator[...] where the sync one is Iterator[...]
+        assert async_.return_annotation == re.sub(r"^Iterator\[", "AsyncIterator[", sync.return_annotation), name
+    assert inspect.isasyncgenfunction(sdk.AsyncClient.rollout) and inspect.isgeneratorfunction(sdk.Client.rollout)
+
+
+def _sections(doc: str) -> dict[str, str]:
+    """Google-style sections of a docstring: {"Args": text, "Returns": text, ...}."""
+    parts = re.split(r"^\s*(Args|Returns|Yields|Raises|Example|Attributes):\s*$", doc, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+@pytest.mark.parametrize("cls", [sdk.Client, sdk.AsyncClient], ids=["Client", "AsyncClient"])
+def test_every_public_method_documents_its_arguments_result_and_errors(cls: type) -> None:
+    for name, method in _public_methods(cls).items():
+        doc = inspect.getdoc(method)
+        assert doc, f"{cls.__name__}.{name} has no docstring"
+        if name == "close":
+            continue
+        sections = _sections(doc)
+        parameters = [p for p in inspect.signature(method).parameters if p != "self"]
+        for parameter in parameters:
+            assert re.search(rf"^\s*{parameter}:", sections.get("Args", ""), re.MULTILINE), (
+                f"{name}: Args lacks {parameter}"
+            )
+        assert "Returns" in sections or "Yields" in sections, f"{name}: no Returns section"
+        assert "Raises" in sections, f"{name}: no Raises section"
+        if "timeout_s" in parameters:  # an RPC: its errors are FacetErrors
+            assert "FacetError" in sections["Raises"], name
+
+
+def test_every_result_type_documents_its_fields() -> None:
+    exported = [getattr(sdk, n) for n in sdk.__all__]
+    results = [t for t in exported if isinstance(t, type) and dataclasses.is_dataclass(t)]
+    assert {t.__name__ for t in results} >= {
+        "Hit",
+        "Document",
+        "SaeInfo",
+        "SaeComparison",
+        "FrameModel",
+        "ConstantEstimate",
+    }
+    for result in results:
+        attributes = _sections(inspect.getdoc(result) or "").get("Attributes", "")
+        for field in dataclasses.fields(result):
+            assert re.search(rf"^\s*{field.name}:", attributes, re.MULTILINE), (
+                f"{result.__name__}.{field.name} is undocumented"
+            )
+    assert "Raises:" in (sdk.save_gif.__doc__ or "") and "Returns:" in (sdk.save_gif.__doc__ or "")
+
+
+def test_clients_are_one_mixin_per_capability_on_one_transport() -> None:
+    for client, transport in ((sdk.Client, _transport.SyncTransport), (sdk.AsyncClient, _transport.AsyncTransport)):
+        mixins = [base for base in client.__bases__ if base is not transport]
+        assert client.__bases__[-1] is transport
+        served = [vars(m)["_service"].capability for m in mixins]
+        assert sorted(served) == sorted(c.name for c in CAPABILITIES), client.__name__
+        assert all(issubclass(m, transport) for m in mixins)
+
+
+def test_the_transport_names_no_capability() -> None:
+    source = Path(_transport.__file__).read_text()
+    for c in CAPABILITIES:
+        assert not re.search(rf"\b{c.name}\b", source, re.IGNORECASE), c.name
+        assert c.service_name not in source
+
+
+def test_one_address_keyword_per_capability(monkeypatch: pytest.MonkeyPatch) -> None:
+    for c in CAPABILITIES:
+        monkeypatch.delenv(c.address_env, raising=False)
+    addresses = {c.name: f"{c.name}.example:{c.default_port}" for c in CAPABILITIES}
+    for cls in (sdk.Client, sdk.AsyncClient):
+        client = cls(**addresses)  # type: ignore[arg-type]
+        assert {name: client.address(name) for name in addresses} == addresses
+        assert cls().address("sae") == "localhost:50051"
+        assert cls("h:1").address("retrieval") == cls(retrieval="h:1").address("retrieval") == "h:1"
+        with pytest.raises(TypeError, match="rerank.*sae, nextframe, retrieval"):
+            cls(rerank="h:2")
+        with pytest.raises(TypeError, match="twice"):
+            cls("h:1", retrieval="h:2")
+        with pytest.raises(KeyError, match="unknown capability 'rerank'"):
+            cls().address("rerank")
 
 
 def test_every_error_is_a_facet_error_with_its_status_code() -> None:

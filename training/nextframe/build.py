@@ -22,7 +22,10 @@ from pathlib import Path
 
 import torch
 
-from deploy.model_repository import ModelRepository, ModelVersion
+from services.model_repository import Key, ModelRepository, ModelVersion, TensorSpec
+from services.nextframe.catalog import File, Kind, Prop
+from services.nextframe.simulators import DATASETS
+from training.device import CHOICES_HELP, resolve_device
 from training.nextframe.datasets import VideoDataset, write_dataset
 from training.nextframe.export import export_frame_model, export_probe
 from training.nextframe.model import CONTEXT, FrameModelConfig, FrameUNet, to_unit
@@ -35,34 +38,97 @@ from training.nextframe.probe import (
     video_features,
 )
 from training.nextframe.rollout_eval import plot_rollouts, score_rollouts
-from training.nextframe.simulators import DATASETS
 from training.nextframe.train import FrameTrainingConfig, evaluate, train_frame_model
+from training.options import add_options, option, parse_options
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class FrameBuildOptions:
-    datasets: tuple[str, ...] = tuple(DATASETS)
-    videos: int = 200
-    frames: int = 24
-    steps: int = 600
-    batch: int = 16
-    base_channels: int = 12
-    depth: int = 3
-    probe_steps: int = 1500
-    random_inits: int = 3  # random-init control models, their probe losses averaged
-    end_to_end_steps: int = 400  # the reference trained end to end on the constant (0: skip)
-    seed: int = 0
-    work_dir: Path | None = None
-    progress: bool = True
+    """What `build` simulates and trains; each field is also a flag of `python -m training.nextframe.build`."""
+
+    datasets: tuple[str, ...] = option(tuple(DATASETS), choices=tuple(DATASETS), help="comma-separated datasets")
+    videos: int = option(200, help="simulated videos per dataset (train/val/test 8:1:1)")
+    frames: int = option(24, help="frames per video")
+    steps: int = option(600, help="training steps of the frame model")
+    batch: int = option(16)
+    base_channels: int = option(12)
+    depth: int = option(3)
+    probe_steps: int = option(1500)
+    random_inits: int = option(3, help="random-init control models (their probe losses averaged)")
+    end_to_end_steps: int = option(400, help="steps of the end-to-end reference (0: skip)")
+    seed: int = option(0)
+    work_dir: Path | None = option(None, help="keep the simulated datasets and exports here (default: a temporary directory)")
+    device: str = option("auto", help=f"where the frame model and the end-to-end reference train: {CHOICES_HELP}")
+    progress: bool = option(True, cli=False)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.datasets) - set(DATASETS))
+        if unknown:
+            raise ValueError(f"unknown datasets {unknown}; available: {', '.join(DATASETS)}")
+        resolve_device(self.device)
 
 
 def model_name(dataset: str) -> str:
+    """The frame model of `dataset`; its probe features and probe are `features_model_name`, `probe_model_name`."""
     return f"nextframe-{dataset}"
 
 
+def features_model_name(dataset: str) -> str:
+    return model_name(dataset) + "-features"
+
+
+def probe_model_name(dataset: str) -> str:
+    return model_name(dataset) + "-probe"
+
+
+def has_defaults(repository: ModelRepository) -> bool:
+    """Whether every default dataset has its frame model in `repository`.
+
+    Args:
+        repository: the model repository.
+    Returns:
+        True when `model_name(dataset)` is there for every dataset of `FrameBuildOptions()`.
+    """
+    return all(repository.has(model_name(dataset)) for dataset in FrameBuildOptions().datasets)
+
+
+def build_defaults(repository: ModelRepository, work_dir: Path, benchmark_data: Path | None = None) -> list[ModelVersion]:
+    """Build the default models of each dataset whose frame model `repository` lacks, one dataset
+    at a time (`build` with the default options).
+
+    Args:
+        repository: the model repository to register into.
+        work_dir: keeps the simulated datasets and the exports (e.g. `<data_dir>/nextframe-build`),
+            so a dataset is simulated once.
+        benchmark_data: unused: the datasets are simulated.
+    Returns:
+        the versions registered, three per dataset built (features, probe, frame model); [] when
+        nothing was missing.
+    """
+    options = FrameBuildOptions(work_dir=work_dir)
+    registered: list[ModelVersion] = []
+    for dataset in options.datasets:
+        if not repository.has(model_name(dataset)):
+            registered += build(repository, dataclasses.replace(options, datasets=(dataset,)))
+    return registered
+
+
 def build(repo: ModelRepository, options: FrameBuildOptions = FrameBuildOptions()) -> list[ModelVersion]:  # noqa: B008 - frozen
+    """Simulate, train, score, probe, export and register the models of each dataset of `options`.
+
+    Args:
+        repo: the model repository to register into.
+        options: what to simulate and train; `options.device` trains the frame model and the
+            end-to-end reference (probes, scores and the ONNX exports with their parity checks
+            run on the CPU).
+    Returns:
+        per dataset, the registered probe-feature model, probe and frame model, in that order.
+    Raises:
+        ValueError: videos too short for the model's context and the rollout horizon.
+    """
+    device = resolve_device(options.device)
     work = options.work_dir or Path(tempfile.mkdtemp(prefix="facet-nextframe-"))
     registered = []
     config = FrameModelConfig(base_channels=options.base_channels, depth=options.depth)
@@ -74,7 +140,7 @@ def build(repo: ModelRepository, options: FrameBuildOptions = FrameBuildOptions(
             write_dataset(dataset, data_dir, videos=options.videos, frames=options.frames, seed=options.seed, progress=options.progress)
         train, val, test = (VideoDataset(data_dir, split) for split in ("train", "val", "test"))
         training = FrameTrainingConfig(steps=options.steps, batch=options.batch, seed=options.seed)
-        model = train_frame_model(train, config, training, progress=options.progress)
+        model = train_frame_model(train, config, training, progress=options.progress, device=device)
         scores = evaluate(model, val)
         random_inits = []
         for i in range(options.random_inits):
@@ -84,7 +150,7 @@ def build(repo: ModelRepository, options: FrameBuildOptions = FrameBuildOptions(
         end_to_end = None
         if options.end_to_end_steps > 0:
             reference = EndToEndConfig(steps=options.end_to_end_steps, batch=options.batch, seed=options.seed)
-            end_to_end = end_to_end_loss(config, train, test, probe_config.windows_per_video, reference, progress=options.progress)
+            end_to_end = end_to_end_loss(config, train, test, probe_config.windows_per_video, reference, progress=options.progress, device=device)
         length = test.frames.shape[1] - CONTEXT
         horizon = min(10, length)
         rollouts = score_rollouts(model, test.frames, horizon)
@@ -112,24 +178,25 @@ def build(repo: ModelRepository, options: FrameBuildOptions = FrameBuildOptions(
             "build_s": round(time.monotonic() - started, 1),
         }
         name = model_name(dataset)
-        common = {"dataset": dataset, "constant": spec.constant, "units": spec.units, "low": spec.low, "high": spec.high}
-        frame_spec = {"name": "context", "dtype": "float32", "shape": [CONTEXT, 64, 64]}
-        registered.append(repo.register(name + "-features", out / "features.onnx", {
-            "kind": "frame-features", "source": name, "parity": parity, "inputs": [frame_spec],
-            "outputs": [{"name": "features", "dtype": "float32", "shape": [-1]}], "properties": common}))  # fmt: skip
-        registered.append(repo.register(name + "-probe", out / "probe.onnx", {
-            "kind": "constant-probe", "source": name, "parity": parity,
-            "inputs": [{"name": "features", "dtype": "float32", "shape": [-1]}],
-            "outputs": [{"name": "constant", "dtype": "float32", "shape": []}], "properties": common}))  # fmt: skip
+        common = {Prop.DATASET: dataset, Prop.CONSTANT: spec.constant, Prop.UNITS: spec.units, Prop.LOW: spec.low, Prop.HIGH: spec.high}
+        context = TensorSpec("context", "float32", (CONTEXT, 64, 64)).to_dict()
+        features_spec = TensorSpec("features", "float32", (-1,)).to_dict()
+        registered.append(repo.register(features_model_name(dataset), out / "features.onnx", {
+            Key.KIND: Kind.FRAME_FEATURES, Key.SOURCE: name, Key.PARITY: parity, Key.INPUTS: [context],
+            Key.OUTPUTS: [features_spec], Key.PROPERTIES: common}))  # fmt: skip
+        registered.append(repo.register(probe_model_name(dataset), out / "probe.onnx", {
+            Key.KIND: Kind.CONSTANT_PROBE, Key.SOURCE: name, Key.PARITY: parity, Key.INPUTS: [features_spec],
+            Key.OUTPUTS: [TensorSpec("constant", "float32", ()).to_dict()], Key.PROPERTIES: common}))  # fmt: skip
         registered.append(repo.register(name, out / "frame.onnx", {
-            "kind": "frame-model", "source": f"trained by training.nextframe.build on {options.videos} simulated videos",
-            "parity": parity, "inputs": [frame_spec], "outputs": [{"name": "next_frame", "dtype": "float32", "shape": [1, 64, 64]}],
-            "properties": {**common, "metrics": metrics, "features_model": name + "-features", "probe_model": name + "-probe",
-                           "windows_per_video": probe_config.windows_per_video,
-                           "rollout_curves": {"mse": {k: v.round(6).tolist() for k, v in rollouts.mse.items()},
-                                              "ssim": {k: v.round(4).tolist() for k, v in rollouts.ssim.items()}}, "model": config.to_dict(),
-                           "training": dataclasses.asdict(training), "videos": options.videos, "frames": options.frames}},
-            extra_files={"weights": out / "frame_model.pt", "rollouts": figure}))  # fmt: skip
+            Key.KIND: Kind.FRAME_MODEL, Key.SOURCE: f"trained by training.nextframe.build on {options.videos} simulated videos",
+            Key.PARITY: parity, Key.INPUTS: [context], Key.OUTPUTS: [TensorSpec("next_frame", "float32", (1, 64, 64)).to_dict()],
+            Key.PROPERTIES: {**common, Prop.METRICS: metrics, Prop.FEATURES_MODEL: features_model_name(dataset),
+                             Prop.PROBE_MODEL: probe_model_name(dataset), Prop.WINDOWS_PER_VIDEO: probe_config.windows_per_video,
+                             Prop.ROLLOUT_CURVES: {"mse": {k: v.round(6).tolist() for k, v in rollouts.mse.items()},
+                                                   "ssim": {k: v.round(4).tolist() for k, v in rollouts.ssim.items()}},
+                             "model": config.to_dict(), "training": dataclasses.asdict(training), "videos": options.videos,
+                             "frames": options.frames}},
+            extra_files={File.WEIGHTS: out / "frame_model.pt", File.ROLLOUTS: figure}))  # fmt: skip
         log.info("%s: %s", name, metrics)
     if options.work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
@@ -137,37 +204,19 @@ def build(repo: ModelRepository, options: FrameBuildOptions = FrameBuildOptions(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`facet nextframe build`: build models into the model repository and print what was registered."""
     parser = argparse.ArgumentParser(prog="python -m training.nextframe.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    d = FrameBuildOptions()
     parser.add_argument("--repository", type=Path, help="model repository (default: the configured one)")
-    parser.add_argument("--datasets", default=",".join(d.datasets))
-    parser.add_argument("--videos", type=int, default=d.videos)
-    parser.add_argument("--frames", type=int, default=d.frames)
-    parser.add_argument("--steps", type=int, default=d.steps)
-    parser.add_argument("--batch", type=int, default=d.batch)
-    parser.add_argument("--base-channels", type=int, default=d.base_channels)
-    parser.add_argument("--depth", type=int, default=d.depth)
-    parser.add_argument("--probe-steps", type=int, default=d.probe_steps)
-    parser.add_argument("--random-inits", type=int, default=d.random_inits, help="random-init control models (their probe losses averaged)")
-    parser.add_argument("--end-to-end-steps", type=int, default=d.end_to_end_steps, help="steps of the end-to-end reference (0: skip)")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--work-dir", type=Path)
-    args = parser.parse_args(argv)
+    add_options(parser, FrameBuildOptions)
+    options, args = parse_options(parser, FrameBuildOptions, argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.repository is None:
         from services.runtime.config import load_config
 
         args.repository = load_config().model_repository
-    unknown = sorted(set(args.datasets.split(",")) - set(DATASETS))
-    if unknown:
-        parser.error(f"unknown datasets {unknown}; available: {', '.join(DATASETS)}")
-    options = FrameBuildOptions(datasets=tuple(args.datasets.split(",")), videos=args.videos, frames=args.frames, steps=args.steps,
-                                batch=args.batch, base_channels=args.base_channels, depth=args.depth, probe_steps=args.probe_steps,
-                                random_inits=args.random_inits, end_to_end_steps=args.end_to_end_steps, seed=args.seed,
-                                work_dir=args.work_dir)  # fmt: skip
     for entry in build(ModelRepository(args.repository), options):
         line = f"{entry.name} v{entry.version} ({entry.kind})"
-        metrics = entry.metadata.get("properties", {}).get("metrics")
+        metrics = entry.properties.get(Prop.METRICS)
         if metrics:
             line += "  " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("probe_") or k == "next_frame_loss")
         print(line)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from training.nextframe.simulators import DATASETS, FRAME_DT, SIZE, simulate
+from services.nextframe.simulators import DATASETS, FRAME_DT, SIZE, simulate
 
 MANIFEST_FILE = "manifest.json"
 SPLITS = {"train": 0.8, "val": 0.1, "test": 0.1}

@@ -90,11 +90,18 @@ class EndToEndConfig:
 
 
 def end_to_end_loss(
-    config: FrameModelConfig, train: VideoDataset, test: VideoDataset, windows_per_video: int, training: EndToEndConfig, progress: bool = False
+    config: FrameModelConfig,
+    train: VideoDataset,
+    test: VideoDataset,
+    windows_per_video: int,
+    training: EndToEndConfig,
+    progress: bool = False,
+    device: torch.device | str = "cpu",
 ) -> float:
     """The reference: a fresh model of the same architecture, its probe features and one linear
     layer trained together on the constant (SmoothL1 on normalised targets, random CONTEXT
-    windows); its test loss with the probe's protocol (features averaged over windows)."""
+    windows); its test loss with the probe's protocol (features averaged over windows). Trained
+    on `device`, scored on the CPU."""
     from tqdm import tqdm
 
     torch.manual_seed(training.seed)
@@ -103,6 +110,7 @@ def end_to_end_loss(
     with torch.no_grad():
         width = model.probe_features(torch.zeros(1, config.context, 64, 64)).shape[1]
     head = torch.nn.Sequential(torch.nn.LayerNorm(width), torch.nn.Linear(width, 1))
+    model, head = model.to(device), head.to(device)
     constants = torch.from_numpy(train.constants).float()
     t_mean, t_std = float(constants.mean()), float(constants.std().clamp(min=1e-6))
     parameters = [*model.parameters(), *head.parameters()]
@@ -114,10 +122,11 @@ def end_to_end_loss(
         starts = rng.integers(t - CONTEXT + 1, size=training.batch)
         clip = to_unit(torch.from_numpy(np.stack([train.frames[v, s : s + CONTEXT] for v, s in zip(videos, starts, strict=True)])))
         target = (constants[videos] - t_mean) / t_std
-        loss = torch.nn.functional.smooth_l1_loss(head(model.probe_features(clip)).squeeze(1), target)
+        loss = torch.nn.functional.smooth_l1_loss(head(model.probe_features(clip.to(device))).squeeze(1), target.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    model, head = model.cpu(), head.cpu()
     with torch.no_grad():
         head.eval()
         z = head(video_features(model, test.frames, windows_per_video)).squeeze(1)

@@ -16,122 +16,139 @@ import dataclasses
 import json
 import math
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from training.device import ray_use_gpu
 from training.nextframe.datasets import VideoDataset
 from training.nextframe.model import FrameModelConfig, FrameUNet
 from training.nextframe.train import FrameTrainingConfig, batch_of, loss_fn, windows
+from training.options import add_options, option, parse_options
+from training.ray_train import fit_on_ray, report, restore_checkpoint, worker_device, worker_rank
 
 RUN_NAME = "frame-model"
 CHECKPOINT_FILE = "frame_model.pt"
 
 
+def _load_state(directory: Path) -> dict[str, Any]:
+    """A checkpoint's model and optimiser states, step and model config, on the CPU."""
+    state: dict[str, Any] = torch.load(directory / CHECKPOINT_FILE, weights_only=False, map_location="cpu")
+    return state
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    import ray.train
+    """Runs on every Ray Train worker: DistributedDataParallel on the worker's device."""
     import ray.train.torch
 
-    context = ray.train.get_context()
-    rank = context.get_world_rank()
+    rank, _ = worker_rank()
+    device = worker_device()
     training = FrameTrainingConfig(**loop_config["training"])
     config = FrameModelConfig(**loop_config["model"])
     data = VideoDataset(loop_config["data_dir"], "train")
     picks = windows(data.frames)
     torch.manual_seed(training.seed)  # same initial weights on every worker
     model = FrameUNet(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
-    step = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=False)
+    state = restore_checkpoint(_load_state)
+    if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
+    step = int(state["step"]) if state is not None else 0
     start_step = step
     net = model
-    model_ddp = ray.train.torch.prepare_model(model)  # DDP: gradients averaged across workers
+    model_ddp = ray.train.torch.prepare_model(model)  # to the worker's device; DDP: gradients averaged across workers
+    optimizer = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])  # onto the parameters' device
     rng = np.random.default_rng([training.seed, rank, step])
     every = int(loop_config["checkpoint_every"])
+
+    def save(directory: Path) -> None:
+        torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "config": config.to_dict()},
+                   directory / CHECKPOINT_FILE)  # fmt: skip
+
     while step < training.steps:
         for group in optimizer.param_groups:
             warm = min(1.0, (step + 1) / 50)
             group["lr"] = training.lr * warm * 0.5 * (1 + math.cos(math.pi * step / training.steps))
         x, y = batch_of(data.frames, picks[rng.integers(len(picks), size=training.batch)])
-        loss = loss_fn(model_ddp(x), y)
+        loss = loss_fn(model_ddp(x.to(device)), y.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         step += 1
-        metrics = {"step": step, "loss": loss.item(), "start_step": start_step}
         if step % every == 0 or step == training.steps:
-            if rank == 0:
-                with tempfile.TemporaryDirectory() as tmp:
-                    torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                                "config": config.to_dict()}, Path(tmp) / CHECKPOINT_FILE)  # fmt: skip
-                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-            else:
-                ray.train.report(metrics)
+            report({"step": step, "loss": loss.item(), "start_step": start_step}, save=save)
 
 
 def train_frame_model_on_ray(
-    data_dir: Path, config: FrameModelConfig, training: FrameTrainingConfig, output_dir: Path, *, num_workers: int = 2, checkpoint_every: int = 100
+    data_dir: Path,
+    config: FrameModelConfig,
+    training: FrameTrainingConfig,
+    output_dir: Path,
+    *,
+    num_workers: int = 2,
+    checkpoint_every: int = 100,
+    use_gpu: bool | None = False,
 ) -> tuple[FrameUNet, dict[str, Any]]:
-    """Fit on Ray Train, resuming from the latest checkpoint under `output_dir`; returns the model
-    (from the final checkpoint) and the last reported metrics. Uses the running Ray if there is
-    one, else starts one for this call."""
-    import ray
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    """Fit on Ray Train, resuming from the latest checkpoint under `output_dir`.
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(include_dashboard=False, log_to_driver=False)
-    try:
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={
-                "data_dir": str(Path(data_dir).resolve()),
-                "model": config.to_dict(),
-                "training": dataclasses.asdict(training),
-                "checkpoint_every": checkpoint_every,
-            },
-            scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=False, resources_per_worker={"CPU": 1}),
-            run_config=RunConfig(name=RUN_NAME, storage_path=str(output_dir.resolve()), checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        )
-        result = trainer.fit()
-    finally:
-        if started_here:
-            ray.shutdown()
-    if result.error is not None:
-        raise RuntimeError(f"frame-model training failed on Ray: {result.error}")
-    assert result.checkpoint is not None
-    with result.checkpoint.as_directory() as directory:
-        state = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=False)
+    Args:
+        data_dir: a dataset from `facet data simulate` (its train split), readable by every worker.
+        config: the model.
+        training: steps, per-worker batch, learning rate, seed.
+        output_dir: Ray Train's run storage, under `output_dir/frame-model`.
+        num_workers: data-parallel workers; each draws its own windows (seed + rank).
+        checkpoint_every: steps between checkpoints (and the last step).
+        use_gpu: a GPU per worker; None: when the cluster has them (see `fit_on_ray`).
+    Returns:
+        the model of the final checkpoint (on the CPU, in eval mode) and the last reported metrics.
+    Raises:
+        RuntimeError: the training failed on Ray.
+    Uses the running Ray if there is one, else starts one for this call.
+    """
+    loop_config = {
+        "data_dir": str(Path(data_dir).resolve()),
+        "model": config.to_dict(),
+        "training": dataclasses.asdict(training),
+        "checkpoint_every": checkpoint_every,
+    }
+    state, metrics = fit_on_ray(train_loop_per_worker, loop_config, output_dir, run_name=RUN_NAME, load=_load_state,
+                                num_workers=num_workers, use_gpu=use_gpu, what="frame-model training")  # fmt: skip
     model = FrameUNet(FrameModelConfig(**state["config"]))
     model.load_state_dict(state["model"])
-    return model.eval(), dict(result.metrics or {})
+    return model.eval(), metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class RayJobOptions:
+    """`facet nextframe train`: which dataset, where the run lives, how long, on how many workers."""
+
+    data: Path = option(help="a dataset from `facet data simulate`")
+    out: Path = option(help="Ray run storage (checkpoints)")
+    steps: int = option(FrameTrainingConfig.steps)
+    batch: int = option(FrameTrainingConfig.batch, help="per worker")
+    lr: float = option(FrameTrainingConfig.lr)
+    base_channels: int = option(FrameModelConfig.base_channels)
+    depth: int = option(FrameModelConfig.depth)
+    workers: int = option(2)
+    checkpoint_every: int = option(100)
+    device: str = option("auto", help="the workers' device: auto (GPUs when the Ray cluster has one per worker), cpu or cuda")
+
+    def __post_init__(self) -> None:
+        ray_use_gpu(self.device)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`facet nextframe train`: train a frame model on Ray Train and print the final metrics."""
     parser = argparse.ArgumentParser(prog="python -m training.nextframe.ray_job", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="a dataset from `facet data simulate`")
-    parser.add_argument("--out", type=Path, required=True, help="Ray run storage (checkpoints)")
-    parser.add_argument("--steps", type=int, default=FrameTrainingConfig.steps)
-    parser.add_argument("--batch", type=int, default=FrameTrainingConfig.batch, help="per worker")
-    parser.add_argument("--lr", type=float, default=FrameTrainingConfig.lr)
-    parser.add_argument("--base-channels", type=int, default=FrameModelConfig.base_channels)
-    parser.add_argument("--depth", type=int, default=FrameModelConfig.depth)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--checkpoint-every", type=int, default=100)
-    args = parser.parse_args(argv)
-    config = FrameModelConfig(base_channels=args.base_channels, depth=args.depth)
-    training = FrameTrainingConfig(steps=args.steps, batch=args.batch, lr=args.lr)
-    _, metrics = train_frame_model_on_ray(args.data, config, training, args.out, num_workers=args.workers, checkpoint_every=args.checkpoint_every)
+    add_options(parser, RayJobOptions)
+    options, _ = parse_options(parser, RayJobOptions, argv)
+    config = FrameModelConfig(base_channels=options.base_channels, depth=options.depth)
+    training = FrameTrainingConfig(steps=options.steps, batch=options.batch, lr=options.lr)
+    _, metrics = train_frame_model_on_ray(options.data, config, training, options.out, num_workers=options.workers,
+                                          checkpoint_every=options.checkpoint_every, use_gpu=ray_use_gpu(options.device))  # fmt: skip
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2, default=str))
     return 0
 

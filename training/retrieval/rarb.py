@@ -57,6 +57,8 @@ DISPLAY_NAMES: dict[str, str] = {
     "tempreason-l2-pure-test.csv": "TempReason-l2",
     "tempreason-l3-pure-test.csv": "TempReason-l3",
 }
+# The RAR-b MCR CSVs in the shared benchmark data beside the checkout (../shared/data/rarb-mcr).
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "rarb-mcr"
 SHUFFLED_FILE_PREFIX = "tempreason"  # gold always at index 0: shuffle candidates
 EMBED_BATCH_TEXTS = 256  # the service's default max_texts_per_request
 EMBED_REQUESTS_IN_FLIGHT = 2  # one tokenizing while the other runs the model
@@ -450,8 +452,26 @@ def results_json(
 # -- command -----------------------------------------------------------------------------------
 
 
-def main(args: argparse.Namespace) -> int:
-    """`facet eval rarb-mcr`: args has data (Path), address (str | None), limit, seed, full, json (Path | None)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `facet eval rarb-mcr`."""
+    parser = argparse.ArgumentParser(prog="facet eval rarb-mcr", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the RAR-b mcr/ CSVs (default: %(default)s)")
+    parser.add_argument("--address", help="retrieval service host:port (default: FACET_RETRIEVAL_ADDR or localhost)")
+    parser.add_argument("--limit", type=int, default=0, help="rows per file (0: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the TempReason candidate shuffle")
+    parser.add_argument("--full", action="store_true", help="also the 'full' setting (nDCG@10, Recall@10)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`facet eval rarb-mcr [--data DIR] [--address HOST:PORT] [--limit N] [--seed S] [--full] [--json PATH]`.
+
+    Returns:
+        0 when evaluated; 1 when the service is unreachable or fails; 2 for a missing or empty
+        data folder, a negative --limit or malformed rows (the reason on stderr).
+    """
+    args = build_parser().parse_args(argv)
     data_dir: Path = args.data
     if not data_dir.is_dir():
         print(
@@ -509,3 +529,7 @@ def main(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
         print(f"results written to {args.json}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -180,14 +180,16 @@ def cache_activations(
     batch_contexts: int = 8,
     shard_tokens: int = 65_536,
     progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> Manifest:
-    """Write about `tokens` activations (position 0 of each context left out) as .npy shards."""
+    """Write about `tokens` activations (position 0 of each context left out) as .npy shards.
+    The LM runs on `device` (it is moved there: use a fresh load); the shards are float32."""
     from tqdm import tqdm
 
     if context_tokens < 2:
         raise ValueError("context_tokens must be >= 2")
     out_dir.mkdir(parents=True, exist_ok=True)
-    stream = ResidualStream(lm, layer)
+    stream = ResidualStream(lm, layer).to(device)
     shards: list[str] = []
     pending: list[np.ndarray] = []
     pending_where: list[np.ndarray] = []
@@ -211,7 +213,7 @@ def cache_activations(
             if not batch:
                 log.warning("the corpus ran out after %d tokens (asked for %d)", written, tokens)
                 break
-            acts = stream(torch.tensor(batch, dtype=torch.long))[:, 1:, :].reshape(-1, lm.d_model)  # no position 0
+            acts = stream(torch.tensor(batch, dtype=torch.long, device=device))[:, 1:, :].reshape(-1, lm.d_model).cpu()  # no position 0
             where = np.stack(
                 np.meshgrid(np.arange(len(batch)) + len(all_contexts), np.arange(1, context_tokens), indexing="ij"), -1
             ).reshape(-1, 2)
@@ -286,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     """`facet sae cache`: write an activation cache that `facet sae train` reads."""
     import argparse
 
+    from training.device import AUTO, CHOICES_HELP, resolve_device
     from training.sae.corpus import CORPUS_NAME, wikipedia_paragraphs
 
     parser = argparse.ArgumentParser(prog="facet sae cache", description="Cache residual-stream activations of an LM.")
@@ -295,10 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context-tokens", type=int, default=128)
     parser.add_argument("--lm", type=Path, help="a local Hugging Face causal LM directory (default SmolLM2-135M)")
     parser.add_argument("--lm-checkpoint", type=Path, help="keep the dequantised SmolLM2 here for fast reloads")
+    parser.add_argument("--device", default=AUTO, help=f"where the LM runs: {CHOICES_HELP}")
     args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
     lm = load_language_model(args.lm, checkpoint_cache=args.lm_checkpoint)
     manifest = cache_activations(lm, args.layer, wikipedia_paragraphs(), args.out, tokens=args.tokens, corpus=CORPUS_NAME,
-                                 context_tokens=args.context_tokens)  # fmt: skip
+                                 context_tokens=args.context_tokens, device=device)  # fmt: skip
     print(json.dumps({k: v for k, v in manifest.to_dict().items() if k != "shards"}, indent=2))
     return 0
 

@@ -29,7 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from deploy.model_repository import ModelRepository, ModelVersion
+from services.model_repository import Key, ModelRepository, ModelVersion
+from services.sae.catalog import File, Kind, Prop
+from training.device import CHOICES_HELP, ray_use_gpu, resolve_device
+from training.options import add_options, option, parse_options
 from training.sae import analysis
 from training.sae.activations import (
     ActivationCache,
@@ -38,7 +41,7 @@ from training.sae.activations import (
     load_language_model,
     token_contexts,
 )
-from training.sae.config import SaeConfig
+from training.sae.config import ARCHITECTURES, SaeConfig
 from training.sae.corpus import CORPUS_NAME, wikipedia_paragraphs
 from training.sae.export import export_lm_prefix, export_sae
 from training.sae.meta_sae import train_meta_sae, unit_decoder_rows
@@ -59,20 +62,31 @@ META_FILE = "meta.npz"
 
 @dataclasses.dataclass(frozen=True)
 class BuildOptions:
-    layer: int = 15
-    tokens: int = 200_000  # activations cached (and seen per epoch)
-    epochs: int = 3
-    widths: tuple[int, ...] = (1152, 2304, 4608)  # 2x, 4x, 8x SmolLM2's d_model
-    architecture: str = "batchtopk"
-    k: int = 32
-    batch_tokens: int = 1024  # many small steps: with few tokens, steps matter more than batch size
-    lr: float = 1e-3
-    ray_workers: int = 0  # > 0: train on Ray Train with this many data-parallel workers
-    context_tokens: int = 128
-    lm: Path | None = None  # a local HF causal LM directory; default SmolLM2-135M
-    work_dir: Path | None = None  # keeps the activation cache and LM checkpoint between builds
-    ce_contexts: int = CE_CONTEXTS
-    progress: bool = True
+    """What `build` trains and how; each field is also a flag of `python -m training.sae.build`."""
+
+    layer: int = option(15, help="residual stream after this many blocks")
+    tokens: int = option(200_000, help="activations to cache (and seen per epoch)")
+    epochs: int = option(3)
+    widths: tuple[int, ...] = option((1152, 2304, 4608), help="comma-separated SAE widths (d_sae); 2x, 4x, 8x SmolLM2's d_model")
+    architecture: str = option("batchtopk", choices=ARCHITECTURES)
+    k: int = option(32, help="active latents per token (topk, batchtopk)")
+    # many small steps: with few tokens, steps matter more than batch size
+    batch_tokens: int = option(1024, help="activations per training step")
+    lr: float = option(1e-3)
+    ray_workers: int = option(0, help="train on Ray Train with N data-parallel workers (0: in this process)")
+    context_tokens: int = option(128, help="tokens per cached context")
+    lm: Path | None = option(None, help="a local Hugging Face causal LM or encoder directory (default SmolLM2-135M)")
+    work_dir: Path | None = option(None, help="keep the activation cache (and the LM checkpoint) here between builds")
+    ce_contexts: int = option(CE_CONTEXTS, help="held-out contexts of the downstream cross-entropy metric")
+    device: str = option("auto", help=f"where the LM caches activations and the SAEs train: {CHOICES_HELP}")
+    progress: bool = option(True, cli=False)
+
+    def __post_init__(self) -> None:
+        if not self.widths or min(self.widths) < 1:
+            raise ValueError(f"widths must be one or more positive SAE widths, got {self.widths}")
+        resolve_device(self.device)  # a bad or unavailable device fails here, not after caching
+        if self.ray_workers:
+            ray_use_gpu(self.device)
 
     @property
     def base_name(self) -> str:
@@ -80,6 +94,14 @@ class BuildOptions:
 
     def sae_name(self, width: int) -> str:
         return f"{self.base_name}-{self.architecture}-w{width}"
+
+    def decoder_name(self, width: int) -> str:
+        return self.sae_name(width) + "-decoder"
+
+    @property
+    def meta_name(self) -> str:
+        """The meta-SAE, trained on the largest SAE's decoder."""
+        return self.sae_name(max(self.widths)) + "-meta"
 
 
 def _slug(text: str) -> str:
@@ -91,14 +113,52 @@ def prefix_model_name(options: BuildOptions) -> str:
 
 
 def default_model_names(options: BuildOptions | None = None) -> list[str]:
+    """Every model a build with `options` (default: the default family) registers, the LM prefix first."""
     options = options or BuildOptions()
     names = [prefix_model_name(options)]
     for w in options.widths:
-        names += [options.sae_name(w), options.sae_name(w) + "-decoder"]
-    return [*names, options.sae_name(max(options.widths)) + "-meta"]
+        names += [options.sae_name(w), options.decoder_name(w)]
+    return [*names, options.meta_name]
+
+
+def has_defaults(repository: ModelRepository) -> bool:
+    """Whether `facet models build` has no SAE family to build.
+
+    Args:
+        repository: the model repository.
+    Returns:
+        True when the default family is complete, or when the repository holds other SAEs and no
+        part of the default family (someone built their own); False when it has no SAE at all, or
+        a default family that an interrupted build left incomplete.
+    """
+    names = default_model_names()
+    if all(repository.has(name) for name in names):
+        return True
+    has_saes = any(repository.get(name).kind == Kind.SAE for name in repository.models())
+    return has_saes and not any(repository.has(name) for name in names[1:])
+
+
+def build_defaults(repository: ModelRepository, work_dir: Path, benchmark_data: Path | None = None) -> list[ModelVersion]:
+    """Build the default SAE family (`BuildOptions()`) unless `has_defaults`.
+
+    Args:
+        repository: the model repository to register into.
+        work_dir: keeps the activation cache and the LM checkpoint between builds
+            (e.g. `<data_dir>/sae-build`), so an interrupted build resumes quickly.
+        benchmark_data: unused: the SAE build reads its own corpus.
+    Returns:
+        the versions registered (the LM prefix, each SAE and its decoder, the meta-SAE); [] when
+        nothing was missing.
+    Raises:
+        RuntimeError, OSError: as `build`.
+    """
+    if has_defaults(repository):
+        return []
+    return build(repository, BuildOptions(work_dir=work_dir))
 
 
 def _load_lm(options: BuildOptions, work: Path) -> LanguageModel:
+    """The LM on the CPU (the analyses and the export run there)."""
     return load_language_model(options.lm, checkpoint_cache=None if options.lm else work / "lm")
 
 
@@ -108,7 +168,7 @@ def _held_out_contexts(lm: LanguageModel, options: BuildOptions, n: int) -> torc
     return torch.tensor(contexts, dtype=torch.long)
 
 
-def _cache(options: BuildOptions, work: Path) -> ActivationCache:
+def _cache(options: BuildOptions, work: Path, device: torch.device) -> ActivationCache:
     directory = work / f"acts-l{options.layer}-{options.tokens}-{options.context_tokens}"
     if (directory / "manifest.json").is_file():
         return ActivationCache(directory)
@@ -120,7 +180,7 @@ def _cache(options: BuildOptions, work: Path) -> ActivationCache:
     if tmp.exists():
         shutil.rmtree(tmp)
     cache_activations(lm, options.layer, paragraphs, tmp, tokens=options.tokens, corpus=CORPUS_NAME,
-                      context_tokens=options.context_tokens, progress=options.progress)  # fmt: skip
+                      context_tokens=options.context_tokens, progress=options.progress, device=device)  # fmt: skip
     tmp.rename(directory)
     return ActivationCache(directory)
 
@@ -131,8 +191,21 @@ def _save_npz(path: Path, **arrays: Any) -> Path:
 
 
 def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list[ModelVersion]:  # noqa: B008 - frozen
-    """Build and register the family; returns the registered model versions."""
+    """Build and register the family (the steps of the module docstring).
+
+    Args:
+        repo: the model repository to register into.
+        options: what to train; `options.device` runs the activation caching and the training
+            (the analyses and the ONNX exports with their parity checks run on the CPU).
+    Returns:
+        the registered versions: the LM prefix, then each SAE's decoder and encoder (smallest
+        first), then the meta-SAE.
+    Raises:
+        RuntimeError: training on Ray failed.
+        ValueError: the LM has fewer than `options.layer` blocks.
+    """
     started = time.monotonic()
+    device = resolve_device(options.device)
     work = options.work_dir or Path(tempfile.mkdtemp(prefix="facet-sae-"))
     work.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -142,7 +215,7 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
         return time.monotonic()
 
     t = time.monotonic()
-    cache = _cache(options, work)
+    cache = _cache(options, work, device)
     manifest = cache.manifest
     t = lap("activations_s", t)
 
@@ -151,13 +224,14 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
     if options.ray_workers:  # data-parallel on Ray Train (local Ray, or the cluster RAY_ADDRESS names)
         from training.sae.ray_job import train_family_on_ray
 
-        state, _ = train_family_on_ray(cache.directory, configs, training, work / "ray", num_workers=options.ray_workers)
+        state, _ = train_family_on_ray(cache.directory, configs, training, work / "ray", num_workers=options.ray_workers,
+                                       use_gpu=ray_use_gpu(options.device))  # fmt: skip
         saes = state.saes
         train_rows, _ = split_cache(cache, training.eval_fraction)
         held_rows = cache.all()[train_rows:]
         metrics = [evaluate(s.eval(), held_rows.split(training.batch_tokens)) for s in saes]
     else:
-        saes, metrics = train_family(cache, configs, training, progress=options.progress)
+        saes, metrics = train_family(cache, configs, training, progress=options.progress, device=device)
     t = lap("training_s", t)
 
     lm = _load_lm(options, work)
@@ -166,7 +240,7 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
     t = lap("cross_entropy_s", t)
 
     largest = saes[-1]
-    meta = train_meta_sae(largest, progress=options.progress)
+    meta = train_meta_sae(largest, progress=options.progress, device=device)
     t = lap("meta_sae_s", t)
 
     data = cache.all()
@@ -192,21 +266,21 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
     lm.tokenizer.backend_tokenizer.save(str(tokenizer_file))
     prefix = export_lm_prefix(_load_lm(options, work), options.layer, out / "prefix.onnx", ce_ids[:2, :64])
     common = {
-        "base_model": manifest.model,
-        "layer": options.layer,
-        "hook": "resid_post",
-        "d_in": manifest.d_model,
-        "corpus": manifest.corpus,
-        "family": f"{options.base_name}-{options.architecture}-k{options.k}",
-        "lm_model": prefix_model_name(options),
+        Prop.BASE_MODEL: manifest.model,
+        Prop.LAYER: options.layer,
+        Prop.HOOK: "resid_post",
+        Prop.D_IN: manifest.d_model,
+        Prop.CORPUS: manifest.corpus,
+        Prop.FAMILY: f"{options.base_name}-{options.architecture}-k{options.k}",
+        Prop.LM_MODEL: prefix_model_name(options),
     }
     registered = [
         repo.register(
             prefix_model_name(options),
             prefix.path,
-            {"kind": "lm-residual", "source": manifest.model, "inputs": prefix.inputs, "outputs": prefix.outputs,
-             "parity": prefix.parity, "properties": {**common, "d_model": manifest.d_model, "vocab_size": len(lm.tokenizer)}},
-            extra_files={"tokenizer": tokenizer_file},
+            {Key.KIND: Kind.LM_RESIDUAL, Key.SOURCE: manifest.model, Key.INPUTS: prefix.inputs, Key.OUTPUTS: prefix.outputs,
+             Key.PARITY: prefix.parity, Key.PROPERTIES: {**common, Prop.D_MODEL: manifest.d_model, Prop.VOCAB_SIZE: len(lm.tokenizer)}},
+            extra_files={File.TOKENIZER: tokenizer_file},
             max_batch_size=8,
         )  # fmt: skip
     ]
@@ -216,43 +290,44 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
         encoder, decoder = export_sae(sae, out / f"{name}-encoder.onnx", out / f"{name}-decoder.onnx", sample)
         weights_dir = out / f"{name}-saelens"
         save_saelens(sae, weights_dir, {"model_name": manifest.model, "hook_name": f"blocks.{options.layer - 1}.hook_resid_post"})
-        files = {"weights": weights_dir / WEIGHTS_FILE, "saelens_cfg": weights_dir / CONFIG_FILE}
+        files = {File.WEIGHTS: weights_dir / WEIGHTS_FILE, File.SAELENS_CONFIG: weights_dir / CONFIG_FILE}
         top, (out_ids, out_scores) = tops[i], outputs[i]
-        files["analysis"] = _save_npz(out / f"{name}-{ANALYSIS_FILE}", top_values=top.values, top_windows=top.windows,
-                                      firing_rate=top.firing_rate, output_ids=out_ids, output_scores=out_scores,
-                                      context_before=analysis.CONTEXT_BEFORE)  # fmt: skip
+        files[File.ANALYSIS] = _save_npz(out / f"{name}-{ANALYSIS_FILE}", top_values=top.values, top_windows=top.windows,
+                                         firing_rate=top.firing_rate, output_ids=out_ids, output_scores=out_scores,
+                                         context_before=analysis.CONTEXT_BEFORE)  # fmt: skip
         for (a, b), result in stitchings.items():
             if b == i:
                 small = options.sae_name(saes[a].config.d_sae)
-                files[f"stitching:{small}"] = _save_npz(
+                files[File.STITCHING + small] = _save_npz(
                     out / f"{name}-stitching-{small}.npz", max_cosine=result.max_cosine, nearest=result.nearest,
                     delta_mse=result.delta_mse, swap_mse=result.swap_mse, thresholds=np.array(list(result.novel_share)),
                     shares=np.array(list(result.novel_share.values())), small_mse=result.small_mse, large_mse=result.large_mse,
                     threshold=result.threshold, tokens=len(held),
                 )  # fmt: skip
-                files[f"swap_curve:{small}"] = plot_swap_curve(result, out / f"{name}-swap-curve-{small}.png", small, name)
+                files[File.SWAP_CURVE + small] = plot_swap_curve(result, out / f"{name}-swap-curve-{small}.png", small, name)
         properties = {
             **common,
-            "width": sae.config.d_sae,
-            "architecture": sae.config.architecture,
-            "k": sae.config.k,
-            "training_tokens": training.steps * training.batch_tokens,
-            "metrics": {**m.to_dict(), **(ce.for_sae(i) if ce else NO_CROSS_ENTROPY), "held_out_tokens": len(held),
-                        "ce_tokens": ce.tokens if ce else 0},  # fmt: skip
-            "top_activations_stored": TOP_K_STORED,
-            "decoder_model": name + "-decoder",
+            Prop.WIDTH: sae.config.d_sae,
+            Prop.ARCHITECTURE: sae.config.architecture,
+            Prop.K: sae.config.k,
+            Prop.TRAINING_TOKENS: training.steps * training.batch_tokens,
+            Prop.METRICS: {**m.to_dict(), **(ce.for_sae(i) if ce else NO_CROSS_ENTROPY), "held_out_tokens": len(held),
+                           "ce_tokens": ce.tokens if ce else 0},  # fmt: skip
+            Prop.TOP_ACTIVATIONS_STORED: TOP_K_STORED,
+            Prop.DECODER_MODEL: options.decoder_name(sae.config.d_sae),
         }
         if sae is largest:
-            properties.update(meta_model=name + "-meta", meta_width=meta.meta.config.d_sae,
-                              meta_variance_explained=meta.variance_explained, meta_mean_active=meta.mean_active)  # fmt: skip
+            properties.update({Prop.META_MODEL: options.meta_name, Prop.META_WIDTH: meta.meta.config.d_sae,
+                               Prop.META_VARIANCE_EXPLAINED: meta.variance_explained, Prop.META_MEAN_ACTIVE: meta.mean_active})  # fmt: skip
         registered.append(
-            repo.register(name + "-decoder", decoder.path, {"kind": "sae-decoder", "source": name, "inputs": decoder.inputs,
-                          "outputs": decoder.outputs, "parity": decoder.parity, "properties": {"sae": name}})  # fmt: skip
+            repo.register(options.decoder_name(sae.config.d_sae), decoder.path, {Key.KIND: Kind.SAE_DECODER, Key.SOURCE: name,
+                          Key.INPUTS: decoder.inputs, Key.OUTPUTS: decoder.outputs, Key.PARITY: decoder.parity,
+                          Key.PROPERTIES: {Prop.SAE: name}})  # fmt: skip
         )
         registered.append(
-            repo.register(name, encoder.path, {"kind": "sae", "source": f"trained by training.sae.build on {manifest.corpus}",
-                          "inputs": encoder.inputs, "outputs": encoder.outputs, "parity": encoder.parity,
-                          "properties": properties}, extra_files=files)  # fmt: skip
+            repo.register(name, encoder.path, {Key.KIND: Kind.SAE, Key.SOURCE: f"trained by training.sae.build on {manifest.corpus}",
+                          Key.INPUTS: encoder.inputs, Key.OUTPUTS: encoder.outputs, Key.PARITY: encoder.parity,
+                          Key.PROPERTIES: properties}, extra_files=files)  # fmt: skip
         )
     name = options.sae_name(largest.config.d_sae)
     meta_encoder, _ = export_sae(meta.meta, out / f"{name}-meta-encoder.onnx", out / f"{name}-meta-decoder.onnx", unit_decoder_rows(largest)[:512])
@@ -263,13 +338,13 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
                           context_before=analysis.CONTEXT_BEFORE)  # fmt: skip
     timings["total_s"] = round(time.monotonic() - started, 1)
     registered.append(
-        repo.register(name + "-meta", meta_encoder.path, {"kind": "meta-sae", "source": f"meta-SAE on the decoder of {name}",
-                      "inputs": meta_encoder.inputs, "outputs": meta_encoder.outputs, "parity": meta_encoder.parity,
-                      "properties": {"sae": name, "width": meta.meta.config.d_sae, "k": meta.meta.config.k,
-                                     "variance_explained": meta.variance_explained, "mean_active": meta.mean_active,
-                                     "build_timings": timings, "cache_tokens": manifest.token_count,
-                                     "dropped_massive_tokens": manifest.dropped_massive_tokens}},
-                      extra_files={"analysis": meta_file})  # fmt: skip
+        repo.register(options.meta_name, meta_encoder.path, {Key.KIND: Kind.META_SAE, Key.SOURCE: f"meta-SAE on the decoder of {name}",
+                      Key.INPUTS: meta_encoder.inputs, Key.OUTPUTS: meta_encoder.outputs, Key.PARITY: meta_encoder.parity,
+                      Key.PROPERTIES: {Prop.SAE: name, Prop.WIDTH: meta.meta.config.d_sae, Prop.K: meta.meta.config.k,
+                                       "variance_explained": meta.variance_explained, "mean_active": meta.mean_active,
+                                       "build_timings": timings, "cache_tokens": manifest.token_count,
+                                       "dropped_massive_tokens": manifest.dropped_massive_tokens}},
+                      extra_files={File.ANALYSIS: meta_file})  # fmt: skip
     )
     log.info("SAE build took %s", json.dumps(timings))
     if options.work_dir is None:
@@ -278,29 +353,16 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`facet sae build`: build a family into the model repository and print what was registered."""
     parser = argparse.ArgumentParser(prog="python -m training.sae.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    d = BuildOptions()
     parser.add_argument("--repository", type=Path, help="model repository (default: the configured one)")
-    parser.add_argument("--layer", type=int, default=d.layer)
-    parser.add_argument("--tokens", type=int, default=d.tokens, help="activations to cache")
-    parser.add_argument("--epochs", type=int, default=d.epochs)
-    parser.add_argument("--widths", default=",".join(map(str, d.widths)))
-    parser.add_argument("--architecture", default=d.architecture, choices=["relu", "topk", "batchtopk", "jumprelu"])
-    parser.add_argument("--k", type=int, default=d.k)
-    parser.add_argument("--batch-tokens", type=int, default=d.batch_tokens)
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--lm", type=Path, help="a local Hugging Face causal LM or encoder directory (default SmolLM2-135M)")
-    parser.add_argument("--ray-workers", type=int, default=0, help="train on Ray Train with N data-parallel workers (0: in this process)")
-    parser.add_argument("--work-dir", type=Path, help="keep the activation cache here between builds")
-    args = parser.parse_args(argv)
+    add_options(parser, BuildOptions)
+    options, args = parse_options(parser, BuildOptions, argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.repository is None:
         from services.runtime.config import load_config
 
         args.repository = load_config().model_repository
-    options = BuildOptions(layer=args.layer, tokens=args.tokens, epochs=args.epochs, widths=tuple(int(w) for w in args.widths.split(",")),
-                           architecture=args.architecture, k=args.k, batch_tokens=args.batch_tokens, lr=args.lr,
-                           lm=args.lm, work_dir=args.work_dir, ray_workers=args.ray_workers)  # fmt: skip
     for entry in build(ModelRepository(args.repository), options):
         print(f"{entry.name} v{entry.version} ({entry.kind})")
     return 0

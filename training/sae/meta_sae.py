@@ -34,9 +34,17 @@ def unit_decoder_rows(sae: Sae) -> torch.Tensor:
 
 
 def train_meta_sae(
-    sae: Sae, *, k: int = META_K, width: int | None = None, epochs: int = 200, seed: int = 0, progress: bool = True
+    sae: Sae,
+    *,
+    k: int = META_K,
+    width: int | None = None,
+    epochs: int = 200,
+    seed: int = 0,
+    progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> MetaSaeResult:
-    """Train a meta-SAE on `sae`'s decoder; variance explained is measured on all rows."""
+    """Train a meta-SAE on `sae`'s decoder (on `device`; returned on the CPU); variance explained
+    is measured on all rows."""
     rows = unit_decoder_rows(sae)
     width = width or max(k + 1, round(len(rows) / META_WIDTH_DIVISOR))
     config = SaeConfig("batchtopk", rows.shape[1], width, k=k, dead_after_tokens=max(len(rows) * 4, 1))
@@ -49,7 +57,7 @@ def train_meta_sae(
         seed=seed,
         eval_fraction=0.0,
     )
-    [meta], [metrics] = train_on_tensor(rows, rows, [config], training, progress=progress, desc="meta-SAE")
+    [meta], [metrics] = train_on_tensor(rows, rows, [config], training, progress=progress, desc="meta-SAE", device=device)
     return MetaSaeResult(meta=meta, variance_explained=1.0 - metrics.fvu, mean_active=metrics.l0)
 
 

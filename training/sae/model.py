@@ -150,7 +150,7 @@ class Sae(nn.Module):
                 rows, cols = ((acts >= smallest) & (acts > 0)).nonzero().unbind(1)  # row-major: sorted rows
             else:
                 top = acts.topk(cfg.k, dim=-1, sorted=False).indices
-                rows = torch.arange(acts.shape[0]).repeat_interleave(top.shape[1])
+                rows = torch.arange(acts.shape[0], device=acts.device).repeat_interleave(top.shape[1])
                 cols = top.flatten()
                 active = acts[rows, cols] > 0
                 rows, cols = rows[active], cols[active]
@@ -174,7 +174,7 @@ class Sae(nn.Module):
         with torch.no_grad():
             dead_acts = acts * dead.to(acts.dtype)
             top = dead_acts.topk(min(self.config.effective_aux_k, n_dead), dim=-1, sorted=False).indices
-            rows = torch.arange(acts.shape[0]).repeat_interleave(top.shape[1])
+            rows = torch.arange(acts.shape[0], device=acts.device).repeat_interleave(top.shape[1])
             cols = top.flatten()
             active = dead_acts[rows, cols] > 0
             rows, cols = rows[active], cols[active]

@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from training.device import ray_use_gpu
+from training.options import add_options, option, parse_options
+from training.ray_train import fit_on_ray, report, restore_checkpoint, worker_device, worker_rank
 from training.sae.activations import ActivationCache
-from training.sae.config import SaeConfig
+from training.sae.config import ARCHITECTURES, SaeConfig
 from training.sae.train import (
     FamilyState,
     TrainingConfig,
@@ -65,10 +68,8 @@ def _sync_buffers(state: FamilyState, world_size: int) -> None:
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
-    import ray.train
-
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    rank, world = worker_rank()
+    device = worker_device()
     training = TrainingConfig(**loop_config["training"])
     configs = [SaeConfig.from_dict(c) for c in loop_config["configs"]]
     cache = ActivationCache(loop_config["cache_dir"])
@@ -76,15 +77,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     train_rows, _ = split_cache(cache, training.eval_fraction)
     train, held_out = data[:train_rows], data[train_rows:]
     scale = input_scale(train)  # as train_family: train at mean norm √d_in, fold the scale back at the end
-    train = train * scale
+    train = train.to(device) * scale
 
-    state: FamilyState | None = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = load_checkpoint(Path(directory), training)
-    if state is None:
-        state = new_family(configs, training, mean=train.mean(0))  # same seed: same start everywhere
+    restored = restore_checkpoint(lambda directory: load_checkpoint(directory, training, device))
+    # a fresh family has the same seed, so the same start, on every worker
+    state = restored if restored is not None else new_family(configs, training, mean=train.mean(0), device=device)
     batches = training_batches(train, training, start_step=state.step)
     sync = _average_gradients(world) if world > 1 else None
     while state.step < training.steps:
@@ -97,18 +94,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         last = state.step == training.steps
         if state.step % training.checkpoint_every_steps == 0 or last:
             if last:
-                held = held_out if len(held_out) else train[: training.batch_tokens] / scale
+                held = held_out if len(held_out) else train[: training.batch_tokens].cpu() / scale
                 for sae in state.saes:
-                    unscaled = copy.deepcopy(sae)
+                    unscaled = copy.deepcopy(sae).cpu()
                     unscaled.fold_input_scale(scale)
                     m = evaluate(unscaled, held.split(training.batch_tokens)).to_dict()
                     metrics.update({f"d{sae.config.d_sae}_{k}": v for k, v in m.items()})
-            if rank == 0:
-                with tempfile.TemporaryDirectory() as tmp:
-                    save_checkpoint(state, Path(tmp))
-                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-            else:
-                ray.train.report(metrics)
+            report(metrics, save=lambda directory: save_checkpoint(state, directory))
 
 
 def train_family_on_ray(
@@ -118,74 +110,77 @@ def train_family_on_ray(
     output_dir: Path,
     *,
     num_workers: int = 2,
+    use_gpu: bool | None = False,
 ) -> tuple[FamilyState, dict[str, Any]]:
     """Fit on Ray Train; resume from the latest checkpoint under `output_dir` if there is one.
-    Returns the trained family and the final reported metrics. Uses the running Ray if there is
-    one, else starts one for this call."""
-    import ray
 
-    started_here = not ray.is_initialized()
-    if started_here:  # a local Ray (or the cluster RAY_ADDRESS names), shut down again below
-        ray.init(include_dashboard=False, log_to_driver=False)
-    try:
-        return _fit(cache_dir, configs, training, output_dir, num_workers)
-    finally:
-        if started_here:
-            ray.shutdown()
-
-
-def _fit(cache_dir: Path, configs: list[SaeConfig], training: TrainingConfig, output_dir: Path, num_workers: int) -> tuple[FamilyState, dict[str, Any]]:
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    output_dir = output_dir.resolve()
-    # Ray Train resumes a run from the latest checkpoint under storage_path/name by itself.
-    trainer = TorchTrainer(
+    Args:
+        cache_dir: an activation cache (`facet sae cache`), readable by every worker.
+        configs: the family, one SAE per width.
+        training: steps, batch and learning rate; `batch_tokens` is the global batch.
+        output_dir: Ray Train's run storage (checkpoints), under `output_dir/sae-family`.
+        num_workers: data-parallel workers.
+        use_gpu: a GPU per worker; None: when the cluster has them (see `fit_on_ray`).
+    Returns:
+        the trained family (on the CPU, taking unscaled activations) and the final reported metrics.
+    Raises:
+        RuntimeError: the training failed on Ray.
+    Uses the running Ray if there is one, else starts one for this call.
+    """
+    state, metrics = fit_on_ray(
         train_loop_per_worker,
-        train_loop_config={
-            "cache_dir": str(Path(cache_dir).resolve()),
-            "configs": [c.to_dict() for c in configs],
-            "training": training.__dict__,
-        },
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=False, resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(name=RUN_NAME, storage_path=str(output_dir), checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        {"cache_dir": str(Path(cache_dir).resolve()), "configs": [c.to_dict() for c in configs], "training": dataclasses.asdict(training)},
+        output_dir,
+        run_name=RUN_NAME,
+        load=lambda directory: load_checkpoint(directory, training),
+        num_workers=num_workers,
+        use_gpu=use_gpu,
+        what="SAE training",
     )
-    result = trainer.fit()
-    if result.error is not None:
-        raise RuntimeError(f"SAE training failed on Ray: {result.error}")
-    assert result.checkpoint is not None
-    with result.checkpoint.as_directory() as directory:
-        state = load_checkpoint(Path(directory), training)
-    assert state is not None
+    if state is None:
+        raise RuntimeError(f"SAE training on Ray left no {RUN_NAME} checkpoint under {output_dir}")
     cache = ActivationCache(cache_dir)
     train_rows, _ = split_cache(cache, training.eval_fraction)
     scale = input_scale(cache.all()[:train_rows])
     for sae in state.saes:
         sae.fold_input_scale(scale)
-    return state, dict(result.metrics or {})
+    return state, metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class RayJobOptions:
+    """`facet sae train`: what to train, from which cache, on how many workers."""
+
+    cache: Path = option(help="activation cache directory")
+    out: Path = option(help="Ray run storage (checkpoints, results)")
+    widths: tuple[int, ...] = option(help="comma-separated d_sae values, e.g. 2304,4608")
+    tokens: int = option(help="activations each SAE sees")
+    arch: str = option("batchtopk", choices=ARCHITECTURES)
+    k: int = option(32, help="topk, batchtopk: active latents per token")
+    l1: float = option(0.0, help="relu: L1 coefficient")
+    batch_tokens: int = option(1024)
+    lr: float = option(1e-3)
+    workers: int = option(2)
+    device: str = option("auto", help="the workers' device: auto (GPUs when the Ray cluster has one per worker), cpu or cuda")
+
+    def __post_init__(self) -> None:
+        ray_use_gpu(self.device)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`facet sae train`: train a family from a cache on Ray Train and print the final metrics."""
     parser = argparse.ArgumentParser(prog="python -m training.sae.ray_job", description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, required=True, help="activation cache directory")
-    parser.add_argument("--out", type=Path, required=True, help="Ray run storage (checkpoints, results)")
-    parser.add_argument("--arch", default="batchtopk", choices=["relu", "topk", "batchtopk", "jumprelu"])
-    parser.add_argument("--widths", required=True, help="comma-separated d_sae values, e.g. 2304,4608")
-    parser.add_argument("--k", type=int, default=32)
-    parser.add_argument("--l1", type=float, default=0.0, help="relu: L1 coefficient")
-    parser.add_argument("--tokens", type=int, required=True)
-    parser.add_argument("--batch-tokens", type=int, default=1024)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args(argv)
-    cache = ActivationCache(args.cache)
+    add_options(parser, RayJobOptions)
+    options, _ = parse_options(parser, RayJobOptions, argv)
+    cache = ActivationCache(options.cache)
     configs = [
-        SaeConfig(args.arch, cache.manifest.d_model, int(w), k=args.k if "topk" in args.arch else 0, l1_coefficient=args.l1,
-                  l0_coefficient=args.l1)
-        for w in args.widths.split(",")
+        SaeConfig(options.arch, cache.manifest.d_model, w, k=options.k if "topk" in options.arch else 0, l1_coefficient=options.l1,
+                  l0_coefficient=options.l1)
+        for w in options.widths
     ]  # fmt: skip
-    training = TrainingConfig(tokens=args.tokens, batch_tokens=args.batch_tokens, lr=args.lr)
-    state, metrics = train_family_on_ray(args.cache, configs, training, args.out, num_workers=args.workers)
+    training = TrainingConfig(tokens=options.tokens, batch_tokens=options.batch_tokens, lr=options.lr)
+    _, metrics = train_family_on_ray(options.cache, configs, training, options.out, num_workers=options.workers,
+                                     use_gpu=ray_use_gpu(options.device))  # fmt: skip
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2, default=str))
     return 0
 

@@ -72,11 +72,15 @@ class FamilyState:
         }
 
 
-def new_family(configs: Sequence[SaeConfig], training: TrainingConfig, mean: torch.Tensor | None = None) -> FamilyState:
+def new_family(
+    configs: Sequence[SaeConfig], training: TrainingConfig, mean: torch.Tensor | None = None, device: torch.device | str = "cpu"
+) -> FamilyState:
+    """Fresh SAEs (seeded by `training.seed`, initialised on the CPU, so every device starts from
+    the same weights) on `device`, with their optimisers; `mean` [d_in] starts each decoder bias."""
     torch.manual_seed(training.seed)
     saes = []
     for config in configs:
-        sae = Sae(config)
+        sae = Sae(config).to(device)
         if mean is not None:
             with torch.no_grad():
                 sae.b_dec.copy_(mean)  # start the decoder bias at the data mean
@@ -93,12 +97,13 @@ def save_checkpoint(state: FamilyState, directory: Path) -> Path:
     return directory / CHECKPOINT_FILE
 
 
-def load_checkpoint(directory: Path, training: TrainingConfig) -> FamilyState | None:
+def load_checkpoint(directory: Path, training: TrainingConfig, device: torch.device | str = "cpu") -> FamilyState | None:
+    """The family saved in `directory`, on `device` (whatever device saved it), or None."""
     path = directory / CHECKPOINT_FILE
     if not path.is_file():
         return None
-    data = torch.load(path, weights_only=False)
-    state = new_family([SaeConfig.from_dict(c) for c in data["configs"]], training)
+    data = torch.load(path, weights_only=False, map_location=device)
+    state = new_family([SaeConfig.from_dict(c) for c in data["configs"]], training, device=device)
     for sae, weights in zip(state.saes, data["saes"], strict=True):
         sae.load_state_dict(weights)
     for opt, opt_state in zip(state.optimizers, data["optimizers"], strict=True):
@@ -153,11 +158,11 @@ def split_cache(cache: ActivationCache, eval_fraction: float) -> tuple[int, int]
 
 def training_batches(data: torch.Tensor, training: TrainingConfig, start_step: int = 0) -> Iterator[torch.Tensor]:
     """Shuffled epochs over `data`, one batch per step, resumable at `start_step`."""
-    g = torch.Generator().manual_seed(training.seed)
+    g = torch.Generator().manual_seed(training.seed)  # on the CPU: the same batches on every device
     per_epoch = max(1, len(data) // training.batch_tokens)
     step = 0
     while True:
-        order = torch.randperm(len(data), generator=g)
+        order = torch.randperm(len(data), generator=g).to(data.device)
         for i in range(per_epoch):
             if step >= start_step:
                 yield data[order[i * training.batch_tokens : (i + 1) * training.batch_tokens]]
@@ -171,13 +176,15 @@ def train_family(
     checkpoint_dir: Path | None = None,
     progress: bool = True,
     stop_at_step: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[list[Sae], list[ReconstructionMetrics]]:
     """Train every config on the same batches of a cache (resuming from `checkpoint_dir` if it
-    holds one); return the SAEs and their metrics on the held-out tokens. `stop_at_step` ends
-    the run early, as an interruption would; the checkpoint then resumes it exactly."""
+    holds one); return the SAEs (on the CPU) and their metrics on the held-out tokens.
+    `stop_at_step` ends the run early, as an interruption would; the checkpoint then resumes it
+    exactly. `device` is where the SAEs and the training rows live while training."""
     train_rows, _ = split_cache(cache, training.eval_fraction)
     data = cache.all()
-    return train_on_tensor(data[:train_rows], data[train_rows:], configs, training, checkpoint_dir, progress, stop_at_step)
+    return train_on_tensor(data[:train_rows], data[train_rows:], configs, training, checkpoint_dir, progress, stop_at_step, device=device)
 
 
 def train_on_tensor(
@@ -189,6 +196,7 @@ def train_on_tensor(
     progress: bool = True,
     stop_at_step: int | None = None,
     desc: str = "SAE family",
+    device: torch.device | str = "cpu",
 ) -> tuple[list[Sae], list[ReconstructionMetrics]]:
     """`train_family` on rows already in memory (also used for meta-SAEs on decoder rows).
 
@@ -199,11 +207,11 @@ def train_on_tensor(
     from tqdm import tqdm
 
     scale = input_scale(train)
-    train, held_out = train * scale, held_out * scale
+    train, held_out = train.to(device) * scale, held_out * scale
 
-    state = load_checkpoint(checkpoint_dir, training) if checkpoint_dir else None
+    state = load_checkpoint(checkpoint_dir, training, device) if checkpoint_dir else None
     if state is None:
-        state = new_family(configs, training, mean=train.mean(0))
+        state = new_family(configs, training, mean=train.mean(0), device=device)
     elif [s.config for s in state.saes] != list(configs):
         raise ValueError(f"{checkpoint_dir} holds a checkpoint of other SAEs; use another directory")
     batches = training_batches(train, training, start_step=state.step)
@@ -217,8 +225,9 @@ def train_on_tensor(
                 save_checkpoint(state, checkpoint_dir)
     if checkpoint_dir is not None:
         save_checkpoint(state, checkpoint_dir)
-    held = (held_out if len(held_out) else train[: training.batch_tokens]) / scale
+    held = (held_out if len(held_out) else train[: training.batch_tokens].cpu()) / scale
     for sae in state.saes:
+        sae.cpu()  # metrics, analyses and exports run on the CPU
         sae.fold_input_scale(scale)
     metrics = [evaluate(sae, held.split(training.batch_tokens)) for sae in state.saes]
     for sae, m in zip(state.saes, metrics, strict=True):

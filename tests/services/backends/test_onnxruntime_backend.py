@@ -7,8 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from deploy.model_repository import ModelRepository
 from services.backends.onnxruntime import OnnxRuntimeBackend
+from services.model_repository import ModelRepository
 from services.retrieval.tokenization import TextTokenizer
 from services.runtime.config import FacetConfig, replace
 from services.runtime.errors import InvalidArgument, NotFound

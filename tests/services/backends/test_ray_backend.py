@@ -13,8 +13,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from deploy.model_repository import ModelRepository
-from tests.conftest import REPO_ROOT, TEST_SAE_LARGE, delete_serve_apps
+from services.model_repository import ModelRepository
+from tests.services.sae.fixtures import TEST_SAE_LARGE
+from tests.serving import REPO_ROOT, delete_serve_apps
 
 pytestmark = pytest.mark.integration
 

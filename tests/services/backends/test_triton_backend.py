@@ -16,8 +16,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import sdk
-from deploy.model_repository import ModelRepository
-from tests.conftest import LocalTriton, ServerProcess, free_port
+from services.model_repository import ModelRepository
+from tests.serving import LocalTriton, ServerProcess, free_port
 
 pytestmark = pytest.mark.integration
 MODEL = "nextframe-pendulum"

@@ -14,11 +14,11 @@ import onnxruntime as ort
 import pytest
 
 import sdk
-from deploy.model_repository import ModelRepository
 from sdk._proto.facet.v1 import common_pb2, nextframe_pb2, nextframe_pb2_grpc
 from sdk._tensors import tensor_from_numpy
-from tests.conftest import ServerProcess
-from training.nextframe.simulators import DATASETS, simulate
+from services.model_repository import ModelRepository
+from services.nextframe.simulators import DATASETS, simulate
+from tests.serving import ServerProcess
 
 pytestmark = pytest.mark.integration
 MODEL = "nextframe-pendulum"

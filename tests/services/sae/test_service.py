@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import sdk
-from deploy.model_repository import ModelRepository
 from sdk._proto.facet.v1 import common_pb2, sae_pb2, sae_pb2_grpc
-from tests.conftest import OTHER_LAYER_SAE, TEST_SAE_LARGE, TEST_SAE_SMALL, ServerProcess
+from services.model_repository import ModelRepository
+from tests.services.sae.fixtures import OTHER_LAYER_SAE, TEST_SAE_LARGE, TEST_SAE_SMALL
+from tests.serving import ServerProcess
 
 pytestmark = pytest.mark.integration
 TEXT = "Albert Einstein was born in Ulm, in the Kingdom of Württemberg in the German Empire."

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from deploy.model_repository import ModelRepository
+from services.model_repository import ModelRepository
+from services.nextframe.simulators import DATASETS
 from training.nextframe.build import main, model_name
-from training.nextframe.simulators import DATASETS
 
 pytestmark = pytest.mark.integration
 

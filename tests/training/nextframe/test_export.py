@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from services.nextframe.simulators import simulate
 from training.nextframe.export import export_frame_model, export_probe
 from training.nextframe.model import CONTEXT, FrameModelConfig, FrameUNet, to_unit
 from training.nextframe.probe import ProbeConfig, fit_probe
-from training.nextframe.simulators import simulate
 
 
 def test_exports_match_pytorch_on_real_frames(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from services.nextframe.simulators import simulate
 from training.nextframe.model import CONTEXT, FrameModelConfig, FrameUNet
 from training.nextframe.rollout_eval import baselines, plot_rollouts, score_rollouts, ssim
-from training.nextframe.simulators import simulate
 
 
 def test_ssim_is_one_for_identical_frames_and_lower_for_different_ones() -> None:

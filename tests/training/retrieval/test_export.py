@@ -5,14 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
-from deploy.cli import main as facet
-from deploy.model_repository import ModelRepository
+from services.backends.onnx_session import create_session
+from services.model_repository import ModelRepository
 from services.retrieval.tokenization import TextTokenizer
 from services.runtime.errors import InvalidArgument
-from training.retrieval.export import PARITY_MIN_COSINE, describe_sentence_transformer, packaged_minilm_dir
+from training.retrieval.export import (
+    DEFAULT_EMBEDDING_MODEL,
+    PARITY_MIN_COSINE,
+    build_defaults,
+    describe_sentence_transformer,
+    has_defaults,
+    main,
+    packaged_minilm_dir,
+)
 
 
 def test_default_model_passed_parity_on_real_sentences(model_repository: ModelRepository) -> None:
@@ -31,7 +38,7 @@ def test_default_model_passed_parity_on_real_sentences(model_repository: ModelRe
 
 def test_onnx_model_has_dynamic_batch_and_sequence_axes(model_repository: ModelRepository) -> None:
     entry = model_repository.get("all-minilm-l6-v2")
-    session = ort.InferenceSession(str(entry.model_file), providers=["CPUExecutionProvider"])
+    session = create_session(entry.model_file, providers="cpu")
     for batch, length in ((1, 3), (7, 41), (3, 256)):
         ids = np.full((batch, length), 1000, dtype=np.int64)
         out = session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
@@ -57,9 +64,19 @@ def test_describe_reads_pooling_and_limits() -> None:
     assert facts["pooling"] == "mean" and facts["max_seq_length"] == 256 and facts["dimension"] == 384
 
 
-def test_export_embedding_command_registers_a_new_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FACET_MODEL_REPOSITORY", str(tmp_path))
-    assert facet(["models", "export-embedding", str(packaged_minilm_dir()), "--name", "my-encoder"]) == 0
+def test_export_embedding_command_registers_a_new_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FACET_MODEL_REPOSITORY", str(tmp_path))  # the configured repository: the default
+    assert main([str(packaged_minilm_dir()), "--name", "my-encoder"]) == 0
     entry = ModelRepository(tmp_path).get("my-encoder")
     assert entry.kind == "embedding" and entry.metadata["parity"]["passed"]
-    assert facet(["models", "export-embedding", str(tmp_path / "not-a-model")]) == 1
+    assert f"registered my-encoder v1 at {entry.path}" in capsys.readouterr().out
+    assert main([str(tmp_path / "not-a-model"), "--repository", str(tmp_path / "other")]) == 1
+    assert "facet models export-embedding: " in capsys.readouterr().err and not (tmp_path / "other").exists()
+
+
+def test_default_model_is_built_only_when_missing(model_repository: ModelRepository, tmp_path: Path) -> None:
+    assert has_defaults(model_repository) and build_defaults(model_repository, tmp_path) == []
+    assert not has_defaults(ModelRepository(tmp_path / "empty"))
+    assert model_repository.get(DEFAULT_EMBEDDING_MODEL).kind == "embedding"

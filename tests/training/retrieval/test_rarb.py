@@ -3,7 +3,6 @@ retrieval server, the TempReason shuffle, the full setting and its metrics."""
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,8 +112,8 @@ def test_ndcg_and_recall_with_one_relevant_document() -> None:
 # -- command errors ----------------------------------------------------------------------------
 
 
-def _args(data: Path, address: str | None) -> argparse.Namespace:
-    return argparse.Namespace(data=data, address=address, limit=5, seed=0, full=False, json=None)
+def _args(data: Path, address: str) -> list[str]:
+    return ["--data", str(data), "--address", address, "--limit", "5"]
 
 
 def test_missing_data_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,3 +124,10 @@ def test_missing_data_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_unreachable_service_exits_1(rarb_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(_args(rarb_data, "localhost:1")) == 1
     assert "facet up" in capsys.readouterr().err
+
+
+def test_bad_option_exits_2_with_the_command_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--limit", "many"])
+    assert exit_info.value.code == 2
+    assert "facet eval rarb-mcr: error: argument --limit" in capsys.readouterr().err

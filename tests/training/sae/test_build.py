@@ -6,11 +6,11 @@ import math
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
-from deploy.model_repository import ModelRepository
+from services.backends.onnx_session import create_session
+from services.model_repository import ModelRepository
 from training.sae.build import BuildOptions, build
 
 pytestmark = pytest.mark.integration
@@ -44,6 +44,6 @@ def test_build_an_sae_family_on_an_encoder_directory_trained_on_ray(tmp_path: Pa
     with torch.no_grad():
         expected = AutoModel.from_pretrained(str(source))(ids, output_hidden_states=True).hidden_states[3]
     prefix = repo.get(options.base_name + "-prefix")
-    session = ort.InferenceSession(str(prefix.model_file), providers=["CPUExecutionProvider"])
+    session = create_session(prefix.model_file, providers="cpu")
     got = session.run(None, {"input_ids": ids.numpy(), "attention_mask": np.ones(ids.shape, np.int64)})[0]
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-4)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
-from deploy.model_repository import ModelRepository
-from tests.conftest import TEST_SAE_LARGE
+from services.backends.onnx_session import create_session
+from services.model_repository import ModelRepository
+from tests.services.sae.fixtures import TEST_SAE_LARGE
 from training.sae.export import export_sae
 from training.sae.saelens_format import load_saelens
 
@@ -36,7 +36,7 @@ def test_encoder_is_per_token_at_inference(sae_repository: ModelRepository, tmp_
     rows = torch.randn(64, sae.config.d_in, generator=g) * 3
     encoder, decoder = export_sae(sae, tmp_path / "enc.onnx", tmp_path / "dec.onnx", rows)
     assert encoder.parity["max_relative_error"] < 1e-5
-    session = ort.InferenceSession(str(encoder.path), providers=["CPUExecutionProvider"])
+    session = create_session(encoder.path, providers="cpu")
     together = session.run(None, {"x": rows.numpy()})[0]
     alone = np.concatenate([session.run(None, {"x": rows[i : i + 1].numpy()})[0] for i in range(len(rows))])
     np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-5)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deploy.cli import main as facet
-from deploy.model_repository import ModelRepository, TensorSpec
+from services.model_repository import ModelRepository, TensorSpec
 
 
 def toy_onnx(path: Path) -> Path:

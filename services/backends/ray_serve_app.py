@@ -26,7 +26,7 @@ os.environ.setdefault("RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH", str(REPLICA_M
 from ray import serve  # noqa: E402
 
 if TYPE_CHECKING:
-    from deploy.model_repository import ModelVersion
+    from services.model_repository import ModelVersion
     from services.runtime.config import RayConfig
 
 
@@ -37,13 +37,10 @@ ERROR_KEY = "__facet_error__"
 class OnnxModel:
     """One ONNX model; `infer` takes and returns named arrays with the batch on axis 0."""
 
-    def __init__(self, model_file: str, version: int, intra_op_num_threads: int, max_batch_size: int, batch_wait_timeout_s: float) -> None:
-        import onnxruntime as ort
+    def __init__(self, model_file: str, version: int, session_options: dict[str, Any], max_batch_size: int, batch_wait_timeout_s: float) -> None:
+        from services.backends.onnx_session import create_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_num_threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])
+        self.session = create_session(model_file, **session_options)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.version = version
@@ -73,7 +70,7 @@ def app_name(model: str) -> str:
     return f"facet-{model}"
 
 
-def deploy(entry: ModelVersion, config: RayConfig, intra_op_num_threads: int) -> None:
+def deploy(entry: ModelVersion, config: RayConfig, session_options: dict[str, Any]) -> None:
     """Run (or update) the model's Serve application; it starts in the background (see `running`)."""
     options = OnnxModel.options(  # type: ignore[attr-defined]
         name=entry.name,
@@ -90,7 +87,7 @@ def deploy(entry: ModelVersion, config: RayConfig, intra_op_num_threads: int) ->
         },
         logging_config={"enable_access_log": False},  # a log line per call costs more than the call
     )
-    app = options.bind(str(entry.model_file.resolve()), entry.version, intra_op_num_threads, config.max_batch_size, config.batch_wait_timeout_s)
+    app = options.bind(str(entry.model_file.resolve()), entry.version, session_options, config.max_batch_size, config.batch_wait_timeout_s)
     # not serve.run, which waits for RUNNING: a service deploys all its models, then waits for them
     target = serve.RunTarget(app, name=app_name(entry.name), route_prefix=None)
     serve.run_many([target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)

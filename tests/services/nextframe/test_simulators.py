@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.nextframe.simulators import DATASETS, FRAME_DT, LENGTH, simulate
+from services.nextframe.simulators import DATASETS, FRAME_DT, LENGTH, simulate
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
@@ -61,7 +61,7 @@ def test_moon_orbit_conserves_momentum_and_energy() -> None:
     s = v.states
     momentum = s["planet_v"] * 1.0 + s["moon_v"] * m[:, None, None]
     assert np.abs(momentum).max() < 1e-12
-    from training.nextframe.simulators import GRAVITATIONAL_CONSTANT
+    from services.nextframe.simulators import GRAVITATIONAL_CONSTANT
 
     d = np.linalg.norm(s["moon"] - s["planet"], axis=-1)
     energy = 0.5 * (s["planet_v"] ** 2).sum(-1) + 0.5 * m[:, None] * (s["moon_v"] ** 2).sum(-1) - GRAVITATIONAL_CONSTANT * m[:, None] / d
@@ -106,7 +106,7 @@ def test_roller_coaster_conserves_energy_except_at_landings_and_takes_flight() -
     assert step[~landed].max() < 1e-3  # on the track and in flight
     assert (np.diff(energy, axis=1)[landed] <= 1e-9).all()  # a landing can only lose energy
     assert s["flying"].any()  # some videos leave the track
-    from training.nextframe.simulators import track_height
+    from services.nextframe.simulators import track_height
 
     on_track = ~s["flying"]
     np.testing.assert_allclose(s["y"][on_track], track_height(s["x"][on_track]), atol=1e-12)

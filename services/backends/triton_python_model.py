@@ -2,15 +2,16 @@
 server's stand-in for Triton's onnxruntime backend, with the same model name and tensors.
 
 Copied by `deploy.triton.write_python_repository` to `<model>/<version>/model.py`, beside a link
-to the repository's `model.onnx` and `facet_padding.py`. It runs inside tritonserver's python stub
-(its own virtualenv), so it imports only numpy, onnxruntime and Triton's utilities.
+to the repository's `model.onnx`, `facet_padding.py` and `facet_onnx_session.py` (Facet's one
+session factory). It runs inside tritonserver's python stub (its own virtualenv), so it imports
+only numpy, onnxruntime, those two files and Triton's utilities.
 """
 
 import json
 import os
 
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils  # the python backend's
+from facet_onnx_session import create_session  # services/backends/onnx_session.py, copied beside this file
 from facet_padding import run_together  # services/backends/padding.py, copied beside this file
 
 
@@ -18,11 +19,13 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_num_threads", "0"))
-        options.inter_op_num_threads = 1
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.session = create_session(
+            path,
+            providers=params.get("providers", "auto"),
+            intra_op_num_threads=int(params.get("intra_op_num_threads", "0")),
+            inter_op_num_threads=1,
+        )
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.batched = config.get("max_batch_size", 0) > 0

@@ -5,7 +5,10 @@
     <repo>/<model>/<version>/facet.json      kind, source, tokenizer files, parity, metrics
     <repo>/<model>/<version>/<extra files>   e.g. tokenizer.json
 
-ONNX Runtime in-process, Triton and Ray Serve all serve from this one directory.
+ONNX Runtime in-process, Triton and Ray Serve all serve from this one directory. It sits below
+`services` and `training` alike: builds write it, services read it. The top-level keys of
+`facet.json` are `Key`; each capability names its model kinds and property keys in its
+`services/<capability>/catalog.py`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,19 @@ from typing import Any
 METADATA_FILE = "facet.json"
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.pbtxt"
+
+
+class Key:
+    """Top-level keys of `facet.json`."""
+
+    KIND = "kind"  # what the model is, e.g. "embedding", "sae", "frame-model" (the capability's catalog names them)
+    SOURCE = "source"  # where it comes from: a package, a checkpoint, or the build that trained it
+    INPUTS = "inputs"  # [TensorSpec.to_dict()]
+    OUTPUTS = "outputs"
+    PARITY = "parity"  # the export's numerical check against PyTorch
+    PROPERTIES = "properties"  # capability-specific facts (the capability's catalog names the keys)
+    FILES = "files"  # key -> file name beside the model
+    VERSION = "version"
 
 @dataclasses.dataclass(frozen=True)
 class TensorSpec:
@@ -49,7 +65,12 @@ class ModelVersion:
 
     @property
     def kind(self) -> str:
-        return str(self.metadata.get("kind", "unknown"))
+        return str(self.metadata.get(Key.KIND, "unknown"))
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        """The capability-specific facts (`facet.json` "properties")."""
+        return dict(self.metadata.get(Key.PROPERTIES, {}))
 
     @property
     def model_file(self) -> Path:
@@ -57,15 +78,15 @@ class ModelVersion:
 
     @property
     def inputs(self) -> list[TensorSpec]:
-        return [TensorSpec.from_dict(t) for t in self.metadata.get("inputs", [])]
+        return [TensorSpec.from_dict(t) for t in self.metadata.get(Key.INPUTS, [])]
 
     @property
     def outputs(self) -> list[TensorSpec]:
-        return [TensorSpec.from_dict(t) for t in self.metadata.get("outputs", [])]
+        return [TensorSpec.from_dict(t) for t in self.metadata.get(Key.OUTPUTS, [])]
 
     def file(self, key: str) -> Path:
         """Path of an extra file the metadata names under `files`, e.g. file("tokenizer")."""
-        files = self.metadata.get("files", {})
+        files = self.metadata.get(Key.FILES, {})
         if key not in files:
             raise KeyError(f"model {self.name} v{self.version} has no '{key}' file")
         return self.path / files[key]
@@ -136,12 +157,12 @@ class ModelRepository:
             shutil.copyfile(src, staging / src.name)
             files[key] = src.name
         meta = dict(metadata)
-        meta["files"] = files
-        meta["version"] = version
+        meta[Key.FILES] = files
+        meta[Key.VERSION] = version
         (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         staging.rename(model_dir / str(version))
         entry = self.get(name, version)
-        from deploy.triton import model_config
+        from services.backends.triton_config import model_config
 
         (model_dir / CONFIG_FILE).write_text(
             model_config(entry, max_batch_size=max_batch_size, max_queue_delay_microseconds=max_queue_delay_microseconds)

@@ -1,0 +1,193 @@
+"""One service as a child process: `python -m services.<capability>`, started, watched and stopped.
+
+The one way Facet runs a service process — `facet up` (the launcher), the tests' fixtures and the
+benchmarks under `load/` all use `ServiceProcess`:
+
+    with ServiceProcess("retrieval", env={"FACET_MODEL_REPOSITORY": "/srv/models"}) as service:
+        client = sdk.Client(service.address)      # bound to a free port, SERVING
+
+It binds the port it is given (0: any free one), learns the bound ports from the service's port
+file, waits until gRPC health says SERVING, sends its output to a log file, and stops it with
+SIGTERM (the service reports NOT_SERVING and drains in-flight calls within its grace period),
+then SIGKILL when it does not exit in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sdk._contract import capability
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def wait_serving(address: str, service_name: str, timeout_s: float, alive: Callable[[], bool] = lambda: True) -> bool:
+    """Poll gRPC health until `service_name` is SERVING; False on timeout or when `alive()` turns False."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline and alive():
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service_name), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    return False
+
+
+class ServiceError(RuntimeError):
+    """A service process exited or did not become SERVING; the message ends with its log's tail."""
+
+
+class ServiceProcess:
+    """`python -m services.<capability>` as a child process.
+
+    Args:
+        capability: a registry name ("sae", "nextframe", "retrieval", ...).
+        env: on top of this process's environment (FACET_* settings: the model repository, the
+            backend, limits).
+        port: gRPC port; 0 (the default) binds any free port. `metrics_port` likewise (None: off).
+        host: interface to bind.
+        log_path: where the service's stdout and stderr go (appended); default: a temporary file.
+    """
+
+    def __init__(
+        self,
+        capability_name: str,
+        env: Mapping[str, str] | None = None,
+        *,
+        port: int = 0,
+        metrics_port: int | None = 0,
+        host: str = "127.0.0.1",
+        log_path: Path | None = None,
+    ) -> None:
+        self.capability = capability(capability_name)
+        self.env = dict(env or {})
+        self.requested_port = port
+        self.requested_metrics_port = metrics_port
+        self.host = host
+        self.log_path = log_path or Path(tempfile.mkdtemp(prefix=f"facet-{capability_name}-")) / "service.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.metrics_port: int | None = None
+        self.started_at = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.capability.name
+
+    @property
+    def address(self) -> str:
+        """`localhost:<bound port>` once started (the requested port before)."""
+        return f"localhost:{self.port or self.requested_port}"
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def spawn(self) -> ServiceProcess:
+        """Start the process and return at once (`wait_until_serving` waits)."""
+        self._port_file.unlink(missing_ok=True)
+        env = {
+            **os.environ,
+            **self.env,
+            "FACET_SERVER_HOST": self.host,
+            "FACET_SERVER_PORT": str(self.requested_port),
+            "FACET_SERVER_METRICS_PORT": str(-1 if self.requested_metrics_port is None else self.requested_metrics_port),
+        }
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", f"services.{self.name}", "--port-file", str(self._port_file)]
+        # stdout too: an engine's client library (Ray's driver) prints its own warnings there
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(command, env=env, cwd=CHECKOUT, stdout=log, stderr=log)
+        self.started_at = time.monotonic()
+        self.port, self.metrics_port = 0, None
+        return self
+
+    def wait_until_serving(self, timeout_s: float = 120.0) -> ServiceProcess:
+        """Wait for the bound ports and SERVING. Raises ServiceError (with the log's tail) when the
+        process exits or `timeout_s` passes first."""
+        deadline = time.monotonic() + timeout_s
+        while not self._port_file.exists():
+            if not self.alive():
+                raise ServiceError(f"{self.name} did not become SERVING: it exited with code {self.returncode}{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{self.name} did not bind its port within {timeout_s:.0f} s{self.log_tail()}")
+            time.sleep(0.05)
+        facts = json.loads(self._port_file.read_text())
+        self.port, self.metrics_port = int(facts["port"]), facts.get("metrics_port")
+        if not wait_serving(self.address, self.capability.service_name, max(1.0, deadline - time.monotonic()), alive=self.alive):
+            raise ServiceError(f"{self.name} did not become SERVING on {self.address}{self.log_tail()}")
+        return self
+
+    def start(self, wait: bool = True, timeout_s: float = 120.0) -> ServiceProcess:
+        """`spawn`, then (unless `wait` is False) `wait_until_serving`."""
+        self.spawn()
+        return self.wait_until_serving(timeout_s) if wait else self
+
+    def send_terminate(self) -> None:
+        """SIGTERM, without waiting: the service stops taking calls and drains the ones in flight."""
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGTERM)
+
+    def terminate(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM and wait up to `timeout_s`, then SIGKILL. Returns the exit code."""
+        self.send_terminate()
+        return self.wait(timeout_s)
+
+    def wait(self, timeout_s: float) -> int | None:
+        """Wait for the process to exit; SIGKILL it after `timeout_s`. Returns the exit code."""
+        if self.process is None:
+            return None
+        try:
+            self.process.wait(max(0.1, timeout_s))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: no drain (what a crash looks like)."""
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def log(self) -> str:
+        """Everything the service wrote to its log so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 5) -> str:
+        """"; last lines of LOG:" and those lines, for an error message."""
+        tail = self.log().splitlines()[-lines:]
+        return f"; last lines of {self.log_path}:\n" + "\n".join(tail) if tail else f"; see {self.log_path}"
+
+    @property
+    def _port_file(self) -> Path:
+        return self.log_path.with_name(f"{self.log_path.stem}.port.json")
+
+    def __enter__(self) -> ServiceProcess:
+        return self if self.alive() else self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        with contextlib.suppress(OSError):
+            self.terminate()

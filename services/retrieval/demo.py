@@ -1,0 +1,41 @@
+"""The retrieval walk-through `facet up --demo` runs: the SDK against a running Retrieval service."""
+
+from __future__ import annotations
+
+import sdk
+
+SENTENCES = {
+    "paris": ("Paris is the capital and largest city of France.", {"lang": "en", "topic": "geography"}),
+    "berlin": ("Berlin ist die Hauptstadt der Bundesrepublik Deutschland.", {"lang": "de", "topic": "geography"}),
+    "photosynthesis": ("Plants turn sunlight, water and carbon dioxide into sugar and oxygen.", {"lang": "en", "topic": "biology"}),
+    "mitochondria": ("Mitochondria produce most of the chemical energy a cell needs.", {"lang": "en", "topic": "biology"}),
+    "everest": ("Mount Everest is the highest mountain above sea level.", {"lang": "en", "topic": "geography"}),
+    "python": ("Python is a programming language that emphasises readability.", {"lang": "en", "topic": "computing"}),
+}
+QUERIES = [
+    ("Which city is France's capital?", None),
+    ("How do cells get their energy?", None),
+    ("tallest peak in the world", {"topic": "geography"}),
+]
+
+
+def run_demo(client: sdk.Client) -> None:
+    """Embed two sentences, fill a collection `demo` and search it with and without a filter."""
+    model = client.model_info()
+    print(f"model: {model.name} v{model.version} ({model.properties.get('dimension')}-d) from {model.source}")
+    vectors = client.embed(["a sentence", "another"])
+    print(f"embed: {vectors.shape} {vectors.dtype}, norms {[round(float(n), 4) for n in (vectors**2).sum(1) ** 0.5]}")
+    if any(c.name == "demo" for c in client.list_collections()):
+        client.delete_collection("demo")
+    client.create_collection("demo")
+    ids = list(SENTENCES)
+    result = client.upsert(
+        "demo", ids=ids, texts=[SENTENCES[i][0] for i in ids], metadata=[SENTENCES[i][1] for i in ids]
+    )
+    print(f"upsert: {result.upserted} documents into collection 'demo'")
+    for query, where in QUERIES:
+        hits = client.search("demo", query, top_k=3, filter=where)
+        suffix = f"  filter={where}" if where else ""
+        print(f"\nsearch: {query!r}{suffix}")
+        for hit in hits:
+            print(f"  {hit.score:6.3f}  {hit.id:<15} {hit.text}")

@@ -1,0 +1,57 @@
+"""The retrieval capability's fixtures (a pytest plugin, registered by the root conftest): the real
+default embedding model, built once per session, and retrieval servers on loopback with port 0."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from services.model_repository import ModelRepository
+from tests.serving import SERVICE_BACKENDS, ServerProcess
+
+EMBEDDING_MODEL = "all-minilm-l6-v2"
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory: pytest.TempPathFactory, rarb_data: Path) -> ModelRepository:
+    """The default embedding model exported by the project's own code, with its parity check
+    on 300 RAR-b sentences. FACET_TEST_MODEL_REPOSITORY reuses an existing build (local runs)."""
+    from training.retrieval.export import ensure_default_embedding_model
+
+    reuse = os.environ.get("FACET_TEST_MODEL_REPOSITORY")
+    root = Path(reuse) if reuse else tmp_path_factory.mktemp("models")
+    repository = ModelRepository(root)
+    ensure_default_embedding_model(repository, parity_data=rarb_data)
+    return repository
+
+
+@pytest.fixture(scope="session")
+def start_server(model_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
+    """Factory: start_server(env={...}, data_dir=None, wait=True) -> a SERVING retrieval
+    ServerProcess on the embedding model, stopped at session end."""
+    started: list[ServerProcess] = []
+
+    def start(env: dict[str, str] | None = None, data_dir: Path | None = None, wait: bool = True) -> ServerProcess:
+        server = ServerProcess(model_repository.root, data_dir or tmp_path_factory.mktemp("data"), env)
+        started.append(server)
+        return server.start(wait=wait)
+
+    yield start
+    for server in started:
+        with contextlib.suppress(Exception):
+            server.terminate(10.0)
+
+
+@pytest.fixture(scope="session", params=SERVICE_BACKENDS)
+def retrieval_server(request: pytest.FixtureRequest, model_repository: ModelRepository, serve) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
+    yield from serve("retrieval", model_repository, request.param)
+
+
+@pytest.fixture(scope="session")
+def retrieval_address(retrieval_server: ServerProcess) -> str:
+    """host:port of a real retrieval server with the real default model, shared by the session."""
+    return retrieval_server.address
