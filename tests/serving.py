@@ -21,11 +21,15 @@ SERVICE_BACKENDS = ("onnxruntime", "triton", "ray")
 
 class ServerProcess(ServiceProcess):
     """`python -m services.<service>` as the tests run it: on `model_repository`, its state and log
-    (`server.log`) in `data_dir`, any free port, no API key, `env` on top."""
+    (`server.log`) in `data_dir`, any free port (unless `env` sets FACET_SERVER_PORT), no API key,
+    `env` on top."""
 
     def __init__(self, model_repository: Path, data_dir: Path, env: Mapping[str, str] | None = None, service: str = "retrieval") -> None:
+        env = dict(env or {})
         base = {"FACET_MODEL_REPOSITORY": str(model_repository), "FACET_DATA_DIR": str(data_dir), "FACET_API_KEY": ""}
-        super().__init__(service, {**base, **(env or {})}, log_path=data_dir / "server.log")
+        port = int(env.pop("FACET_SERVER_PORT", "0"))
+        metrics_port = int(env.pop("FACET_SERVER_METRICS_PORT", "0"))
+        super().__init__(service, {**base, **env}, port=port, metrics_port=None if metrics_port < 0 else metrics_port, log_path=data_dir / "server.log")
         self.data_dir = data_dir
 
     @property
