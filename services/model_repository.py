@@ -31,6 +31,7 @@ class Key:
 
     KIND = "kind"  # what the model is, e.g. "embedding", "sae", "frame-model" (the capability's catalog names them)
     SOURCE = "source"  # where it comes from: a package, a checkpoint, or the build that trained it
+    SOURCE_SHA256 = "source_sha256"  # sha256 of the source weights file, where there is one
     INPUTS = "inputs"  # [TensorSpec.to_dict()]
     OUTPUTS = "outputs"
     PARITY = "parity"  # the export's numerical check against PyTorch

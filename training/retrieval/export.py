@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
 RARB_MCR = "rarb-mcr"  # the RAR-b MCR folder of the shared benchmark data: the parity check's sentences
-SOURCE_SHA256 = "source_sha256"  # facet.json: the sha256 of the exported weights file (a top-level key of this export only)
 PARITY_MIN_COSINE = 0.9999
 # Used for the parity check when no RAR-b data is given: short, long, non-English, code.
 FALLBACK_SENTENCES = [
@@ -256,7 +255,7 @@ def export_embedding_model(
         metadata = {
             Key.KIND: Kind.EMBEDDING,
             Key.SOURCE: source or str(model_dir),
-            SOURCE_SHA256: _sha256(weights) if weights else None,
+            Key.SOURCE_SHA256: _sha256(weights) if weights else None,
             Key.INPUTS: [TensorSpec("input_ids", "int64", (-1,)).to_dict(), TensorSpec("attention_mask", "int64", (-1,)).to_dict()],
             Key.OUTPUTS: [
                 TensorSpec("sentence_embedding", "float32", (facts[Prop.DIMENSION],)).to_dict(),

@@ -39,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 import sdk
+from training.retrieval.export import RARB_MCR
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -58,7 +59,7 @@ DISPLAY_NAMES: dict[str, str] = {
     "tempreason-l3-pure-test.csv": "TempReason-l3",
 }
 # The RAR-b MCR CSVs in the shared benchmark data beside the checkout (../shared/data/rarb-mcr).
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "rarb-mcr"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / RARB_MCR
 SHUFFLED_FILE_PREFIX = "tempreason"  # gold always at index 0: shuffle candidates
 EMBED_BATCH_TEXTS = 256  # the service's default max_texts_per_request
 EMBED_REQUESTS_IN_FLIGHT = 2  # one tokenizing while the other runs the model
