@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
             forward = sub.add_parser(command.group, help=command.help, add_help=False)
         else:
             if command.group not in groups:
-                parent = sub.add_parser(command.group, help=GROUP_HELP.get(command.group, command.group))
+                row = registry.BY_NAME.get(command.group)  # a capability's own group: its summary
+                parent = sub.add_parser(command.group, help=row.summary if row else GROUP_HELP.get(command.group, command.group))
                 groups[command.group] = parent.add_subparsers(dest=f"{command.group}_command", required=True)
             forward = groups[command.group].add_parser(command.name, help=command.help, add_help=False)
         forward.add_argument("rest", nargs=argparse.REMAINDER)

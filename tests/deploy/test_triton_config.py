@@ -76,3 +76,20 @@ def test_the_local_repository_wraps_each_model_for_the_python_backend(repository
 def test_unknown_backends_are_refused(model_repository: ModelRepository) -> None:
     with pytest.raises(ValueError, match="'onnxruntime' or 'python'"):
         model_config(model_repository.get(model_repository.models()[0]), backend="tensorrt")
+
+
+def test_configs_for_a_gpu_node_ask_for_gpu_instances(model_repository: ModelRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from deploy.triton import main
+
+    copy = ModelRepository(shutil.copytree(model_repository.root, tmp_path / "models", symlinks=True))
+    monkeypatch.setenv("FACET_MODEL_REPOSITORY", str(copy.root))
+    assert main(["configs", "--kind", "gpu", "--instances", "2"]) == 0
+    for name in copy.models():
+        config = _parse((copy.root / name / "config.pbtxt").read_text())
+        assert config.platform == "onnxruntime_onnx"
+        assert (config.instance_group[0].kind, config.instance_group[0].count) == (model_config_pb2.ModelInstanceGroup.KIND_GPU, 2)
+        _check_against_graph(config, copy.get(name).model_file)
+    with pytest.raises(ValueError, match="instance_kind must be one of cpu, gpu"):
+        model_config(copy.get(copy.models()[0]), instance_kind="tpu")
