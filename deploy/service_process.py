@@ -50,6 +50,13 @@ def wait_serving(address: str, service_name: str, timeout_s: float, alive: Calla
     return False
 
 
+class _FromEnv:
+    """The default of `ServiceProcess(metrics_port=...)`: read it from the env given (None means off)."""
+
+
+FROM_ENV = _FromEnv()
+
+
 class ServiceError(RuntimeError):
     """A service process exited or did not become SERVING; the message ends with its log's tail."""
 
@@ -61,7 +68,9 @@ class ServiceProcess:
         capability: a registry name ("sae", "nextframe", "retrieval", ...).
         env: on top of this process's environment (FACET_* settings: the model repository, the
             backend, limits).
-        port: gRPC port; 0 (the default) binds any free port. `metrics_port` likewise (None: off).
+        port: gRPC port; 0 binds any free port. `metrics_port` likewise (None: off). When not given,
+            they come from `env`'s FACET_SERVER_PORT / FACET_SERVER_METRICS_PORT, else 0 (any free
+            port): the process learns what it bound from the service's port file either way.
         host: interface to bind.
         log_path: where the service's stdout and stderr go (appended); default: a temporary file.
     """
@@ -71,14 +80,17 @@ class ServiceProcess:
         capability_name: str,
         env: Mapping[str, str] | None = None,
         *,
-        port: int = 0,
-        metrics_port: int | None = 0,
+        port: int | None = None,
+        metrics_port: int | None | _FromEnv = FROM_ENV,
         host: str = "127.0.0.1",
         log_path: Path | None = None,
     ) -> None:
         self.capability = capability(capability_name)
         self.env = dict(env or {})
-        self.requested_port = port
+        self.requested_port = int(self.env.pop("FACET_SERVER_PORT", 0)) if port is None else port
+        if isinstance(metrics_port, _FromEnv):
+            from_env = int(self.env.pop("FACET_SERVER_METRICS_PORT", 0))
+            metrics_port = None if from_env < 0 else from_env
         self.requested_metrics_port = metrics_port
         self.host = host
         self.log_path = log_path or Path(tempfile.mkdtemp(prefix=f"facet-{capability_name}-")) / "service.log"

@@ -25,11 +25,8 @@ class ServerProcess(ServiceProcess):
     `env` on top."""
 
     def __init__(self, model_repository: Path, data_dir: Path, env: Mapping[str, str] | None = None, service: str = "retrieval") -> None:
-        env = dict(env or {})
         base = {"FACET_MODEL_REPOSITORY": str(model_repository), "FACET_DATA_DIR": str(data_dir), "FACET_API_KEY": ""}
-        port = int(env.pop("FACET_SERVER_PORT", "0"))
-        metrics_port = int(env.pop("FACET_SERVER_METRICS_PORT", "0"))
-        super().__init__(service, {**base, **env}, port=port, metrics_port=None if metrics_port < 0 else metrics_port, log_path=data_dir / "server.log")
+        super().__init__(service, {**base, **(env or {})}, log_path=data_dir / "server.log")
         self.data_dir = data_dir
 
     @property

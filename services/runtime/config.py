@@ -40,9 +40,6 @@ def check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-_check = check
-
-
 def default_model_repository(env: Mapping[str, str] | None = None) -> Path:
     """Per-user default: $XDG_DATA_HOME/facet/models, else ~/.local/share/facet/models."""
     env = os.environ if env is None else env
@@ -66,11 +63,11 @@ class ServerConfig:
     grace_period_s: float = 10.0
 
     def __post_init__(self) -> None:
-        _check(self.port is None or 0 <= self.port <= 65535, f"server.port must be 0..65535, got {self.port}")
-        _check(-1 <= self.metrics_port <= 65535, "server.metrics_port must be -1..65535")
-        _check(self.max_message_bytes > 0, "server.max_message_bytes must be positive")
-        _check(self.max_concurrent_rpcs > 0, "server.max_concurrent_rpcs must be positive")
-        _check(self.grace_period_s >= 0, "server.grace_period_s must be >= 0")
+        check(self.port is None or 0 <= self.port <= 65535, f"server.port must be 0..65535, got {self.port}")
+        check(-1 <= self.metrics_port <= 65535, "server.metrics_port must be -1..65535")
+        check(self.max_message_bytes > 0, "server.max_message_bytes must be positive")
+        check(self.max_concurrent_rpcs > 0, "server.max_concurrent_rpcs must be positive")
+        check(self.grace_period_s >= 0, "server.grace_period_s must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,9 +80,9 @@ class BatchingConfig:
     max_queue_size: int = 1024  # rows waiting; beyond it calls get RESOURCE_EXHAUSTED
 
     def __post_init__(self) -> None:
-        _check(self.max_batch_size >= 1, "batching.max_batch_size must be >= 1")
-        _check(self.max_queue_delay_microseconds >= 0, "batching.max_queue_delay_microseconds must be >= 0")
-        _check(self.max_queue_size >= 1, "batching.max_queue_size must be >= 1")
+        check(self.max_batch_size >= 1, "batching.max_batch_size must be >= 1")
+        check(self.max_queue_delay_microseconds >= 0, "batching.max_queue_delay_microseconds must be >= 0")
+        check(self.max_queue_size >= 1, "batching.max_queue_size must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,9 +100,9 @@ class OnnxRuntimeConfig:
     warmup_runs: int = 2
 
     def __post_init__(self) -> None:
-        _check(self.intra_op_num_threads >= 0, "onnxruntime.intra_op_num_threads must be >= 0")
-        _check(self.inter_op_num_threads >= 0, "onnxruntime.inter_op_num_threads must be >= 0")
-        _check(self.warmup_runs >= 0, "onnxruntime.warmup_runs must be >= 0")
+        check(self.intra_op_num_threads >= 0, "onnxruntime.intra_op_num_threads must be >= 0")
+        check(self.inter_op_num_threads >= 0, "onnxruntime.inter_op_num_threads must be >= 0")
+        check(self.warmup_runs >= 0, "onnxruntime.warmup_runs must be >= 0")
         try:
             parse_providers(self.providers)
         except ProviderError as exc:
@@ -133,9 +130,9 @@ class TritonConfig:
     infer_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
-        _check(bool(self.url) and ":" in self.url, f"triton.url must be host:port, got {self.url!r}")
-        _check(self.load_timeout_s > 0, "triton.load_timeout_s must be > 0")
-        _check(self.infer_timeout_s > 0, "triton.infer_timeout_s must be > 0")
+        check(bool(self.url) and ":" in self.url, f"triton.url must be host:port, got {self.url!r}")
+        check(self.load_timeout_s > 0, "triton.load_timeout_s must be > 0")
+        check(self.infer_timeout_s > 0, "triton.infer_timeout_s must be > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,13 +151,13 @@ class RayConfig:
     load_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
-        _check(bool(self.address), "ray.address must be set ('auto' for the local cluster)")
-        _check(self.num_replicas >= 1, "ray.num_replicas must be >= 1")
-        _check(self.replica_num_cpus >= 0, "ray.replica_num_cpus must be >= 0")
-        _check(self.max_ongoing_requests >= 1, "ray.max_ongoing_requests must be >= 1")
-        _check(self.max_batch_size >= 1, "ray.max_batch_size must be >= 1")
-        _check(self.batch_wait_timeout_s >= 0, "ray.batch_wait_timeout_s must be >= 0")
-        _check(self.load_timeout_s > 0, "ray.load_timeout_s must be > 0")
+        check(bool(self.address), "ray.address must be set ('auto' for the local cluster)")
+        check(self.num_replicas >= 1, "ray.num_replicas must be >= 1")
+        check(self.replica_num_cpus >= 0, "ray.replica_num_cpus must be >= 0")
+        check(self.max_ongoing_requests >= 1, "ray.max_ongoing_requests must be >= 1")
+        check(self.max_batch_size >= 1, "ray.max_batch_size must be >= 1")
+        check(self.batch_wait_timeout_s >= 0, "ray.batch_wait_timeout_s must be >= 0")
+        check(self.load_timeout_s > 0, "ray.load_timeout_s must be > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,9 +177,9 @@ class FacetConfig:
 
     def __post_init__(self) -> None:
         levels = {"DEBUG", "INFO", "WARNING", "ERROR"}
-        _check(self.log_level.upper() in levels, f"log_level must be one of {sorted(levels)}")
+        check(self.log_level.upper() in levels, f"log_level must be one of {sorted(levels)}")
         backends = ("onnxruntime", "triton", "ray")
-        _check(self.backend in backends, f"backend must be one of {', '.join(backends)}, got {self.backend!r}")
+        check(self.backend in backends, f"backend must be one of {', '.join(backends)}, got {self.backend!r}")
 
     def section(self, cls: type[T]) -> T:
         """A capability's section, e.g. `config.section(RetrievalConfig)`: as loaded, or the
@@ -245,7 +242,7 @@ def _build(cls: type[T], values: Mapping[str, Any], env: Mapping[str, str], pref
     kwargs: dict[str, Any] = {}
     known = {f.name for f in dataclasses.fields(cls)} - {"sections"}  # type: ignore[arg-type]
     unknown = set(values) - known - extra
-    _check(not unknown, f"unknown config keys under '{prefix or 'top level'}': {sorted(unknown)}")
+    check(not unknown, f"unknown config keys under '{prefix or 'top level'}': {sorted(unknown)}")
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         if field.name == "sections":
             continue
@@ -253,7 +250,7 @@ def _build(cls: type[T], values: Mapping[str, Any], env: Mapping[str, str], pref
         key = f"{prefix}{field.name}"
         if dataclasses.is_dataclass(hint):
             section = values.get(field.name, {})
-            _check(isinstance(section, Mapping), f"{key} must be a table")
+            check(isinstance(section, Mapping), f"{key} must be a table")
             kwargs[field.name] = _build(hint, section, env, f"{key}.")  # type: ignore[arg-type]
             continue
         env_name = ENV_PREFIX + key.replace(".", "_").upper()
@@ -284,7 +281,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     built: dict[type, Any] = {}
     for section in sections:
         table = values.get(section.name, {})
-        _check(isinstance(table, Mapping), f"{section.name} must be a table")
+        check(isinstance(table, Mapping), f"{section.name} must be a table")
         built[section.cls] = _build(section.cls, table, env, f"{section.name}.")
     return dataclasses.replace(config, sections=built)
 
