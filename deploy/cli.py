@@ -86,7 +86,12 @@ def _parity_text(parity: dict[str, float]) -> str:
 def _services(args: argparse.Namespace, command: str) -> list[str] | None:
     """--services as a list of registry names (every capability by default); None after printing
     an error for unknown names."""
-    services = args.services.split(",") if args.services else registry.names()
+    if args.services is None:
+        return registry.names()
+    services = [s.strip() for s in args.services.split(",")]
+    if not all(services):
+        print(f"facet {command}: --services {args.services!r} names an empty service; give names from {registry.names()}", file=sys.stderr)
+        return None
     unknown = [s for s in services if s not in registry.BY_NAME]
     if unknown:
         print(f"facet {command}: unknown services {unknown}; available: {registry.names()}", file=sys.stderr)

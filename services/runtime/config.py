@@ -14,6 +14,7 @@ registry row names (`services.registry`); a service reads it with `config.sectio
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 import types
@@ -242,7 +243,9 @@ def _build(cls: type[T], values: Mapping[str, Any], env: Mapping[str, str], pref
     kwargs: dict[str, Any] = {}
     known = {f.name for f in dataclasses.fields(cls)} - {"sections"}  # type: ignore[arg-type]
     unknown = set(values) - known - extra
-    check(not unknown, f"unknown config keys under '{prefix or 'top level'}': {sorted(unknown)}")
+    if unknown:
+        named = [f"{key} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(key, known | extra, n=1)) else key for key in sorted(unknown)]
+        raise ConfigError(f"unknown config keys under '{prefix.rstrip('.') or 'top level'}': {', '.join(named)}")
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         if field.name == "sections":
             continue

@@ -27,6 +27,12 @@ def test_unknown_services_exit_2_naming_the_available_ones(argv: list[str], caps
     assert "unknown services ['bogus']; available: ['sae', 'nextframe', 'retrieval']" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("services", ["", ",", "sae,"])
+def test_an_empty_service_name_is_refused_not_read_as_every_service(services: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "build", "--services", services]) == 2
+    assert "names an empty service" in capsys.readouterr().err
+
+
 def test_a_forwarding_command_hands_its_arguments_to_the_module(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["nextframe", "build", "--help"])
