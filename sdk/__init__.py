@@ -19,6 +19,7 @@ from sdk._errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ProtocolError,
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
@@ -34,6 +35,7 @@ from sdk._sae import (
     SaeInfo,
     TokenLatents,
 )
+from sdk._retry import RetryPolicy
 from sdk._transport import DEFAULT_TIMEOUT_S
 
 __all__ = [
@@ -62,7 +64,9 @@ __all__ = [
     "ModelInfo",
     "NotFound",
     "PermissionDenied",
+    "ProtocolError",
     "ResourceExhausted",
+    "RetryPolicy",
     "Unauthenticated",
     "Unavailable",
     "UpsertResult",

@@ -26,10 +26,15 @@ class Service:
             address (`FACET_<NAME>_ADDR`, the default port) and the gRPC service name.
         stub: the generated stub class, e.g. `retrieval_pb2_grpc.RetrievalStub`; it is called
             with a channel (sync or `grpc.aio`).
+        idempotent: the RPC method names that are safe to send again after UNAVAILABLE (the
+            same request twice leaves the same state as once); only these are retried
+            (`sdk._retry`). A server-streaming one is retried only before its first message.
+            An RPC left out is never retried: the safe default for a new one.
     """
 
     capability: str
     stub: Callable[[Any], Any]
+    idempotent: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         capability(self.capability)  # a name missing from the registry fails at import

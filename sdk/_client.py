@@ -15,7 +15,7 @@ class Client(SaeMethods, NextFrameMethods, RetrievalMethods, SyncTransport):
     """Blocking client for every Facet service, one channel per service, opened on first use.
 
     `sdk.Client(address=None, /, *, api_key=None, timeout_s=DEFAULT_TIMEOUT_S,
-    max_message_bytes=MAX_MESSAGE_BYTES, **addresses)`, e.g.
+    max_message_bytes=MAX_MESSAGE_BYTES, retry=None, **addresses)`, e.g.
     `sdk.Client(sae="gpu-1:50051", nextframe="gpu-2:50052")`.
 
     Args:
@@ -25,10 +25,17 @@ class Client(SaeMethods, NextFrameMethods, RetrievalMethods, SyncTransport):
             `sdk._contract.CAPABILITIES`. A missing one comes from `FACET_<NAME>_ADDR`, else
             localhost and the capability's default port (where `facet up` starts it).
         api_key: sent as `authorization: Bearer <key>`; None reads `FACET_API_KEY`, "" sends none.
-        timeout_s: default deadline of every call in seconds (each method takes its own).
+        timeout_s: default deadline of every call in seconds, > 0 (each method takes its own).
+            It covers all of a call's attempts and the pauses between them.
         max_message_bytes: largest message sent or received, in bytes.
+        retry: when calls that failed with UNAVAILABLE are sent again (idempotent calls only,
+            with exponential backoff and jitter, within `budget_s` and the call's deadline);
+            None takes `sdk.RetryPolicy.from_env()`: a 10 s budget unless `FACET_RETRY_*`
+            variables say otherwise. `sdk.RetryPolicy(max_attempts=1)` turns retries off.
     Raises:
         TypeError: an address keyword that is not a capability (the message lists them).
+        InvalidArgument: timeout_s not > 0, an api_key that cannot be sent as a header, a
+            retry that is not a RetryPolicy, an invalid FACET_RETRY_* variable.
 
     Example::
 

@@ -55,6 +55,9 @@ CAPABILITIES: tuple[Capability, ...] = (
 BY_NAME: dict[str, Capability] = {c.name: c for c in CAPABILITIES}
 
 API_KEY_ENV = "FACET_API_KEY"
+# Deepest nesting of a JSON value (metadata, filters: dicts and lists) the SDK sends. A Struct
+# nested ~33 levels deep no longer decodes (protobuf's recursion limit of 100 messages).
+MAX_JSON_DEPTH = 16
 REQUEST_ID_METADATA = "x-request-id"
 
 

@@ -4,7 +4,8 @@ Every error is a `FacetError` and carries the gRPC status code, the server's
 message and the request id (for finding the call in the server's logs)::
 
     FacetError
-    ├── InvalidArgument       the request is wrong; the message says what to fix
+    ├── InvalidArgument       the request is wrong; the message names the argument and says what
+    │                         to fix (also a ValueError and a TypeError, as Python's own checks)
     ├── NotFound              unknown collection, model or document
     ├── AlreadyExists         e.g. a collection created twice
     ├── FailedPrecondition    the request does not fit the current state
@@ -15,11 +16,19 @@ message and the request id (for finding the call in the server's logs)::
     ├── Unauthenticated       missing or wrong API key
     ├── PermissionDenied
     └── InternalError         a bug on the server; the message is generic
+        └── ProtocolError     the server's reply broke the contract (e.g. NaN in a result);
+                              raised by the SDK, with the call's request id
+
+`request_id` is the id the SDK sent with the call (`x-request-id` metadata; the server logs
+under it and echoes it back), so it is set for every error of a call that was sent, even one
+that never reached a server. Errors raised before sending (argument checks) have none.
 """
 
 from __future__ import annotations
 
 import grpc
+
+from sdk._contract import REQUEST_ID_METADATA
 
 
 class FacetError(Exception):
@@ -36,7 +45,11 @@ class FacetError(Exception):
         return f"{self.code.name}: {self.message}"
 
 
-class InvalidArgument(FacetError):
+class InvalidArgument(FacetError, ValueError, TypeError):
+    """The request is wrong. Raised by the server (INVALID_ARGUMENT) or by the SDK before
+    sending (`sdk._arguments`); a ValueError and a TypeError too, so code written against
+    Python's own argument errors keeps working."""
+
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -80,6 +93,12 @@ class InternalError(FacetError):
     code = grpc.StatusCode.INTERNAL
 
 
+class ProtocolError(InternalError):
+    """The server answered OK with a reply that fails the SDK's checks (a non-finite number, a
+    tensor whose bytes do not match its shape): a bug on the server's side, not the caller's.
+    The message names the RPC and what was wrong; `request_id` finds the call in the server's log."""
+
+
 _BY_CODE: dict[grpc.StatusCode, type[FacetError]] = {
     cls.code: cls
     for cls in (
@@ -98,14 +117,19 @@ _BY_CODE: dict[grpc.StatusCode, type[FacetError]] = {
 }
 
 
-def error_from_rpc(error: grpc.RpcError) -> FacetError:
-    """Translate a gRPC error (sync or aio) into the matching `FacetError` subclass."""
+def error_from_rpc(error: grpc.RpcError, request_id: str | None = None) -> FacetError:
+    """Translate a gRPC error (sync or aio) into the matching `FacetError` subclass.
+
+    Args:
+        error: what grpc raised.
+        request_id: the id the call was sent with; the server's echo (trailing metadata
+            `x-request-id`) wins when there is one.
+    """
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = error.details() if hasattr(error, "details") else str(error)
-    request_id = None
     trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
     for key, value in trailing or ():
-        if key == "x-request-id":
+        if key == REQUEST_ID_METADATA:
             request_id = value
     cls = _BY_CODE.get(code, FacetError)
     err = cls(details or code.name, request_id=request_id)

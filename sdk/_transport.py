@@ -9,41 +9,103 @@ an address keyword for each and opens one channel per service, lazily, reused un
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
+import random
+import time
+import uuid
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any, ClassVar, Self, TypeVar
 
 import grpc
 import grpc.aio
 
+from sdk import _arguments as check
 from sdk._call import Call, Service
-from sdk._contract import API_KEY_ENV, MAX_MESSAGE_BYTES, capability, default_address
-from sdk._errors import error_from_rpc
+from sdk._contract import API_KEY_ENV, MAX_MESSAGE_BYTES, REQUEST_ID_METADATA, default_address
+from sdk._errors import FacetError, ProtocolError, error_from_rpc
+from sdk._retry import RetryPolicy
 
 R = TypeVar("R")
 C = TypeVar("C", bound=type)
 
 DEFAULT_TIMEOUT_S = 30.0
 
-# Retries with exponential backoff on UNAVAILABLE only (a server starting, restarting or draining).
-_RETRY_POLICY = {
-    "maxAttempts": 5,
-    "initialBackoff": "0.1s",
-    "maxBackoff": "2s",
-    "backoffMultiplier": 2,
-    "retryableStatusCodes": ["UNAVAILABLE"],
-}
+# What a parse function raises on a reply that breaks the contract (sdk._tensors raises
+# InvalidArgument; a missing field or a wrong type shows as the others).
+_BAD_REPLY = (FacetError, ValueError, TypeError, KeyError, IndexError, OverflowError)
 
 
-def _channel_options(max_message_bytes: int, service_names: list[str]) -> list[tuple[str, Any]]:
-    service_config = {"methodConfig": [{"name": [{"service": s} for s in service_names], "retryPolicy": _RETRY_POLICY}]}
+def _channel_options(max_message_bytes: int, retry: RetryPolicy) -> list[tuple[str, Any]]:
+    # Retries are the SDK's own (RetryPolicy: idempotent calls only), not gRPC's service-config
+    # policy, which caps attempts at 5 and cannot tell which calls are safe to repeat. gRPC's
+    # transparent retries (a request that never left the client) stay on. The reconnect backoff
+    # is capped at the policy's longest pause: a channel whose server went away tries again as
+    # often as the SDK retries, so the first retry after a restart finds the server.
+    reconnect_ms = max(100, int(retry.max_backoff_s * 1000))
     return [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.service_config", json.dumps(service_config)),
-        ("grpc.enable_retries", 1),
+        ("grpc.initial_reconnect_backoff_ms", min(100, reconnect_ms)),
+        ("grpc.min_reconnect_backoff_ms", min(100, reconnect_ms)),
+        ("grpc.max_reconnect_backoff_ms", reconnect_ms),
     ]
+
+
+# The pauses between attempts; tests replace these to watch the schedule.
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+async def _apause(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+def _parsed(call: Call[R], response: Any, request_id: str) -> R:
+    """The call's result, or ProtocolError when the reply fails the SDK's checks (a server bug,
+    never the caller's InvalidArgument)."""
+    try:
+        return call.parse(response)
+    except _BAD_REPLY as exc:
+        reason = exc.message if isinstance(exc, FacetError) else f"{type(exc).__name__}: {exc}"
+        raise ProtocolError(
+            f"the server's reply to {call.method} failed the SDK's checks ({reason}); "
+            f"this is a server bug, logged there under request id {request_id}",
+            request_id=request_id,
+        ) from None
+
+
+class _Attempts:
+    """One call's attempts: its request id, its deadline, and whether a failure is retried."""
+
+    def __init__(self, call: Call[Any], timeout_s: float, retry: RetryPolicy, rng: random.Random) -> None:
+        self.call = call
+        self.request_id = uuid.uuid4().hex
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout_s
+        self.retry = retry
+        self.rng = rng
+        self.count = 1
+
+    def remaining_s(self) -> float:
+        return max(0.001, self.deadline - time.monotonic())
+
+    def pause_before_retry(self, error: grpc.RpcError) -> float | None:
+        """Seconds to wait before the next attempt, or None: raise `error`."""
+        code = error.code() if hasattr(error, "code") else None
+        if code != grpc.StatusCode.UNAVAILABLE or self.call.method not in self.call.service.idempotent:
+            return None
+        if self.count >= self.retry.max_attempts:
+            return None
+        pause = self.retry.pause_s(self.count, self.rng)
+        now = time.monotonic()
+        if now + pause - self.started > self.retry.budget_s or now + pause >= self.deadline:
+            return None
+        self.count += 1
+        return pause
+
+    def error(self, error: grpc.RpcError) -> FacetError:
+        return error_from_rpc(error, self.request_id)
 
 
 def docstrings_from(sync_methods: type) -> Callable[[C], C]:
@@ -90,13 +152,14 @@ class _Transport:
         api_key: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        retry: RetryPolicy | None = None,
         **addresses: str | None,
     ) -> None:
         unknown = sorted(set(addresses) - set(self._services))
         if unknown:
             raise TypeError(
                 f"{type(self).__name__}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
-                f"it takes the addresses of {', '.join(self._services)}, and api_key, timeout_s, max_message_bytes"
+                f"it takes the addresses of {', '.join(self._services)}, and api_key, timeout_s, max_message_bytes, retry"
             )
         if address is not None:
             positional = self._positional_capability
@@ -107,11 +170,25 @@ class _Transport:
             if addresses.get(positional) is not None:
                 raise TypeError(f"{type(self).__name__}() got the {positional} address twice (positional and keyword)")
             addresses[positional] = address
+        for name, value in addresses.items():
+            if value is not None:
+                check.text(value, name)
         self._addresses = {name: addresses.get(name) or default_address(name) for name in self._services}
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+        check.text(key, "api_key")
+        if any(not 0x21 <= ord(c) <= 0x7E for c in key):
+            raise check.InvalidArgument("api_key must be printable ASCII without spaces (it is sent as a header)")
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {key}"),) if key else ()
-        self.timeout_s = timeout_s
-        self._options = _channel_options(max_message_bytes, [capability(n).service_name for n in self._services])
+        seconds = check.timeout(timeout_s)
+        if seconds is None:
+            raise check.InvalidArgument("timeout_s must be a number of seconds > 0, got None")
+        self.timeout_s = seconds
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise check.InvalidArgument(f"retry must be an sdk.RetryPolicy or None, got {type(retry).__name__}")
+        self.retry = retry if retry is not None else RetryPolicy.from_env()
+        message_bytes = check.integer(max_message_bytes, "max_message_bytes", low=1)
+        self._options = _channel_options(message_bytes, self.retry)
+        self._rng = random.Random()
         self._channels: dict[str, Any] = {}
         self._stubs: dict[str, Any] = {}
 
@@ -142,10 +219,18 @@ class _Transport:
             self._stubs[name] = service.stub(self._channels[name])
         return self._stubs[name]
 
-    def _send(self, call: Call[Any], timeout_s: float | None) -> Any:
-        """Start the RPC; a unary call returns its response (or awaitable), a stream its iterator."""
+    def _attempts(self, call: Call[Any], timeout_s: float | None) -> _Attempts:
+        """A new call's bookkeeping: `timeout_s` checked (None: the client's) and a request id."""
+        seconds = check.timeout(timeout_s)
+        return _Attempts(call, self.timeout_s if seconds is None else seconds, self.retry, self._rng)
+
+    def _send(self, attempts: _Attempts) -> Any:
+        """Start one attempt; a unary call returns its response (or awaitable), a stream its
+        iterator. Every attempt carries the call's request id and what is left of its deadline."""
+        call = attempts.call
         method = getattr(self._stub(call.service), call.method)
-        return method(call.request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
+        metadata = (*self._metadata, (REQUEST_ID_METADATA, attempts.request_id))
+        return method(call.request, timeout=attempts.remaining_s(), metadata=metadata)
 
 
 class SyncTransport(_Transport):
@@ -155,21 +240,36 @@ class SyncTransport(_Transport):
         return grpc.insecure_channel(address, options=self._options)
 
     def _run(self, call: Call[R], timeout_s: float | None) -> R:
-        try:
-            response = self._send(call, timeout_s)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
-        return call.parse(response)
+        attempts = self._attempts(call, timeout_s)
+        while True:
+            try:
+                response = self._send(attempts)
+            except grpc.RpcError as exc:
+                pause = attempts.pause_before_retry(exc)
+                if pause is None:
+                    raise attempts.error(exc) from None
+                _pause(pause)
+                continue
+            return _parsed(call, response, attempts.request_id)
 
     def _stream(self, call: Call[R], timeout_s: float | None) -> Generator[R, None, None]:
-        responses = self._send(call, timeout_s)
-        try:
-            for response in responses:
-                yield call.parse(response)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
-        finally:
-            responses.cancel()  # the consumer stopped early: the server stops too
+        attempts = self._attempts(call, timeout_s)
+        while True:
+            responses = self._send(attempts)
+            received = False
+            try:
+                for response in responses:
+                    received = True
+                    yield _parsed(call, response, attempts.request_id)
+                return
+            except grpc.RpcError as exc:
+                # retried only before the first message: after it, the consumer has seen frames
+                pause = None if received else attempts.pause_before_retry(exc)
+                if pause is None:
+                    raise attempts.error(exc) from None
+            finally:
+                responses.cancel()  # the consumer stopped early: the server stops too
+            _pause(pause)
 
     def close(self) -> None:
         """Close every channel; closing twice does nothing. The client can be used again
@@ -194,21 +294,35 @@ class AsyncTransport(_Transport):
         return grpc.aio.insecure_channel(address, options=self._options)
 
     async def _run(self, call: Call[R], timeout_s: float | None) -> R:
-        try:
-            response = await self._send(call, timeout_s)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
-        return call.parse(response)
+        attempts = self._attempts(call, timeout_s)
+        while True:
+            try:
+                response = await self._send(attempts)
+            except grpc.RpcError as exc:
+                pause = attempts.pause_before_retry(exc)
+                if pause is None:
+                    raise attempts.error(exc) from None
+                await _apause(pause)
+                continue
+            return _parsed(call, response, attempts.request_id)
 
     async def _stream(self, call: Call[R], timeout_s: float | None) -> AsyncGenerator[R, None]:
-        responses = self._send(call, timeout_s)
-        try:
-            async for response in responses:
-                yield call.parse(response)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
-        finally:
-            responses.cancel()
+        attempts = self._attempts(call, timeout_s)
+        while True:
+            responses = self._send(attempts)
+            received = False
+            try:
+                async for response in responses:
+                    received = True
+                    yield _parsed(call, response, attempts.request_id)
+                return
+            except grpc.RpcError as exc:
+                pause = None if received else attempts.pause_before_retry(exc)
+                if pause is None:
+                    raise attempts.error(exc) from None
+            finally:
+                responses.cancel()
+            await _apause(pause)
 
     async def close(self) -> None:
         for channel in self._channels.values():
