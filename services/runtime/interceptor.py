@@ -1,31 +1,49 @@
-"""The one server interceptor: request id, auth, error mapping, logging and metrics.
+"""The one server interceptor: request id, auth, drain, error mapping, reply size, logging and metrics.
 
-Kept as a single wrapper around each handler so a call pays for one layer, not five.
+Kept as a single wrapper around each handler so a call pays for one layer, not five. What it
+guarantees, for every method of every service (health and reflection excepted):
+
+- An unauthenticated call (an API key is configured and the call's `authorization` metadata does
+  not match) is refused with UNAUTHENTICATED *before its request is read*: the refusal handler
+  never reads the request stream, so its bytes are neither parsed nor buffered beyond HTTP/2 flow
+  control, whatever their size.
+- While the server drains (SIGTERM), new calls get UNAVAILABLE (retryable); calls still running
+  when the grace period ends are cut off with UNAVAILABLE too, never CANCELLED (`InFlightCalls`).
+- A reply, or a message of a stream, larger than the server's send limit is RESOURCE_EXHAUSTED,
+  counted and logged as such (it used to leave as OK and fail on the client).
+- Each call runs in its own asyncio task (one per RPC in grpc.aio): the request id is set in that
+  task's context and never reset from another one, and a stream's generator is closed in the
+  call's own task when the call ends or is cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import hmac
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
 
-from sdk._contract import REQUEST_ID_METADATA
+from sdk._contract import MAX_MESSAGE_BYTES, REQUEST_ID_METADATA
 from services.runtime.errors import FacetError
 from services.runtime.logs import REQUEST_ID
 from services.runtime.metrics import METRICS
 
 log = logging.getLogger("facet.rpc")
 
-# Health and reflection stay open when an API key is required.
+# Health and reflection stay open when an API key is required, and answer while draining.
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# How long calls cut off at the end of the grace period get to send their UNAVAILABLE.
+_CUT_OFF_WAIT_S = 5.0
+
+UNAUTHENTICATED_MESSAGE = "missing or wrong API key: send metadata 'authorization: Bearer <key>' (sdk.Client(api_key=...))"
+DRAINING_MESSAGE = "the server is shutting down and takes no new calls; retry (the SDK does) on another replica or after the restart"
+CUT_OFF_MESSAGE = "the server shut down before this call finished (its grace period, server.grace_period_s, ended); retry it"
 
 
 class _UndecodableRequest:
@@ -38,8 +56,10 @@ class _UndecodableRequest:
 def _safe_deserializer(deserialize: Callable[[bytes], Any] | None, method: str) -> Callable[[bytes], Any] | None:
     if deserialize is None:
         return None
+    decoded = METRICS.decoded_requests.labels(method)
 
     def run(data: bytes) -> Any:
+        decoded.inc()
         try:
             return deserialize(data)
         except Exception as exc:  # noqa: BLE001 - any decode failure is the caller's input
@@ -51,16 +71,75 @@ def _safe_deserializer(deserialize: Callable[[bytes], Any] | None, method: str) 
     return run
 
 
-def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
-    for item in context.invocation_metadata() or ():
-        if item.key == key:
-            return str(item.value)
+def _metadata_value(metadata: Iterable[Any] | None, key: str) -> str | None:
+    for item in metadata or ():
+        if item[0] == key:  # grpc's metadata items are (key, value) tuples with .key and .value
+            return str(item[1])
     return None
 
 
+class InFlightCalls:
+    """The calls a server has accepted and not finished, and its drain on shutdown.
+
+    `start_drain()` makes every later call UNAVAILABLE; `wait_idle(s)` waits up to `s` seconds for
+    the accepted ones to finish; `cut_off()` ends the rest with UNAVAILABLE (retryable), each in
+    its own task, and waits until their statuses are sent.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.draining = False
+        self.cutting_off = False
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def add(self, task: asyncio.Task[Any], method: str) -> None:
+        """Track the task serving one call of `method` until it is done."""
+        gauge = METRICS.in_flight.labels(method)
+        gauge.inc()
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            self._tasks.discard(finished)
+            gauge.dec()
+
+        task.add_done_callback(done)
+
+    def start_drain(self) -> None:
+        """Refuse new calls from now on (UNAVAILABLE)."""
+        self.draining = True
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the accepted calls to finish; True when none is left."""
+        pending = set(self._tasks)
+        if pending and timeout_s > 0:
+            _done, pending = await asyncio.wait(pending, timeout=timeout_s)
+        return not pending
+
+    async def cut_off(self) -> int:
+        """End every call still running with UNAVAILABLE; return how many there were."""
+        self.cutting_off = True
+        pending = set(self._tasks)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=_CUT_OFF_WAIT_S)
+        return len(pending)
+
+
 class FacetInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, api_key: str = "") -> None:
+    """Args:
+        api_key: when not empty, every call but health and reflection needs metadata
+            `authorization: Bearer <api_key>`.
+        max_reply_bytes: the server's send limit (`grpc.max_send_message_length`, from
+            `server.max_message_bytes`); a larger reply or stream message is RESOURCE_EXHAUSTED.
+    """
+
+    def __init__(self, api_key: str = "", max_reply_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self._expected_auth = f"Bearer {api_key}".encode() if api_key else None
+        self.max_reply_bytes = max_reply_bytes
+        self.calls = InFlightCalls()
 
     async def intercept_service(
         self,
@@ -71,36 +150,67 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
+        metadata = handler_call_details.invocation_metadata
+        if self.calls.draining:
+            return self._refusal(method, metadata, grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE)
+        if not self._authenticated(metadata):
+            return self._refusal(method, metadata, grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
         deserialize = _safe_deserializer(handler.request_deserializer, method)
+        # the wrappers serialize replies themselves (to size them), so grpc gets bytes
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary), deserialize, handler.response_serializer
+                self._wrap_unary(method, handler.unary_unary, handler.response_serializer), deserialize, None
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream), deserialize, handler.response_serializer
+                self._wrap_stream(method, handler.unary_stream, handler.response_serializer), deserialize, None
             )
         return handler  # client-streaming methods: none yet
 
-    def _check_auth(self, context: grpc.aio.ServicerContext) -> bool:
+    def _authenticated(self, metadata: Iterable[Any] | None) -> bool:
         if self._expected_auth is None:
             return True
-        given = (_metadata_value(context, "authorization") or "").encode()
+        given = (_metadata_value(metadata, "authorization") or "").encode()
         return hmac.compare_digest(given, self._expected_auth)
 
-    def _begin(self, request: Any, context: grpc.aio.ServicerContext) -> contextvars.Token[str]:
-        """Tag the call with a request id, then refuse it if unauthenticated or undecodable."""
-        request_id = _metadata_value(context, REQUEST_ID_METADATA) or uuid.uuid4().hex
-        token = REQUEST_ID.set(request_id)
+    def _refusal(self, method: str, metadata: Iterable[Any] | None, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+        """A handler that refuses the call without reading its request. Registered as
+        client-streaming (the wire format of every call type is the same) so that grpc hands it
+        the request stream unread instead of receiving and parsing the whole message first."""
+        request_id = _metadata_value(metadata, REQUEST_ID_METADATA) or uuid.uuid4().hex
+
+        async def refuse(_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
+            REQUEST_ID.set(request_id)  # this call's own task: never reset
+            context.set_trailing_metadata(((REQUEST_ID_METADATA, request_id),))
+            self._finish(method, code, time.perf_counter())
+            await context.abort(code, message)
+
+        return grpc.stream_unary_rpc_method_handler(refuse, None, None)
+
+    def _begin(self, request: Any, context: grpc.aio.ServicerContext, method: str) -> None:
+        """Tag the call with a request id, refuse it if the server drains or it is undecodable,
+        else track it as in flight."""
+        request_id = _metadata_value(context.invocation_metadata(), REQUEST_ID_METADATA) or uuid.uuid4().hex
+        REQUEST_ID.set(request_id)  # the call's own task and context (one per RPC): no reset needed
         context.set_trailing_metadata(((REQUEST_ID_METADATA, request_id),))
-        if not self._check_auth(context):
-            raise _Reject(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing or wrong API key: send metadata 'authorization: Bearer <key>' (sdk.Client(api_key=...))",
-            )
+        if self.calls.draining:  # accepted before the drain, its handler starts after: nothing done yet
+            raise _Reject(grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE)
         if isinstance(request, _UndecodableRequest):
             raise _Reject(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-        return token
+        task = asyncio.current_task()
+        if task is not None:
+            self.calls.add(task, method)
+
+    def _serialized(self, method: str, reply: Any, serialize: Callable[[Any], bytes] | None) -> bytes:
+        data: bytes = serialize(reply) if serialize is not None else reply
+        if len(data) > self.max_reply_bytes:
+            raise _Reject(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the reply to {method} would be {len(data):,} bytes, over the server's message limit of "
+                f"{self.max_reply_bytes:,} bytes (server.max_message_bytes): ask for less in one call "
+                "(fewer rows, texts or frames, a smaller top_k) and split the work over several calls",
+            )
+        return data
 
     async def _fail(self, exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
         if isinstance(exc, _Reject):
@@ -113,27 +223,28 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
             message = f"internal error; the server logged it under request id {REQUEST_ID.get()}"
         await context.abort(code, message)  # raises AbortError
 
-    def _finish(self, method: str, code: grpc.StatusCode, start: float, token: contextvars.Token[str] | None) -> None:
+    def _finish(self, method: str, code: grpc.StatusCode, start: float) -> None:
         elapsed = time.perf_counter() - start
         METRICS.requests.labels(method, code.name).inc()
         METRICS.latency.labels(method).observe(elapsed)
         level = logging.INFO if code == grpc.StatusCode.OK else logging.WARNING
         if log.isEnabledFor(level):
             log.log(level, "rpc", extra={"fields": {"method": method, "code": code.name, "latency_ms": round(elapsed * 1e3, 3)}})
-        if token is not None:
-            REQUEST_ID.reset(token)
 
     @contextlib.asynccontextmanager
     async def _scope(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        """Around one call: begin (id, auth, decode check), map errors to statuses, record the outcome."""
+        """Around one call: begin (id, drain, decode check), map errors to statuses, record the outcome."""
         start = time.perf_counter()
-        code, token = grpc.StatusCode.OK, None
+        code = grpc.StatusCode.OK
         try:
-            token = self._begin(request, context)
+            self._begin(request, context, method)
             yield
         except asyncio.CancelledError:
-            code = _cancel_code(context)
-            raise
+            if not self.calls.cutting_off:
+                code = _cancel_code(context)
+                raise
+            code = grpc.StatusCode.UNAVAILABLE
+            await context.abort(code, CUT_OFF_MESSAGE)
         except grpc.aio.AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
             raise
@@ -141,21 +252,33 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
             code = _code_of(exc)
             await self._fail(exc, context, method)
         finally:
-            self._finish(method, code, start, token)
+            self._finish(method, code, start)
 
-    def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def _wrap_unary(
+        self, method: str, behavior: Callable[..., Awaitable[Any]], serialize: Callable[[Any], bytes] | None
+    ) -> Callable[..., Awaitable[bytes]]:
+        async def run(request: Any, context: grpc.aio.ServicerContext) -> bytes:
             async with self._scope(method, request, context):
-                return await behavior(request, context)
+                return self._serialized(method, await behavior(request, context), serialize)
+            raise AssertionError("unreachable: the scope re-raises or aborts")  # pragma: no cover
 
         return run
 
-    def _wrap_stream(self, method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-        async def run(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    def _wrap_stream(
+        self, method: str, behavior: Callable[..., AsyncGenerator[Any, None]], serialize: Callable[[Any], bytes] | None
+    ) -> Callable[..., Awaitable[None]]:
+        # A coroutine that writes, not an async generator: grpc would leave a cancelled call's
+        # generator suspended and close it later from another task (and context).
+        async def run(request: Any, context: grpc.aio.ServicerContext) -> None:
+            messages = METRICS.stream_messages.labels(method)
             async with self._scope(method, request, context):
-                async for item in behavior(request, context):
-                    METRICS.stream_messages.labels(method).inc()
-                    yield item
+                stream = behavior(request, context)
+                try:
+                    async for item in stream:
+                        await context.write(self._serialized(method, item, serialize))
+                        messages.inc()
+                finally:
+                    await stream.aclose()
 
         return run
 

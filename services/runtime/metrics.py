@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 _LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -26,6 +26,15 @@ class Metrics:
         )
         self.stream_messages = Counter(
             "facet_stream_messages", "Messages sent by server-streaming RPCs, by method", ["method"], registry=self.registry
+        )
+        self.in_flight = Gauge(
+            "facet_requests_in_flight", "RPCs accepted and not finished, by method", ["method"], registry=self.registry
+        )
+        self.decoded_requests = Counter(
+            "facet_decoded_requests",
+            "Request messages parsed, by method (refused calls, e.g. unauthenticated, are never parsed)",
+            ["method"],
+            registry=self.registry,
         )
         self.batch_size = Histogram(
             "facet_batch_size", "Rows per executed batch", ["model"], buckets=_BATCH_BUCKETS, registry=self.registry

@@ -61,11 +61,19 @@ class FacetService(abc.ABC):
 
 
 class RunningServer:
-    def __init__(self, server: grpc.aio.Server, service: FacetService, health: health_aio.HealthServicer, port: int) -> None:
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        service: FacetService,
+        health: health_aio.HealthServicer,
+        port: int,
+        interceptor: FacetInterceptor | None = None,
+    ) -> None:
         self.server = server
         self.service = service
         self.health = health
         self.port = port
+        self.interceptor = interceptor or FacetInterceptor()
 
     async def set_serving(self, serving: bool) -> None:
         status = _SERVING if serving else _NOT_SERVING
@@ -87,17 +95,26 @@ class RunningServer:
                 await self.set_serving(now)
 
     async def stop(self, grace_period_s: float) -> None:
-        """Report NOT_SERVING, refuse new calls, let in-flight ones finish within the grace period."""
+        """Drain, then stop: report NOT_SERVING (health stays open), answer new calls with
+        UNAVAILABLE, let the calls in flight finish within `grace_period_s` seconds, end the ones
+        still running then with UNAVAILABLE (retryable, unlike grpc's own CANCELLED), then close
+        the port and release the service's resources."""
         await self.set_serving(False)
-        await self.server.stop(grace_period_s)
+        calls = self.interceptor.calls
+        calls.start_drain()
+        if not await calls.wait_idle(grace_period_s):
+            cut = await calls.cut_off()
+            log.warning("grace period over", extra={"fields": {"cut_off_calls": cut, "grace_period_s": grace_period_s}})
+        await self.server.stop(0)  # what is left: health watches and refusals
         await self.service.stop()
 
 
 async def start_server(service: FacetService, config: FacetConfig) -> RunningServer:
     """Bind, start (NOT_SERVING), load the service's models, then report SERVING."""
     limit = config.server.max_message_bytes
+    interceptor = FacetInterceptor(config.api_key, max_reply_bytes=limit)
     server = grpc.aio.server(
-        interceptors=[FacetInterceptor(config.api_key)],
+        interceptors=[interceptor],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -116,7 +133,7 @@ async def start_server(service: FacetService, config: FacetConfig) -> RunningSer
         bound = 0
     if bound == 0:
         raise OSError(f"cannot bind {config.server.host}:{port}: the port is in use or not allowed (set server.port)")
-    running = RunningServer(server, service, health_servicer, bound)
+    running = RunningServer(server, service, health_servicer, bound, interceptor)
     await running.set_serving(False)
     await server.start()
     try:
