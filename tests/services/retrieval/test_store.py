@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 from services.retrieval.store import DocumentStore
-from services.runtime.errors import AlreadyExists, InvalidArgument, NotFound
+from tests.services.retrieval.store_files import saved_index_file
+from services.runtime.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 
 DIM = 16
 
@@ -106,13 +108,12 @@ def test_index_is_rebuilt_from_sqlite_when_stale_missing_or_corrupt(tmp_path: Pa
     store.upsert("c", ["a", "b"], ["", ""], vecs[:2], [{}, {}])
     store.save_indexes()
     store.upsert("c", ["z"], [""], vecs[2:3], [{}])  # committed to SQLite, index file now stale
-    index_file = tmp_path / "indexes" / "c.faiss"
     if damage == "missing":
         store.save_indexes()
-        index_file.unlink()
+        saved_index_file(tmp_path, "c").unlink()
     elif damage == "corrupt":
         store.save_indexes()
-        index_file.write_bytes(b"not an index")
+        saved_index_file(tmp_path, "c").write_bytes(b"not an index")
     # no close(): as after kill -9, the index file is whatever was saved last
     reopened = DocumentStore(tmp_path)
     assert [h.id for h in reopened.search("c", vecs[2], 1)] == ["z"]
@@ -137,7 +138,7 @@ def test_delete_collection_removes_documents_and_files(tmp_path: Path) -> None:
     store.upsert("c", ["a"], [""], _vectors(1), [{}])
     store.save_indexes()
     assert store.delete_collection("c") == 1
-    assert not (tmp_path / "indexes" / "c.faiss").exists()
+    assert not list((tmp_path / "indexes").iterdir())
     with pytest.raises(NotFound):
         store.collection("c")
     store.create_collection("c", dimension=DIM)
@@ -209,14 +210,21 @@ def test_an_index_failure_after_commit_leaves_index_and_counts_following_sqlite(
     assert [h.id for h in reopened.search("c", vecs[1], top_k=1)] == ["b"]
 
 
-def test_a_failed_index_write_is_retried(store: DocumentStore, tmp_path: Path) -> None:
+def test_a_failed_index_write_is_retried(store: DocumentStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.retrieval import index_files
+
     store.create_collection("c", dimension=DIM)
     store.upsert("c", ["a"], [""], _vectors(1), [{}])
-    (tmp_path / "indexes" / "c.tmp").mkdir()  # the write will fail
-    with pytest.raises(OSError):
-        store.save_index("c")
+
+    def no_space(path: Path, data: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(index_files, "_write_durably", no_space)
+        with pytest.raises(ResourceExhausted, match="indexes/c.*no space left"):
+            store.save_index("c")
     assert store.dirty_collections() == ["c"]
-    (tmp_path / "indexes" / "c.tmp").rmdir()
+    assert not list(store.index_dir.iterdir())  # no partial file left behind
     assert store.save_indexes() == 1 and store.dirty_collections() == []
 
 
