@@ -108,7 +108,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
     async def start(self) -> None:
         await self._embedder.load()
         data_dir = self._config.data_dir / "retrieval"
-        self._store = await asyncio.get_running_loop().run_in_executor(self._store_thread, DocumentStore, data_dir)
+        self._store = await asyncio.get_running_loop().run_in_executor(self._store_thread, DocumentStore, data_dir, self._limits)
         self._saver = asyncio.get_running_loop().create_task(self._save_periodically())
 
     async def healthy(self) -> bool:
