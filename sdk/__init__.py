@@ -26,6 +26,7 @@ from sdk._errors import (
 )
 from sdk._nextframe import ConstantEstimate, FrameModel, save_gif
 from sdk._retrieval import Collection, Document, Hit, ModelInfo, UpsertResult
+from sdk._retry import RetryPolicy
 from sdk._sae import (
     ActivatingContext,
     Explanation,
@@ -35,7 +36,6 @@ from sdk._sae import (
     SaeInfo,
     TokenLatents,
 )
-from sdk._retry import RetryPolicy
 from sdk._transport import DEFAULT_TIMEOUT_S
 
 __all__ = [

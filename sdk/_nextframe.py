@@ -23,7 +23,13 @@ from sdk._proto.facet.v1 import common_pb2, nextframe_pb2, nextframe_pb2_grpc
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
 from sdk._transport import AsyncTransport, SyncTransport, docstrings_from
 
-SERVICE = Service("nextframe", nextframe_pb2_grpc.NextFrameStub)
+# Every next-frame RPC computes from its request alone (Simulate is seeded): all are retried on
+# UNAVAILABLE (sdk._retry); the Rollout stream only until its first frame arrives.
+SERVICE = Service(
+    "nextframe",
+    nextframe_pb2_grpc.NextFrameStub,
+    idempotent=frozenset({"ListModels", "Simulate", "PredictNext", "Rollout", "EstimateConstant"}),
+)
 
 # -- results ------------------------------------------------------------------------------------
 

@@ -21,7 +21,15 @@ from sdk._proto.facet.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
 from sdk._transport import AsyncTransport, SyncTransport, docstrings_from
 
-SERVICE = Service("retrieval", retrieval_pb2_grpc.RetrievalStub)
+# Retried on UNAVAILABLE (sdk._retry): reads, Embed, and writes by id (Upsert, DeleteDocuments:
+# sent twice they leave the same state; after a retry, `created` / the deleted count say what
+# the last attempt changed). Not CreateCollection / DeleteCollection: a retry after a lost
+# reply would answer AlreadyExists / NotFound.
+SERVICE = Service(
+    "retrieval",
+    retrieval_pb2_grpc.RetrievalStub,
+    idempotent=frozenset({"Embed", "GetModel", "ListCollections", "Upsert", "Get", "DeleteDocuments", "Search"}),
+)
 
 # -- results ------------------------------------------------------------------------------------
 

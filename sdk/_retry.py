@@ -21,6 +21,7 @@ The defaults ride out a restart of about 10 s: 0.1, 0.2, 0.4, 0.8, then 1 s paus
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import random
 from collections.abc import Iterator, Mapping
@@ -67,10 +68,7 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         for name in ("budget_s", "initial_backoff_s", "max_backoff_s", "multiplier", "jitter"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (
-                float("inf"),
-                float("-inf"),
-            ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise InvalidArgument(f"RetryPolicy.{name} must be a finite number, got {value!r}")
         if self.budget_s < 0 or self.initial_backoff_s < 0:
             raise InvalidArgument(

@@ -20,7 +20,15 @@ from sdk._proto.facet.v1 import common_pb2, sae_pb2, sae_pb2_grpc
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
 from sdk._transport import AsyncTransport, SyncTransport, docstrings_from
 
-SERVICE = Service("sae", sae_pb2_grpc.SaeStub)
+# Every SAE RPC reads: all are retried on UNAVAILABLE (sdk._retry).
+SERVICE = Service(
+    "sae",
+    sae_pb2_grpc.SaeStub,
+    idempotent=frozenset(
+        {"ListSaes", "GetSae", "EncodeText", "EncodeActivations", "Reconstruct", "TopActivations",
+         "DecomposeLatent", "CompareSaes", "GetMetaLatent"}
+    ),
+)  # fmt: skip
 
 # -- results ------------------------------------------------------------------------------------
 

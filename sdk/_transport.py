@@ -42,8 +42,11 @@ def _channel_options(max_message_bytes: int, retry: RetryPolicy) -> list[tuple[s
     # transparent retries (a request that never left the client) stay on. The reconnect backoff
     # is capped at the policy's longest pause: a channel whose server went away tries again as
     # often as the SDK retries, so the first retry after a restart finds the server.
+    # Each channel owns its connections (no process-wide subchannel pool): close() closes them,
+    # and a reopened channel connects afresh.
     reconnect_ms = max(100, int(retry.max_backoff_s * 1000))
     return [
+        ("grpc.use_local_subchannel_pool", 1),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.initial_reconnect_backoff_ms", min(100, reconnect_ms)),
@@ -52,7 +55,11 @@ def _channel_options(max_message_bytes: int, retry: RetryPolicy) -> list[tuple[s
     ]
 
 
-# The pauses between attempts; tests replace these to watch the schedule.
+# The clock and the pauses between attempts; tests replace these to watch the schedule.
+def _now() -> float:
+    return time.monotonic()
+
+
 def _pause(seconds: float) -> None:
     time.sleep(seconds)
 
@@ -81,14 +88,14 @@ class _Attempts:
     def __init__(self, call: Call[Any], timeout_s: float, retry: RetryPolicy, rng: random.Random) -> None:
         self.call = call
         self.request_id = uuid.uuid4().hex
-        self.started = time.monotonic()
+        self.started = _now()
         self.deadline = self.started + timeout_s
         self.retry = retry
         self.rng = rng
         self.count = 1
 
     def remaining_s(self) -> float:
-        return max(0.001, self.deadline - time.monotonic())
+        return max(0.001, self.deadline - _now())
 
     def pause_before_retry(self, error: grpc.RpcError) -> float | None:
         """Seconds to wait before the next attempt, or None: raise `error`."""
@@ -98,7 +105,7 @@ class _Attempts:
         if self.count >= self.retry.max_attempts:
             return None
         pause = self.retry.pause_s(self.count, self.rng)
-        now = time.monotonic()
+        now = _now()
         if now + pause - self.started > self.retry.budget_s or now + pause >= self.deadline:
             return None
         self.count += 1
