@@ -19,7 +19,7 @@ import pytest
 
 from services import registry
 from services.model_repository import ModelRepository
-from tests.serving import RARB_DATA, LocalTriton, ServerProcess, delete_serve_apps, free_port
+from tests.serving import RARB_DATA, LocalTriton, ServerProcess, backend_env, delete_serve_apps, free_port  # noqa: F401 - backend_env: kept importable from here
 
 pytest_plugins = [f"tests.services.{name}.fixtures" for name in registry.names()]
 
@@ -29,17 +29,6 @@ def rarb_data() -> Path:
     if not RARB_DATA.is_dir():
         pytest.fail(f"benchmark data missing: {RARB_DATA} (the tests need ../shared/data beside the checkout)")
     return RARB_DATA
-
-
-def backend_env(backend: str, repository: ModelRepository, triton_for, ray_cluster=None) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """Environment that points a service process at `backend` serving `repository`."""
-    if backend == "onnxruntime":
-        return {}
-    if backend == "triton":
-        return dict(triton_for(repository).env)
-    if backend == "ray":
-        return {"FACET_BACKEND": "ray", "FACET_RAY_ADDRESS": ray_cluster().address}
-    raise ValueError(backend)
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,18 @@ class ServerProcess(ServiceProcess):
         return self.env.get("FACET_BACKEND", "onnxruntime")
 
 
+def backend_env(backend: str, repository: ModelRepository, triton_for, ray_cluster=None) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Environment that points a service process at `backend` serving `repository` (`triton_for`
+    and `ray_cluster`: the root conftest's engine fixtures)."""
+    if backend == "onnxruntime":
+        return {}
+    if backend == "triton":
+        return dict(triton_for(repository).env)
+    if backend == "ray":
+        return {"FACET_BACKEND": "ray", "FACET_RAY_ADDRESS": ray_cluster().address}
+    raise ValueError(f"unknown backend {backend!r}; one of {', '.join(SERVICE_BACKENDS)}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
