@@ -113,6 +113,11 @@ def integer(value: object, name: str, *, low: int = 0, high: int = INT32_MAX) ->
     return number
 
 
+def optional_integer(value: object, name: str, *, low: int = 0, high: int = INT32_MAX) -> int | None:
+    """None (the service's default), or an integer in [low, high] as `integer` checks it."""
+    return None if value is None else integer(value, name, low=low, high=high)
+
+
 def number(
     value: object, name: str, *, low: float | None = None, high: float | None = None, float32: bool = False
 ) -> float:
@@ -165,12 +170,14 @@ def timeout(value: object, name: str = "timeout_s") -> float | None:
         return None
     seconds = number(value, name)
     if seconds <= 0:
-        raise InvalidArgument(f"{name} must be a number of seconds > 0 (or None for the client's default), got {seconds}")
+        raise InvalidArgument(
+            f"{name} must be a number of seconds > 0 (or None for the client's default), got {seconds}"
+        )
     return seconds
 
 
-def float_array(value: object, name: str, *, ndim: int, shape: str) -> np.ndarray:
-    """A finite float32 array of `ndim` dimensions.
+def float_array(value: object, name: str, *, ndim: int | None, shape: str) -> np.ndarray:
+    """A finite float32 array of `ndim` dimensions (None: any number of them).
 
     Args:
         value: an array or nested lists of real numbers (ints and floats of any width; not
@@ -184,16 +191,17 @@ def float_array(value: object, name: str, *, ndim: int, shape: str) -> np.ndarra
         InvalidArgument: not numeric, ragged, the wrong number of dimensions, NaN or
             infinity, or values beyond float32's range (they would become infinity).
     """
+    expected = f"a {ndim}-D float array {shape}" if ndim is not None else f"a float array {shape}"
     if isinstance(value, (str, bytes, Mapping)) or value is None:
-        raise InvalidArgument(f"{name} must be a {ndim}-D float array {shape}, got {_kind(value)}")
+        raise InvalidArgument(f"{name} must be {expected}, got {_kind(value)}")
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as exc:  # ragged nested lists
-        raise InvalidArgument(f"{name} must be a {ndim}-D float array {shape}: {exc}") from None
+        raise InvalidArgument(f"{name} must be {expected}: {exc}") from None
     if array.dtype.kind not in "fiu":
-        raise InvalidArgument(f"{name} must be a {ndim}-D float array {shape}, got dtype {array.dtype}")
-    if array.ndim != ndim:
-        raise InvalidArgument(f"{name} must be a {ndim}-D float array {shape}, got shape {list(array.shape)}")
+        raise InvalidArgument(f"{name} must be {expected}, got dtype {array.dtype}")
+    if ndim is not None and array.ndim != ndim:
+        raise InvalidArgument(f"{name} must be {expected}, got shape {list(array.shape)}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InvalidArgument(f"{name} must be finite (no NaN or inf)")
     with np.errstate(over="ignore"):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sdk import _arguments as check
 from sdk._call import Call, Service
-from sdk._errors import InvalidArgument
 from sdk._proto.facet.v1 import common_pb2, nextframe_pb2, nextframe_pb2_grpc
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
 from sdk._transport import AsyncTransport, SyncTransport, docstrings_from
@@ -79,10 +79,7 @@ class ConstantEstimate:
 
 def frames_tensor(frames: np.ndarray) -> common_pb2.Tensor:
     """uint8 frames [t, h, w] as a Tensor. Raises InvalidArgument for any other dtype or rank."""
-    array = np.asarray(frames)
-    if array.dtype != np.uint8 or array.ndim != 3:
-        raise InvalidArgument(f"frames must be a uint8 array [t, 64, 64], got {array.dtype} {list(array.shape)}")
-    return tensor_from_numpy(np.ascontiguousarray(array))
+    return tensor_from_numpy(check.uint8_array(frames, "frames", ndim=3, shape="[t, 64, 64]"))
 
 
 def _frame(r: nextframe_pb2.PredictNextResponse | nextframe_pb2.RolloutFrame) -> np.ndarray:
@@ -100,23 +97,30 @@ def _list_frame_models_call() -> Call[list[FrameModel]]:
 
 
 def _simulate_call(dataset: str, constant: float, frames: int, seed: int) -> Call[np.ndarray]:
-    request = nextframe_pb2.SimulateRequest(dataset=dataset, constant=constant, frames=frames, seed=seed)
+    request = nextframe_pb2.SimulateRequest(
+        dataset=check.text(dataset, "dataset"),
+        constant=check.number(constant, "constant", float32=True),
+        frames=check.integer(frames, "frames", low=1),
+        seed=check.integer(seed, "seed", high=check.INT64_MAX),
+    )
     return Call(SERVICE, "Simulate", request, lambda r: tensor_to_numpy(r.frames, "frames"))
 
 
 def _predict_next_call(model: str, frames: np.ndarray) -> Call[np.ndarray]:
     return Call(
-        SERVICE, "PredictNext", nextframe_pb2.PredictNextRequest(model=model, frames=frames_tensor(frames)), _frame
+        SERVICE, "PredictNext", nextframe_pb2.PredictNextRequest(model=check.text(model, "model"), frames=frames_tensor(frames)), _frame
     )
 
 
 def _rollout_call(model: str, frames: np.ndarray, horizon: int) -> Call[np.ndarray]:
-    request = nextframe_pb2.RolloutRequest(model=model, frames=frames_tensor(frames), horizon=horizon)
+    request = nextframe_pb2.RolloutRequest(
+        model=check.text(model, "model"), frames=frames_tensor(frames), horizon=check.integer(horizon, "horizon", low=1)
+    )
     return Call(SERVICE, "Rollout", request, _frame)
 
 
 def _estimate_constant_call(model: str, frames: np.ndarray) -> Call[ConstantEstimate]:
-    request = nextframe_pb2.EstimateConstantRequest(model=model, frames=frames_tensor(frames))
+    request = nextframe_pb2.EstimateConstantRequest(model=check.text(model, "model"), frames=frames_tensor(frames))
     return Call(SERVICE, "EstimateConstant", request, lambda r: ConstantEstimate(r.value, r.constant, r.units))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from google.protobuf import json_format, struct_pb2
 
+from sdk import _arguments as check
 from sdk._call import Call, Service
 from sdk._errors import InvalidArgument
 from sdk._proto.facet.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
@@ -180,26 +181,25 @@ def _model_info_call() -> Call[ModelInfo]:
 
 
 def _embed_call(texts: Sequence[str], normalize: bool, truncate: bool, prompt: str) -> Call[np.ndarray]:
-    if isinstance(texts, str):
-        raise InvalidArgument("texts must be a list of strings, not one string: embed([text])")
-    request = retrieval_pb2.EmbedRequest(texts=list(texts), normalize=normalize, truncate=truncate, prompt=prompt)
+    request = retrieval_pb2.EmbedRequest(
+        texts=check.texts(texts, "texts"),
+        normalize=check.flag(normalize, "normalize"),
+        truncate=check.flag(truncate, "truncate"),
+        prompt=check.text(prompt, "prompt"),
+    )
     return Call(SERVICE, "Embed", request, lambda r: tensor_to_numpy(r.embeddings, "embeddings"))
 
 
 def _create_collection_call(
     name: str, metric: str, index_type: str, dimension: int, hnsw_m: int, hnsw_ef_search: int
 ) -> Call[Collection]:
-    if metric not in _METRICS:
-        raise InvalidArgument(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
-    if index_type not in _INDEX_TYPES:
-        raise InvalidArgument(f"index_type must be one of {sorted(_INDEX_TYPES)}, got {index_type!r}")
     request = retrieval_pb2.CreateCollectionRequest(
-        name=name,
-        metric=_METRICS[metric],
-        index_type=_INDEX_TYPES[index_type],
-        dimension=dimension,
-        hnsw_m=hnsw_m,
-        hnsw_ef_search=hnsw_ef_search,
+        name=check.text(name, "name"),
+        metric=_METRICS[check.choice(metric, "metric", _METRICS)],
+        index_type=_INDEX_TYPES[check.choice(index_type, "index_type", _INDEX_TYPES)],
+        dimension=check.integer(dimension, "dimension"),
+        hnsw_m=check.integer(hnsw_m, "hnsw_m"),
+        hnsw_ef_search=check.integer(hnsw_ef_search, "hnsw_ef_search"),
     )
     return Call(SERVICE, "CreateCollection", request, _collection)
 
@@ -211,21 +211,23 @@ def _upsert_call(
     vectors: np.ndarray | Sequence[Sequence[float]] | None,
     metadata: Sequence[Mapping[str, Any] | None] | None,
 ) -> Call[UpsertResult]:
+    collection = check.text(collection, "collection")
+    ids = check.texts(ids, "ids")
     n = len(ids)
-    for name, values in (("texts", texts), ("vectors", vectors), ("metadata", metadata)):
+    texts = None if texts is None else check.texts(texts, "texts")
+    array = None if vectors is None else check.float_array(vectors, "vectors", ndim=2, shape="[len(ids), dimension]")
+    metas = None if metadata is None else check.json_objects(metadata, "metadata", n)
+    for name, values in (("texts", texts), ("vectors", array)):
         if values is not None and len(values) != n:
             raise InvalidArgument(f"{name} has {len(values)} entries but ids has {n}")
-    if texts is None and vectors is None:
+    if texts is None and array is None:
         raise InvalidArgument("give texts, vectors or both")
-    array = None if vectors is None else np.asarray(vectors, dtype=np.float32)
-    if array is not None and array.ndim != 2:
-        raise InvalidArgument(f"vectors must be 2-D [len(ids), dimension], got shape {array.shape}")
     documents = []
     for i, doc_id in enumerate(ids):
         doc = retrieval_pb2.Document(id=doc_id, text=texts[i] if texts is not None else "")
         if array is not None:
             doc.vector.extend(array[i].tolist())
-        meta = _struct(metadata[i] if metadata is not None else None, f"metadata[{i}]")
+        meta = _struct(metas[i] if metas is not None else None, f"metadata[{i}]")
         if meta is not None:
             doc.metadata.CopyFrom(meta)
         documents.append(doc)
@@ -242,13 +244,19 @@ def _search_call(
     include_vectors: bool,
 ) -> Call[list[Hit]]:
     request = retrieval_pb2.SearchRequest(
-        collection=collection, top_k=top_k, prompt=prompt, include_vectors=include_vectors
+        collection=check.text(collection, "collection"),
+        top_k=check.integer(top_k, "top_k", low=1),
+        prompt=check.text(prompt, "prompt"),
+        include_vectors=check.flag(include_vectors, "include_vectors"),
     )
     if isinstance(query, str):
-        request.text = query
+        request.text = check.text(query, "query")
     else:
-        request.vector.CopyFrom(tensor_from_numpy(np.asarray(query, dtype=np.float32).reshape(-1)))
-    struct = _struct(filter, "filter")
+        vector = check.float_array(query, "query", ndim=None, shape="[dimension] (or a text)")
+        if not (vector.ndim == 1 or (vector.ndim == 2 and len(vector) == 1)):
+            raise InvalidArgument(f"query must be a text or a vector [dimension], got shape {list(vector.shape)}")
+        request.vector.CopyFrom(tensor_from_numpy(vector.reshape(-1)))
+    struct = _struct(None if filter is None else check.json_object(filter, "filter"), "filter")
     if struct is not None:
         request.filter.CopyFrom(struct)
     return Call(SERVICE, "Search", request, lambda r: [_hit(h) for h in r.hits])
@@ -260,17 +268,23 @@ def _list_collections_call() -> Call[list[Collection]]:
 
 
 def _delete_collection_call(name: str) -> Call[int]:
-    request = retrieval_pb2.DeleteCollectionRequest(name=name)
+    request = retrieval_pb2.DeleteCollectionRequest(name=check.text(name, "name"))
     return Call(SERVICE, "DeleteCollection", request, lambda r: int(r.deleted_documents))
 
 
 def _get_call(collection: str, ids: Sequence[str], include_vectors: bool) -> Call[list[Document]]:
-    request = retrieval_pb2.GetRequest(collection=collection, ids=list(ids), include_vectors=include_vectors)
+    request = retrieval_pb2.GetRequest(
+        collection=check.text(collection, "collection"),
+        ids=check.texts(ids, "ids"),
+        include_vectors=check.flag(include_vectors, "include_vectors"),
+    )
     return Call(SERVICE, "Get", request, lambda r: [_document(d) for d in r.documents])
 
 
 def _delete_call(collection: str, ids: Sequence[str]) -> Call[int]:
-    request = retrieval_pb2.DeleteDocumentsRequest(collection=collection, ids=list(ids))
+    request = retrieval_pb2.DeleteDocumentsRequest(
+        collection=check.text(collection, "collection"), ids=check.texts(ids, "ids")
+    )
     return Call(SERVICE, "DeleteDocuments", request, lambda r: int(r.deleted))
 
 

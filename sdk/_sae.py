@@ -14,8 +14,8 @@ import dataclasses
 
 import numpy as np
 
+from sdk import _arguments as check
 from sdk._call import Call, Service
-from sdk._errors import InvalidArgument
 from sdk._proto.facet.v1 import common_pb2, sae_pb2, sae_pb2_grpc
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
 from sdk._transport import AsyncTransport, SyncTransport, docstrings_from
@@ -294,10 +294,7 @@ def _meta(m: sae_pb2.MetaLatent) -> MetaLatent:
 
 
 def _activations(values: np.ndarray) -> common_pb2.Tensor:
-    array = np.asarray(values)
-    if array.ndim != 2 or array.dtype.kind != "f":
-        raise InvalidArgument(f"activations must be a 2-D float array [n, d_in], got {array.dtype} {list(array.shape)}")
-    return tensor_from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    return tensor_from_numpy(check.float_array(values, "activations", ndim=2, shape="[n, d_in]"))
 
 
 def _list_saes_call() -> Call[list[SaeInfo]]:
@@ -305,7 +302,7 @@ def _list_saes_call() -> Call[list[SaeInfo]]:
 
 
 def _get_sae_call(sae: str) -> Call[SaeInfo]:
-    return Call(SERVICE, "GetSae", sae_pb2.GetSaeRequest(sae=sae), _info)
+    return Call(SERVICE, "GetSae", sae_pb2.GetSaeRequest(sae=check.text(sae, "sae")), _info)
 
 
 def _encode_text_call(sae: str, text: str, top_k: int) -> Call[list[TokenLatents]]:
@@ -315,7 +312,10 @@ def _encode_text_call(sae: str, text: str, top_k: int) -> Call[list[TokenLatents
             for t in r.tokens
         ]
 
-    return Call(SERVICE, "EncodeText", sae_pb2.EncodeTextRequest(sae=sae, text=text, top_k=top_k), parse)
+    request = sae_pb2.EncodeTextRequest(
+        sae=check.text(sae, "sae"), text=check.text(text, "text"), top_k=check.integer(top_k, "top_k", low=1)
+    )
+    return Call(SERVICE, "EncodeText", request, parse)
 
 
 def _encode_activations_call(
@@ -326,7 +326,11 @@ def _encode_activations_call(
             return tensor_to_numpy(r.latents, "latents")
         return tensor_to_numpy(r.indices, "indices"), tensor_to_numpy(r.values, "values")
 
-    request = sae_pb2.EncodeActivationsRequest(sae=sae, activations=_activations(activations), top_k=top_k)
+    request = sae_pb2.EncodeActivationsRequest(
+        sae=check.text(sae, "sae"),
+        activations=_activations(activations),
+        top_k=check.optional_integer(top_k, "top_k"),
+    )
     return Call(SERVICE, "EncodeActivations", request, parse)
 
 
@@ -335,12 +339,14 @@ def _reconstruct_call(sae: str, activations: np.ndarray) -> Call[tuple[np.ndarra
         return tensor_to_numpy(r.reconstruction, "reconstruction"), np.asarray(r.squared_error, dtype=np.float32)
 
     return Call(
-        SERVICE, "Reconstruct", sae_pb2.ReconstructRequest(sae=sae, activations=_activations(activations)), parse
+        SERVICE, "Reconstruct", sae_pb2.ReconstructRequest(sae=check.text(sae, "sae"), activations=_activations(activations)), parse
     )
 
 
 def _top_activations_call(sae: str, latent: int, k: int) -> Call[list[ActivatingContext]]:
-    request = sae_pb2.TopActivationsRequest(sae=sae, latent=latent, k=k)
+    request = sae_pb2.TopActivationsRequest(
+        sae=check.text(sae, "sae"), latent=check.integer(latent, "latent"), k=check.optional_integer(k, "k", low=1)
+    )
     return Call(SERVICE, "TopActivations", request, lambda r: [_context(c) for c in r.contexts])
 
 
@@ -349,12 +355,23 @@ def _decompose_latent_call(sae: str, latent: int, top_n: int, members: int, cont
         metas = [(_meta(m.meta_latent), m.activation) for m in r.meta_latents]
         return LatentDecomposition(r.sae, r.latent, _explanation(r.explanation), metas, r.reconstruction_cosine)
 
-    request = sae_pb2.DecomposeLatentRequest(sae=sae, latent=latent, top_n=top_n, members=members, contexts=contexts)
+    request = sae_pb2.DecomposeLatentRequest(
+        sae=check.text(sae, "sae"),
+        latent=check.integer(latent, "latent"),
+        top_n=check.optional_integer(top_n, "top_n", low=1),
+        members=check.optional_integer(members, "members", low=1),
+        contexts=check.optional_integer(contexts, "contexts", low=1),
+    )
     return Call(SERVICE, "DecomposeLatent", request, parse)
 
 
 def _get_meta_latent_call(sae: str, meta_latent: int, members: int, contexts: int) -> Call[MetaLatent]:
-    request = sae_pb2.GetMetaLatentRequest(sae=sae, meta_latent=meta_latent, members=members, contexts=contexts)
+    request = sae_pb2.GetMetaLatentRequest(
+        sae=check.text(sae, "sae"),
+        meta_latent=check.integer(meta_latent, "meta_latent"),
+        members=check.optional_integer(members, "members", low=1),
+        contexts=check.optional_integer(contexts, "contexts", low=1),
+    )
     return Call(SERVICE, "GetMetaLatent", request, _meta)
 
 
@@ -378,7 +395,11 @@ def _compare_saes_call(small: str, large: str, threshold: float | None) -> Call[
             evaluation_tokens=r.evaluation_tokens,
         )
 
-    request = sae_pb2.CompareSaesRequest(small=small, large=large, threshold=threshold)
+    request = sae_pb2.CompareSaesRequest(
+        small=check.text(small, "small"),
+        large=check.text(large, "large"),
+        threshold=None if threshold is None else check.number(threshold, "threshold"),
+    )
     return Call(SERVICE, "CompareSaes", request, parse)
 
 
