@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from services.retrieval.store import DocumentStore
-from tests.services.retrieval.store_files import saved_index_file
 from services.runtime.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from tests.services.retrieval.store_files import saved_index_file
 
 DIM = 16
 
