@@ -69,7 +69,23 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def infer(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run `model` on a batch. Raises InvalidArgument for inputs that do not fit the
-        model, ResourceExhausted when the queue is full, Unavailable when the engine is down."""
+        model, ResourceExhausted when the queue is full or the call cannot finish before its
+        deadline (see `admit`), Unavailable when the engine is down."""
+
+    def admit(self, model: str, rows: int, row_width: int = 1) -> None:  # noqa: B027 - optional hook
+        """Refuse now, before a service prepares its inputs (tokenizing), a call that `infer`
+        would refuse: its queue is full, or the work queued ahead of it cannot finish before the
+        call's deadline (`services.backends.deadline`). Cheap: no inference, no waiting.
+
+        Args:
+            model: the loaded model the call will run.
+            rows: the rows the call will send (>= 1).
+            row_width: a lower bound of each row's width (its sequence length for token inputs;
+                1 when unknown): admission refuses only what cannot finish even so.
+        Raises:
+            ResourceExhausted: the message names the limit's config key
+                (`batching.max_queue_size`, `batching.deadline_admission`).
+        """
 
     @abc.abstractmethod
     async def ready(self, model: str) -> bool:

@@ -1,137 +1,347 @@
-"""A dynamic batcher with Triton's knobs.
+"""A dynamic batcher with Triton's knobs, admission by estimated cost, and fair scheduling.
 
-Requests queue while the model is busy; when it is free, the queued requests (up to
-`max_batch_size` rows) run together. With `max_queue_delay_microseconds` > 0 the
-batcher also waits that long for company before running a batch that is not full;
-with 0 (the default, as in Triton) an idle model runs a lone request at once.
+Batching. Requests queue while the model is busy; when it is free, queued requests (up to
+`max_batch_size` rows) run together. With `max_queue_delay_microseconds` > 0 the batcher also
+waits that long for company before running a batch that is not full; with 0 (the default, as
+in Triton) an idle model runs a lone request at once. Inputs whose non-batch axes differ (token
+sequences of different lengths) are right-padded with zeros to the longest, in groups that pad
+cheaply (`services.backends.padding`).
 
-Inputs whose non-batch axes differ (token sequences of different lengths) are
-right-padded with zeros to the longest, in groups that pad cheaply (see
-`services.backends.padding`).
+Bounded work. The batcher learns what its batches cost (`services.backends.cost.CostModel`:
+seconds from rows x width, measured on every batch). A batch is cut where its estimated run
+time would pass `max_batch_duration_ms`, and a request larger than that (or than
+`max_batch_size` rows) is split into chunks queued together. When a call is cancelled (its
+client went away, its deadline passed), its chunks that have not started are dropped: the next
+call waits at most for the one chunk already running.
+
+Admission. A request is refused at once, before any inference runs for it, with
+RESOURCE_EXHAUSTED whose message names the limit's config key:
+
+- `batching.max_queue_size`: the rows already queued plus its own would pass the limit;
+- `batching.deadline_admission`: the work that would run before its last chunk finishes (the
+  running batches' remaining time, the queued work scheduled ahead of it, its own chunks; divided
+  among `in_flight` runners) is estimated to end after the call's deadline
+  (`services.backends.deadline`: the interceptor records each RPC's deadline).
+
+Scheduling. Requests are queued per call and served in order of virtual finish time by cost
+(`services.backends.fair_queue`): a small call goes ahead of the later chunks of the large
+calls queued before it, and a large call's chunks still run after a bounded number of others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import numpy as np
+from prometheus_client import Counter, Gauge
 
+from services.backends.cost import CostModel
+from services.backends.deadline import CallScope, current_call
+from services.backends.fair_queue import Entry, FairQueue
 from services.backends.padding import length_groups, pad_concat, width
 from services.runtime.config import BatchingConfig
-from services.runtime.errors import InvalidArgument, ResourceExhausted, Unavailable
+from services.runtime.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from services.runtime.metrics import METRICS
 
 Arrays = Mapping[str, np.ndarray]
 RunBatch = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
+QUEUE_LIMIT_KEY = "batching.max_queue_size"
+DEADLINE_LIMIT_KEY = "batching.deadline_admission"
 
-class _Pending:
-    __slots__ = ("inputs", "rows", "width", "future", "enqueued")
+REJECTED = Counter(
+    "facet_batcher_rejected",
+    "Requests a dynamic batcher refused before running them, by model and the limit (config key) that refused them",
+    ["model", "limit"],
+    registry=METRICS.registry,
+)
+QUEUED_ROWS = Gauge("facet_batcher_queued_rows", "Rows waiting in a dynamic batcher, by model", ["model"], registry=METRICS.registry)
+BACKLOG_S = Gauge(
+    "facet_batcher_backlog_seconds",
+    "Estimated seconds to finish the batches running and queued in a dynamic batcher, by model",
+    ["model"],
+    registry=METRICS.registry,
+)
 
-    def __init__(self, inputs: Arrays, rows: int, future: asyncio.Future[dict[str, np.ndarray]]) -> None:
+
+class _Request:
+    """One chunk of a call's rows, queued until a batch takes it."""
+
+    __slots__ = ("inputs", "rows", "width", "future", "enqueued", "scope")
+
+    def __init__(self, inputs: Arrays, rows: int, row_width: int, future: asyncio.Future[dict[str, np.ndarray]], scope: CallScope | None) -> None:
         self.inputs = inputs
         self.rows = rows
-        # the longest non-batch axis: the sequence length of token inputs, 1 for fixed-size rows
-        self.width = width(list(inputs.values()))
+        self.width = row_width  # the longest non-batch extent: a token input's length, 1 for fixed rows
         self.future = future
         self.enqueued = time.perf_counter()
+        self.scope = scope
 
 
-def _fail_all(items: list[_Pending], exc: BaseException) -> None:
+def _fail_all(items: list[_Request], exc: BaseException) -> None:
     for p in items:
         if not p.future.done():
             p.future.set_exception(exc)
 
 
+def _rows(inputs: Arrays) -> int:
+    return int(next(iter(inputs.values())).shape[0])
+
+
 class DynamicBatcher:
     """Queues requests for one model and runs them in batches through `run_batch`, up to
     `in_flight` batches at a time (1 for a model in this process, like one Triton instance; the
-    number of replicas for a remote model)."""
+    number of replicas for a remote model).
 
-    def __init__(self, model: str, run_batch: RunBatch, config: BatchingConfig, in_flight: int = 1) -> None:
+    Args:
+        model: the model's name, for messages and metrics.
+        run_batch: runs one batch (named arrays, axis 0 the batch axis) and returns its outputs
+            with the same number of rows.
+        config: the `[batching]` section.
+        in_flight: how many batches may run at once.
+        cost: the running estimate of batch cost to use (and teach); a new `CostModel` by default.
+    """
+
+    def __init__(
+        self, model: str, run_batch: RunBatch, config: BatchingConfig, in_flight: int = 1, cost: CostModel | None = None
+    ) -> None:
         self.model = model
         self._run = run_batch
         self._config = config
         self._in_flight = in_flight
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queue: FairQueue[_Request] = FairQueue()
         self._queued_rows = 0
         self._workers: list[asyncio.Task[None]] = []
-        self._carry: _Pending | None = None  # taken from the queue but did not fit the last batch
+        self._wakeup = asyncio.Event()
+        self._running: dict[object, tuple[float, float]] = {}  # run -> (started, estimated seconds)
+        self.cost = cost if cost is not None else CostModel()
+        self._queued_rows_gauge = QUEUED_ROWS.labels(model)
+        self._backlog_gauge = BACKLOG_S.labels(model)
+
+    # -- admission -------------------------------------------------------------------------
+
+    def observe(self, inputs: Arrays, seconds: float) -> None:
+        """Teach the cost estimate a run made outside the batcher (a warm-up run).
+
+        Args:
+            inputs: the arrays that ran (axis 0 the batch axis).
+            seconds: how long the run took.
+        """
+        self.cost.observe(_rows(inputs) * width(list(inputs.values())), seconds)
+
+    def _batch_cells(self) -> int | None:
+        """The largest batch, in cells, estimated to run within `max_batch_duration_ms`; None: no cap."""
+        if self._config.max_batch_duration_ms <= 0:
+            return None
+        return self.cost.cells_within(self._config.max_batch_duration_ms / 1e3)
+
+    def _chunk_rows(self, row_width: int) -> int:
+        cap = self._batch_cells()
+        per_chunk = self._config.max_batch_size
+        if cap is not None:
+            per_chunk = min(per_chunk, max(1, cap // max(1, row_width)))
+        return per_chunk
+
+    def _estimate_s(self, cells: float, rows: int) -> float:
+        cap = self._batch_cells()
+        batches = max(1, math.ceil(rows / self._config.max_batch_size), math.ceil(cells / cap) if cap else 1)
+        return self.cost.estimate_s(cells, batches)
+
+    def _running_remaining_s(self, now: float) -> float:
+        return sum(max(0.0, estimate - (now - started)) for started, estimate in self._running.values())
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for a batch (not counting the batches running)."""
+        return self._queued_rows
+
+    def backlog_s(self) -> float:
+        """Estimated seconds until the batches running and queued now have all run (0.0 before
+        any batch has been measured)."""
+        queued = self._estimate_s(self._queue.queued_cost, self._queued_rows) if self._queued_rows else 0.0
+        return (self._running_remaining_s(time.monotonic()) + queued) / self._in_flight
+
+    def _publish(self) -> None:
+        self._queued_rows_gauge.set(self._queued_rows)
+        self._backlog_gauge.set(self.backlog_s())
+
+    def admit(self, rows: int, row_width: int = 1, scope: CallScope | None = None) -> None:
+        """Refuse now a request of `rows` rows of `row_width` (sequence length, or 1) that could
+        not be served: what `submit` checks before queueing, for a service to call before its
+        own expensive preparation (tokenizing). Rows and width may be lower bounds: it refuses
+        only what the estimate says cannot finish.
+
+        Args:
+            rows: the request's rows (>= 1).
+            row_width: each row's width (sequence length for token inputs).
+            scope: the call; None takes the one being served (`deadline.current_call()`).
+        Raises:
+            ResourceExhausted: the queue is full (message names `batching.max_queue_size`), or
+                the request cannot finish before the call's deadline (names
+                `batching.deadline_admission`).
+        """
+        self._admit(rows, row_width, scope if scope is not None else current_call())
+
+    def _admit(self, rows: int, row_width: int, scope: CallScope | None) -> None:
+        limit = self._config.max_queue_size
+        if self._queued_rows and self._queued_rows + rows > limit:
+            REJECTED.labels(self.model, QUEUE_LIMIT_KEY).inc()
+            raise ResourceExhausted(
+                f"model {self.model} has {self._queued_rows} rows queued and this call adds {rows}, over the queue "
+                f"limit of {limit} rows ({QUEUE_LIMIT_KEY}); retry later"
+            )
+        if not self._config.deadline_admission or scope is None or not self.cost.calibrated:
+            return
+        now = time.monotonic()
+        remaining = scope.remaining_s(now)
+        if remaining is None:
+            return
+        per_chunk = self._chunk_rows(row_width)
+        costs = [float(min(per_chunk, rows - start) * row_width) for start in range(0, rows, per_chunk)]
+        last_tag = self._queue.finish_tags(scope, costs)[-1]
+        ahead = list(self._queue.ahead_of(last_tag))
+        cells = sum(costs) + sum(e.cost for e in ahead)
+        ahead_rows = sum(e.item.rows for e in ahead)
+        estimate = (self._running_remaining_s(now) + self._estimate_s(cells, rows + ahead_rows)) / self._in_flight
+        if estimate > remaining:
+            REJECTED.labels(self.model, DEADLINE_LIMIT_KEY).inc()
+            raise ResourceExhausted(
+                f"model {self.model} cannot finish this call before its deadline: about {estimate:.2f} s of work "
+                f"({ahead_rows} queued rows ahead of its {rows}) against {max(0.0, remaining):.2f} s left, refused "
+                f"before running ({DEADLINE_LIMIT_KEY}); retry later or with a longer deadline"
+            )
+
+    # -- queueing --------------------------------------------------------------------------
 
     async def submit(self, inputs: Arrays) -> dict[str, np.ndarray]:
-        rows = int(next(iter(inputs.values())).shape[0])
-        if rows > self._config.max_batch_size:
-            return await self._run_split(inputs, rows)
-        if self._queued_rows + rows > self._config.max_queue_size:
-            raise ResourceExhausted(
-                f"model {self.model} has {self._queued_rows} rows queued (limit {self._config.max_queue_size}); retry later"
-            )
-        if not self._workers or any(w.done() for w in self._workers):
-            loop = asyncio.get_running_loop()
-            self._workers = [w for w in self._workers if not w.done()]
-            self._workers += [loop.create_task(self._work()) for _ in range(self._in_flight - len(self._workers))]
-        future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        """Run `inputs` in a batch with other calls' requests; return its rows of the outputs.
+
+        Args:
+            inputs: named arrays with the same number of rows (axis 0).
+        Returns:
+            The outputs for these rows; axes padded for the batch stay padded.
+        Raises:
+            ResourceExhausted: refused by admission (see `admit`).
+            InvalidArgument: inputs that cannot be padded together with the batch.
+            DeadlineExceeded: the call's deadline passed while it was queued.
+            Unavailable: the batcher closed while the request waited.
+        """
+        rows = _rows(inputs)
+        row_width = width(list(inputs.values()))
+        scope = current_call()
+        self._admit(rows, row_width, scope)
+        self._start_workers()
+        loop = asyncio.get_running_loop()
+        per_chunk = self._chunk_rows(row_width)
+        flow = scope if scope is not None else CallScope(None)  # outside any call: the request is its own flow
+        futures: list[asyncio.Future[dict[str, np.ndarray]]] = []
+        for start in range(0, rows, per_chunk):
+            stop = min(rows, start + per_chunk)
+            part = inputs if (start, stop) == (0, rows) else {k: v[start:stop] for k, v in inputs.items()}
+            future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
+            request = _Request(part, stop - start, row_width, future, scope)
+            entry = self._queue.push(flow, request, cost=(stop - start) * row_width)
+            future.add_done_callback(lambda _f, e=entry: self._forget(e))  # type: ignore[misc]
+            futures.append(future)
         self._queued_rows += rows
-        self._queue.put_nowait(_Pending(inputs, rows, future))
-        return await future
+        self._publish()
+        self._wakeup.set()
+        if len(futures) == 1:
+            return await futures[0]
+        parts = await asyncio.gather(*futures)  # cancelling the call cancels every chunk
+        return {k: pad_concat([p[k] for p in parts]) for k in parts[0]}
 
-    async def _run_split(self, inputs: Arrays, rows: int) -> dict[str, np.ndarray]:
-        step = self._config.max_batch_size
-        parts = [
-            await self.submit({k: v[i : i + step] for k, v in inputs.items()}) for i in range(0, rows, step)
-        ]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    def _forget(self, entry: Entry[_Request]) -> None:
+        """A request's future is done: if it was still queued (cancelled), drop it from the queue."""
+        if self._queue.remove(entry):
+            self._queued_rows -= entry.item.rows
+            self._publish()
 
-    async def _take_batch(self) -> list[_Pending]:
-        first = self._carry if self._carry is not None else await self._queue.get()
-        self._carry = None
-        batch, rows = [first], first.rows
-        deadline = time.perf_counter() + self._config.max_queue_delay_microseconds / 1e6
+    def _start_workers(self) -> None:
+        if len(self._workers) == self._in_flight and not any(w.done() for w in self._workers):
+            return
+        loop = asyncio.get_running_loop()
+        self._workers = [w for w in self._workers if not w.done()]
+        self._workers += [loop.create_task(self._work()) for _ in range(self._in_flight - len(self._workers))]
+
+    def _pop(self) -> _Request:
+        request = self._queue.pop().item
+        self._queued_rows -= request.rows
+        return request
+
+    async def _take_batch(self) -> list[_Request]:
+        while self._queue.peek() is None:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        first = self._pop()
+        batch, rows, cells = [first], first.rows, first.rows * first.width
+        cap = self._batch_cells()
+        wait_until = time.monotonic() + self._config.max_queue_delay_microseconds / 1e6
         while rows < self._config.max_batch_size:
-            if self._queue.empty():
-                remaining = deadline - time.perf_counter()
+            head = self._queue.peek()
+            if head is None:
+                remaining = wait_until - time.monotonic()
                 if remaining <= 0:
                     break
+                self._wakeup.clear()
                 try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
                 except TimeoutError:
                     break
-            else:
-                item = self._queue.get_nowait()
-            if rows + item.rows > self._config.max_batch_size:
-                self._carry = item  # does not fit: it leads the next batch
-                break
-            batch.append(item)
-            rows += item.rows
+                continue
+            if rows + head.item.rows > self._config.max_batch_size or (cap is not None and cells + head.cost > cap):
+                break  # does not fit: it leads the next batch
+            request = self._pop()
+            batch.append(request)
+            rows, cells = rows + request.rows, cells + request.rows * request.width
+        self._publish()
         return batch
 
     async def _work(self) -> None:
         while True:
             batch = await self._take_batch()
-            self._queued_rows -= sum(p.rows for p in batch)
-            live = [p for p in batch if not p.future.done()]  # cancelled calls are not run
-            now = time.perf_counter()
-            for p in live:
+            now, clock = time.perf_counter(), time.monotonic()
+            live = []
+            for p in batch:
+                if p.future.done():
+                    continue  # cancelled: not run
+                remaining = p.scope.remaining_s(clock) if p.scope is not None else None
+                if remaining is not None and remaining <= 0:
+                    p.future.set_exception(DeadlineExceeded(f"the call's deadline passed while it waited for model {self.model}"))
+                    continue
                 METRICS.queue_time.labels(self.model).observe(now - p.enqueued)
+                live.append(p)
             for indices in length_groups([p.width for p in live], [p.rows for p in live]):
-                await self._run_group([live[i] for i in indices])
+                group = [live[i] for i in indices if not live[i].future.done()]
+                if group:
+                    await self._run_group(group)
 
-    async def _run_group(self, group: list[_Pending]) -> None:
+    async def _run_group(self, group: list[_Request]) -> None:
         METRICS.batch_size.labels(self.model).observe(sum(p.rows for p in group))
+        run = object()
         try:
             try:
                 merged = {name: pad_concat([p.inputs[name] for p in group]) for name in group[0].inputs}
             except ValueError as exc:
                 raise InvalidArgument(str(exc)) from None
+            cells = _rows(merged) * width(list(merged.values()))
+            started = time.monotonic()
+            self._running[run] = (started, self.cost.estimate_s(cells))
+            self._publish()
             outputs = await self._run(merged)
+            self.cost.observe(cells, time.monotonic() - started)
         except asyncio.CancelledError:  # the batcher is closing
             _fail_all(group, Unavailable(f"model {self.model} is shutting down; retry"))
             raise
         except Exception as exc:  # noqa: BLE001 - delivered to every caller in the group
             _fail_all(group, exc)
             return
+        finally:
+            self._running.pop(run, None)
+            self._publish()
         start = 0
         for p in group:
             part = {k: v[start : start + p.rows] for k, v in outputs.items()}
@@ -140,7 +350,7 @@ class DynamicBatcher:
                 p.future.set_result(part)
 
     async def close(self) -> None:
-        """Stop the worker; callers still waiting get UNAVAILABLE (the SDK retries those)."""
+        """Stop the workers; callers still waiting get UNAVAILABLE (the SDK retries those)."""
         for worker in self._workers:
             worker.cancel()
             try:
@@ -148,8 +358,6 @@ class DynamicBatcher:
             except asyncio.CancelledError:
                 pass
         self._workers = []
-        waiting = [self._carry] if self._carry is not None else []
-        while not self._queue.empty():
-            waiting.append(self._queue.get_nowait())
-        _fail_all(waiting, Unavailable(f"model {self.model} is shutting down; retry"))
-        self._carry, self._queued_rows = None, 0
+        _fail_all(self._queue.drain(), Unavailable(f"model {self.model} is shutting down; retry"))
+        self._queued_rows = 0
+        self._publish()

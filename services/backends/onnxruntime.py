@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -58,10 +59,14 @@ class OnnxRuntimeBackend(Backend):
             entry = newest_version(self._repository, model)
             loop = asyncio.get_running_loop()
             loaded = await loop.run_in_executor(None, _LoadedModel, entry, self._config)
-            for _ in range(self._config.onnxruntime.warmup_runs):
-                await loop.run_in_executor(loaded.executor, loaded.run, loaded.warmup_inputs())
             if self._config.batching.enabled:
                 loaded.batcher = DynamicBatcher(model, self._batch_runner(loaded), self._config.batching)
+            for run in range(self._config.onnxruntime.warmup_runs):
+                inputs = loaded.warmup_inputs()
+                started = time.monotonic()
+                await loop.run_in_executor(loaded.executor, loaded.run, inputs)
+                if run > 0 and loaded.batcher is not None:  # the first run allocates: not a fair measure
+                    loaded.batcher.observe(inputs, time.monotonic() - started)
             self._models[model] = loaded
             log.info("loaded model %s v%d from %s", model, entry.version, entry.path)
         entry = self._models[model].entry
@@ -83,6 +88,11 @@ class OnnxRuntimeBackend(Backend):
         if loaded.batcher is not None:
             return await loaded.batcher.submit(inputs)
         return await asyncio.get_running_loop().run_in_executor(loaded.executor, loaded.run, inputs)
+
+    def admit(self, model: str, rows: int, row_width: int = 1) -> None:
+        loaded = self._models.get(model)
+        if loaded is not None and loaded.batcher is not None:
+            loaded.batcher.admit(rows, row_width)
 
     async def ready(self, model: str) -> bool:
         return model in self._models

@@ -79,11 +79,21 @@ class BatchingConfig:
     max_batch_size: int = 64
     max_queue_delay_microseconds: int = 0  # as Triton: an idle model runs at once; >0 waits for company
     max_queue_size: int = 1024  # rows waiting; beyond it calls get RESOURCE_EXHAUSTED
+    # refuse at once (RESOURCE_EXHAUSTED) a call whose queued work ahead, by the batcher's running
+    # estimate of its batches' cost, cannot finish before the call's deadline
+    deadline_admission: bool = True
+    # cut batches, and split large requests into chunks, at this estimated run time: a cancelled
+    # call's chunks that have not started are dropped, so it delays others by at most one chunk; 0: no cut
+    max_batch_duration_ms: float = 250.0
 
     def __post_init__(self) -> None:
         check(self.max_batch_size >= 1, "batching.max_batch_size must be >= 1")
         check(self.max_queue_delay_microseconds >= 0, "batching.max_queue_delay_microseconds must be >= 0")
         check(self.max_queue_size >= 1, "batching.max_queue_size must be >= 1")
+        check(
+            0 <= self.max_batch_duration_ms < float("inf"),
+            f"batching.max_batch_duration_ms must be a finite number >= 0 (0: no cut), got {self.max_batch_duration_ms}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,32 +1,111 @@
-"""The dynamic batcher's logic, over a recording fake batch runner (the real ONNX Runtime
-path is tested in test_onnxruntime_backend.py)."""
+"""The dynamic batcher: batching and padding, admission by estimated cost, fair scheduling between
+calls, bounded chunks and dropped work of cancelled calls. A real batcher over real run functions
+(numpy work, run when the test lets them: no sleeps, no clocks asserted); the real ONNX Runtime
+path is tested in test_onnxruntime_backend.py and the service end to end in test_admission_service.py."""
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import numpy as np
 import pytest
 
-from services.backends.batching import DynamicBatcher
-from services.runtime.config import BatchingConfig
-from services.runtime.errors import ResourceExhausted
+from services.backends import deadline
+from services.backends.batching import DEADLINE_LIMIT_KEY, QUEUE_LIMIT_KEY, DynamicBatcher
+from services.backends.cost import CostModel
+from services.backends.fair_queue import FairQueue
+from services.runtime.config import BatchingConfig, ConfigError
+from services.runtime.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+
+T = TypeVar("T")
 
 
 class RecordingRunner:
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self) -> None:
         self.batches: list[dict[str, np.ndarray]] = []
-        self.delay_s = delay_s
 
     async def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.batches.append(inputs)
-        await asyncio.sleep(self.delay_s)
+        await asyncio.sleep(0)
         ids = inputs["ids"]
         return {"sum": ids.sum(axis=1, keepdims=True), "width": np.full((len(ids), 1), ids.shape[1])}
 
 
+class GatedRunner:
+    """Runs one batch when the test releases it; `started` yields each batch as it starts.
+    Each row's first id says which request it belongs to."""
+
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
+        self.started: asyncio.Queue[np.ndarray] = asyncio.Queue()
+        self._gate = asyncio.Semaphore(0)
+        self.running = self.most = 0
+
+    async def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids = inputs["ids"]
+        self.batches.append(ids)
+        self.started.put_nowait(ids)
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await self._gate.acquire()
+        finally:
+            self.running -= 1
+        return {"sum": ids.sum(axis=1, keepdims=True), "first": ids[:, :1].copy()}
+
+    def release(self, batches: int = 1) -> None:
+        for _ in range(batches):
+            self._gate.release()
+
+    def order(self) -> list[list[int]]:
+        """Which requests (first id of each row, deduplicated in order) each batch ran."""
+        return [list(dict.fromkeys(int(v) for v in b[:, 0])) for b in self.batches]
+
+    def ran(self, tag: int) -> bool:
+        return any((b[:, 0] == tag).any() for b in self.batches)
+
+
 def _request(rows: int, width: int, value: int) -> dict[str, np.ndarray]:
     return {"ids": np.full((rows, width), value, dtype=np.int64)}
+
+
+async def in_call(remaining_s: float | None, work: Callable[[], Awaitable[T]]) -> T:
+    """Run `work` as the interceptor runs a call: in its own scope with `remaining_s` to its deadline."""
+    deadline.enter_call(remaining_s)
+    return await work()
+
+
+def call(remaining_s: float | None, batcher: DynamicBatcher, inputs: dict[str, np.ndarray]) -> asyncio.Task[dict[str, np.ndarray]]:
+    """A call in flight: its own task, its own scope (a flow of the fair queue)."""
+    return asyncio.ensure_future(in_call(remaining_s, lambda: batcher.submit(inputs)))
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll (yielding to the loop) until `condition()` holds; fail after `timeout_s`."""
+    end = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < end, "condition not reached"
+        await asyncio.sleep(0)
+
+
+class Taught(CostModel):
+    """A cost estimate taught measurements of a model that costs exactly `overhead_s +
+    per_cell_s * cells`, and fixed there: the runs of these tests take no real time."""
+
+    def __init__(self, per_cell_s: float, overhead_s: float = 0.0) -> None:
+        super().__init__()
+        for cells in (1, 4, 2, 8):
+            super().observe(cells, overhead_s + per_cell_s * cells)
+
+    def observe(self, cells: int, seconds: float) -> None:
+        pass
+
+
+# -- batching and padding ----------------------------------------------------------------------
 
 
 async def test_concurrent_requests_share_one_padded_batch_and_get_their_own_rows() -> None:
@@ -60,28 +139,17 @@ async def test_batches_never_exceed_max_batch_size() -> None:
     assert sum(len(b["ids"]) for b in runner.batches) == 10
 
 
-class ConcurrencyRunner(RecordingRunner):
-    """Counts how many batches run at the same time."""
-
-    def __init__(self, delay_s: float) -> None:
-        super().__init__(delay_s)
-        self.running = self.most = 0
-
-    async def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.running += 1
-        self.most = max(self.most, self.running)
-        try:
-            return await super().__call__(inputs)
-        finally:
-            self.running -= 1
-
-
 @pytest.mark.parametrize("in_flight", [1, 3])
 async def test_at_most_in_flight_batches_run_at_once(in_flight: int) -> None:
     """One batch at a time for a model in this process; one per replica for a remote one."""
-    runner = ConcurrencyRunner(delay_s=0.02)
+    runner = GatedRunner()
     batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=2), in_flight=in_flight)
-    results = await asyncio.gather(*(batcher.submit(_request(1, 2, i)) for i in range(12)))
+    calls = asyncio.gather(*(batcher.submit(_request(1, 2, i)) for i in range(12)))
+    await until(lambda: runner.running == in_flight)
+    for _ in range(12):  # every batch released one at a time: never more than in_flight at once
+        runner.release()
+        await asyncio.sleep(0)
+    results = await calls
     await batcher.close()
     assert runner.most == in_flight
     assert [r["sum"][0, 0] for r in results] == [2 * i for i in range(12)]
@@ -94,34 +162,7 @@ async def test_a_request_larger_than_max_batch_size_is_split_in_order() -> None:
     result = await batcher.submit(inputs)
     await batcher.close()
     assert result["sum"].ravel().tolist() == list(range(10))
-
-
-async def test_full_queue_answers_resource_exhausted() -> None:
-    runner = RecordingRunner(delay_s=0.2)
-    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=2, max_queue_delay_microseconds=0, max_queue_size=2))
-    first = asyncio.ensure_future(batcher.submit(_request(2, 1, 1)))
-    await asyncio.sleep(0.05)  # running now; the queue is empty again
-    queued = asyncio.ensure_future(batcher.submit(_request(2, 1, 2)))
-    await asyncio.sleep(0)
-    with pytest.raises(ResourceExhausted, match="queued"):
-        await batcher.submit(_request(1, 1, 3))
-    assert (await first)["sum"].tolist() == [[1], [1]]
-    assert (await queued)["sum"].tolist() == [[2], [2]]
-    await batcher.close()
-
-
-async def test_cancelled_calls_are_not_run() -> None:
-    runner = RecordingRunner(delay_s=0.1)
-    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=1, max_queue_delay_microseconds=0))
-    running = asyncio.ensure_future(batcher.submit(_request(1, 1, 1)))
-    await asyncio.sleep(0.02)
-    waiting = asyncio.ensure_future(batcher.submit(_request(1, 1, 99)))
-    await asyncio.sleep(0)
-    waiting.cancel()
-    await running
-    await asyncio.sleep(0.15)
-    await batcher.close()
-    assert [int(b["ids"][0, 0]) for b in runner.batches] == [1]
+    assert [len(b["ids"]) for b in runner.batches] == [4, 4, 2]
 
 
 async def test_an_engine_error_reaches_every_caller_and_the_batcher_keeps_working() -> None:
@@ -140,6 +181,309 @@ async def test_an_engine_error_reaches_every_caller_and_the_batcher_keeps_workin
     await batcher.close()
 
 
+async def test_closing_fails_running_and_waiting_callers_with_unavailable() -> None:
+    runner = GatedRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=1, max_queue_delay_microseconds=0))
+    running = asyncio.ensure_future(batcher.submit(_request(1, 1, 1)))
+    await runner.started.get()
+    queued = asyncio.ensure_future(batcher.submit(_request(1, 1, 2)))
+    await until(lambda: batcher.queued_rows == 1)
+    await batcher.close()
+    for pending in (running, queued):
+        with pytest.raises(Unavailable, match="shutting down"):
+            await pending
+    assert not runner.ran(2)
+
+
+# -- admission: queue limit and deadline --------------------------------------------------------
+
+
+async def test_full_queue_answers_resource_exhausted_naming_its_key() -> None:
+    runner = GatedRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=2, max_queue_delay_microseconds=0, max_queue_size=2))
+    first = asyncio.ensure_future(batcher.submit(_request(2, 1, 1)))
+    await runner.started.get()  # running: the queue is empty again
+    queued = asyncio.ensure_future(batcher.submit(_request(2, 1, 2)))
+    await until(lambda: batcher.queued_rows == 2)
+    with pytest.raises(ResourceExhausted, match=f"2 rows queued.*{QUEUE_LIMIT_KEY}"):
+        await batcher.submit(_request(1, 1, 3))
+    runner.release(2)
+    assert (await first)["sum"].tolist() == [[1], [1]]
+    assert (await queued)["sum"].tolist() == [[2], [2]]
+    assert not runner.ran(3)
+    await batcher.close()
+
+
+async def test_a_call_whose_deadline_cannot_be_met_is_refused_at_once_and_never_runs() -> None:
+    """0.1 s per row; one 4-row batch running and two queued: a 4-row call would finish after
+    about 1.6 s (0.8 s on an idle model). With 1 s left it is refused before queueing; with
+    60 s left, or no deadline, it waits its turn."""
+    runner = GatedRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=4, max_batch_duration_ms=0), cost=Taught(0.1))
+    blockers = [call(None, batcher, _request(4, 1, v)) for v in (1, 2, 3)]
+    await runner.started.get()
+    await until(lambda: batcher.queued_rows == 8)
+    assert batcher.backlog_s() > 1.0
+
+    with pytest.raises(ResourceExhausted, match=rf"before its deadline.*8 queued rows ahead of its 4.*{DEADLINE_LIMIT_KEY}"):
+        await in_call(1.0, lambda: batcher.submit(_request(4, 1, 99)))
+    assert batcher.queued_rows == 8  # nothing of it was queued
+    patient = call(60.0, batcher, _request(4, 1, 60))
+    no_deadline = call(None, batcher, _request(4, 1, 70))
+    await until(lambda: batcher.queued_rows == 16)
+    runner.release(10)
+    await asyncio.gather(*blockers, patient, no_deadline)
+    await batcher.close()
+    assert runner.ran(60) and runner.ran(70)
+    assert not runner.ran(99), "the refused call's rows were run"
+
+
+async def test_a_small_call_is_admitted_when_only_a_little_is_scheduled_ahead_of_it() -> None:
+    """A 40-row call queued as 10 chunks is 4 s of work; a 1-row call with 1 s left is still
+    admitted, because fair queueing schedules it right after the running chunk."""
+    runner = GatedRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=4, max_batch_duration_ms=0), cost=Taught(0.1))
+    large = call(None, batcher, {"ids": np.arange(1, 41)[:, None]})
+    await runner.started.get()
+    assert batcher.backlog_s() > 3.0
+    small = call(1.0, batcher, _request(1, 1, 99))
+    await until(lambda: batcher.queued_rows == 37)
+    runner.release(20)
+    assert (await small)["sum"].tolist() == [[99]]
+    assert (await large)["sum"].ravel().tolist() == list(range(1, 41))
+    assert runner.order()[:2] == [[1, 2, 3, 4], [99]]
+    await batcher.close()
+
+
+@pytest.mark.parametrize("switched_off", [True, False])
+async def test_no_deadline_refusal_when_switched_off_or_before_any_batch_was_measured(switched_off: bool) -> None:
+    runner = GatedRunner()
+    cost = Taught(10.0) if switched_off else CostModel()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(deadline_admission=not switched_off, max_batch_duration_ms=0), cost=cost)
+    blocker = call(None, batcher, _request(4, 1, 1))
+    await runner.started.get()
+    hopeless = call(0.001, batcher, _request(4, 1, 2))
+    await until(lambda: batcher.queued_rows == 4)  # admitted: queued
+    await batcher.close()
+    for pending in (blocker, hopeless):
+        with pytest.raises(Unavailable):
+            await pending
+
+
+async def test_a_call_whose_deadline_passed_while_queued_is_not_run() -> None:
+    runner = GatedRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=1))  # nothing measured: admitted
+    blocker = call(None, batcher, _request(1, 1, 1))
+    await runner.started.get()
+    expired = call(-1.0, batcher, _request(1, 1, 2))
+    await until(lambda: batcher.queued_rows == 1)
+    runner.release(2)
+    await blocker
+    with pytest.raises(DeadlineExceeded, match="deadline passed"):
+        await expired
+    assert not runner.ran(2)
+    await batcher.close()
+
+
+def test_admit_checks_without_queueing() -> None:
+    batcher = DynamicBatcher("m", RecordingRunner(), BatchingConfig(max_batch_size=4), cost=Taught(0.1))
+    batcher.admit(rows=5, row_width=1, scope=deadline.CallScope(time.monotonic() + 10))
+    with pytest.raises(ResourceExhausted, match=DEADLINE_LIMIT_KEY):
+        batcher.admit(rows=200, row_width=1, scope=deadline.CallScope(time.monotonic() + 10))
+    batcher.admit(rows=200, row_width=1, scope=deadline.CallScope(None))
+    assert batcher.queued_rows == 0
+
+
+# -- scheduling: small calls are not starved, large ones still finish ---------------------------
+
+
+async def test_a_small_call_goes_ahead_of_the_queued_chunks_of_many_large_calls() -> None:
+    runner = GatedRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=4, max_batch_duration_ms=0))
+    first = call(None, batcher, _request(4, 1, 1))
+    await runner.started.get()
+    large = [call(None, batcher, _request(12, 1, 100 + i)) for i in range(20)]  # 3 chunks each
+    await until(lambda: batcher.queued_rows == 240)
+    small = call(None, batcher, _request(1, 1, 7))
+    await until(lambda: batcher.queued_rows == 241)
+    runner.release()
+    await first
+    assert (await runner.started.get())[:, 0].tolist() == [7]  # the next batch is the small call
+    runner.release()
+    assert (await small)["sum"].tolist() == [[7]]
+    assert not any(t.done() for t in large)
+    runner.release(100)
+    await asyncio.gather(*large)
+    # the large calls' first chunks run before any of their second chunks (round robin by cost)
+    firsts = [b[0] for b in runner.order()[2:]]
+    assert sorted(firsts[:20]) == list(range(100, 120))
+    await batcher.close()
+
+
+async def test_a_large_call_is_not_starved_by_a_stream_of_small_calls() -> None:
+    """A new 1-row call arrives each time a batch starts (shortest-first would never run the
+    large call again); the large call's chunks still run within a bounded number of batches."""
+    runner = GatedRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=4, max_batch_duration_ms=0))
+    large = call(None, batcher, _request(12, 1, 1))
+    small: list[asyncio.Task[dict[str, np.ndarray]]] = []
+    for i in range(60):
+        await runner.started.get()
+        if large.done():
+            break
+        queued = batcher.queued_rows
+        small.append(call(None, batcher, _request(1, 1, 1000 + i)))
+        await until(lambda q=queued: batcher.queued_rows == q + 1)  # type: ignore[misc]
+        runner.release()
+    assert large.done(), "the large call was starved by small ones"
+    assert (await large)["sum"].ravel().tolist() == [1] * 12
+    batches_with_large = [i for i, ids in enumerate(runner.order()) if 1 in ids]
+    assert len(batches_with_large) == 3 and batches_with_large[-1] < 30
+    runner.release(100)
+    await asyncio.gather(*small)
+    await batcher.close()
+
+
+async def test_calls_without_a_scope_are_each_their_own_flow() -> None:
+    runner = GatedRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=1, max_batch_duration_ms=0))
+    results = asyncio.gather(*(batcher.submit(_request(1, 1, v)) for v in (1, 2, 3)))
+    await until(lambda: len(runner.batches) == 1 and batcher.queued_rows == 2)
+    runner.release(3)
+    assert [r["sum"][0, 0] for r in await results] == [1, 2, 3]  # equal costs: arrival order
+    await batcher.close()
+
+
+# -- bounded chunks and cancelled work ----------------------------------------------------------
+
+
+async def test_large_requests_are_cut_into_chunks_of_the_batch_duration() -> None:
+    """1 ms per cell and batches of at most 10 ms: a request of 8 rows of width 3 runs as
+    chunks of 3, 3 and 2 rows, and comes back whole and in order."""
+    runner = RecordingRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=64, max_batch_duration_ms=10), cost=Taught(0.001))
+    inputs = {"ids": np.arange(24, dtype=np.int64).reshape(8, 3)}
+    result = await batcher.submit(inputs)
+    assert [b["ids"].shape for b in runner.batches] == [(3, 3), (3, 3), (2, 3)]
+    assert result["sum"].ravel().tolist() == inputs["ids"].sum(1).tolist()
+    await batcher.close()
+
+
+async def test_small_requests_fill_a_batch_only_up_to_the_batch_duration() -> None:
+    runner = GatedRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=64, max_batch_duration_ms=10), cost=Taught(0.001))
+    first = call(None, batcher, _request(1, 3, 0))
+    await runner.started.get()
+    calls = [call(None, batcher, _request(1, 3, v)) for v in range(1, 8)]
+    await until(lambda: batcher.queued_rows == 7)
+    runner.release(10)
+    await asyncio.gather(first, *calls)
+    assert [len(b) for b in runner.batches] == [1, 3, 3, 1]  # 3 rows of width 3: 9 cells, 9 ms
+    await batcher.close()
+
+
+async def test_a_cancelled_call_s_remaining_chunks_are_dropped() -> None:
+    runner = GatedRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=4, max_batch_duration_ms=0))
+    large = call(None, batcher, _request(40, 1, 1))
+    await runner.started.get()
+    assert batcher.queued_rows == 36
+    large.cancel()
+    await until(lambda: batcher.queued_rows == 0)  # dropped at once, not when their turn comes
+    next_call = call(None, batcher, _request(1, 1, 2))
+    runner.release()
+    assert (await runner.started.get())[:, 0].tolist() == [2]  # right after the chunk that was running
+    runner.release()
+    assert (await next_call)["sum"].tolist() == [[2]]
+    assert runner.order() == [[1], [2]]
+    with pytest.raises(asyncio.CancelledError):
+        await large
+    await batcher.close()
+
+
+# -- the pieces: cost estimate, fair queue, call scope, config ----------------------------------
+
+
+def test_cost_model_learns_overhead_and_per_cell_cost() -> None:
+    cost = CostModel()
+    assert not cost.calibrated and cost.cells_within(1.0) is None and cost.estimate_s(1000) == 0.0
+    cost.observe(100, 0.012)
+    assert cost.calibrated and cost.overhead_s == 0.0  # one size: proportional, the safe side
+    assert math.isclose(cost.estimate_s(1000), 0.12)
+    for cells in [10, 1000, 300, 50, 4000] * 12:  # the first measurement fades (weight 0.9**60)
+        cost.observe(cells, 0.002 + 1e-5 * cells)
+    assert math.isclose(cost.per_cell_s, 1e-5, rel_tol=1e-2) and math.isclose(cost.overhead_s, 0.002, rel_tol=0.05)
+    assert math.isclose(cost.estimate_s(2000, batches=3), 3 * 0.002 + 0.02, rel_tol=1e-2)
+    assert cost.cells_within(0.012) == pytest.approx(1000, rel=0.01)
+    assert cost.cells_within(0.0) == 1
+    for _ in range(60):  # the machine got 3x slower: the estimate follows
+        for cells in (10, 1000, 4000):
+            cost.observe(cells, 3 * (0.002 + 1e-5 * cells))
+    assert math.isclose(cost.per_cell_s, 3e-5, rel_tol=0.05)
+
+
+def test_cost_model_ignores_unusable_measurements_and_noise_never_goes_negative() -> None:
+    cost = CostModel()
+    cost.observe(0, 1.0)
+    cost.observe(10, float("nan"))
+    assert not cost.calibrated
+    rng = np.random.default_rng(0)
+    for cells in rng.integers(1, 100, 200):
+        cost.observe(int(cells), 0.5 + float(rng.normal(0, 0.2)))  # cost that does not grow with size
+    assert cost.per_cell_s >= 0 and cost.overhead_s >= 0
+
+
+def test_fair_queue_orders_by_virtual_finish_and_drops_removed_entries() -> None:
+    big, small = deadline.CallScope(None), deadline.CallScope(None)
+    q: FairQueue[str] = FairQueue()
+    q.push(big, "big-1", cost=4096)
+    entry = q.push(big, "big-2", cost=4096)
+    q.push(small, "small", cost=10)
+    assert q.finish_tags(small, [5.0, 5.0]) == [15.0, 20.0]  # after the flow's queued item
+    assert len(q) == 3 and q.queued_cost == 8202
+    assert [e.item for e in q.ahead_of(10)] == ["small"]
+    assert q.pop().item == "small"
+    assert q.remove(entry) and not q.remove(entry)
+    assert q.pop().item == "big-1"
+    assert q.peek() is None and len(q) == 0 and q.queued_cost == 0
+    with pytest.raises(IndexError):
+        q.pop()
+    q.push(None, "a", 1)
+    q.push(None, "b", 1)
+    assert q.drain() == ["a", "b"] and len(q) == 0
+
+
+async def test_call_scope_reaches_the_tasks_a_call_starts_and_no_other_call() -> None:
+    seen: list[deadline.CallScope | None] = []
+
+    async def work() -> deadline.CallScope | None:
+        return deadline.current_call()
+
+    async def served(remaining_s: float | None) -> deadline.CallScope:
+        scope = deadline.enter_call(remaining_s)
+        seen.extend(await asyncio.gather(work(), work()))
+        return scope
+
+    one, two = await asyncio.gather(served(5.0), served(None))
+    assert seen.count(one) == 2 and seen.count(two) == 2 and one is not two
+    assert deadline.current_call() is None  # the test's own context: outside any call
+    remaining = one.remaining_s()
+    assert remaining is not None and 0 < remaining <= 5.0
+    assert two.remaining_s() is None
+    assert deadline.CallScope(None).remaining_s() is None
+    inf_scope = await asyncio.ensure_future(in_call(float("inf"), lambda: work()))
+    assert inf_scope is not None and inf_scope.deadline is None
+
+
+@pytest.mark.parametrize("value", [-1.0, float("inf"), float("nan")])
+def test_max_batch_duration_must_be_finite_and_not_negative(value: float) -> None:
+    with pytest.raises(ConfigError, match="batching.max_batch_duration_ms"):
+        BatchingConfig(max_batch_duration_ms=value)
+
+
+# -- padding ------------------------------------------------------------------------------------
+
+
 def test_length_groups_sort_by_width_and_bound_padding_and_rows() -> None:
     from services.backends.padding import length_groups
 
@@ -151,21 +495,6 @@ def test_length_groups_sort_by_width_and_bound_padding_and_rows() -> None:
     # rows weight the widths: one 8-row request of width 10 and one row of width 12 still pad cheaply
     assert length_groups([10, 12], rows=[8, 1]) == [[0, 1]]
     assert length_groups([]) == []
-
-
-async def test_closing_fails_waiting_callers_with_unavailable() -> None:
-    from services.runtime.errors import Unavailable
-
-    runner = RecordingRunner(delay_s=0.2)
-    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=1, max_queue_delay_microseconds=0))
-    running = asyncio.ensure_future(batcher.submit(_request(1, 1, 1)))
-    await asyncio.sleep(0.05)
-    queued = asyncio.ensure_future(batcher.submit(_request(1, 1, 2)))
-    await asyncio.sleep(0)
-    await batcher.close()
-    for call in (running, queued):
-        with pytest.raises(Unavailable, match="shutting down"):
-            await call
 
 
 def test_requests_run_together_padded_and_split_back() -> None:
