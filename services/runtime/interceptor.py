@@ -30,6 +30,7 @@ from typing import Any
 import grpc
 
 from sdk._contract import MAX_MESSAGE_BYTES, REQUEST_ID_METADATA
+from services.backends import deadline
 from services.runtime.errors import FacetError
 from services.runtime.logs import REQUEST_ID
 from services.runtime.metrics import METRICS
@@ -192,6 +193,7 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
         else track it as in flight."""
         request_id = _metadata_value(context.invocation_metadata(), REQUEST_ID_METADATA) or uuid.uuid4().hex
         REQUEST_ID.set(request_id)  # the call's own task and context (one per RPC): no reset needed
+        deadline.enter_call(context.time_remaining())  # what the batcher admits work against
         context.set_trailing_metadata(((REQUEST_ID_METADATA, request_id),))
         if self.calls.draining:  # accepted before the drain, its handler starts after: nothing done yet
             raise _Reject(grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE)
