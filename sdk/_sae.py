@@ -17,7 +17,7 @@ import numpy as np
 from sdk import _arguments as check
 from sdk._call import Call, Service
 from sdk._proto.facet.v1 import common_pb2, sae_pb2, sae_pb2_grpc
-from sdk._tensors import tensor_from_numpy, tensor_to_numpy
+from sdk._tensors import finite_floats, tensor_from_numpy, tensor_to_numpy
 from sdk._transport import AsyncTransport, SyncTransport, docstrings_from
 
 # Every SAE RPC reads: all are retried on UNAVAILABLE (sdk._retry).
@@ -336,7 +336,7 @@ def _encode_activations_call(
 
 def _reconstruct_call(sae: str, activations: np.ndarray) -> Call[tuple[np.ndarray, np.ndarray]]:
     def parse(r: sae_pb2.ReconstructResponse) -> tuple[np.ndarray, np.ndarray]:
-        return tensor_to_numpy(r.reconstruction, "reconstruction"), np.asarray(r.squared_error, dtype=np.float32)
+        return tensor_to_numpy(r.reconstruction, "reconstruction"), finite_floats(r.squared_error, "squared_error")
 
     return Call(
         SERVICE, "Reconstruct", sae_pb2.ReconstructRequest(sae=check.text(sae, "sae"), activations=_activations(activations)), parse
@@ -386,7 +386,7 @@ def _compare_saes_call(small: str, large: str, threshold: float | None) -> Call[
             novel_shares={round(s.threshold, 4): s.share for s in r.novel_shares},
             small_mse=r.small_mse,
             large_mse=r.large_mse,
-            swap_mse=np.asarray(r.swap_mse, dtype=np.float32),
+            swap_mse=finite_floats(r.swap_mse, "swap_mse"),
             swap_threshold=r.swap_threshold,
             max_cosine=tensor_to_numpy(r.max_cosine, "max_cosine"),
             nearest=tensor_to_numpy(r.nearest, "nearest"),

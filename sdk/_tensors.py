@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,15 @@ def tensor_from_numpy(array: np.ndarray) -> common_pb2.Tensor:
         raise TypeError(f"no Tensor dtype for {array.dtype}")
     little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
     return common_pb2.Tensor(dtype=_FROM_NUMPY[dtype], shape=list(array.shape), data=little.tobytes())
+
+
+def finite_floats(values: Iterable[float], what: str) -> np.ndarray:
+    """A repeated float field of a reply as float32 [n], checked finite. Raises InvalidArgument
+    (the transport reports it as ProtocolError: a bad reply is the server's fault)."""
+    array = np.asarray(list(values), dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise InvalidArgument(f"{what} must be finite (no NaN or inf)")
+    return array
 
 
 def tensor_to_numpy(tensor: common_pb2.Tensor, what: str = "tensor") -> np.ndarray:

@@ -24,7 +24,14 @@ import pytest
 import sdk
 from sdk import _transport
 from sdk._contract import REQUEST_ID_METADATA
-from sdk._proto.facet.v1 import nextframe_pb2, nextframe_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
+from sdk._proto.facet.v1 import (
+    nextframe_pb2,
+    nextframe_pb2_grpc,
+    retrieval_pb2,
+    retrieval_pb2_grpc,
+    sae_pb2,
+    sae_pb2_grpc,
+)
 from sdk._tensors import tensor_from_numpy
 from services.runtime.interceptor import FacetInterceptor
 
@@ -97,6 +104,20 @@ class StandInNextFrame(nextframe_pb2_grpc.NextFrameServicer):
             yield nextframe_pb2.RolloutFrame(step=step, frame=frame)
 
 
+class StandInSae(sae_pb2_grpc.SaeServicer):
+    """Answers Reconstruct as the issue saw it: OK, with a squared error of inf."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+
+    async def Reconstruct(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self.script.enter("Reconstruct", context)
+        rows = np.frombuffer(request.activations.data, np.float32).reshape(tuple(request.activations.shape))
+        return sae_pb2.ReconstructResponse(
+            reconstruction=tensor_from_numpy(rows), squared_error=[float("inf")] * len(rows)
+        )
+
+
 class AioServer:
     """A grpc.aio server with the stand-ins (and optionally Facet's interceptor) on its own
     event loop in a thread, so sync and async clients alike can call it."""
@@ -113,6 +134,7 @@ class AioServer:
         self.server = grpc.aio.server(futures.ThreadPoolExecutor(2), interceptors=self.interceptors)
         retrieval_pb2_grpc.add_RetrievalServicer_to_server(StandInRetrieval(self.script), self.server)
         nextframe_pb2_grpc.add_NextFrameServicer_to_server(StandInNextFrame(self.script), self.server)
+        sae_pb2_grpc.add_SaeServicer_to_server(StandInSae(self.script), self.server)
         port = self.server.add_insecure_port("127.0.0.1:0")
         await self.server.start()
         return port
@@ -344,3 +366,11 @@ def test_every_rpc_is_classified_as_retried_or_not() -> None:
         retried = services[capability.name].idempotent
         assert retried.isdisjoint(NOT_IDEMPOTENT[capability.name]), capability.name
         assert retried | NOT_IDEMPOTENT[capability.name] == methods, capability.name
+
+
+def test_a_non_finite_result_from_the_server_is_a_protocol_error(server: AioServer, script: Script) -> None:
+    with sdk.Client(sae=server.address) as client, pytest.raises(sdk.ProtocolError) as caught:
+        client.reconstruct("s", np.full((1, 4), 1e18, np.float32))
+    error = caught.value
+    assert "Reconstruct" in error.message and "squared_error" in error.message
+    assert error.request_id == script.attempts[0].request_id and error.request_id in error.message
