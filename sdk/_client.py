@@ -46,7 +46,14 @@ class Client(SaeMethods, NextFrameMethods, RetrievalMethods, SyncTransport):
             client.upsert("notes", ids=["a"], texts=["Paris is in France."], metadata=[{"lang": "en"}])
             hits = client.search("notes", "Which country is Paris in?", top_k=5)
 
-    Errors raise subclasses of `sdk.FacetError`. Limits in the method docstrings written as
+    Errors raise subclasses of `sdk.FacetError`. Every method checks its arguments before
+    sending and raises `sdk.InvalidArgument` (also a ValueError and a TypeError) naming the
+    argument: a list of strings (`texts`, `ids`) is never one string; strings must encode as
+    UTF-8; integers are ints within the field's range; numbers and arrays are finite (float32);
+    metadata and filters are JSON with integers within +-2**53, at most 16 levels deep;
+    `timeout_s` is None or > 0. A reply that fails the SDK's checks raises `sdk.ProtocolError`
+    (an InternalError: the server's fault) with the call's request id. Calls that fail with
+    UNAVAILABLE are retried when idempotent (see `sdk.RetryPolicy`). Limits in the method docstrings written as
     `section.key` (e.g. `retrieval.max_top_k`) are keys of the service's config: a deployment may
     change them, and an InvalidArgument's message gives the value in force.
     """

@@ -5,6 +5,12 @@ Nothing here names a capability. A capability module subclasses `SyncTransport` 
 build `Call`s and hand them to `_run` (unary) or `_stream` (server streaming). A client class
 composes one mixin per capability; the transport finds their services in its MRO, so it takes
 an address keyword for each and opens one channel per service, lazily, reused until `close()`.
+
+Every call gets a request id (sent as `x-request-id`; the server logs under it) and one deadline
+(`timeout_s`) that covers all of its attempts. A call that fails with UNAVAILABLE is sent again
+when its RPC is in its service's `idempotent` set, after a pause from the client's `RetryPolicy`
+(`sdk._retry`); a stream only until its first message. A reply that the call's parse function
+rejects is `ProtocolError`, never the caller's InvalidArgument.
 """
 
 from __future__ import annotations
