@@ -53,9 +53,11 @@ class Client(SaeMethods, NextFrameMethods, RetrievalMethods, SyncTransport):
     metadata and filters are JSON with integers within +-2**53, at most 16 levels deep;
     `timeout_s` is None or > 0. A reply that fails the SDK's checks raises `sdk.ProtocolError`
     (an InternalError: the server's fault) with the call's request id. Calls that fail with
-    UNAVAILABLE are retried when idempotent (see `sdk.RetryPolicy`). Limits in the method docstrings written as
-    `section.key` (e.g. `retrieval.max_top_k`) are keys of the service's config: a deployment may
-    change them, and an InvalidArgument's message gives the value in force.
+    UNAVAILABLE are retried when idempotent (see `sdk.RetryPolicy`).
+
+    Limits in the method docstrings written as `section.key` (e.g. `retrieval.max_top_k`) are
+    keys of the service's config: a deployment may change them, and an InvalidArgument's message
+    gives the value in force.
     """
 
     _positional_capability = "retrieval"
