@@ -215,10 +215,15 @@ def _manifest_file(meta: Path) -> str | None:
 
 
 def _write_durably(path: Path, data: memoryview | bytes) -> None:
-    with path.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with path.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:  # write() does not say which file failed
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
 
 
 def _sync_folder(folder: Path) -> None:
