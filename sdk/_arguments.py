@@ -5,9 +5,9 @@ Each check takes the value and the argument's name as the user wrote it (`"texts
 `sdk.InvalidArgument` (also a ValueError and a TypeError) whose message starts with that name and
 says what is expected. Nothing is sent when a check fails. What the checks cover is what the
 *client* can know: types, what a protobuf field can hold (int32 range, float32 range, UTF-8),
-JSON-safety of metadata, and fixed structural bounds (a count is not negative). Ranges that a
-deployment configures (`retrieval.max_top_k`, ...) are the service's to check; its
-INVALID_ARGUMENT gives the value in force.
+JSON-safety of metadata, and signs (a count or an index is never negative). Ranges are the
+service's to check (`top_k=0`, `retrieval.max_top_k`, ...): its INVALID_ARGUMENT gives the valid
+range in force.
 
 Rules that hold for every method:
 

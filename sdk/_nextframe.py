@@ -100,7 +100,7 @@ def _simulate_call(dataset: str, constant: float, frames: int, seed: int) -> Cal
     request = nextframe_pb2.SimulateRequest(
         dataset=check.text(dataset, "dataset"),
         constant=check.number(constant, "constant", float32=True),
-        frames=check.integer(frames, "frames", low=1),
+        frames=check.integer(frames, "frames"),
         seed=check.integer(seed, "seed", high=check.INT64_MAX),
     )
     return Call(SERVICE, "Simulate", request, lambda r: tensor_to_numpy(r.frames, "frames"))
@@ -114,7 +114,7 @@ def _predict_next_call(model: str, frames: np.ndarray) -> Call[np.ndarray]:
 
 def _rollout_call(model: str, frames: np.ndarray, horizon: int) -> Call[np.ndarray]:
     request = nextframe_pb2.RolloutRequest(
-        model=check.text(model, "model"), frames=frames_tensor(frames), horizon=check.integer(horizon, "horizon", low=1)
+        model=check.text(model, "model"), frames=frames_tensor(frames), horizon=check.integer(horizon, "horizon")
     )
     return Call(SERVICE, "Rollout", request, _frame)
 

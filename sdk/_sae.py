@@ -313,7 +313,7 @@ def _encode_text_call(sae: str, text: str, top_k: int) -> Call[list[TokenLatents
         ]
 
     request = sae_pb2.EncodeTextRequest(
-        sae=check.text(sae, "sae"), text=check.text(text, "text"), top_k=check.integer(top_k, "top_k", low=1)
+        sae=check.text(sae, "sae"), text=check.text(text, "text"), top_k=check.integer(top_k, "top_k")
     )
     return Call(SERVICE, "EncodeText", request, parse)
 
@@ -345,7 +345,7 @@ def _reconstruct_call(sae: str, activations: np.ndarray) -> Call[tuple[np.ndarra
 
 def _top_activations_call(sae: str, latent: int, k: int) -> Call[list[ActivatingContext]]:
     request = sae_pb2.TopActivationsRequest(
-        sae=check.text(sae, "sae"), latent=check.integer(latent, "latent"), k=check.optional_integer(k, "k", low=1)
+        sae=check.text(sae, "sae"), latent=check.integer(latent, "latent"), k=check.optional_integer(k, "k")
     )
     return Call(SERVICE, "TopActivations", request, lambda r: [_context(c) for c in r.contexts])
 
@@ -358,9 +358,9 @@ def _decompose_latent_call(sae: str, latent: int, top_n: int, members: int, cont
     request = sae_pb2.DecomposeLatentRequest(
         sae=check.text(sae, "sae"),
         latent=check.integer(latent, "latent"),
-        top_n=check.optional_integer(top_n, "top_n", low=1),
-        members=check.optional_integer(members, "members", low=1),
-        contexts=check.optional_integer(contexts, "contexts", low=1),
+        top_n=check.optional_integer(top_n, "top_n"),
+        members=check.optional_integer(members, "members"),
+        contexts=check.optional_integer(contexts, "contexts"),
     )
     return Call(SERVICE, "DecomposeLatent", request, parse)
 
@@ -369,8 +369,8 @@ def _get_meta_latent_call(sae: str, meta_latent: int, members: int, contexts: in
     request = sae_pb2.GetMetaLatentRequest(
         sae=check.text(sae, "sae"),
         meta_latent=check.integer(meta_latent, "meta_latent"),
-        members=check.optional_integer(members, "members", low=1),
-        contexts=check.optional_integer(contexts, "contexts", low=1),
+        members=check.optional_integer(members, "members"),
+        contexts=check.optional_integer(contexts, "contexts"),
     )
     return Call(SERVICE, "GetMetaLatent", request, _meta)
 
