@@ -310,20 +310,26 @@ class RetrievalMethods(SyncTransport):
         Args:
             texts: a list of texts (not one string): at most the service's
                 `retrieval.max_texts_per_request` of them, each at most `retrieval.max_text_chars`
-                characters with the prompt (config keys).
+                characters with the prompt, all together at most `retrieval.max_request_chars`
+                (config keys). None may be blank (empty, or only whitespace, control or
+                zero-width characters). Text is plain text: "[CLS]" or "[SEP]" in it are
+                characters, never special tokens.
             normalize: L2-normalise each embedding (default), so a dot product is a cosine.
             truncate: cut texts longer than the model's max sequence length (default); with
                 False such a text raises InvalidArgument.
             prompt: prepended verbatim to every text, e.g. an instruction. RAR-b's
                 with-instruction setting embeds queries with `prompt=instruction + " "` and
-                candidates without.
+                candidates without. It must leave room for the text in the model's
+                max_seq_length tokens.
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
             float32 array [len(texts), dimension], one row per text in order; `dimension` is
             the model's (384 for the default all-MiniLM-L6-v2).
         Raises:
             InvalidArgument: one string instead of a list (before sending); an empty or too
-                long list; a text too long, in characters, or in tokens with truncate=False.
+                long list; a blank text; a text too long, in characters, or in tokens with
+                truncate=False; more characters in all than `retrieval.max_request_chars`; a
+                prompt that fills the model's sequence.
             FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated, ResourceExhausted.
 
         Example:
@@ -437,9 +443,13 @@ class RetrievalMethods(SyncTransport):
             How many documents were written, and how many of their ids were new.
         Raises:
             InvalidArgument: before sending, lists of different lengths, neither texts nor
-                vectors, vectors not 2-D, metadata that is not JSON-like; from the service, too
-                many documents, a duplicate or empty id, a document with neither text nor
-                vector, a wrong vector dimension, NaN or inf, a text too long.
+                vectors, vectors not 2-D, metadata that is not JSON-like, an integer in metadata
+                beyond +-2**53 (it would not be stored exactly); from the service, too many
+                documents, a duplicate or empty id, a document without vector whose text is
+                blank, a wrong vector dimension, NaN or inf, a vector norm above
+                `retrieval.max_vector_norm`, a text above `retrieval.max_document_text_bytes`,
+                metadata above `retrieval.max_metadata_bytes` or nested deeper than
+                `retrieval.max_metadata_depth`. Nothing is embedded for a refused call.
             NotFound: no collection of that name.
             FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated, ResourceExhausted.
 
@@ -501,18 +511,22 @@ class RetrievalMethods(SyncTransport):
         Args:
             collection: the collection's name.
             query: a text, or a vector of the collection's dimension (sent as float32).
-            top_k: hits to return, 1 to the service's `retrieval.max_top_k`.
+            top_k: hits to return, 1 to the service's `retrieval.max_top_k`; 0 raises
+                InvalidArgument (it is never read as the default).
             filter: metadata equality, e.g. {"lang": "en"}: every key must match; values are
-                strings, numbers, booleans or None.
+                strings, numbers within +-2**53, booleans or None; at most
+                `retrieval.max_filter_keys` keys.
             prompt: prepended to a text query before embedding, e.g. a RAR-b instruction.
             include_vectors: also return each hit's stored vector.
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
             At most top_k hits, closest first (highest score; lowest for "l2").
         Raises:
-            InvalidArgument: filter not JSON-like (before sending); top_k out of range, a
-                vector of the wrong dimension, a text query on a collection whose dimension
-                is not the model's, a filter value that is not a scalar.
+            InvalidArgument: filter not JSON-like or with an integer beyond +-2**53 (before
+                sending); top_k out of range, a blank text query, a vector of the wrong
+                dimension or with norm above `retrieval.max_vector_norm`, a text query on a
+                collection whose dimension is not the model's, a filter value that is not a
+                scalar, too many filter keys.
             NotFound: no collection of that name.
             FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
 

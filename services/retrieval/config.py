@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from sdk._contract import MAX_MESSAGE_BYTES
 from services.runtime.config import check
+
+# Bytes a returned document takes besides its text and metadata: its id (256 characters, up to
+# 1 KiB in UTF-8) and the message framing.
+DOCUMENT_OVERHEAD_BYTES = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +29,17 @@ class RetrievalConfig:
         "off": how the database is checked before the service starts serving it.
     max_database_bytes: the most the SQLite database may grow to (0: no limit but the disk's);
         writes beyond it fail with RESOURCE_EXHAUSTED, as on a full disk.
+    max_request_chars: characters one call may send to the embedding model, all texts together
+        (each with its prompt): bounds the tokenizer's work and memory per call.
+    truncate_chars_per_token: with truncation on, a text is cut to
+        `max_seq_length * truncate_chars_per_token` characters before it is tokenized (the
+        tokens kept are the same as the whole text's; the rest is never tokenized).
+    max_document_text_bytes: UTF-8 bytes of one stored document's text.
+    max_metadata_bytes: serialized bytes of one document's metadata (protobuf Struct).
+    max_metadata_depth: nesting of lists and objects in metadata (1: flat).
+    max_filter_keys: keys in one Search filter.
+    max_vector_norm: L2 norm of a vector sent to Upsert or Search; larger vectors would overflow
+        float32 scores (dot products, squared distances).
     """
 
     embedding_model: str = "all-minilm-l6-v2"
@@ -35,6 +51,13 @@ class RetrievalConfig:
     filter_exact_max_matches: int = 10_000
     startup_integrity_check: str = "quick"
     max_database_bytes: int = 0
+    max_request_chars: int = 4_000_000
+    truncate_chars_per_token: int = 16
+    max_document_text_bytes: int = 40_000
+    max_metadata_bytes: int = 16_384
+    max_metadata_depth: int = 16
+    max_filter_keys: int = 64
+    max_vector_norm: float = 1e18
 
     def __post_init__(self) -> None:
         check(bool(self.embedding_model), "retrieval.embedding_model must be set")
@@ -49,3 +72,22 @@ class RetrievalConfig:
             f"retrieval.startup_integrity_check must be quick, full or off, got {self.startup_integrity_check!r}",
         )
         check(self.max_database_bytes >= 0, "retrieval.max_database_bytes must be >= 0 (0: no limit)")
+        check(self.max_request_chars >= 1, "retrieval.max_request_chars must be >= 1")
+        check(self.truncate_chars_per_token >= 1, "retrieval.truncate_chars_per_token must be >= 1")
+        check(self.max_document_text_bytes >= 1, "retrieval.max_document_text_bytes must be >= 1")
+        check(self.max_metadata_bytes >= 1, "retrieval.max_metadata_bytes must be >= 1")
+        check(self.max_metadata_depth >= 1, "retrieval.max_metadata_depth must be >= 1")
+        check(1 <= self.max_filter_keys <= 256, "retrieval.max_filter_keys must be 1..256 (SQLite's expression depth)")
+        check(0 < self.max_vector_norm <= 1e18, "retrieval.max_vector_norm must be in (0, 1e18] (float32 scores overflow above)")
+        # Every stored document must come back: a full Get or Search reply fits in one message.
+        per_document = self.max_document_text_bytes + self.max_metadata_bytes + DOCUMENT_OVERHEAD_BYTES
+        for key, count in (("max_documents_per_request", self.max_documents_per_request), ("max_top_k", self.max_top_k)):
+            check(
+                count * per_document <= MAX_MESSAGE_BYTES,
+                f"retrieval.{key} ({count}) x (max_document_text_bytes + max_metadata_bytes + {DOCUMENT_OVERHEAD_BYTES}) "
+                f"= {count * per_document} bytes exceeds the message limit {MAX_MESSAGE_BYTES}: lower one of them",
+            )
+
+    def reply_documents(self, vector_bytes: int) -> int:
+        """How many documents, each with a vector of `vector_bytes`, fit in one reply."""
+        return MAX_MESSAGE_BYTES // (self.max_document_text_bytes + self.max_metadata_bytes + DOCUMENT_OVERHEAD_BYTES + vector_bytes)

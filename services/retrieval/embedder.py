@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 
 import numpy as np
 
@@ -11,8 +12,10 @@ from services.backends.base import Backend, ModelMetadata
 from services.backends.padding import length_groups
 from services.retrieval.catalog import File, Kind, Prop
 from services.retrieval.config import RetrievalConfig
-from services.retrieval.tokenization import TextTokenizer
-from services.runtime.errors import FailedPrecondition, InvalidArgument
+from services.retrieval.tokenization import TextTokenizer, TokenBatch, is_blank
+from services.runtime.errors import FailedPrecondition, InternalError, InvalidArgument
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +42,11 @@ class Embedder:
         self.metadata = await self._backend.load(self._model)
         if self.metadata.kind != Kind.EMBEDDING:
             raise FailedPrecondition(f"model '{self._model}' is a {self.metadata.kind} model, not an embedding model")
-        self._tokenizer = TextTokenizer(self.metadata.files[File.TOKENIZER], int(self.metadata.properties[Prop.MAX_SEQ_LENGTH]))
+        self._tokenizer = TextTokenizer(
+            self.metadata.files[File.TOKENIZER],
+            int(self.metadata.properties[Prop.MAX_SEQ_LENGTH]),
+            self._config.truncate_chars_per_token,
+        )
         return self.metadata
 
     @property
@@ -48,6 +55,17 @@ class Embedder:
         return int(self.metadata.properties[Prop.DIMENSION])
 
     def validate(self, texts: list[str], what: str = "texts", prompt: str = "") -> None:
+        """The cheap checks of an embedding request, before any tokenizing.
+
+        Args:
+            texts: the texts to embed (the prompt is prepended to each).
+            what: the request field the texts came from, for messages (e.g. "documents.text").
+            prompt: prepended verbatim to every text.
+        Raises:
+            InvalidArgument: no texts or too many; a text or the prompt too long; a blank text
+                (see `tokenization.is_blank`); all texts with their prompts over
+                `retrieval.max_request_chars` characters.
+        """
         if not texts:
             raise InvalidArgument(f"{what} is empty; send at least one text")
         if len(texts) > self._config.max_texts_per_request:
@@ -62,12 +80,56 @@ class Embedder:
                 raise InvalidArgument(
                     f"{what}[{i}] has {len(text)} characters (with the prompt {len(prompt) + len(text)}); the limit is {limit}"
                 )
+            if is_blank(text):
+                raise InvalidArgument(
+                    f"{what}[{i}] is blank (empty, or only whitespace, control or zero-width characters); "
+                    "send text with at least one visible character"
+                )
+        self.check_budget(sum(len(t) for t in texts) + len(prompt) * len(texts), what)
+
+    def check_budget(self, chars: int, what: str = "texts") -> None:
+        """Raises InvalidArgument when `chars` characters to embed exceed `retrieval.max_request_chars`."""
+        if chars > self._config.max_request_chars:
+            raise InvalidArgument(
+                f"{what} have {chars} characters in all (prompt included); retrieval.max_request_chars is "
+                f"{self._config.max_request_chars}: split the call"
+            )
+
+    def _check_prompt(self, prompt: str) -> None:
+        assert self._tokenizer is not None, "load() first"
+        room = self._tokenizer.max_seq_length - self._tokenizer.special_tokens
+        used = self._tokenizer.content_tokens(prompt)
+        if used >= room:
+            raise InvalidArgument(
+                f"prompt takes {used} tokens; the model reads {room} besides its special tokens, so no room is left "
+                f"for the text: shorten the prompt to under {room} tokens"
+            )
+
+    def _tokenize(self, texts: list[str], prompt: str, truncate: bool) -> TokenBatch:
+        assert self._tokenizer is not None, "load() first"
+        if prompt:
+            self._check_prompt(prompt)
+        return self._tokenizer([prompt + t for t in texts] if prompt else texts, truncate=truncate)
 
     async def embed(self, texts: list[str], *, normalize: bool = True, truncate: bool = True, prompt: str = "") -> Embeddings:
-        """Embed `texts` (with `prompt` prepended). Raises InvalidArgument for bad input."""
+        """Embed `texts`, each with `prompt` prepended.
+
+        Tokenizing runs on a worker thread, so a large request never stalls the event loop.
+
+        Args:
+            texts: 1..max_texts_per_request texts, none blank.
+            normalize: L2-normalise each embedding.
+            truncate: cut texts past the model's max_seq_length tokens (else reject them).
+            prompt: prepended verbatim to every text; it must leave room for the text.
+        Returns:
+            Embeddings: float32 vectors [len(texts), dimension], int32 token counts, bool truncated.
+        Raises:
+            InvalidArgument: bad input (see `validate`), a prompt that fills the model's
+                sequence, a text past max_seq_length tokens with truncate=False.
+            InternalError: the model returned a non-finite embedding (a server fault).
+        """
         self.validate(texts, prompt=prompt)
-        assert self._tokenizer is not None, "load() first"
-        batch = self._tokenizer([prompt + t for t in texts] if prompt else texts, truncate=truncate)
+        batch = await asyncio.to_thread(self._tokenize, texts, prompt, truncate)
         key = "sentence_embedding_normalized" if normalize else "sentence_embedding"
         groups = [np.array(g) for g in length_groups(batch.token_counts.tolist(), max_rows=EMBED_GROUP_MAX_ROWS)]
         outputs = await asyncio.gather(
@@ -85,4 +147,8 @@ class Embedder:
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         for g, out in zip(groups, outputs, strict=True):
             vectors[g] = out[key]
+        if not np.isfinite(vectors).all():
+            bad = int(np.argmax(~np.isfinite(vectors).all(axis=1)))
+            log.error("model '%s' returned a non-finite embedding for text %d", self._model, bad)
+            raise InternalError(f"the embedding model returned a non-finite embedding for text {bad}")
         return Embeddings(vectors, batch.token_counts, batch.truncated)

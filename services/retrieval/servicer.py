@@ -19,8 +19,9 @@ from services.backends import create_backend
 from services.retrieval.config import RetrievalConfig
 from services.retrieval.embedder import Embedder
 from services.retrieval.store import COLLECTION_NAME, MAX_ID_CHARS, CollectionInfo, DocumentStore
+from services.retrieval.tokenization import is_blank
 from services.runtime.config import FacetConfig
-from services.runtime.errors import InvalidArgument
+from services.runtime.errors import InternalError, InvalidArgument
 from services.runtime.server import FacetService
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ _METRIC_FROM_PROTO = {v: k for k, v in _METRIC_TO_PROTO.items()} | {retrieval_pb
 _INDEX_TO_PROTO = {"flat": retrieval_pb2.INDEX_TYPE_FLAT, "hnsw": retrieval_pb2.INDEX_TYPE_HNSW}
 _INDEX_FROM_PROTO = {v: k for k, v in _INDEX_TO_PROTO.items()} | {retrieval_pb2.INDEX_TYPE_UNSPECIFIED: "flat"}
 DEFAULT_TOP_K = 10
+_VECTOR_BYTES_PER_DIMENSION = 4  # float32, packed; its tag and length are in DOCUMENT_OVERHEAD_BYTES
+MAX_EXACT_INTEGER = 2**53  # a double holds every integer up to here exactly
 
 
 def _collection_message(info: CollectionInfo) -> retrieval_pb2.Collection:
@@ -60,6 +63,39 @@ def _plain(message: struct_pb2.Struct, what: str) -> dict[str, Any]:
         return json_format.MessageToDict(message)
     except ValueError as exc:  # NaN or infinity
         raise InvalidArgument(f"{what} must be JSON: {exc}") from None
+
+
+def _check_json(value: Any, what: str, depth_left: int, max_depth: int) -> None:
+    """Numbers must be stored exactly (a protobuf Struct number is a double); nesting is bounded."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, (int, float)):
+        if abs(value) > MAX_EXACT_INTEGER:
+            raise InvalidArgument(
+                f"{what} is {value!r}: numbers must lie within +-2**53 ({MAX_EXACT_INTEGER}) to be stored exactly; "
+                "send larger integers as strings"
+            )
+        return
+    if depth_left == 0:
+        raise InvalidArgument(f"{what} nests deeper than retrieval.max_metadata_depth ({max_depth}) lists or objects")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_json(item, f"{what}.{key}", depth_left - 1, max_depth)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json(item, f"{what}[{i}]", depth_left - 1, max_depth)
+
+
+def _check_vectors(vectors: np.ndarray, what: str, max_norm: float) -> None:
+    """Finite, and small enough that no float32 score (dot product, squared distance) overflows."""
+    if not np.isfinite(vectors).all():
+        raise InvalidArgument(f"{what} must be finite (no NaN or inf)")
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=-1)
+    if (norms > max_norm).any():
+        raise InvalidArgument(
+            f"{what} has L2 norm {float(norms.max()):.3g}; the limit is retrieval.max_vector_norm ({max_norm:g}), "
+            "above which float32 scores overflow: scale the vector down"
+        )
 
 
 def _check_collection(name: str) -> None:
@@ -202,49 +238,73 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
         deleted = await self._on_store(lambda s: s.delete_collection(request.name))
         return retrieval_pb2.DeleteCollectionResponse(deleted_documents=deleted)
 
+    def _metadata(self, doc: retrieval_pb2.Document, what: str) -> dict[str, Any]:
+        limits = self._limits
+        size = doc.metadata.ByteSize()
+        if size > limits.max_metadata_bytes:
+            raise InvalidArgument(
+                f"{what} has {size} bytes; the limit is retrieval.max_metadata_bytes ({limits.max_metadata_bytes})"
+            )
+        metadata = _plain(doc.metadata, what)
+        _check_json(metadata, what, limits.max_metadata_depth, limits.max_metadata_depth)
+        return metadata
+
     async def Upsert(self, request: retrieval_pb2.UpsertRequest, context: grpc.aio.ServicerContext) -> retrieval_pb2.UpsertResponse:
+        # Every cheap check first: nothing is embedded for a request that would be refused.
         _check_collection(request.collection)
         docs = list(request.documents)
+        limits = self._limits
         if not docs:
             raise InvalidArgument("documents is empty; send at least one document")
-        if len(docs) > self._limits.max_documents_per_request:
+        if len(docs) > limits.max_documents_per_request:
             raise InvalidArgument(
-                f"{len(docs)} documents in one call; the limit is {self._limits.max_documents_per_request}: split the call"
+                f"{len(docs)} documents in one call; the limit is {limits.max_documents_per_request}: split the call"
             )
         _check_ids([d.id for d in docs], "documents.id")
+        to_embed: list[int] = []
+        for i, doc in enumerate(docs):
+            if len(doc.text) > limits.max_text_chars:
+                raise InvalidArgument(
+                    f"documents[{i}].text has {len(doc.text)} characters; the limit is {limits.max_text_chars}"
+                )
+            text_bytes = len(doc.text.encode("utf-8"))
+            if text_bytes > limits.max_document_text_bytes:
+                raise InvalidArgument(
+                    f"documents[{i}].text has {text_bytes} bytes (UTF-8); the limit is "
+                    f"retrieval.max_document_text_bytes ({limits.max_document_text_bytes})"
+                )
+            if not len(doc.vector):
+                if is_blank(doc.text):
+                    raise InvalidArgument(
+                        f"documents[{i}] has neither a vector nor text to embed (its text is blank: empty, or only "
+                        "whitespace, control or zero-width characters)"
+                    )
+                to_embed.append(i)
+        metadata = [self._metadata(d, f"documents[{i}].metadata") for i, d in enumerate(docs)]
+        if to_embed:
+            self._embedder.check_budget(sum(len(docs[i].text) for i in to_embed), "documents.text")
         info = await self._on_store(lambda s: s.collection(request.collection))
         vectors = np.zeros((len(docs), info.dimension), dtype=np.float32)
-        to_embed = []
         for i, doc in enumerate(docs):
-            if len(doc.text) > self._limits.max_text_chars:
-                raise InvalidArgument(
-                    f"documents[{i}].text has {len(doc.text)} characters; the limit is {self._limits.max_text_chars}"
-                )
             if len(doc.vector):
                 if len(doc.vector) != info.dimension:
                     raise InvalidArgument(
                         f"documents[{i}].vector has dimension {len(doc.vector)}; collection '{info.name}' takes {info.dimension}"
                     )
                 vectors[i] = doc.vector
-            elif doc.text:
-                to_embed.append(i)
-            else:
-                raise InvalidArgument(f"documents[{i}] has neither text nor vector")
-        if not np.isfinite(vectors).all():
-            raise InvalidArgument("document vectors must be finite (no NaN or inf)")
+                _check_vectors(vectors[i], f"documents[{i}].vector", limits.max_vector_norm)
         if to_embed:
             if info.dimension != self._embedder.dimension:
                 raise InvalidArgument(
                     f"collection '{info.name}' has dimension {info.dimension} but the embedding model makes "
                     f"{self._embedder.dimension}: send vectors for this collection"
                 )
-            for start in range(0, len(to_embed), self._limits.max_texts_per_request):
-                rows = to_embed[start : start + self._limits.max_texts_per_request]
+            for start in range(0, len(to_embed), limits.max_texts_per_request):
+                rows = to_embed[start : start + limits.max_texts_per_request]
                 embedded = await self._embedder.embed([docs[i].text for i in rows])
                 vectors[rows] = embedded.vectors
         ids = [d.id for d in docs]
         texts = [d.text for d in docs]
-        metadata = [_plain(d.metadata, f"documents[{i}].metadata") for i, d in enumerate(docs)]
         upserted, created = await self._on_store(lambda s: s.upsert(request.collection, ids, texts, vectors, metadata))
         return retrieval_pb2.UpsertResponse(upserted=upserted, created=created)
 
@@ -252,6 +312,14 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
         _check_collection(request.collection)
         ids = list(request.ids)
         _check_id_count(ids, self._limits.max_documents_per_request)
+        if request.include_vectors:
+            info = await self._on_store(lambda s: s.collection(request.collection))
+            fit = self._limits.reply_documents(_VECTOR_BYTES_PER_DIMENSION * info.dimension)
+            if len(ids) > fit:
+                raise InvalidArgument(
+                    f"{len(ids)} ids with include_vectors: at most {fit} documents with {info.dimension}-dimensional "
+                    "vectors fit in one reply; split the call"
+                )
         docs = await self._on_store(lambda s: s.get(request.collection, ids, request.include_vectors))
         found = {d.id for d in docs}
         return retrieval_pb2.GetResponse(
@@ -278,11 +346,26 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
 
     async def Search(self, request: retrieval_pb2.SearchRequest, context: grpc.aio.ServicerContext) -> retrieval_pb2.SearchResponse:
         _check_collection(request.collection)
-        top_k = request.top_k or DEFAULT_TOP_K  # proto3: 0 means unset
-        if not 1 <= top_k <= self._limits.max_top_k:
-            raise InvalidArgument(f"top_k must be 1..{self._limits.max_top_k}, got {request.top_k}")
+        limits = self._limits
+        top_k = request.top_k if request.HasField("top_k") else DEFAULT_TOP_K  # an explicit 0 is refused
+        if not 1 <= top_k <= limits.max_top_k:
+            raise InvalidArgument(f"top_k must be 1..{limits.max_top_k} (retrieval.max_top_k), got {top_k}")
+        filter = None
+        if request.HasField("filter"):
+            if len(request.filter.fields) > limits.max_filter_keys:
+                raise InvalidArgument(
+                    f"filter has {len(request.filter.fields)} keys; the limit is retrieval.max_filter_keys ({limits.max_filter_keys})"
+                )
+            filter = _plain(request.filter, "filter")
+            for key, value in filter.items():
+                if isinstance(value, (dict, list)):
+                    raise InvalidArgument(
+                        f"filter value of {key!r} must be a string, number, boolean or null (equality), not {type(value).__name__}"
+                    )
+                _check_json(value, f"filter.{key}", 0, 0)
         which = request.WhichOneof("query")
         if which == "text":
+            self._embedder.validate([request.text], "text", prompt=request.prompt)
             info = await self._on_store(lambda s: s.collection(request.collection))
             if info.dimension != self._embedder.dimension:
                 raise InvalidArgument(
@@ -292,12 +375,22 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
             query = (await self._embedder.embed([request.text], prompt=request.prompt)).vectors[0]
         elif which == "vector":
             query = tensor_to_numpy(request.vector, "vector").astype(np.float32, copy=False).reshape(-1)
+            _check_vectors(query, "vector", limits.max_vector_norm)
+            info = await self._on_store(lambda s: s.collection(request.collection))
         else:
             raise InvalidArgument("set the query: text or vector")
-        filter = _plain(request.filter, "filter") if request.HasField("filter") else None
-        hits = await self._on_store(
-            lambda s: s.search(request.collection, query, top_k, filter, request.include_vectors)
-        )
+        if request.include_vectors:
+            fit = limits.reply_documents(_VECTOR_BYTES_PER_DIMENSION * info.dimension)
+            if top_k > fit:
+                raise InvalidArgument(
+                    f"top_k {top_k} with include_vectors: at most {fit} hits with {info.dimension}-dimensional vectors "
+                    "fit in one reply; ask for fewer"
+                )
+        hits = await self._on_store(lambda s: s.search(request.collection, query, top_k, filter, request.include_vectors))
+        scores = np.array([h.score for h in hits], dtype=np.float32)
+        if not np.isfinite(scores).all():
+            log.error("search of collection '%s' produced a non-finite score", request.collection)
+            raise InternalError("the search produced a non-finite score")
         return retrieval_pb2.SearchResponse(
             hits=[
                 retrieval_pb2.Hit(

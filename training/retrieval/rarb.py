@@ -44,12 +44,6 @@ from training.retrieval.export import RARB_MCR
 T = TypeVar("T")
 R = TypeVar("R")
 
-# Accuracy (without instruction, with instruction) measured with sentence-transformers,
-# all-MiniLM-L6-v2, fp32 on CPU; see the data folder's README.
-REFERENCE_ACCURACY: dict[str, tuple[float, float]] = {
-    "alphanli-test.csv": (0.4961, 0.5026),
-    "physicaliqa-test.csv": (0.5734, 0.5686),
-}
 DISPLAY_NAMES: dict[str, str] = {
     "alphanli-test.csv": "αNLI",
     "physicaliqa-test.csv": "PIQA",
@@ -243,6 +237,37 @@ def score_mcr(rows: Sequence[McrRow], table: EmbeddingTable, with_instruction: b
     return McrScore(correct / len(rows) if rows else float("nan"), correct, len(rows), tied)
 
 
+_REFERENCE_SENTENCE = re.compile(r"Reference figures.*?without\s*/\s*with instruction:(?P<figures>[^.]*(?:\.\d[^.]*)*)\.", re.S)
+_REFERENCE_FIGURE = re.compile(r"(?P<name>[^\s;:,]+)\s+(?P<without>\d\.\d+)\s*/\s*(?P<with>\d\.\d+)")
+
+
+def reference_accuracy(data_dir: Path) -> dict[str, tuple[float, float]]:
+    """The reference MCR accuracy per file, read from the data folder's README.
+
+    The README records the figures measured with sentence-transformers and all-MiniLM-L6-v2
+    (fp32, CPU) as "Reference figures ... without / with instruction: αNLI 0.4961 / 0.5026; ...";
+    names are the display names of `DISPLAY_NAMES`.
+
+    Args:
+        data_dir: the RAR-b MCR folder (e.g. ../shared/data/rarb-mcr).
+    Returns:
+        {file name: (accuracy without instruction, with instruction)}; empty when the README
+        has no such sentence.
+    """
+    readme = data_dir / "README.md"
+    if not readme.is_file():
+        return {}
+    sentence = _REFERENCE_SENTENCE.search(readme.read_text(encoding="utf-8"))
+    if sentence is None:
+        return {}
+    files = {display: file for file, display in DISPLAY_NAMES.items()}
+    found: dict[str, tuple[float, float]] = {}
+    for figure in _REFERENCE_FIGURE.finditer(sentence["figures"]):
+        if figure["name"] in files:
+            found[files[figure["name"]]] = (float(figure["without"]), float(figure["with"]))
+    return found
+
+
 def evaluate_mcr(path: Path, rows: Sequence[McrRow], table: EmbeddingTable, seed: int) -> McrResult:
     """MCR accuracy of one file's rows (TempReason candidates shuffled with `seed`), both query variants."""
     shuffled = needs_shuffle(path)
@@ -253,7 +278,7 @@ def evaluate_mcr(path: Path, rows: Sequence[McrRow], table: EmbeddingTable, seed
         shuffled=shuffled,
         without_instruction=score_mcr(scored, table, with_instruction=False),
         with_instruction=score_mcr(scored, table, with_instruction=True),
-        reference=REFERENCE_ACCURACY.get(path.name),
+        reference=reference_accuracy(path.parent).get(path.name),
     )
 
 
