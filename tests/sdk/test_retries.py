@@ -374,3 +374,21 @@ def test_a_non_finite_result_from_the_server_is_a_protocol_error(server: AioServ
     error = caught.value
     assert "Reconstruct" in error.message and "squared_error" in error.message
     assert error.request_id == script.attempts[0].request_id and error.request_id in error.message
+
+
+async def test_the_async_stream_is_retried_before_its_first_message_only(
+    server: AioServer, script: Script, pauses: list[float]
+) -> None:
+    clip = np.zeros((5, 64, 64), np.uint8)
+    script.failures["Rollout"] = [UNAVAILABLE]
+    async with sdk.AsyncClient(nextframe=server.address, retry=FAST) as client:
+        frames = [int(f[0, 0]) async for f in client.rollout("m", clip, horizon=3)]
+        assert frames == [1, 2, 3] and script.count("Rollout") == 2
+        script.attempts.clear()
+        script.failures["Rollout"] = [UNAVAILABLE]
+        script.frames_before_failure = 1
+        seen = []
+        with pytest.raises(sdk.Unavailable):
+            async for frame in client.rollout("m", clip, horizon=3):
+                seen.append(int(frame[0, 0]))
+    assert seen == [1] and script.count("Rollout") == 1
