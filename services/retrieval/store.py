@@ -455,9 +455,16 @@ class DocumentStore:
         return index
 
     def _remove_orphan_files(self) -> None:
-        """Index files of collections that no longer exist (a save that raced a delete)."""
+        """Files no manifest names: of collections that no longer exist (a save that raced a
+        delete), and partial or superseded files of a save cut short by a crash."""
+        keep = set()
+        for name in self._infos:
+            meta = index_files.manifest_path(self.index_dir, name)
+            keep.add(meta.name)
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                keep.add(str(json.loads(meta.read_text()).get("file")))
         for path in self.index_dir.iterdir():
-            if path.is_file() and path.name.split(".", 1)[0] not in self._infos:
+            if path.is_file() and path.name not in keep:
                 path.unlink(missing_ok=True)
 
     # -- collections -------------------------------------------------------------------------

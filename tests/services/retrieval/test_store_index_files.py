@@ -162,9 +162,11 @@ def test_a_crash_between_data_file_and_manifest_keeps_the_previous_save(tmp_path
     vectors = _filled(tmp_path, "hnsw")
     previous = saved_index_file(tmp_path, "c")
     (tmp_path / "indexes" / "c.0123456789ab.faiss").write_bytes(b"half written")  # the next save, cut short
+    (tmp_path / "indexes" / "c.0123456789ac.faiss.tmp").write_bytes(b"cut short")
     store = DocumentStore(tmp_path)
     assert store.index_origins == {"c": "loaded"}
     assert _wrong_searches(store, "c", vectors["c"]) == 0
+    assert sorted(p.name for p in (tmp_path / "indexes").iterdir()) == sorted(["c.json", previous.name])  # leftovers removed
     store.upsert("c", ["x"], ["x"], _vectors(1, 5), [{}])
     store.close()
     assert saved_index_file(tmp_path, "c") != previous
