@@ -145,10 +145,13 @@ class DynamicBatcher:
             per_chunk = min(per_chunk, max(1, cap // max(1, row_width)))
         return per_chunk
 
-    def _estimate_s(self, cells: float, rows: int) -> float:
+    def _estimate_s(self, cells: float, rows: int, requests: int) -> float:
+        """Estimated seconds to run `requests` queued requests (chunks) of `rows` rows and `cells`
+        cells in all: as few batches as the row and duration caps allow, and no more than one
+        batch per request."""
         cap = self._batch_cells()
         batches = max(1, math.ceil(rows / self._config.max_batch_size), math.ceil(cells / cap) if cap else 1)
-        return self.cost.estimate_s(cells, batches)
+        return self.cost.estimate_s(cells, min(batches, max(1, requests)))
 
     def _running_remaining_s(self, now: float) -> float:
         return sum(max(0.0, estimate - (now - started)) for started, estimate in self._running.values())
@@ -161,7 +164,7 @@ class DynamicBatcher:
     def backlog_s(self) -> float:
         """Estimated seconds until the batches running and queued now have all run (0.0 before
         any batch has been measured)."""
-        queued = self._estimate_s(self._queue.queued_cost, self._queued_rows) if self._queued_rows else 0.0
+        queued = self._estimate_s(self._queue.queued_cost, self._queued_rows, len(self._queue)) if self._queued_rows else 0.0
         return (self._running_remaining_s(time.monotonic()) + queued) / self._in_flight
 
     def _publish(self) -> None:
@@ -205,7 +208,7 @@ class DynamicBatcher:
         ahead = list(self._queue.ahead_of(last_tag))
         cells = sum(costs) + sum(e.cost for e in ahead)
         ahead_rows = sum(e.item.rows for e in ahead)
-        estimate = (self._running_remaining_s(now) + self._estimate_s(cells, rows + ahead_rows)) / self._in_flight
+        estimate = (self._running_remaining_s(now) + self._estimate_s(cells, rows + ahead_rows, len(costs) + len(ahead))) / self._in_flight
         if estimate > remaining:
             REJECTED.labels(self.model, DEADLINE_LIMIT_KEY).inc()
             raise ResourceExhausted(
