@@ -154,6 +154,10 @@ async def _serve(service: FacetService, config: FacetConfig, port_file: Path | N
     if config.server.metrics_port >= 0:
         metrics_port = METRICS.serve(config.server.metrics_port, config.server.host)
     running = await start_server(service, config)
+    # An engine's client library may have put its own handler in place while the models loaded
+    # (Ray's core worker does, and it ends the process): SIGTERM must start the drain.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     facts = {"event": "serving", "service": service.name, "port": running.port, "metrics_port": metrics_port}
     log.info("serving", extra={"fields": facts})
     if port_file is not None:
