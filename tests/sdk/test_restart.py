@@ -104,7 +104,9 @@ def test_calls_succeed_across_a_restart_on_the_same_port(
     for thread in threads:
         thread.join(200)
 
-    assert not errors, f"{len(errors)} call(s) failed across the restart: {errors[0]!r}"
+    assert not errors, f"{len(errors)} call(s) failed across the restart: " + "; ".join(
+        f"{e!r} (request id {getattr(e, 'request_id', None)})" for e in errors
+    )
     assert retried, "no call was retried: the restart was not crossed"
     with sdk.Client(address) as client:  # nothing written before the restart is lost
         assert [d.text for d in client.get("restart", IDS)] == TEXTS
