@@ -154,3 +154,53 @@ def test_integrity_check_is_a_config_key(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA quick_check").fetchone() == ("ok",)
     assert DocumentStore(tmp_path, RetrievalConfig(startup_integrity_check="full")).collection("c").document_count == 10
+
+
+def test_a_database_damaged_while_serving_is_unavailable_naming_the_file_not_internal(tmp_path: Path) -> None:
+    from services.runtime.errors import Unavailable
+
+    db = _initialised(tmp_path)
+    store = DocumentStore(tmp_path, RetrievalConfig(startup_integrity_check="off"))  # few pages read so far
+    pages = db.stat().st_size // 4096
+    with db.open("r+b") as f:
+        for number in range(2, pages):
+            f.seek(number * 4096)
+            f.write(os.urandom(4096))
+    with pytest.raises(Unavailable, match=f"{db}: the database is damaged .*restore it from a backup"):
+        store.get("c", [f"d{i}" for i in range(2000)])
+
+
+@pytest.mark.parametrize(
+    "error, status, words",
+    [
+        (sqlite3.OperationalError("database or disk is full"), 13, "ResourceExhausted"),
+        (sqlite3.OperationalError("disk I/O error"), 10 | (4 << 8), "Unavailable"),  # SQLITE_IOERR_READ
+        (sqlite3.OperationalError("attempt to write a readonly database"), 8, "Unavailable"),
+        (sqlite3.DatabaseError("database disk image is malformed"), 11, "Unavailable"),
+        (sqlite3.DatabaseError("file is not a database"), 26, "Unavailable"),
+        (sqlite3.OperationalError("no such table: x"), 1, None),  # a bug: INTERNAL
+    ],
+)
+def test_sqlite_failures_map_to_statuses(error: sqlite3.Error, status: int, words: str | None) -> None:
+    from services.retrieval.store import storage_error
+
+    error.sqlite_errorcode = status  # type: ignore[attr-defined]
+    mapped = storage_error(error, Path("/data/retrieval.sqlite3"))
+    assert (type(mapped).__name__ if mapped else None) == words
+    if mapped is not None:
+        assert mapped.message.startswith("/data/retrieval.sqlite3: ")
+
+
+@pytest.mark.parametrize(
+    "code, words", [("ENOSPC", "ResourceExhausted"), ("EDQUOT", "ResourceExhausted"), ("EROFS", "Unavailable"), ("EIO", "Unavailable"), ("ENOENT", None)]
+)
+def test_file_system_failures_map_to_statuses_naming_the_file(code: str, words: str | None) -> None:
+    import errno
+
+    from services.retrieval.store import storage_error
+
+    error = OSError(getattr(errno, code), os.strerror(getattr(errno, code)), "/data/indexes/c.1.faiss")
+    mapped = storage_error(error, Path("/data/retrieval.sqlite3"))
+    assert (type(mapped).__name__ if mapped else None) == words
+    if mapped is not None:
+        assert mapped.message.startswith("/data/indexes/c.1.faiss: ")
