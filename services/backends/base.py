@@ -83,8 +83,10 @@ class Backend(abc.ABC):
             row_width: a lower bound of each row's width (its sequence length for token inputs;
                 1 when unknown): admission refuses only what cannot finish even so.
         Raises:
-            ResourceExhausted: the message names the limit's config key
+            ResourceExhausted: overload; the message names the limit's config key
                 (`batching.max_queue_size`, `batching.deadline_admission`).
+            DeadlineExceeded: the call alone would not finish before its deadline
+                (`batching.deadline_admission`).
         """
 
     @abc.abstractmethod

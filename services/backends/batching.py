@@ -14,14 +14,19 @@ time would pass `max_batch_duration_ms`, and a request larger than that (or than
 client went away, its deadline passed), its chunks that have not started are dropped: the next
 call waits at most for the one chunk already running.
 
-Admission. A request is refused at once, before any inference runs for it, with
-RESOURCE_EXHAUSTED whose message names the limit's config key:
+Admission. A request is refused at once, before any inference runs for it, with a message
+that names the limit's config key:
 
-- `batching.max_queue_size`: the rows already queued plus its own would pass the limit;
-- `batching.deadline_admission`: the work that would run before its last chunk finishes (the
-  running batches' remaining time, the queued work scheduled ahead of it, its own chunks; divided
-  among `in_flight` runners) is estimated to end after the call's deadline
-  (`services.backends.deadline`: the interceptor records each RPC's deadline).
+- RESOURCE_EXHAUSTED, `batching.max_queue_size`: the rows already queued plus its own would
+  pass the limit;
+- RESOURCE_EXHAUSTED, `batching.deadline_admission`: the work that would run before its last
+  chunk finishes (the running batches' remaining time, the queued work scheduled ahead of it,
+  its own chunks; divided among `in_flight` runners) is estimated to end after the call's
+  deadline (`services.backends.deadline`: the interceptor records each RPC's deadline). Overload:
+  the SDK's caller may retry later;
+- DEADLINE_EXCEEDED, `batching.deadline_admission`: its own chunks alone, on an idle model, are
+  estimated to take longer than its deadline allows. Not overload: a retry would fail the same
+  way, the call needs a longer deadline or fewer rows.
 
 Scheduling. Requests are queued per call and served in order of virtual finish time by cost
 (`services.backends.fair_queue`): a small call goes ahead of the later chunks of the large
@@ -183,8 +188,10 @@ class DynamicBatcher:
             scope: the call; None takes the one being served (`deadline.current_call()`).
         Raises:
             ResourceExhausted: the queue is full (message names `batching.max_queue_size`), or
-                the request cannot finish before the call's deadline (names
-                `batching.deadline_admission`).
+                the work queued ahead would keep the request from finishing before the call's
+                deadline (names `batching.deadline_admission`).
+            DeadlineExceeded: the request alone, on an idle model, would not finish before the
+                call's deadline (names `batching.deadline_admission`).
         """
         self._admit(rows, row_width, scope if scope is not None else current_call())
 
@@ -208,6 +215,14 @@ class DynamicBatcher:
         ahead = list(self._queue.ahead_of(last_tag))
         cells = sum(costs) + sum(e.cost for e in ahead)
         ahead_rows = sum(e.item.rows for e in ahead)
+        alone = self._estimate_s(sum(costs), rows, len(costs)) / self._in_flight
+        if alone > remaining:  # not an overload: retrying will not help
+            REJECTED.labels(self.model, DEADLINE_LIMIT_KEY).inc()
+            raise DeadlineExceeded(
+                f"model {self.model} needs about {alone:.2f} s for this call's {rows} rows even when idle, more than "
+                f"the {max(0.0, remaining):.2f} s left before its deadline; refused before running "
+                f"({DEADLINE_LIMIT_KEY}): give the call a longer deadline or split it"
+            )
         estimate = (self._running_remaining_s(now) + self._estimate_s(cells, rows + ahead_rows, len(costs) + len(ahead))) / self._in_flight
         if estimate > remaining:
             REJECTED.labels(self.model, DEADLINE_LIMIT_KEY).inc()
@@ -229,7 +244,8 @@ class DynamicBatcher:
         Raises:
             ResourceExhausted: refused by admission (see `admit`).
             InvalidArgument: inputs that cannot be padded together with the batch.
-            DeadlineExceeded: the call's deadline passed while it was queued.
+            DeadlineExceeded: refused by admission (see `admit`), or the call's deadline passed
+                while it was queued.
             Unavailable: the batcher closed while the request waited.
         """
         rows = _rows(inputs)

@@ -216,8 +216,9 @@ async def test_full_queue_answers_resource_exhausted_naming_its_key() -> None:
 
 async def test_a_call_whose_deadline_cannot_be_met_is_refused_at_once_and_never_runs() -> None:
     """0.1 s per row; one 4-row batch running and two queued: a 4-row call would finish after
-    about 1.6 s (0.8 s on an idle model). With 1 s left it is refused before queueing; with
-    60 s left, or no deadline, it waits its turn."""
+    about 1.6 s (0.4 s on an idle model). With 1 s left it is refused before queueing, as
+    overload (RESOURCE_EXHAUSTED); a 20-row call (2 s alone) as too large for its deadline
+    (DEADLINE_EXCEEDED); with 60 s left, or no deadline, a call waits its turn."""
     runner = GatedRunner()
     batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=4, max_batch_duration_ms=0), cost=Taught(0.1))
     blockers = [call(None, batcher, _request(4, 1, v)) for v in (1, 2, 3)]
@@ -228,6 +229,9 @@ async def test_a_call_whose_deadline_cannot_be_met_is_refused_at_once_and_never_
     with pytest.raises(ResourceExhausted, match=rf"before its deadline.*8 queued rows ahead of its 4.*{DEADLINE_LIMIT_KEY}"):
         await in_call(1.0, lambda: batcher.submit(_request(4, 1, 99)))
     assert batcher.queued_rows == 8  # nothing of it was queued
+    with pytest.raises(DeadlineExceeded, match=rf"20 rows even when idle.*{DEADLINE_LIMIT_KEY}"):
+        await in_call(1.0, lambda: batcher.submit(_request(20, 1, 98)))  # 2 s on its own: no retry would help
+    assert batcher.queued_rows == 8
     patient = call(60.0, batcher, _request(4, 1, 60))
     no_deadline = call(None, batcher, _request(4, 1, 70))
     await until(lambda: batcher.queued_rows == 16)
@@ -235,7 +239,7 @@ async def test_a_call_whose_deadline_cannot_be_met_is_refused_at_once_and_never_
     await asyncio.gather(*blockers, patient, no_deadline)
     await batcher.close()
     assert runner.ran(60) and runner.ran(70)
-    assert not runner.ran(99), "the refused call's rows were run"
+    assert not runner.ran(99) and not runner.ran(98), "the refused calls' rows were run"
 
 
 async def test_a_small_call_is_admitted_when_only_a_little_is_scheduled_ahead_of_it() -> None:
@@ -288,8 +292,8 @@ async def test_a_call_whose_deadline_passed_while_queued_is_not_run() -> None:
 def test_admit_checks_without_queueing() -> None:
     batcher = DynamicBatcher("m", RecordingRunner(), BatchingConfig(max_batch_size=4), cost=Taught(0.1))
     batcher.admit(rows=5, row_width=1, scope=deadline.CallScope(time.monotonic() + 10))
-    with pytest.raises(ResourceExhausted, match=DEADLINE_LIMIT_KEY):
-        batcher.admit(rows=200, row_width=1, scope=deadline.CallScope(time.monotonic() + 10))
+    with pytest.raises(DeadlineExceeded, match=rf"200 rows even when idle.*{DEADLINE_LIMIT_KEY}.*longer deadline or split"):
+        batcher.admit(rows=200, row_width=1, scope=deadline.CallScope(time.monotonic() + 10))  # 20 s of work
     batcher.admit(rows=200, row_width=1, scope=deadline.CallScope(None))
     assert batcher.queued_rows == 0
 
