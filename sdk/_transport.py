@@ -118,7 +118,12 @@ class _Attempts:
         return pause
 
     def error(self, error: grpc.RpcError) -> FacetError:
-        return error_from_rpc(error, self.request_id)
+        """The FacetError for the last attempt's failure; after retries, its message says how many."""
+        facet_error = error_from_rpc(error, self.request_id)
+        if self.count > 1:
+            facet_error.message += f" (after {self.count} attempts over {_now() - self.started:.1f} s)"
+            facet_error.args = (facet_error.message,)
+        return facet_error
 
 
 def docstrings_from(sync_methods: type) -> Callable[[C], C]:

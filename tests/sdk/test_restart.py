@@ -39,9 +39,9 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> Non
 @pytest.mark.xfail(
     strict=True, reason="the server answers INTERNAL while it starts and CANCELLED as it stops (see above)"
 )
-@pytest.mark.parametrize("stop", ["terminate", "kill"])  # SIGTERM (drain), or SIGKILL (a crash)
+@pytest.mark.parametrize("how", ["terminate", "kill"])  # SIGTERM (drain), or SIGKILL (a crash)
 def test_calls_succeed_across_a_restart_on_the_same_port(
-    start_server: Callable[..., ServerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: str
+    start_server: Callable[..., ServerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     port = free_port()
     env = {"FACET_SERVER_PORT": str(port)}
@@ -92,7 +92,7 @@ def test_calls_succeed_across_a_restart_on_the_same_port(
     for thread in threads:
         thread.start()
     _wait_for(lambda: min(calls) >= 5 or bool(errors), 120, "calls before the restart")
-    if stop == "kill":
+    if how == "kill":
         server.kill()
     else:
         server.terminate(60)

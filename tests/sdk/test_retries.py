@@ -212,6 +212,7 @@ def test_the_default_policy_backs_off_with_jitter_and_rides_out_about_ten_second
     assert policy.budget_s - policy.max_backoff_s * (1 + policy.jitter) < sum(pauses) <= policy.budget_s == 10.0
     assert script.count("ListCollections") == len(pauses) + 1
     assert caught.value.request_id == script.attempts[0].request_id
+    assert f"after {len(pauses) + 1} attempts over" in caught.value.message
 
 
 @pytest.mark.parametrize(
