@@ -113,14 +113,26 @@ class RetryPolicy:
         return cls(**values)  # type: ignore[arg-type]
 
     def backoffs_s(self) -> Iterator[float]:
-        """The pauses before retries 1, 2, 3, ... without jitter, in seconds (endless)."""
+        """The pauses before retries 1, 2, 3, ... without jitter.
+
+        Returns:
+            An endless iterator of seconds: initial_backoff_s, times multiplier each time, capped
+            at max_backoff_s.
+        """
         pause = self.initial_backoff_s
         while True:
             yield min(pause, self.max_backoff_s)
             pause = min(pause * self.multiplier, self.max_backoff_s)
 
     def pause_s(self, retry: int, rng: random.Random | None = None) -> float:
-        """The pause before retry number `retry` (1 for the first), jitter applied, in seconds."""
+        """The pause before one retry, jitter applied.
+
+        Args:
+            retry: which retry, 1 for the first.
+            rng: the random source of the jitter; None uses the `random` module's.
+        Returns:
+            Seconds: the retry's entry of `backoffs_s()` times a factor in [1 - jitter, 1 + jitter].
+        """
         base = min(self.initial_backoff_s, self.max_backoff_s)
         for _ in range(retry - 1):
             if base >= self.max_backoff_s:
