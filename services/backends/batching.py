@@ -54,6 +54,11 @@ from services.runtime.metrics import METRICS
 Arrays = Mapping[str, np.ndarray]
 RunBatch = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
+# Merging requests into a batch (and chunks back into a reply) copies their arrays: above this
+# many bytes the copy runs on a worker thread, so the event loop (health checks, other calls)
+# never waits for it; below it the hop to a thread costs more than the copy.
+COPY_OFF_LOOP_BYTES = 1 << 20
+
 QUEUE_LIMIT_KEY = "batching.max_queue_size"
 DEADLINE_LIMIT_KEY = "batching.deadline_admission"
 
@@ -94,6 +99,18 @@ def _fail_all(items: list[_Request], exc: BaseException) -> None:
 
 def _rows(inputs: Arrays) -> int:
     return int(next(iter(inputs.values())).shape[0])
+
+
+async def _merged(parts: list[Arrays]) -> dict[str, np.ndarray]:
+    """The parts' arrays concatenated along axis 0, right-padded to a common shape; a large copy
+    runs on a worker thread. Raises ValueError for parts of different ranks."""
+
+    def merge() -> dict[str, np.ndarray]:
+        return {name: pad_concat([p[name] for p in parts]) for name in parts[0]}
+
+    if len(parts) > 1 and sum(a.nbytes for p in parts for a in p.values()) > COPY_OFF_LOOP_BYTES:
+        return await asyncio.get_running_loop().run_in_executor(None, merge)
+    return merge()
 
 
 class DynamicBatcher:
@@ -271,7 +288,7 @@ class DynamicBatcher:
         if len(futures) == 1:
             return await futures[0]
         parts = await asyncio.gather(*futures)  # cancelling the call cancels every chunk
-        return {k: pad_concat([p[k] for p in parts]) for k in parts[0]}
+        return await _merged(list(parts))
 
     def _forget(self, entry: Entry[_Request]) -> None:
         """A request's future is done: if it was still queued (cancelled), drop it from the queue."""
@@ -343,7 +360,7 @@ class DynamicBatcher:
         run = object()
         try:
             try:
-                merged = {name: pad_concat([p.inputs[name] for p in group]) for name in group[0].inputs}
+                merged = await _merged([p.inputs for p in group])
             except ValueError as exc:
                 raise InvalidArgument(str(exc)) from None
             cells = _rows(merged) * width(list(merged.values()))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -402,6 +403,40 @@ async def test_a_cancelled_call_s_remaining_chunks_are_dropped() -> None:
     assert runner.order() == [[1], [2]]
     with pytest.raises(asyncio.CancelledError):
         await large
+    await batcher.close()
+
+
+async def test_large_batches_are_merged_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copies of more than COPY_OFF_LOOP_BYTES run on a worker thread (health checks and other
+    calls never wait for them); small ones stay on the loop, where a thread hop would cost more."""
+    from services.backends import batching
+
+    merged_on: list[int] = []
+    real = batching.pad_concat
+
+    def spy(arrays: list[np.ndarray]) -> np.ndarray:
+        if len(arrays) > 1:  # a copy (one array is passed through)
+            merged_on.append(threading.get_ident())
+        return real(arrays)
+
+    monkeypatch.setattr(batching, "pad_concat", spy)
+    loop_thread = threading.get_ident()
+    runner = GatedRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=8, max_batch_duration_ms=0))
+    first = call(None, batcher, _request(1, 1, 0))
+    await runner.started.get()
+    small = [call(None, batcher, _request(1, 4, v)) for v in (1, 2)]
+    await until(lambda: batcher.queued_rows == 2)
+    runner.release()
+    await runner.started.get()
+    assert merged_on == [loop_thread]  # 2 x 32 bytes
+    width = batching.COPY_OFF_LOOP_BYTES // 8 // 2 + 1  # two rows of int64: just over the threshold
+    large = [call(None, batcher, _request(1, width, v)) for v in (3, 4)]
+    await until(lambda: batcher.queued_rows == 2)
+    runner.release(2)
+    results = await asyncio.gather(first, *small, *large)
+    assert [r["sum"][0, 0] for r in results[3:]] == [3 * width, 4 * width]
+    assert len(merged_on) == 2 and merged_on[1] != loop_thread
     await batcher.close()
 
 

@@ -48,3 +48,23 @@ async def test_unknown_model_and_wrong_inputs(model_repository: ModelRepository)
     with pytest.raises(NotFound):
         await backend.infer("other", {})
     await backend.close()
+
+
+async def test_warm_up_calibrates_admission_before_the_first_call(model_repository: ModelRepository) -> None:
+    """The warm-up runs teach the batcher's cost estimate, so the first calls are already
+    admitted against their deadlines: 256 rows of 256 tokens cannot run in 1 ms."""
+    from services.backends import deadline
+    from services.runtime.errors import DeadlineExceeded
+
+    backend = OnnxRuntimeBackend(FacetConfig(model_repository=model_repository.root))
+    await backend.load(MODEL)
+
+    async def admit(remaining_s: float | None) -> None:
+        deadline.enter_call(remaining_s)
+        backend.admit(MODEL, rows=256, row_width=256)
+
+    with pytest.raises(DeadlineExceeded, match="batching.deadline_admission"):
+        await asyncio.ensure_future(admit(0.001))
+    await asyncio.ensure_future(admit(None))  # no deadline: nothing to refuse
+    backend.admit(MODEL, rows=256, row_width=256)  # outside any call: likewise
+    await backend.close()
