@@ -51,7 +51,8 @@ def test_acknowledged_upserts_survive_kill_9(start_server, tmp_path, index_type:
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
     for t in threads:
         t.start()
-    time.sleep(2.5)  # several index saves happened; writes are in flight
+    # several index saves happened while writes are in flight (the manifest's generation moves on)
+    _poll(lambda: _manifest_generation(data_dir, "durable") >= 4 and len(acknowledged) > 40, 120, "index saves during writes")
     server.kill()
     stop.set()
     for t in threads:
