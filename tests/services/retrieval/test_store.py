@@ -97,6 +97,7 @@ def test_reopen_loads_saved_index(tmp_path: Path) -> None:
     store.upsert("c", ["a", "b"], ["", ""], _vectors(2), [{}, {}])
     store.close()
     reopened = DocumentStore(tmp_path)
+    assert reopened.index_origins == {"c": "loaded"} and reopened.rebuilds == 0  # not rebuilt from SQLite
     assert [h.id for h in reopened.search("c", _vectors(2)[1], 1)] == ["b"]
 
 
@@ -116,6 +117,8 @@ def test_index_is_rebuilt_from_sqlite_when_stale_missing_or_corrupt(tmp_path: Pa
         saved_index_file(tmp_path, "c").write_bytes(b"not an index")
     # no close(): as after kill -9, the index file is whatever was saved last
     reopened = DocumentStore(tmp_path)
+    # stale: the saved index is loaded and the later upsert applied; missing or corrupt: rebuilt
+    assert reopened.index_origins == {"c": "loaded" if damage == "stale" else "rebuilt"}
     assert [h.id for h in reopened.search("c", vecs[2], 1)] == ["z"]
     assert reopened.collection("c").document_count == 3
     assert json.loads((tmp_path / "indexes" / "c.json").read_text())["generation"] >= 1

@@ -101,3 +101,20 @@ def test_the_threshold_is_a_config_key() -> None:
     assert RetrievalConfig().filter_exact_max_matches == 10_000
     with pytest.raises(ConfigError, match="filter_exact_max_matches"):
         RetrievalConfig(filter_exact_max_matches=-1)
+
+
+@pytest.mark.integration
+def test_the_reported_case_through_the_sdk(start_server) -> None:  # type: ignore[no-untyped-def]
+    import sdk
+
+    server = start_server()
+    vectors = np.random.default_rng(4).standard_normal((N, DIM)).astype(np.float32)
+    public = set(range(0, N, 9)[:60])
+    with sdk.Client(server.address) as client:
+        client.create_collection("tickets", index_type="hnsw", dimension=DIM)
+        client.upsert("tickets", ids=[f"t{i}" for i in range(N)], vectors=vectors,
+                      metadata=[{"tenant": "public" if i in public else "private"} for i in range(N)])  # fmt: skip
+        for i in range(0, N, 50):
+            hits = client.search("tickets", vectors[i], top_k=60, filter={"tenant": "public"})
+            assert sorted(int(h.id[1:]) for h in hits) == sorted(public)
+            assert len(client.search("tickets", vectors[i], top_k=10, filter={"tenant": "public"})) == 10
