@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 
 import numpy as np
@@ -91,6 +92,17 @@ class _Request:
         self.scope = scope
 
 
+class _Reservation:
+    """Work a call announced with `admit` and has not submitted yet (it is tokenizing)."""
+
+    __slots__ = ("rows", "cells", "released")
+
+    def __init__(self, rows: int, cells: float) -> None:
+        self.rows = rows
+        self.cells = cells
+        self.released = False
+
+
 def _fail_all(items: list[_Request], exc: BaseException) -> None:
     for p in items:
         if not p.future.done():
@@ -99,6 +111,13 @@ def _fail_all(items: list[_Request], exc: BaseException) -> None:
 
 def _rows(inputs: Arrays) -> int:
     return int(next(iter(inputs.values())).shape[0])
+
+
+def _current_task() -> asyncio.Task[object] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no event loop running here
+        return None
 
 
 async def _merged(parts: list[Arrays]) -> dict[str, np.ndarray]:
@@ -140,6 +159,10 @@ class DynamicBatcher:
         self._wakeup = asyncio.Event()
         self._running: dict[object, tuple[float, float]] = {}  # run -> (started, estimated seconds)
         self.cost = cost if cost is not None else CostModel()
+        # work announced by `admit` and not submitted yet, per call; released on submit or when the call ends
+        self._reservations: weakref.WeakKeyDictionary[CallScope, _Reservation] = weakref.WeakKeyDictionary()
+        self._reserved_rows = 0
+        self._reserved_cells = 0.0
         self._queued_rows_gauge = QUEUED_ROWS.labels(model)
         self._backlog_gauge = BACKLOG_S.labels(model)
 
@@ -183,6 +206,11 @@ class DynamicBatcher:
         """Rows waiting for a batch (not counting the batches running)."""
         return self._queued_rows
 
+    @property
+    def announced_rows(self) -> int:
+        """Rows that admitted calls announced (`admit`) and have not submitted yet."""
+        return self._reserved_rows
+
     def backlog_s(self) -> float:
         """Estimated seconds until the batches running and queued now have all run (0.0 before
         any batch has been measured)."""
@@ -199,6 +227,10 @@ class DynamicBatcher:
         own expensive preparation (tokenizing). Rows and width may be lower bounds: it refuses
         only what the estimate says cannot finish.
 
+        An admitted call's work is announced: until the call submits (or ends), later calls'
+        admission counts it as queued ahead of them, so a burst of calls that are all still
+        tokenizing is refused as promptly as one whose work is already queued.
+
         Args:
             rows: the request's rows (>= 1).
             row_width: each row's width (sequence length for token inputs).
@@ -210,15 +242,41 @@ class DynamicBatcher:
             DeadlineExceeded: the request alone, on an idle model, would not finish before the
                 call's deadline (names `batching.deadline_admission`).
         """
-        self._admit(rows, row_width, scope if scope is not None else current_call())
+        scope = scope if scope is not None else current_call()
+        if scope is not None:
+            self._release(scope)
+        self._admit(rows, row_width, scope)
+        if scope is not None:
+            reservation = _Reservation(rows, float(rows * row_width))
+            self._reservations[scope] = reservation
+            self._reserved_rows += rows
+            self._reserved_cells += reservation.cells
+            # the call ends without submitting (bad input found while preparing, cancelled): free it
+            task = _current_task()
+            if task is not None:
+                task.add_done_callback(lambda _t: self._unreserve(reservation))
+            else:
+                weakref.finalize(scope, self._unreserve, reservation)
+
+    def _release(self, scope: CallScope) -> None:
+        reservation = self._reservations.pop(scope, None)
+        if reservation is not None:
+            self._unreserve(reservation)
+
+    def _unreserve(self, reservation: _Reservation) -> None:
+        if not reservation.released:
+            reservation.released = True
+            self._reserved_rows -= reservation.rows
+            self._reserved_cells -= reservation.cells
 
     def _admit(self, rows: int, row_width: int, scope: CallScope | None) -> None:
         limit = self._config.max_queue_size
-        if self._queued_rows and self._queued_rows + rows > limit:
+        waiting = self._queued_rows + self._reserved_rows
+        if waiting and waiting + rows > limit:
             REJECTED.labels(self.model, QUEUE_LIMIT_KEY).inc()
             raise ResourceExhausted(
-                f"model {self.model} has {self._queued_rows} rows queued and this call adds {rows}, over the queue "
-                f"limit of {limit} rows ({QUEUE_LIMIT_KEY}); retry later"
+                f"model {self.model} has {waiting} rows queued or announced and this call adds {rows}, over the "
+                f"queue limit of {limit} rows ({QUEUE_LIMIT_KEY}); retry later"
             )
         if not self._config.deadline_admission or scope is None or not self.cost.calibrated:
             return
@@ -230,8 +288,8 @@ class DynamicBatcher:
         costs = [float(min(per_chunk, rows - start) * row_width) for start in range(0, rows, per_chunk)]
         last_tag = self._queue.finish_tags(scope, costs)[-1]
         ahead = list(self._queue.ahead_of(last_tag))
-        cells = sum(costs) + sum(e.cost for e in ahead)
-        ahead_rows = sum(e.item.rows for e in ahead)
+        cells = sum(costs) + sum(e.cost for e in ahead) + self._reserved_cells
+        ahead_rows = sum(e.item.rows for e in ahead) + self._reserved_rows
         alone = self._estimate_s(sum(costs), rows, len(costs)) / self._in_flight
         if alone > remaining:  # not an overload: retrying will not help
             REJECTED.labels(self.model, DEADLINE_LIMIT_KEY).inc()
@@ -240,12 +298,13 @@ class DynamicBatcher:
                 f"the {max(0.0, remaining):.2f} s left before its deadline; refused before running "
                 f"({DEADLINE_LIMIT_KEY}): give the call a longer deadline or split it"
             )
-        estimate = (self._running_remaining_s(now) + self._estimate_s(cells, rows + ahead_rows, len(costs) + len(ahead))) / self._in_flight
+        requests = len(costs) + len(ahead) + len(self._reservations)
+        estimate = (self._running_remaining_s(now) + self._estimate_s(cells, rows + ahead_rows, requests)) / self._in_flight
         if estimate > remaining:
             REJECTED.labels(self.model, DEADLINE_LIMIT_KEY).inc()
             raise ResourceExhausted(
                 f"model {self.model} cannot finish this call before its deadline: about {estimate:.2f} s of work "
-                f"({ahead_rows} queued rows ahead of its {rows}) against {max(0.0, remaining):.2f} s left, refused "
+                f"({ahead_rows} rows queued or announced ahead of its {rows}) against {max(0.0, remaining):.2f} s left, refused "
                 f"before running ({DEADLINE_LIMIT_KEY}); retry later or with a longer deadline"
             )
 
@@ -268,6 +327,8 @@ class DynamicBatcher:
         rows = _rows(inputs)
         row_width = width(list(inputs.values()))
         scope = current_call()
+        if scope is not None:
+            self._release(scope)  # its announced work arrives now
         self._admit(rows, row_width, scope)
         self._start_workers()
         loop = asyncio.get_running_loop()

@@ -206,7 +206,7 @@ async def test_full_queue_answers_resource_exhausted_naming_its_key() -> None:
     await runner.started.get()  # running: the queue is empty again
     queued = asyncio.ensure_future(batcher.submit(_request(2, 1, 2)))
     await until(lambda: batcher.queued_rows == 2)
-    with pytest.raises(ResourceExhausted, match=f"2 rows queued.*{QUEUE_LIMIT_KEY}"):
+    with pytest.raises(ResourceExhausted, match=f"2 rows queued or announced.*{QUEUE_LIMIT_KEY}"):
         await batcher.submit(_request(1, 1, 3))
     runner.release(2)
     assert (await first)["sum"].tolist() == [[1], [1]]
@@ -227,7 +227,7 @@ async def test_a_call_whose_deadline_cannot_be_met_is_refused_at_once_and_never_
     await until(lambda: batcher.queued_rows == 8)
     assert batcher.backlog_s() > 1.0
 
-    with pytest.raises(ResourceExhausted, match=rf"before its deadline.*8 queued rows ahead of its 4.*{DEADLINE_LIMIT_KEY}"):
+    with pytest.raises(ResourceExhausted, match=rf"before its deadline.*8 rows queued or announced ahead of its 4.*{DEADLINE_LIMIT_KEY}"):
         await in_call(1.0, lambda: batcher.submit(_request(4, 1, 99)))
     assert batcher.queued_rows == 8  # nothing of it was queued
     with pytest.raises(DeadlineExceeded, match=rf"20 rows even when idle.*{DEADLINE_LIMIT_KEY}"):
@@ -297,6 +297,33 @@ def test_admit_checks_without_queueing() -> None:
         batcher.admit(rows=200, row_width=1, scope=deadline.CallScope(time.monotonic() + 10))  # 20 s of work
     batcher.admit(rows=200, row_width=1, scope=deadline.CallScope(None))
     assert batcher.queued_rows == 0
+
+
+async def test_work_announced_by_admit_counts_ahead_until_the_call_submits_or_ends() -> None:
+    """Calls that passed `admit` and are still preparing (tokenizing) hold their place: a burst
+    of them is refused as promptly as queued work would be. Submitting turns the announcement
+    into queued work; a call that ends without submitting (invalid input, cancelled) frees it."""
+    runner = RecordingRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=4, max_batch_duration_ms=0), cost=Taught(0.1))
+    go = asyncio.Event()
+
+    async def preparing(submits: bool) -> None:
+        deadline.enter_call(None)
+        batcher.admit(rows=4)
+        await go.wait()
+        if submits:
+            await batcher.submit(_request(4, 1, 1))
+
+    calls = [asyncio.ensure_future(preparing(submits)) for submits in (True, False, True)]
+    await until(lambda: batcher.announced_rows == 12)
+    with pytest.raises(ResourceExhausted, match=rf"12 rows queued or announced ahead of its 1.*{DEADLINE_LIMIT_KEY}"):
+        batcher.admit(rows=1, scope=deadline.CallScope(time.monotonic() + 1.0))  # 1.3 s ahead of it
+    go.set()
+    await asyncio.gather(*calls)  # the one that did not submit is freed when its task ends
+    assert batcher.announced_rows == 0 and batcher.queued_rows == 0
+    assert len(runner.batches) == 2  # the two that submitted ran once each: nothing counted twice
+    batcher.admit(rows=1, scope=deadline.CallScope(time.monotonic() + 1.0))
+    await batcher.close()
 
 
 # -- scheduling: small calls are not starved, large ones still finish ---------------------------
