@@ -766,10 +766,10 @@ class DocumentStore:
         for name in self.dirty_collections():
             try:
                 self.save_index(name)
-            except FacetError as exc:
+            except Exception as exc:  # noqa: BLE001 - SQLite has every write; the next start catches up
                 log.warning(
                     "index of collection %s not saved at shutdown: %s; no data is lost: the next start applies "
-                    "the changes since its last save from SQLite", name, exc.message,
+                    "the changes since its last save from SQLite", name, exc.message if isinstance(exc, FacetError) else exc,
                     extra={"fields": {"event": "index_not_saved", "collection": name}},
                 )  # fmt: skip
         try:
