@@ -22,6 +22,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +31,9 @@ from services import registry
 from services.model_repository import ModelRepository
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
 
     from deploy.launcher import Supervisor
+    from deploy.lifetime import OwnedEngine
     from services.runtime.config import FacetConfig
 
 # the shared benchmark data beside the checkout (../shared/data), whatever the working directory
@@ -99,6 +101,17 @@ def _services(args: argparse.Namespace, command: str) -> list[str] | None:
     return services
 
 
+def missing_defaults(services: list[str]) -> list[str]:
+    """The capabilities among `services` whose default models the repository lacks (each row's
+    `has_defaults`, training code imported here only).
+
+    Raises:
+        ImportError: the training extra is not installed.
+    """
+    repo = _repository()
+    return [name for name in services if not registry.load(registry.get(name).has_defaults)(repo)]
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from deploy.launcher import Supervisor
     from services.runtime.config import load_config
@@ -117,10 +130,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"facet up: {exc}", file=sys.stderr)
         return 2
     try:
-        build_default_models(services, _benchmark_data(args))
+        missing = missing_defaults(services)
     except ImportError as exc:
         print(f"facet up: building default models needs the training extra ({exc}): pip install -e '.[training]'", file=sys.stderr)
         return 1
+    models_changed: Callable[[], object] = lambda: None  # noqa: E731 - what an engine does when a build registered models
     with contextlib.ExitStack() as engines:
         if backend in ENGINES:  # the engine the services call: the one given, or a local one started here
             setting, given, start_local = ENGINES[backend], getattr(args, f"{backend}_address"), {"triton": _local_triton, "ray": _local_ray}[backend]
@@ -128,22 +142,34 @@ def cmd_up(args: argparse.Namespace) -> int:
                 print(f"facet: backend {backend} at {given}", flush=True)
             else:
                 try:
-                    given = engines.enter_context(start_local(config))
+                    given, models_changed = engines.enter_context(start_local(config))
                 except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
                     print(f"facet up: {exc}", file=sys.stderr)
                     return 1
             supervisor.env[setting] = given
-        return _run_services(args, supervisor, services)
+        return _run_services(args, supervisor, missing, models_changed)
 
 
 # backend -> the setting that points services at its engine
 ENGINES = {"triton": "FACET_TRITON_URL", "ray": "FACET_RAY_ADDRESS"}
 
 
+def _engine_owner(config: FacetConfig, kind: str, what: str) -> OwnedEngine:
+    """The owner file of the local engine `kind` under the data directory; a stale engine that a
+    killed launcher left (its owner no longer runs) is stopped here, and said so."""
+    from deploy.lifetime import OwnedEngine
+
+    owner = OwnedEngine(config.data_dir / "engines" / f"{kind}.json", what)
+    if owner.stale:
+        print(f"facet: {owner.stale}", flush=True)
+    return owner
+
+
 @contextlib.contextmanager
-def _local_ray(config: FacetConfig) -> Iterator[str]:
-    """A local Ray head (`ray start --head`, its files under <data_dir>/ray), stopped on exit;
-    the services deploy their models on it as Ray Serve applications."""
+def _local_ray(config: FacetConfig) -> Iterator[tuple[str, Callable[[], object]]]:
+    """A local Ray head (`ray start --head`, its files under <data_dir>/ray), stopped on exit, and
+    by a watchdog when this process dies first; the services deploy their models on it as Ray
+    Serve applications. Yields its address and what to do when models were added (nothing)."""
     import tempfile
 
     from deploy.ray_cluster import LocalRay
@@ -157,18 +183,24 @@ def _local_ray(config: FacetConfig) -> Iterator[str]:
         dashboard_port=int(os.environ.get("RAY_DASHBOARD_PORT", "8265")),
         temp_dir=Path(tempfile.mkdtemp(prefix="facet-ray-", dir="/tmp")),
     )
+    owner = _engine_owner(config, "ray", f"Ray head on {head.address}")
     print(f"facet: starting a local Ray head on {head.address} (dashboard {head.dashboard})", flush=True)
-    head.start()
     try:
-        yield head.address
+        head.start(on_spawn=owner.record)
+        yield head.address, lambda: None
     finally:
-        head.stop()
+        try:
+            head.stop()
+        finally:
+            owner.release()
 
 
 @contextlib.contextmanager
-def _local_triton(config: FacetConfig) -> Iterator[str]:
-    """A local tritonserver (python backend) on every model of the repository.
-    Its ports follow `triton.url` (gRPC), with HTTP one below and metrics one above."""
+def _local_triton(config: FacetConfig) -> Iterator[tuple[str, Callable[[], object]]]:
+    """A local tritonserver (python backend) on every model of the repository, stopped on exit
+    (and when this process dies: see `deploy.lifetime`). Its ports follow `triton.url` (gRPC),
+    with HTTP one below and metrics one above. Yields its address and what to do when a build
+    added models (rewrite its repository: the services load them by name)."""
     from deploy.triton import TritonServer, write_local_repository
 
     work = config.data_dir / "triton"
@@ -176,12 +208,30 @@ def _local_triton(config: FacetConfig) -> Iterator[str]:
     host, _, port = config.triton.url.rpartition(":")
     grpc_port = int(port)
     server = TritonServer(work / "repository", work, grpc_port=grpc_port, http_port=grpc_port - 1, metrics_port=grpc_port + 1)
+    owner = _engine_owner(config, "triton", f"tritonserver on {server.url}")
     print(f"facet: starting tritonserver for {len(names)} models on {server.url} (log {server.log_file})", flush=True)
-    with server:
-        yield server.url
+    try:
+        server.start(on_spawn=owner.record)
+        yield server.url, lambda: write_local_repository(_repository(), work / "repository", config)
+    finally:
+        try:
+            server.stop()
+        finally:
+            owner.release()
 
 
-def _run_services(args: argparse.Namespace, supervisor: Supervisor, services: list[str]) -> int:
+def _run_services(args: argparse.Namespace, supervisor: Supervisor, missing: list[str], models_changed: Callable[[], object]) -> int:
+    """Serve what is ready at once and build the rest, cheapest first, starting each service when
+    its build is done; with --demo, each capability's walk-through runs as soon as it is SERVING.
+
+    Returns:
+        0, or 1 when a capability could not be built, started or demonstrated (the others still
+        ran; each failure is said on stderr as it happens and again in the summary).
+    """
+    from deploy.launcher import DefaultModelBuilds
+    from deploy.service_process import ServiceError
+
+    started = time.monotonic()
     stop = {"now": False}
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -189,30 +239,88 @@ def _run_services(args: argparse.Namespace, supervisor: Supervisor, services: li
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"facet: starting {', '.join(services)} (logs in {supervisor.log_dir})", flush=True)
-    try:
-        supervisor.start()
-    except RuntimeError as exc:
-        print(f"facet up: {exc}", file=sys.stderr)
-        return 1
-    for name, address in supervisor.endpoints().items():
-        print(f"facet: {name:<10} SERVING on {address}  (FACET_{name.upper()}_ADDR={address})", flush=True)
-    try:
-        if args.demo:
-            import sdk
+    failed: dict[str, str] = {}  # capability -> what broke
+    shown: dict[str, float] = {}  # capability -> seconds after start when its demo was done
+    ready = [name for name in supervisor.services if name not in missing]
+    builds = DefaultModelBuilds(missing, supervisor.log_dir or Path("."), _benchmark_data(args))
 
-            addresses: dict[str, Any] = dict(supervisor.endpoints())  # capability -> host:port
-            with sdk.Client(**addresses) as client:
-                for name in supervisor.endpoints():  # each capability's walk-through, in start order
-                    registry.load(registry.get(name).demo)(client)
-            if args.exit_after_demo:
-                return 0
-        print("facet: Ctrl-C stops every service", flush=True)
-        supervisor.supervise(lambda: stop["now"])
+    def bring_up(names: list[str]) -> None:
+        for name in names:
+            supervisor.spawn(name)
+        for name in names:
+            try:
+                supervisor.wait_until_serving(name)
+            except ServiceError as exc:
+                failed[name] = f"service {exc}"
+                print(f"facet up: service {exc}", file=sys.stderr, flush=True)
+                continue
+            address = supervisor.endpoints()[name]
+            print(f"facet: {name:<10} SERVING on {address}  (FACET_{name.upper()}_ADDR={address})", flush=True)
+        for name in names:
+            if args.demo and name in supervisor.endpoints() and not stop["now"]:
+                _demo(name, supervisor.endpoints()[name], started, failed, shown)
+
+    try:
+        builds.start_next()  # the first build starts now and runs while the ready services start
+        if ready:
+            print(f"facet: starting {', '.join(ready)} (logs in {supervisor.log_dir})", flush=True)
+            bring_up(ready)
+        told = False
+        while not stop["now"]:
+            supervisor.restart_crashed()
+            result = builds.poll()
+            if result is not None and result.ok:
+                print(f"facet: {result.name} default models built in {result.seconds:.0f} s", flush=True)
+                models_changed()
+                bring_up([result.name])
+            elif result is not None:
+                failed[result.name] = result.message
+                print(f"facet up: {result.message}", file=sys.stderr, flush=True)
+            line = builds.progress()
+            if line:
+                print(line, flush=True)
+            if builds.done and (not any(s.serving for s in supervisor.services.values()) or (args.demo and args.exit_after_demo)):
+                break  # nothing more to come: nothing serves, or the demo is over
+            if not told and supervisor.endpoints() and not (args.demo and args.exit_after_demo):
+                print("facet: Ctrl-C stops every service" + ("; the other default models keep building" if not builds.done else ""), flush=True)
+                told = True
+            time.sleep(0.2)
     finally:
+        builds.stop()
         print("facet: stopping", flush=True)
         supervisor.stop()
-    return 0
+    if args.demo:
+        _summary(list(supervisor.services), failed, shown)
+    return 1 if failed else 0
+
+
+def _demo(name: str, address: str, started: float, failed: dict[str, str], shown: dict[str, float]) -> None:
+    """Run capability `name`'s walk-through against its service; a failure is said and noted."""
+    import sdk
+
+    print(f"\nfacet: --- {name} demo ---", flush=True)
+    try:
+        addresses: dict[str, Any] = {name: address}  # capability -> host:port
+        with sdk.Client(**addresses) as client:
+            registry.load(registry.get(name).demo)(client)
+    except Exception as exc:  # noqa: BLE001 - one capability's demo failing must not hide the others'
+        failed[name] = f"the {name} demo failed: {type(exc).__name__}: {exc}"
+        print(f"facet up: {failed[name]}", file=sys.stderr, flush=True)
+        return
+    shown[name] = time.monotonic() - started
+    print(f"facet: {name} demo done, {shown[name]:.0f} s after start\n", flush=True)
+
+
+def _summary(services: list[str], failed: dict[str, str], shown: dict[str, float]) -> None:
+    """One line per capability: when its demo was done, or what broke."""
+    print("facet: summary", flush=True)
+    for name in services:
+        if name in shown:
+            print(f"  {name:<10} demo done {shown[name]:.0f} s after start", flush=True)
+        elif name in failed:
+            print(f"  {name:<10} FAILED: {failed[name].splitlines()[0]}", flush=True)
+        else:
+            print(f"  {name:<10} not run (stopped before it was ready)", flush=True)
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -261,7 +369,40 @@ def forwarded_commands() -> list[registry.Command]:
 def cmd_forward(args: argparse.Namespace) -> int:
     import importlib
 
-    return int(importlib.import_module(args.module).main([*args.prefix, *args.rest]))
+    with _running_as(args.prog, args.module):
+        return int(importlib.import_module(args.module).main([*args.prefix, *args.rest]))
+
+
+def forwarded_prog(command: registry.Command) -> str:
+    """The name a forwarded module's usage and errors show: `facet sae build`; for a command that
+    puts a subcommand of the module first (`facet triton serve` runs `deploy.triton serve`), the
+    module's own parser is `facet triton`."""
+    return " ".join(["facet", command.group, *([command.name] if command.name and not command.prefix else [])])
+
+
+@contextlib.contextmanager
+def _running_as(prog: str, module: str) -> Iterator[None]:
+    """While a forwarded module runs, it is `prog`: `sys.argv[0]` (argparse's default prog) is
+    `prog`, and a parser that names itself as the module run standalone (`python -m MODULE`) is
+    named `prog` instead, so `facet sae build --help` shows `usage: facet sae build ...`."""
+    standalone = f"python -m {module}"
+    original_init = argparse.ArgumentParser.__init__
+
+    def init(parser: argparse.ArgumentParser, *pos: Any, **kwargs: Any) -> None:
+        if kwargs.get("prog") == standalone:
+            kwargs["prog"] = prog
+        original_init(parser, *pos, **kwargs)
+
+    saved_argv0 = sys.argv[0] if sys.argv else ""
+    argparse.ArgumentParser.__init__ = init  # type: ignore[method-assign,assignment]
+    if sys.argv:
+        sys.argv[0] = prog
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.__init__ = original_init  # type: ignore[method-assign]
+        if sys.argv:
+            sys.argv[0] = saved_argv0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
                 groups[command.group] = parent.add_subparsers(dest=f"{command.group}_command", required=True)
             forward = groups[command.group].add_parser(command.name, help=command.help, add_help=False)
         forward.add_argument("rest", nargs=argparse.REMAINDER)
-        forward.set_defaults(func=cmd_forward, module=command.module, prefix=list(command.prefix))
+        forward.set_defaults(func=cmd_forward, module=command.module, prefix=list(command.prefix), prog=forwarded_prog(command))
     return parser
 
 

@@ -3,15 +3,15 @@ authentication its `ray start` turns on: `services.backends.ray_auth`)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
+
+from deploy.lifetime import stop_session
 
 
 @dataclasses.dataclass
@@ -37,7 +37,16 @@ class LocalRay:
         found = Path(sys.executable).with_name("ray")
         return str(found) if found.exists() else (shutil.which("ray") or "ray")
 
-    def start(self, timeout_s: float = 120.0) -> LocalRay:
+    def start(self, timeout_s: float = 120.0, on_spawn: Callable[[int, str | None], None] | None = None) -> LocalRay:
+        """`ray start --head`; returns once the head's GCS answers.
+
+        Args:
+            timeout_s: how long `ray start` may take, seconds.
+            on_spawn: called with (session id, temp dir or None) as soon as `ray start` runs, before
+                it returns: the launcher records the head it owns (`deploy.lifetime`).
+        Raises:
+            RuntimeError: `ray start` failed (its output in the message).
+        """
         command = [self._ray(), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}", f"--num-cpus={self.num_cpus}", "--disable-usage-stats",
                    "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"]  # fmt: skip
         if self.temp_dir is not None:
@@ -52,6 +61,8 @@ class LocalRay:
         # its own session: every process it leaves running can be found again by session id
         started = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
         self.session_id = started.pid
+        if on_spawn is not None:
+            on_spawn(started.pid, None if self.temp_dir is None else str(self.temp_dir.resolve()))
         output, _ = started.communicate(timeout=timeout_s)
         done = subprocess.CompletedProcess(command, started.returncode, output, "")
         if done.returncode != 0:
@@ -65,15 +76,7 @@ class LocalRay:
             env = {**os.environ, "RAY_ADDRESS": self.address}
             subprocess.run([self._ray(), "stop", "--force"], capture_output=True, timeout=120, env=env, check=False)
             return
-        marker = (str(self.temp_dir.resolve()).rstrip("/") + "/").encode()  # its processes name files under it
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline") if _reads(p, marker) or _in_session(p.parent, self.session_id)]
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + timeout_s / 2
-            while pids and time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
-                time.sleep(0.2)
+        stop_session(self.session_id, str(self.temp_dir.resolve()), timeout_s)
 
 
 def _free_port() -> int:
@@ -82,20 +85,3 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _in_session(proc: Path, session_id: int | None) -> bool:
-    """Whether the process belongs to the session `ray start` ran in (its agents rename themselves)."""
-    if session_id is None:
-        return False
-    try:
-        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3]) == session_id
-    except (OSError, ValueError, IndexError):
-        return False
-
-
-def _reads(cmdline: Path, marker: bytes) -> bool:
-    try:
-        return marker in cmdline.read_bytes()
-    except OSError:
-        return False

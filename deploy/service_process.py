@@ -29,6 +29,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from deploy.lifetime import die_with_parent
 from sdk._contract import capability
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -98,6 +99,7 @@ class ServiceProcess:
         self.port = 0
         self.metrics_port: int | None = None
         self.started_at = 0.0
+        self._log_offset = 0
 
     @property
     def name(self) -> str:
@@ -126,10 +128,12 @@ class ServiceProcess:
             "FACET_SERVER_METRICS_PORT": str(-1 if self.requested_metrics_port is None else self.requested_metrics_port),
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # this run's lines start here
         command = [sys.executable, "-m", f"services.{self.name}", "--port-file", str(self._port_file)]
         # stdout too: an engine's client library (Ray's driver) prints its own warnings there
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
-            self.process = subprocess.Popen(command, env=env, cwd=CHECKOUT, stdout=log, stderr=log)
+            # SIGTERM when whoever started it dies, even by SIGKILL: no service outlives its launcher
+            self.process = subprocess.Popen(command, env=env, cwd=CHECKOUT, stdout=log, stderr=log, preexec_fn=die_with_parent())
         self.started_at = time.monotonic()
         self.port, self.metrics_port = 0, None
         return self
@@ -140,7 +144,7 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout_s
         while not self._port_file.exists():
             if not self.alive():
-                raise ServiceError(f"{self.name} did not become SERVING: it exited with code {self.returncode}{self.log_tail()}")
+                raise ServiceError(f"{self.name} did not become SERVING: it exited with code {self.returncode}{self.failure_reason()}")
             if time.monotonic() > deadline:
                 raise ServiceError(f"{self.name} did not bind its port within {timeout_s:.0f} s{self.log_tail()}")
             time.sleep(0.05)
@@ -187,6 +191,21 @@ class ServiceProcess:
     def log(self) -> str:
         """Everything the service wrote to its log so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def failure_reason(self) -> str:
+        """Why this run of the service ended, for an error message: ": " and the last error its
+        structured log recorded (once: the service also prints that line as plain text), and
+        where the log is; without one, the last lines of this run's log (a traceback)."""
+        run = self.log()[self._log_offset :].splitlines()
+        errors = []
+        for line in run:
+            with contextlib.suppress(ValueError, AttributeError):
+                entry = json.loads(line)
+                if entry.get("level") in ("error", "critical") and entry.get("msg"):
+                    errors.append(str(entry["msg"]))
+        if errors:
+            return f": {errors[-1]} (log: {self.log_path})"
+        return self.log_tail()
 
     def log_tail(self, lines: int = 5) -> str:
         """"; last lines of LOG:" and those lines, for an error message."""

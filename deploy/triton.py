@@ -27,10 +27,11 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deploy.lifetime import die_with_parent
 from services.backends.triton_config import INSTANCE_KINDS, model_config
 from services.model_repository import ModelRepository
 
@@ -190,10 +191,28 @@ class TritonServer:
             command.append("--model-control-mode=explicit")
         return command
 
-    def start(self, timeout_s: float = 60.0) -> TritonServer:
+    def start(self, timeout_s: float = 60.0, on_spawn: Callable[[int, str | None], None] | None = None) -> TritonServer:
+        """Run tritonserver and wait until it is live.
+
+        It runs in its own session (its python-backend stubs with it) and gets SIGTERM when the
+        process that started it dies (`deploy.lifetime.die_with_parent`).
+
+        Args:
+            timeout_s: how long it may take to become live, seconds.
+            on_spawn: called with (session id, None) as soon as it runs: the launcher records the
+                server it owns.
+        Raises:
+            TritonNotInstalled: no tritonserver in the Triton environment.
+            RuntimeError: it exited or did not become live in time (its log's tail in the message).
+        """
         self.work.mkdir(parents=True, exist_ok=True)
+        command, env = self.command(), self.install.environment()
         with self.log_file.open("ab") as log:
-            self.process = subprocess.Popen(self.command(), env=self.install.environment(), stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent()
+            )
+        if on_spawn is not None:
+            on_spawn(self.process.pid, None)
         if not self.wait_live(timeout_s):
             tail = self.log_file.read_text(errors="replace").splitlines()[-8:]
             self.stop()

@@ -55,6 +55,9 @@ class ServerCapability:
         has_defaults: "module:function" `(repository) -> bool`: whether the default models are there.
         train_module: the module a `facet train <name>` Ray job runs (`python -m <module>`).
         demo: "module:function" `(client: sdk.Client) -> None`: the walk-through `facet up --demo` runs.
+        default_build_s: about how long `build_defaults` takes on a fresh machine with 2 CPU cores,
+            seconds (measured; the README gives the figures). `facet up` builds the missing
+            capabilities cheapest first and starts each service as soon as its build is done.
         commands: its `facet` commands.
         summary: one line for `--help` and the README's table.
     """
@@ -66,6 +69,7 @@ class ServerCapability:
     has_defaults: str
     train_module: str | None
     demo: str
+    default_build_s: float
     commands: tuple[Command, ...] = ()
     summary: str = ""
 
@@ -85,6 +89,7 @@ CAPABILITIES: tuple[ServerCapability, ...] = (
         has_defaults="training.sae.build:has_defaults",
         train_module="training.sae.build",
         demo="services.sae.demo:run_demo",
+        default_build_s=540.0,  # README "Building SAEs": ~9 min
         commands=(
             Command("sae", "build", "training.sae.build", "build an SAE family with meta-SAE, stitching and explanations into the model repository"),
             Command("sae", "cache", "training.sae.activations", "cache residual-stream activations of an LM on the corpus"),
@@ -100,6 +105,7 @@ CAPABILITIES: tuple[ServerCapability, ...] = (
         has_defaults="training.nextframe.build:has_defaults",
         train_module="training.nextframe.build",
         demo="services.nextframe.demo:run_demo",
+        default_build_s=840.0,  # README "Building next-frame models": 117-146 s per dataset, six datasets
         commands=(
             Command("nextframe", "build", "training.nextframe.build", "simulate, train, probe, score and export next-frame models into the model repository"),
             Command("nextframe", "train", "training.nextframe.ray_job", "train a frame model on Ray Train from a simulated dataset (local Ray or `ray job submit`)"),
@@ -115,6 +121,7 @@ CAPABILITIES: tuple[ServerCapability, ...] = (
         has_defaults="training.retrieval.export:has_defaults",
         train_module=None,  # the embedding model is exported from a package, not trained
         demo="services.retrieval.demo:run_demo",
+        default_build_s=60.0,  # export and parity check of the packaged MiniLM (measured by `facet up`)
         commands=(
             Command("models", "export-embedding", "training.retrieval.export", "export a sentence-transformers directory to ONNX into the model repository"),
             Command("eval", "rarb-mcr", "training.retrieval.rarb", "RAR-b multiple-choice retrieval through the SDK"),
@@ -133,8 +140,14 @@ def get(name: str) -> ServerCapability:
 
 
 def names() -> list[str]:
-    """Every capability, in start order."""
+    """Every capability, in registry order."""
     return [c.name for c in CAPABILITIES]
+
+
+def cheapest_build_first(capabilities: list[str]) -> list[str]:
+    """`capabilities` ordered by `default_build_s`, the shortest build first (registry order
+    among equals): the order in which `facet up` builds what is missing."""
+    return sorted(capabilities, key=lambda name: (get(name).default_build_s, names().index(name)))
 
 
 def load(reference: str) -> Any:

@@ -63,3 +63,13 @@ def test_the_gpu_extra_is_the_serve_extra_with_onnxruntime_gpu() -> None:
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     serve = [r.replace("onnxruntime==", "onnxruntime-gpu==") for r in extras["serve"]]
     assert extras["gpu"] == serve
+
+
+def test_missing_defaults_build_cheapest_first() -> None:
+    """`facet up` builds what is missing in the order of each row's measured `default_build_s`;
+    the embedding model (an export, about a minute) comes first, so retrieval serves first."""
+    assert all(row.default_build_s > 0 for row in registry.CAPABILITIES)
+    order = registry.cheapest_build_first(list(reversed(registry.names())))
+    assert [registry.get(name).default_build_s for name in order] == sorted(row.default_build_s for row in registry.CAPABILITIES)
+    assert order[0] == "retrieval"
+    assert registry.cheapest_build_first(["sae"]) == ["sae"]

@@ -3,6 +3,9 @@ capabilities are refused with the ones that exist, and each forwarding command r
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from deploy.cli import build_parser, forwarded_commands, main
@@ -33,7 +36,57 @@ def test_an_empty_service_name_is_refused_not_read_as_every_service(services: st
     assert "names an empty service" in capsys.readouterr().err
 
 
-def test_a_forwarding_command_hands_its_arguments_to_the_module(capsys: pytest.CaptureFixture[str]) -> None:
+def _words(command: registry.Command) -> list[str]:
+    return [command.group, *([command.name] if command.name else [])]
+
+
+@pytest.mark.parametrize("command", forwarded_commands(), ids=lambda c: " ".join(_words(c)))
+def test_a_forwarded_module_shows_its_facet_command(command: registry.Command, capsys: pytest.CaptureFixture[str]) -> None:
+    """`facet sae build --help` is the module's own help, under the name the user typed (not
+    `python -m training.sae.build`)."""
     with pytest.raises(SystemExit) as exit_info:
-        main(["nextframe", "build", "--help"])
-    assert exit_info.value.code == 0 and "--base-channels" in capsys.readouterr().out
+        main([*_words(command), "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert out.startswith(f"usage: facet {' '.join(_words(command))} "), out[:200]
+
+
+# (command, an option of its module with a value the module's parser refuses)
+BAD_VALUES = [
+    (["sae", "build"], ["--widths", "wide"], "--widths"),
+    (["nextframe", "build"], ["--base-channels", "many"], "--base-channels"),
+    (["nextframe", "train"], ["--data", "d", "--out", "o", "--steps", "ten"], "--steps"),
+    (["data", "simulate"], ["pendulum", "--out", "o", "--videos", "two"], "--videos"),
+    (["triton", "serve"], ["--grpc-port", "high"], "--grpc-port"),
+    (["eval", "rarb-mcr"], ["--limit", "all"], "--limit"),
+]
+
+
+@pytest.mark.parametrize(("command", "options", "flag"), BAD_VALUES, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_an_option_reaches_the_forwarded_module(command: list[str], options: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The module's own parser sees the option and its value: a value it cannot read ends the
+    command with its usage error naming the option (exit 2), before any work."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, *options])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith(f"usage: facet {' '.join(command)} ") and f"argument {flag}" in err, err
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["pendulum", "--videos", "2", "--frames", "6", "--seed", "3", "--out", "{out}"],
+        ["--videos", "2", "--frames", "6", "--seed", "3", "--out", "{out}", "pendulum"],  # options first
+        ["--out={out}", "--videos=2", "--frames=6", "--seed=3", "pendulum"],
+    ],
+    ids=["positional-first", "options-first", "equals-form"],
+)
+def test_options_take_effect_in_the_forwarded_module(options: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`facet data simulate ...` in any argument order: the dataset written has the videos,
+    frames and seed that were asked for."""
+    out = tmp_path / "pendulum"
+    assert main(["data", "simulate", *(o.replace("{out}", str(out)) for o in options)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["dataset"], sum(manifest["videos"].values()), manifest["frames"], manifest["seed"]) == ("pendulum", 2, 6, 3)
+    assert "pendulum: " in capsys.readouterr().out

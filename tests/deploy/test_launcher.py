@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,7 @@ def test_up_reports_a_service_that_cannot_start(model_repository: ModelRepositor
         )
     assert result.returncode == 1
     assert "did not become SERVING" in result.stderr and f"cannot bind 127.0.0.1:{port}" in result.stderr
+    assert result.stderr.count("cannot bind") == 1, result.stderr  # the service's reason once, not its log twice
 
 
 def test_bad_configuration_is_one_clear_line() -> None:
@@ -149,14 +152,6 @@ def test_up_with_the_demo_exercises_the_nextframe_service(nextframe_repository: 
     assert len(list((tmp_path / "facet-demo").glob("*.gif"))) == 6
 
 
-@pytest.mark.parametrize("command", [["sae", "build"], ["nextframe", "build"], ["nextframe", "train"], ["train"], ["triton", "serve"], ["data", "simulate"]])
-def test_forwarding_commands_take_their_own_options(command: list[str]) -> None:
-    """`facet sae build --tokens ...`: options after a forwarding command reach its module."""
-    result = subprocess.run([sys.executable, "-m", "deploy.cli", *command, "--help"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("usage:") and "--" in result.stdout
-
-
 def _up_nextframe_demo(repository: ModelRepository, tmp_path: Path, backend: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`facet up --services nextframe --backend <backend> --demo --exit-after-demo`, asserted to succeed."""
     port = _free_port()
@@ -190,3 +185,156 @@ def test_up_on_the_ray_backend_runs_the_demo(nextframe_repository: ModelReposito
     assert f"starting a local Ray head on 127.0.0.1:{ray_port}" in result.stdout
     with pytest.raises(OSError):  # stopped with the services
         socket.create_connection(("127.0.0.1", ray_port), timeout=1).close()
+
+
+DEMO_SEARCH = "search: " + repr("Which city is France's capital?")  # the retrieval demo's first search
+
+
+def _copy_repository(repository: ModelRepository, to: Path) -> ModelRepository:
+    shutil.copytree(repository.root, to, symlinks=True)
+    return ModelRepository(to)
+
+
+def test_a_failed_build_is_said_and_does_not_hide_what_is_ready(model_repository: ModelRepository, tmp_path: Path) -> None:
+    """`make run` with one capability's build broken (its work folder cannot be created): the
+    ready service serves and its demo runs, the broken build is named with its log's tail, the
+    summary says which failed, and the exit code is 1."""
+    repository = _copy_repository(model_repository, tmp_path / "models")  # retrieval ready, next-frame missing
+    (tmp_path / "nextframe-build").write_text("a file where the build wants its work folder")
+    env = {**_up_env(repository, tmp_path, _free_port()), "FACET_NEXTFRAME_PORT": str(_free_port())}
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "up", "--services", "nextframe,retrieval", "--demo", "--exit-after-demo"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "SERVING" in result.stdout and DEMO_SEARCH in result.stdout
+    assert "building the default models of nextframe failed (exit code 1)" in result.stderr
+    assert "nextframe-build" in result.stderr  # the log's tail says what broke
+    summary = result.stdout.split("facet: summary", 1)[1]
+    assert "retrieval  demo done" in summary and "nextframe  FAILED: building the default models of nextframe failed" in summary
+
+
+def test_a_ready_service_runs_its_demo_while_a_missing_one_builds(nextframe_repository: ModelRepository, tmp_path: Path) -> None:
+    """A fresh machine in small: next-frame's models are there, the embedding model is not.
+    Next-frame is served and demonstrated first; the embedding model builds meanwhile (the real
+    export with its parity check, progress in its log); then retrieval starts and its demo runs."""
+    repository = _copy_repository(nextframe_repository, tmp_path / "models")
+    env = {**_up_env(repository, tmp_path, _free_port()), "FACET_NEXTFRAME_PORT": str(_free_port()), "TMPDIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "up", "--services", "retrieval,nextframe", "--demo", "--exit-after-demo"],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    building, built = out.index("facet: building the default models of retrieval"), out.index("facet: retrieval default models built")
+    nextframe_done, retrieval_done = out.index("facet: nextframe demo done"), out.index("facet: retrieval demo done")
+    assert building < nextframe_done < built < retrieval_done
+    assert out.count("rollout MSE") == 6 and DEMO_SEARCH in out
+    assert repository.has("all-minilm-l6-v2")
+    assert (tmp_path / "logs" / "build-retrieval.log").stat().st_size > 0
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _poll(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def _child_running(parent: int, needle: str) -> int:
+    """The pid of `parent`'s child whose command line has `needle` (polled: it may be starting)."""
+    found: list[int] = []
+
+    def look() -> bool:
+        found[:] = [pid for pid in _children(parent) if needle.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        return bool(found)
+
+    assert _poll(look, 60), f"no child of {parent} runs {needle}"
+    return found[0]
+
+
+def _session_processes(session_id: int) -> list[int]:
+    from deploy.lifetime import session_processes
+
+    return session_processes(session_id)
+
+
+@pytest.mark.parametrize("backend", ["ray", "triton"])
+def test_a_killed_launcher_leaves_no_engine_and_no_service(backend: str, nextframe_repository: ModelRepository, tmp_path: Path) -> None:
+    """`facet up --backend ray|triton` killed with SIGKILL (no clean-up of its own): its service
+    dies with it, and the engine it started (a Ray head that detached, a tritonserver) is stopped
+    by its watchdog; the engine's port is free again."""
+    from deploy.lifetime import EngineRecord
+
+    engine_port, service_port = _free_port(), _free_port()
+    env = {**_up_env(nextframe_repository, tmp_path, _free_port()), "FACET_NEXTFRAME_PORT": str(service_port), "TMPDIR": str(tmp_path),
+           "RAY_DASHBOARD_PORT": str(_free_port()), "FACET_RAY_ADDRESS": f"127.0.0.1:{engine_port}", "FACET_TRITON_URL": f"127.0.0.1:{engine_port}"}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.cli", "up", "--services", "nextframe", "--backend", backend],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        _read_until(proc, "facet: starting nextframe", 300)  # the engine runs, the service is spawned
+        record = EngineRecord.load(tmp_path / "engines" / f"{backend}.json")
+        assert record is not None and record.owner_pid == proc.pid
+        assert _listening(engine_port)
+        service = _child_running(proc.pid, "services.nextframe")
+        proc.kill()
+        proc.wait(10)
+        assert _poll(lambda: not _listening(engine_port), 60), f"the {backend} engine outlived its launcher"
+        assert _poll(lambda: not _session_processes(record.session_id), 60)
+        assert _poll(lambda: not Path(f"/proc/{service}").exists() or Path(f"/proc/{service}/stat").read_text().split()[2] == "Z", 60)
+        assert not (tmp_path / "engines" / f"{backend}.json").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_the_next_start_stops_a_stale_ray_head_it_owns(nextframe_repository: ModelRepository, tmp_path: Path) -> None:
+    """Launcher and watchdog both killed (SIGKILL): the Ray head stays, recorded in the owner file
+    under the data directory. The next `facet up` there stops it, says so, and starts its own on
+    the same port."""
+    from deploy.lifetime import EngineRecord
+
+    ray_port = _free_port()
+    env = {**_up_env(nextframe_repository, tmp_path, _free_port()), "FACET_NEXTFRAME_PORT": str(_free_port()), "TMPDIR": str(tmp_path),
+           "RAY_DASHBOARD_PORT": str(_free_port()), "FACET_RAY_ADDRESS": f"127.0.0.1:{ray_port}"}  # fmt: skip
+    command = [sys.executable, "-m", "deploy.cli", "up", "--services", "nextframe", "--backend", "ray"]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    second: subprocess.Popen[str] | None = None
+    record = None
+    try:
+        _read_until(first, "facet: starting nextframe", 300)
+        record = EngineRecord.load(tmp_path / "engines" / "ray.json")
+        assert record is not None
+        watchdog = _child_running(first.pid, "deploy.lifetime")
+        os.kill(watchdog, signal.SIGKILL)
+        first.kill()
+        first.wait(10)
+        assert _listening(ray_port)  # the head outlived both: stale
+        second = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seen = _read_until(second, "facet: starting nextframe", 300)
+        assert f"stopped a stale Ray head on 127.0.0.1:{ray_port}" in seen and f"left by launcher pid {first.pid}" in seen
+        assert not _session_processes(record.session_id)
+        assert _listening(ray_port)  # the new head
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(120) == 0
+        assert not _listening(ray_port)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        if record is not None:
+            from deploy.lifetime import stop_session
+
+            stop_session(record.session_id, record.marker)
