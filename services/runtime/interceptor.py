@@ -7,8 +7,9 @@ guarantees, for every method of every service (health and reflection excepted):
   not match) is refused with UNAUTHENTICATED *before its request is read*: the refusal handler
   never reads the request stream, so its bytes are neither parsed nor buffered beyond HTTP/2 flow
   control, whatever their size.
-- While the server drains (SIGTERM), new calls get UNAVAILABLE (retryable); calls still running
-  when the grace period ends are cut off with UNAVAILABLE too, never CANCELLED (`InFlightCalls`).
+- While the server starts (port bound, models loading) and while it drains (SIGTERM), new calls
+  get UNAVAILABLE (retryable); calls still running when the grace period ends are cut off with
+  UNAVAILABLE too, never CANCELLED (`InFlightCalls`).
 - A reply, or a message of a stream, larger than the server's send limit is RESOURCE_EXHAUSTED,
   counted and logged as such (it used to leave as OK and fail on the client).
 - Each call runs in its own asyncio task (one per RPC in grpc.aio): the request id is set in that
@@ -44,6 +45,7 @@ _CUT_OFF_WAIT_S = 5.0
 
 UNAUTHENTICATED_MESSAGE = "missing or wrong API key: send metadata 'authorization: Bearer <key>' (sdk.Client(api_key=...))"
 DRAINING_MESSAGE = "the server is shutting down and takes no new calls; retry (the SDK does) on another replica or after the restart"
+STARTING_MESSAGE = "the server is starting (loading its models) and takes no calls yet; retry (the SDK does) in a moment"
 CUT_OFF_MESSAGE = "the server shut down before this call finished (its grace period, server.grace_period_s, ended); retry it"
 
 
@@ -89,8 +91,17 @@ class InFlightCalls:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.starting = False  # set by the server from binding its port until its models are loaded
         self.draining = False
         self.cutting_off = False
+
+    def refusal(self) -> str | None:
+        """Why a new call is refused now (UNAVAILABLE), or None when calls are taken."""
+        if self.draining:
+            return DRAINING_MESSAGE
+        if self.starting:
+            return STARTING_MESSAGE
+        return None
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -152,8 +163,8 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
         metadata = handler_call_details.invocation_metadata
-        if self.calls.draining:
-            return self._refusal(method, metadata, grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE)
+        if (why := self.calls.refusal()) is not None:
+            return self._refusal(method, metadata, grpc.StatusCode.UNAVAILABLE, why)
         if not self._authenticated(metadata):
             return self._refusal(method, metadata, grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
         deserialize = _safe_deserializer(handler.request_deserializer, method)

@@ -29,6 +29,10 @@ from services.runtime.metrics import METRICS
 
 log = logging.getLogger("facet.server")
 
+# After the drain: how long the last refusals get to finish before grpc cancels what is left
+# (health Watch streams); a stop waits this long only while such calls remain.
+FINAL_STOP_GRACE_S = 1.0
+
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -105,7 +109,9 @@ class RunningServer:
         if not await calls.wait_idle(grace_period_s):
             cut = await calls.cut_off()
             log.warning("grace period over", extra={"fields": {"cut_off_calls": cut, "grace_period_s": grace_period_s}})
-        await self.server.stop(0)  # what is left: health watches and refusals
+        # what is left: health watches, and refusals of calls that just arrived, which get this
+        # long to send their UNAVAILABLE (grpc takes no new call meanwhile)
+        await self.server.stop(FINAL_STOP_GRACE_S)
         await self.service.stop()
 
 
@@ -135,12 +141,14 @@ async def start_server(service: FacetService, config: FacetConfig) -> RunningSer
         raise OSError(f"cannot bind {config.server.host}:{port}: the port is in use or not allowed (set server.port)")
     running = RunningServer(server, service, health_servicer, bound, interceptor)
     await running.set_serving(False)
+    interceptor.calls.starting = True  # health answers NOT_SERVING, calls UNAVAILABLE (retryable)
     await server.start()
     try:
         await service.start()
     except BaseException:
         await server.stop(0)
         raise
+    interceptor.calls.starting = False
     await running.set_serving(True)
     return running
 

@@ -24,7 +24,8 @@ def service_on(model_repository: ModelRepository, tmp_path_factory: pytest.TempP
         full = {**backend_env(backend, model_repository, triton_for, ray_cluster), **(env or {})}
         server = ServerProcess(model_repository.root, data_dir or tmp_path_factory.mktemp(f"runtime-{backend}"), full)
         started.append(server)
-        return server.start(wait=wait, timeout_s=300)
+        server.start(wait=wait, timeout_s=300)
+        return server
 
     yield start
     for server in started:

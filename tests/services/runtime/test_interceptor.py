@@ -16,9 +16,10 @@ import pytest
 from sdk._contract import REQUEST_ID_METADATA
 from sdk._proto.facet.v1 import common_pb2
 from services.runtime.config import FacetConfig, ServerConfig
-from services.runtime.interceptor import CUT_OFF_MESSAGE, DRAINING_MESSAGE, UNAUTHENTICATED_MESSAGE
+from services.runtime.interceptor import CUT_OFF_MESSAGE, DRAINING_MESSAGE, STARTING_MESSAGE, UNAUTHENTICATED_MESSAGE
 from services.runtime.metrics import METRICS
 from services.runtime.server import FacetService, RunningServer, start_server
+from tests.serving import free_port
 
 SERVICE = "facet.test.Runtime"
 REPLY, STREAM, HOLD = (f"/{SERVICE}/{m}" for m in ("Reply", "Stream", "Hold"))
@@ -42,6 +43,9 @@ class RuntimeProbe(FacetService):
     def __init__(self) -> None:
         self.entered = asyncio.Event()  # a Hold or Stream call is running on the server
         self.release = asyncio.Event()
+        self.loading = asyncio.Event()  # start() runs: the port is bound
+        self.may_finish_loading = asyncio.Event()
+        self.may_finish_loading.set()
         self.streams_closed = 0  # stream generators that ran their cleanup
 
     @property
@@ -57,7 +61,8 @@ class RuntimeProbe(FacetService):
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
 
     async def start(self) -> None:
-        pass
+        self.loading.set()
+        await self.may_finish_loading.wait()
 
     async def reply(self, request: common_pb2.Tensor, context: grpc.aio.ServicerContext) -> common_pb2.Tensor:
         return _tensor(size=request.shape[0])
@@ -97,7 +102,7 @@ async def probe() -> AsyncIterator[tuple[RuntimeProbe, Callable[..., Awaitable[R
     running: list[RunningServer] = []
 
     async def start(api_key: str = "", **server: object) -> RunningServer:
-        config = FacetConfig(api_key=api_key, server=ServerConfig(port=0, **server))  # type: ignore[arg-type]
+        config = FacetConfig(api_key=api_key, server=ServerConfig(**{"port": 0, **server}))  # type: ignore[arg-type]
         running.append(await start_server(service, config))
         return running[-1]
 
@@ -222,7 +227,27 @@ async def test_cancelled_streams_and_calls_log_no_errors(probe, rpc_log) -> None
     assert "OK" not in _codes_logged(rpc_log, STREAM)  # a cancelled stream is not recorded as OK
 
 
-# -- items 19 and 23: the drain ------------------------------------------------------------------
+# -- items 19 and 23: start and drain ------------------------------------------------------------
+
+
+async def test_calls_while_the_models_load_get_unavailable(probe) -> None:  # type: ignore[no-untyped-def]
+    """Between binding its port and loading its models a server answers UNAVAILABLE (retryable),
+    never a half-started service's INTERNAL."""
+    service, start = probe
+    service.may_finish_loading.clear()
+    port = free_port()
+    starting = asyncio.ensure_future(start(port=port))
+    await service.loading.wait()
+    options = [("grpc.enable_retries", 0)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await _unary(channel, REPLY)(_tensor(1))
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE and info.value.details() == STARTING_MESSAGE
+        service.may_finish_loading.set()
+        server = await starting
+        assert server.port == port
+        assert len((await _unary(channel, REPLY)(_tensor(3))).data) == 3
+
 
 
 async def test_drain_finishes_calls_in_flight_and_refuses_new_ones(probe) -> None:  # type: ignore[no-untyped-def]
