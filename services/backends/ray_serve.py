@@ -30,12 +30,14 @@ from services.backends.ray_auth import opt_in_token_auth
 from services.backends.ray_serve_app import ERROR_KEY
 from services.model_repository import ModelRepository, ModelVersion
 from services.runtime.config import FacetConfig
-from services.runtime.errors import InternalError, InvalidArgument, NotFound, Unavailable
+from services.runtime.errors import InternalError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
 
 # Serve health-checks replicas every 10 s: its status changes no faster than that
 STATUS_INTERVAL_S = 5.0
+# between attempts to join a cluster that is not up yet
+CONNECT_RETRY_S = 1.0
 
 
 class RayServeBackend(Backend):
@@ -50,6 +52,7 @@ class RayServeBackend(Backend):
         self._batchers: dict[str, DynamicBatcher] = {}
         self._status_at, self._serving = -float("inf"), False
         self._deploying = threading.Lock()  # models load side by side; joining and deploying go one at a time
+        self._redeploying: asyncio.Task[None] | None = None
 
     def _connect(self) -> None:
         opt_in_token_auth()
@@ -59,11 +62,21 @@ class RayServeBackend(Backend):
             address = self._config.address
             # a head on this machine listens on loopback (`facet up --backend ray` starts it so)
             local = address == "auto" or address.split("://")[-1].split(":")[0] in ("127.0.0.1", "localhost")
-            try:
-                ray.init(address=address, namespace="facet", log_to_driver=False, logging_level=logging.WARNING,
-                         _node_ip_address="127.0.0.1" if local else None)  # fmt: skip
-            except (ConnectionError, RuntimeError) as exc:
-                raise Unavailable(f"no Ray cluster at {self._config.address!r} (start one with `ray start --head`): {exc}") from None
+            # a service may start before its cluster (as with Triton): it waits, NOT_SERVING
+            deadline = time.monotonic() + self._config.load_timeout_s
+            while True:
+                try:
+                    ray.init(address=address, namespace="facet", log_to_driver=False, logging_level=logging.WARNING,
+                             _node_ip_address="127.0.0.1" if local else None)  # fmt: skip
+                    return
+                except (ConnectionError, RuntimeError) as exc:
+                    if time.monotonic() > deadline:
+                        raise Unavailable(
+                            f"no Ray cluster at {self._config.address!r} within ray.load_timeout_s = {self._config.load_timeout_s:.0f} s "
+                            f"(start one with `ray start --head`): {exc}"
+                        ) from None
+                    log.warning("waiting for the Ray cluster at %r: %s", address, exc)
+                    time.sleep(CONNECT_RETRY_S)
 
     def _deploy_and_wait(self, entry: ModelVersion) -> None:
         from ray import serve
@@ -97,6 +110,14 @@ class RayServeBackend(Backend):
             return self._metadata[model]
         entry = newest_version(self._repository, model)
         await asyncio.get_running_loop().run_in_executor(None, self._deploy_and_wait, entry)
+        await self._open_handle(model)
+        if self._batching.enabled:
+            self._batchers[model] = DynamicBatcher(model, lambda inputs: self._call(model, inputs), self._batching, in_flight=self._config.num_replicas)
+        self._metadata[model] = ModelMetadata.of(entry)
+        log.info("model %s v%d ready on Ray Serve", model, entry.version)
+        return self._metadata[model]
+
+    async def _open_handle(self, model: str) -> None:
         from ray import serve
 
         from services.backends.ray_serve_app import app_name
@@ -107,11 +128,24 @@ class RayServeBackend(Backend):
         handle = handle.options(_by_reference=False, request_serialization="pickle", response_serialization="pickle")
         description = await handle.describe.remote()
         self._handles[model], self._inputs[model] = handle, list(description["inputs"])
-        if self._batching.enabled:
-            self._batchers[model] = DynamicBatcher(model, lambda inputs: self._call(model, inputs), self._batching, in_flight=self._config.num_replicas)
-        self._metadata[model] = ModelMetadata.of(entry)
-        log.info("model %s v%d ready on Ray Serve", model, entry.version)
-        return self._metadata[model]
+
+    def _schedule_redeploy(self) -> None:
+        """Deploy again, in the background, the loaded models whose application is not RUNNING
+        (deleted, or failed): the service recovers by itself, as with Triton."""
+        if self._config.deploy_models and (self._redeploying is None or self._redeploying.done()):
+            self._redeploying = asyncio.get_running_loop().create_task(self._redeploy())
+
+    async def _redeploy(self) -> None:
+        loop = asyncio.get_running_loop()
+        for model in sorted(set(self._handles) - await self._running()):
+            try:
+                log.warning("model %s is not RUNNING on Ray Serve: deploying it again", model)
+                # the handle routes by application name: it finds the new replicas by itself
+                await loop.run_in_executor(None, self._deploy_and_wait, newest_version(self._repository, model))
+            except Exception as exc:  # noqa: BLE001 - still away: the next health check tries again
+                log.warning("cannot redeploy %s on Ray Serve: %s", model, exc)
+                return
+        self._status_at = -float("inf")  # report SERVING at the next check
 
     async def infer(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         handle = self._handles.get(model)
@@ -127,6 +161,7 @@ class RayServeBackend(Backend):
     async def _call(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         handle = self._handles[model]
         from ray.exceptions import RayActorError, RayError, RayTaskError
+        from ray.serve.exceptions import BackPressureError, RayServeException
 
         try:
             result: dict[str, np.ndarray] = await handle.infer.remote({k: np.ascontiguousarray(v) for k, v in inputs.items()})
@@ -139,12 +174,24 @@ class RayServeBackend(Backend):
             raise InternalError(f"model '{model}' on Ray Serve failed: {cause}") from None
         except RayActorError as exc:
             raise Unavailable(f"Ray Serve replica of '{model}' is gone: {exc}") from None
+        except BackPressureError:
+            raise ResourceExhausted(
+                f"Ray Serve's queue for '{model}' is full (ray.max_ongoing_requests per replica): retry later or add replicas"
+            ) from None
+        except RayServeException as exc:  # DeploymentUnavailableError: the application is deleted or failed
+            self._status_at = -float("inf")
+            raise Unavailable(f"Ray Serve application of '{model}' is not available ({type(exc).__name__}); the service deploys it again") from None
         except (RayError, grpc.aio.AioRpcError) as exc:
             raise Unavailable(f"Ray Serve at {self._config.address!r} is not reachable for '{model}': {exc}") from None
         return result
 
     async def ready(self, model: str) -> bool:
-        return model in self._handles and model in await self._running()
+        if model not in self._handles:
+            return False
+        if model in await self._running():
+            return True
+        self._schedule_redeploy()
+        return False
 
     async def serving(self) -> bool:
         """One Serve status call for every model, at most every STATUS_INTERVAL_S (the health
@@ -152,6 +199,8 @@ class RayServeBackend(Backend):
         now = time.monotonic()
         if now - self._status_at >= STATUS_INTERVAL_S:
             self._status_at, self._serving = now, set(self._handles) <= await self._running()
+            if not self._serving:
+                self._schedule_redeploy()
         return self._serving
 
     async def _running(self) -> set[str]:
@@ -164,6 +213,8 @@ class RayServeBackend(Backend):
             return set()
 
     async def close(self) -> None:
+        if self._redeploying is not None:
+            self._redeploying.cancel()
         for batcher in self._batchers.values():
             await batcher.close()
         self._batchers.clear()
