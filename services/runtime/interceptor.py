@@ -141,7 +141,9 @@ class InFlightCalls:
 
 
 class FacetInterceptor(grpc.aio.ServerInterceptor):
-    """Args:
+    """The one interceptor of every Facet server (what it guarantees: the module docstring).
+
+    Args:
         api_key: when not empty, every call but health and reflection needs metadata
             `authorization: Bearer <api_key>`.
         max_reply_bytes: the server's send limit (`grpc.max_send_message_length`, from
