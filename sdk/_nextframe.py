@@ -58,20 +58,51 @@ class FrameModel:
 
 @dataclasses.dataclass(frozen=True)
 class ConstantEstimate:
-    """The probe's estimate of a video's physical constant. Prints as "gravity ≈ 9.81 m/s²".
+    """The probe's estimate of a video's physical constant, with whether to trust it. Prints as
+    "gravity ≈ 9.81 m/s²", followed by a warning in brackets when `trustworthy` is False.
 
     Attributes:
-        value: the estimate, in `units`.
+        value: the estimate, in `units` (always finite).
         constant: what it estimates, e.g. "gravity".
         units: e.g. "m/s²".
+        trained_range: (low, high), in `units`: the constant's range over the videos the probe
+            was fitted on (recorded in the model's metadata at build time).
+        in_trained_range: whether `value` lies in `trained_range`; outside it the probe
+            extrapolates.
+        ood_score: how unlike the training videos the input is (dimensionless): the
+            Mahalanobis distance of the frozen model's probe features of the input from those
+            of the training videos, as an RMS per feature. Videos like the training ones score
+            below 1; blank frames or another dataset's videos scored 10 or more in the builds
+            tried. None for models built before the score.
+        ood_threshold: the model's threshold for `ood_score`, set at build time (3 × the 99th
+            percentile of the scores of held-out videos of the training distribution); None
+            with `ood_score`.
+        out_of_distribution: `ood_score > ood_threshold`: the input does not look like what the
+            model was trained on, and `value` means little (False when there is no score).
     """
 
     value: float
     constant: str
     units: str
+    trained_range: tuple[float, float] = (float("-inf"), float("inf"))
+    in_trained_range: bool = True
+    ood_score: float | None = None
+    ood_threshold: float | None = None
+    out_of_distribution: bool = False
+
+    @property
+    def trustworthy(self) -> bool:
+        """In the trained range and not out of distribution."""
+        return self.in_trained_range and not self.out_of_distribution
 
     def __str__(self) -> str:
-        return f"{self.constant} ≈ {self.value:.4g} {self.units}"
+        text = f"{self.constant} ≈ {self.value:.4g} {self.units}"
+        warnings = []
+        if not self.in_trained_range:
+            warnings.append(f"outside the trained range {self.trained_range[0]:g}..{self.trained_range[1]:g}")
+        if self.out_of_distribution:
+            warnings.append(f"input unlike the training videos: score {self.ood_score:.3g} > {self.ood_threshold:.3g}")
+        return text + (f" ({'; '.join(warnings)})" if warnings else "")
 
 
 # -- requests and responses ---------------------------------------------------------------------
@@ -82,8 +113,17 @@ def frames_tensor(frames: np.ndarray) -> common_pb2.Tensor:
     return tensor_from_numpy(check.uint8_array(frames, "frames", ndim=3, shape="[t, 64, 64]"))
 
 
+def _frames_of_reply(tensor: common_pb2.Tensor, what: str, ndim: int) -> np.ndarray:
+    """A reply's uint8 frames, checked (a wrong dtype or rank is the server's fault: the transport
+    turns this ValueError into ProtocolError)."""
+    array = tensor_to_numpy(tensor, what)
+    if array.dtype != np.uint8 or array.ndim != ndim:
+        raise ValueError(f"{what} is {array.dtype} {list(array.shape)}, not uint8 with {ndim} dimensions")
+    return array
+
+
 def _frame(r: nextframe_pb2.PredictNextResponse | nextframe_pb2.RolloutFrame) -> np.ndarray:
-    return tensor_to_numpy(r.frame, "frame")
+    return _frames_of_reply(r.frame, "frame", 2)
 
 
 def _list_frame_models_call() -> Call[list[FrameModel]]:
@@ -103,7 +143,7 @@ def _simulate_call(dataset: str, constant: float, frames: int, seed: int) -> Cal
         frames=check.integer(frames, "frames"),
         seed=check.integer(seed, "seed", high=check.INT64_MAX),
     )
-    return Call(SERVICE, "Simulate", request, lambda r: tensor_to_numpy(r.frames, "frames"))
+    return Call(SERVICE, "Simulate", request, lambda r: _frames_of_reply(r.frames, "frames", 3))
 
 
 def _predict_next_call(model: str, frames: np.ndarray) -> Call[np.ndarray]:
@@ -119,9 +159,26 @@ def _rollout_call(model: str, frames: np.ndarray, horizon: int) -> Call[np.ndarr
     return Call(SERVICE, "Rollout", request, _frame)
 
 
+def _finite(value: float, field: str) -> float:
+    """A reply's number, checked (a non-finite one is the server's fault: the transport turns this
+    ValueError into ProtocolError)."""
+    if not np.isfinite(value):
+        raise ValueError(f"{field} is not finite ({value})")
+    return float(value)
+
+
+def _constant_estimate(r: nextframe_pb2.EstimateConstantResponse) -> ConstantEstimate:
+    scored = r.HasField("ood_score") and r.HasField("ood_threshold")
+    return ConstantEstimate(
+        _finite(r.value, "value"), r.constant, r.units, (_finite(r.trained_low, "trained_low"), _finite(r.trained_high, "trained_high")),
+        r.in_trained_range, _finite(r.ood_score, "ood_score") if scored else None,
+        _finite(r.ood_threshold, "ood_threshold") if scored else None, r.out_of_distribution,
+    )  # fmt: skip
+
+
 def _estimate_constant_call(model: str, frames: np.ndarray) -> Call[ConstantEstimate]:
     request = nextframe_pb2.EstimateConstantRequest(model=check.text(model, "model"), frames=frames_tensor(frames))
-    return Call(SERVICE, "EstimateConstant", request, lambda r: ConstantEstimate(r.value, r.constant, r.units))
+    return Call(SERVICE, "EstimateConstant", request, _constant_estimate)
 
 
 # -- methods ------------------------------------------------------------------------------------
@@ -154,12 +211,14 @@ class NextFrameMethods(SyncTransport):
             constant: the physical constant, within the dataset's range (`FrameModel.constant_range`,
                 in `FrameModel.units`).
             frames: 1 to the service's `nextframe.max_simulate_frames`.
-            seed: the random initial state; the same seed gives the same video.
+            seed: the random initial state, 0..2**63-1; the same seed gives the same video.
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
             uint8 array [frames, 64, 64].
         Raises:
-            InvalidArgument: constant outside the dataset's range, frames out of range.
+            InvalidArgument: constant outside the dataset's range or not finite, frames out of
+                range, a negative seed, an empty dataset name; the message names the argument
+                and its range.
             NotFound: an unknown dataset; the message lists the datasets.
             FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
 
@@ -222,7 +281,8 @@ class NextFrameMethods(SyncTransport):
             frames: uint8 array [t, 64, 64], 5 <= t <= the service's `nextframe.max_frames`.
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
-            The estimate with the constant's name and units.
+            The estimate with the constant's name and units, and whether to trust it:
+            `in_trained_range`, `ood_score` / `out_of_distribution` (see `ConstantEstimate`).
         Raises:
             InvalidArgument: frames not a uint8 array [t, h, w] (before sending); a frame size
                 other than 64x64, t out of range.
@@ -230,7 +290,9 @@ class NextFrameMethods(SyncTransport):
             FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
 
         Example:
-            >>> print(client.estimate_constant("nextframe-pendulum", clip))   # gravity ≈ ... m/s²
+            >>> estimate = client.estimate_constant("nextframe-pendulum", clip)
+            >>> print(estimate)                # gravity ≈ 9.6 m/s²
+            >>> estimate.trustworthy           # False for blank frames: out of distribution
         """
         return self._run(_estimate_constant_call(model, frames), timeout_s)
 

@@ -363,10 +363,26 @@ DATASETS: dict[str, Dataset] = {
 
 
 def simulate(dataset: str, constants: np.ndarray, frames: int, seed: int) -> Videos:
-    """Render one video per constant. Same (dataset, constants, frames, seed): same videos."""
+    """Render one video per constant. Same (dataset, constants, frames, seed): same videos.
+
+    Args:
+        dataset: a key of `DATASETS`.
+        constants: float [n], finite, in the dataset's units (not limited to its range here).
+        frames: frames per video, >= 1.
+        seed: the initial states' random seed, an integer >= 0.
+    Returns:
+        `Videos`: frames uint8 [n, frames, 64, 64], constants float64 [n], states.
+    Raises:
+        KeyError: an unknown dataset.
+        ValueError: frames < 1, a negative or non-integer seed, a non-finite constant.
+    """
     if dataset not in DATASETS:
         raise KeyError(f"unknown dataset {dataset!r}; available: {', '.join(DATASETS)}")
     if frames < 1:
         raise ValueError("frames must be >= 1")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     constants = np.asarray(constants, dtype=np.float64).reshape(-1)
+    if not np.isfinite(constants).all():
+        raise ValueError("constants must be finite")
     return DATASETS[dataset].simulate(constants, frames, np.random.default_rng(seed))

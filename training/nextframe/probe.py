@@ -10,6 +10,7 @@ same features and linear head, every weight trained): what supervision reaches.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -78,6 +79,89 @@ def fit_probe(features: torch.Tensor, constants: torch.Tensor, config: ProbeConf
         loss.backward()
         optimizer.step()
     return LinearProbe(layer.eval(), mean, std, t_mean, t_std)
+
+
+@dataclasses.dataclass
+class FeatureDistribution:
+    """Where the training videos' probe features lie, to tell how unlike them a new video is.
+
+    The score of a video is its Mahalanobis distance from the training videos' mean feature,
+    divided by the square root of the feature count D (an RMS per feature, so that scores of
+    models of different widths are alike; videos like the training ones score below 1), under
+    the covariance C + αI: C is the training
+    features' covariance (after standardising each feature by its training std, as the probe
+    does) and α = `shrinkage` = 1 stands in for the directions the few training videos do not
+    span (4,000+ features, a few hundred videos). With C's top `components` eigenpairs (V, λ):
+
+        z = (f − mean) / std − centre,   p = Vᵀz,   score = √((Σ pᵢ²/(λᵢ + α) + (‖z‖² − ‖p‖²)/α) / D)
+
+    Attributes:
+        centre: float [D], the standardised features' mean.
+        components: float [D, k], the top eigenvectors V of their covariance.
+        variances: float [k], the eigenvalues λ (standardised units²).
+        shrinkage: α.
+    """
+
+    centre: torch.Tensor
+    components: torch.Tensor
+    variances: torch.Tensor
+    shrinkage: float = 1.0
+
+    def score(self, standardised: torch.Tensor) -> torch.Tensor:
+        """Per video, the score above. standardised float [n, D] (features minus the probe's
+        feature mean, over its feature std) -> float [n], dimensionless."""
+        z = standardised - self.centre
+        p = z @ self.components
+        residual = (z * z).sum(1) - (p * p).sum(1)
+        d2 = (p * p / (self.variances + self.shrinkage)).sum(1) + residual.clamp(min=0) / self.shrinkage
+        return torch.sqrt(d2 / z.shape[1])
+
+
+def fit_feature_distribution(standardised: torch.Tensor, components: int = 64, shrinkage: float = 1.0) -> FeatureDistribution:
+    """Fit `FeatureDistribution` on the training videos' standardised features [n, D] (n >= 2)."""
+    centre = standardised.mean(0)
+    _, s, vt = torch.linalg.svd(standardised - centre, full_matrices=False)
+    k = max(1, min(components, len(standardised) - 1, len(s)))
+    return FeatureDistribution(centre, vt[:k].T.contiguous(), s[:k] ** 2 / max(len(standardised) - 1, 1), shrinkage)
+
+
+@dataclasses.dataclass(frozen=True)
+class FittedProbe:
+    """A probe with the feature distribution of the videos it was fitted on: what the probe
+    model in the repository computes (the constant and the out-of-distribution score)."""
+
+    probe: LinearProbe
+    distribution: FeatureDistribution
+
+    def predict(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features float [n, D] -> (constants [n] in the constant's units, scores [n])."""
+        with torch.no_grad():
+            standardised = (features - self.probe.feature_mean) / self.probe.feature_std
+            return self.probe.predict(features), self.distribution.score(standardised)
+
+    def save(self, path: Path) -> None:
+        """Write the probe and the distribution as PyTorch tensors (read back by `load`)."""
+        p, d = self.probe, self.distribution
+        torch.save({"weight": p.layer.weight.detach(), "bias": p.layer.bias.detach(), "feature_mean": p.feature_mean,
+                    "feature_std": p.feature_std, "target_mean": p.target_mean, "target_std": p.target_std,
+                    "centre": d.centre, "components": d.components, "variances": d.variances, "shrinkage": d.shrinkage}, path)  # fmt: skip
+
+    @classmethod
+    def load(cls, path: Path) -> FittedProbe:
+        """Read what `save` wrote."""
+        s = torch.load(path, weights_only=True)
+        layer = torch.nn.Linear(s["weight"].shape[1], 1)
+        with torch.no_grad():
+            layer.weight.copy_(s["weight"])
+            layer.bias.copy_(s["bias"])
+        probe = LinearProbe(layer.eval(), s["feature_mean"], s["feature_std"], float(s["target_mean"]), float(s["target_std"]))
+        return cls(probe, FeatureDistribution(s["centre"], s["components"], s["variances"], float(s["shrinkage"])))
+
+
+def fit_probe_with_distribution(features: torch.Tensor, constants: torch.Tensor, config: ProbeConfig) -> FittedProbe:
+    """`fit_probe` and `fit_feature_distribution` on the same training videos' features [n, D]."""
+    probe = fit_probe(features, constants, config)
+    return FittedProbe(probe, fit_feature_distribution((features - probe.feature_mean) / probe.feature_std))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,11 +22,17 @@ def test_videos_are_deterministic_greyscale_frames_that_move(name: str) -> None:
     assert a.constants.shape == (3,)
 
 
-def test_unknown_dataset_and_bad_frame_counts_are_refused() -> None:
+def test_unknown_dataset_bad_frame_counts_seeds_and_constants_are_refused() -> None:
     with pytest.raises(KeyError, match="unknown dataset"):
         simulate("teleport", np.array([1.0]), 5, 0)
     with pytest.raises(ValueError, match="frames"):
         simulate("pendulum", np.array([1.0]), 0, 0)
+    for seed in (-1, -(2**63), 1.5, True):  # numpy's default_rng raises its own ValueError for -1
+        with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+            simulate("pendulum", np.array([1.0]), 5, seed)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="finite"):
+        simulate("pendulum", np.array([np.nan]), 5, 0)
+    assert simulate("pendulum", np.array([1.0]), 2, 2**63 - 1).frames.shape == (1, 2, 64, 64)  # the largest int64 seed
 
 
 def test_pendulum_conserves_energy_and_swings_faster_under_stronger_gravity() -> None:

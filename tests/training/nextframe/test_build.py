@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+import torch
 
 from services.model_repository import ModelRepository
-from services.nextframe.simulators import DATASETS
-from training.nextframe.build import main, model_name
+from services.nextframe.catalog import File, Prop
+from services.nextframe.simulators import DATASETS, simulate
+from training.nextframe.build import FrameBuildOptions, main, model_name
+from training.nextframe.model import CONTEXT, FrameModelConfig, FrameUNet, to_unit
+from training.nextframe.probe import FittedProbe, video_features
+from training.onnx_export import cpu_session
 
 pytestmark = pytest.mark.integration
 
@@ -38,3 +44,43 @@ def test_the_command_rejects_unknown_datasets(tmp_path, capsys) -> None:  # type
         main(["--repository", str(tmp_path), "--datasets", "pendulum,tennis"])
     assert exit_info.value.code == 2
     assert "tennis" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("dataset", ["pendulum", "colliding_blocks"])
+def test_the_onnx_models_match_the_pytorch_checkpoint_measured_here(nextframe_repository: ModelRepository, dataset: str) -> None:
+    """Parity measured by the test on videos the build never saw: the registered PyTorch weights
+    and probe against the registered ONNX frame model, probe features and probe."""
+    entry = nextframe_repository.get(model_name(dataset))
+    props = entry.properties
+    model = FrameUNet(FrameModelConfig(**props["model"]))
+    model.load_state_dict(torch.load(entry.path / entry.metadata["files"][File.WEIGHTS], weights_only=True))
+    model.eval()
+    spec = DATASETS[dataset]
+    clips = simulate(dataset, spec.random_constants(3, np.random.default_rng(11)), frames=12, seed=11).frames
+    context = to_unit(torch.from_numpy(clips[:, :CONTEXT]))
+    with torch.no_grad():
+        expected_next, expected_features = model(context).numpy(), model.probe_features(context).numpy()
+    (got_next,) = cpu_session(entry.model_file).run(None, {"context": context.numpy()})
+    assert np.abs(got_next - expected_next).max() < 1e-4
+    (got_features,) = cpu_session(nextframe_repository.get(props[Prop.FEATURES_MODEL]).model_file).run(None, {"context": context.numpy()})
+    assert np.abs(got_features - expected_features).max() / np.abs(expected_features).max() < 1e-4
+    probe_entry = nextframe_repository.get(props[Prop.PROBE_MODEL])
+    fitted = FittedProbe.load(probe_entry.path / probe_entry.metadata["files"][File.PROBE_WEIGHTS])
+    features = video_features(model, clips, int(props[Prop.WINDOWS_PER_VIDEO]))
+    expected_constant, expected_score = fitted.predict(features)
+    constant, score = cpu_session(probe_entry.model_file).run(None, {"features": features.numpy()})
+    np.testing.assert_allclose(constant, expected_constant.numpy(), rtol=1e-4, atol=1e-4 * (spec.high - spec.low))
+    np.testing.assert_allclose(score, expected_score.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_each_probe_records_its_trained_range_and_out_of_distribution_threshold(nextframe_repository: ModelRepository) -> None:
+    for dataset in DATASETS:
+        probe = nextframe_repository.get(nextframe_repository.get(model_name(dataset)).properties[Prop.PROBE_MODEL]).properties
+        spec = DATASETS[dataset]
+        # the training videos' constants: inside the simulated range (3D bounces: the count that happened)
+        assert probe[Prop.TRAINED_LOW] < probe[Prop.TRAINED_HIGH]
+        if not spec.integer:
+            assert spec.low <= probe[Prop.TRAINED_LOW] and probe[Prop.TRAINED_HIGH] <= spec.high
+        calibration = probe[Prop.OOD_CALIBRATION]
+        assert probe[Prop.OOD_THRESHOLD] == pytest.approx(FrameBuildOptions().ood_margin * calibration["held_out_p99"])
+        assert 0 < calibration["held_out_p50"] <= calibration["held_out_p99"] <= calibration["held_out_max"] < probe[Prop.OOD_THRESHOLD]

@@ -12,9 +12,12 @@ from training.nextframe.datasets import VideoDataset, write_dataset
 from training.nextframe.model import FrameModelConfig, FrameUNet
 from training.nextframe.probe import (
     EndToEndConfig,
+    FittedProbe,
     ProbeConfig,
     end_to_end_loss,
+    fit_feature_distribution,
     fit_probe,
+    fit_probe_with_distribution,
     probe_comparison,
     video_features,
 )
@@ -28,6 +31,31 @@ def test_a_linear_probe_recovers_a_linear_target() -> None:
     probe = fit_probe(features[:200], constants[:200], ProbeConfig(steps=1500, lr=1e-2, weight_decay=0.0))
     assert probe.loss(features[200:], constants[200:]) < 1e-3
     np.testing.assert_allclose(probe.predict(features[200:]).numpy(), constants[200:].numpy(), rtol=0.05, atol=0.3)
+
+
+def test_the_feature_distribution_scores_other_features_far_above_training_like_ones() -> None:
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(8, 300, generator=g)  # 300 features that vary along 8 directions, and a little noise
+    def sample(n: int) -> torch.Tensor:
+        return torch.randn(n, 8, generator=g) @ basis + 0.3 * torch.randn(n, 300, generator=g)
+    train = sample(200)
+    distribution = fit_feature_distribution((train - train.mean(0)) / train.std(0))
+    def score(x: torch.Tensor) -> torch.Tensor:
+        return distribution.score((x - train.mean(0)) / train.std(0))
+    held_out = score(sample(100))
+    assert float(held_out.max()) < 1.0  # RMS over features: the directions the training data spans weigh little
+    assert float(score(torch.zeros(1, 300) + 5 * train.std(0)).min()) > 3 * float(held_out.max())  # a constant offset
+    assert float(score(torch.randn(5, 300, generator=g) * 3).min()) > 2 * float(held_out.max())  # off the 8 directions
+
+
+def test_a_fitted_probe_saves_and_loads_exactly(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(40, 12, generator=g)
+    fitted = fit_probe_with_distribution(features, features[:, 0] * 3 + 1, ProbeConfig(steps=50))
+    fitted.save(tmp_path / "probe.pt")
+    loaded = FittedProbe.load(tmp_path / "probe.pt")
+    for a, b in zip(fitted.predict(features), loaded.predict(features), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 @pytest.mark.integration

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from sdk._proto.facet.v1 import common_pb2 as facet_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x61\x63\x65t/v1/nextframe.proto\x12\x08\x66\x61\x63\x65t.v1\x1a\x15\x66\x61\x63\x65t/v1/common.proto\"\x18\n\x16ListFrameModelsRequest\"\xec\x01\n\nFrameModel\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x10\n\x08\x63onstant\x18\x03 \x01(\t\x12\r\n\x05units\x18\x04 \x01(\t\x12\x14\n\x0c\x63onstant_low\x18\x05 \x01(\x02\x12\x15\n\rconstant_high\x18\x06 \x01(\x02\x12\x32\n\x07metrics\x18\x07 \x03(\x0b\x32!.facet.v1.FrameModel.MetricsEntry\x12\x0f\n\x07version\x18\x08 \x01(\x03\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"W\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63onstant\x18\x02 \x01(\t\x12\r\n\x05units\x18\x03 \x01(\t\x12\x0b\n\x03low\x18\x04 \x01(\x02\x12\x0c\n\x04high\x18\x05 \x01(\x02\"h\n\x17ListFrameModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.facet.v1.FrameModel\x12\'\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x15.facet.v1.DatasetInfo\"R\n\x0fSimulateRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x10\n\x08\x63onstant\x18\x02 \x01(\x02\x12\x0e\n\x06\x66rames\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x03\"F\n\x10SimulateResponse\x12 \n\x06\x66rames\x18\x01 \x01(\x0b\x32\x10.facet.v1.Tensor\x12\x10\n\x08\x63onstant\x18\x02 \x01(\x02\"E\n\x12PredictNextRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12 \n\x06\x66rames\x18\x02 \x01(\x0b\x32\x10.facet.v1.Tensor\"6\n\x13PredictNextResponse\x12\x1f\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x10.facet.v1.Tensor\"R\n\x0eRolloutRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12 \n\x06\x66rames\x18\x02 \x01(\x0b\x32\x10.facet.v1.Tensor\x12\x0f\n\x07horizon\x18\x03 \x01(\x05\"=\n\x0cRolloutFrame\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x1f\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x10.facet.v1.Tensor\"J\n\x17\x45stimateConstantRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12 \n\x06\x66rames\x18\x02 \x01(\x0b\x32\x10.facet.v1.Tensor\"J\n\x18\x45stimateConstantResponse\x12\r\n\x05value\x18\x01 \x01(\x02\x12\x10\n\x08\x63onstant\x18\x02 \x01(\t\x12\r\n\x05units\x18\x03 \x01(\t2\x87\x03\n\tNextFrame\x12Q\n\nListModels\x12 .facet.v1.ListFrameModelsRequest\x1a!.facet.v1.ListFrameModelsResponse\x12\x41\n\x08Simulate\x12\x19.facet.v1.SimulateRequest\x1a\x1a.facet.v1.SimulateResponse\x12J\n\x0bPredictNext\x12\x1c.facet.v1.PredictNextRequest\x1a\x1d.facet.v1.PredictNextResponse\x12=\n\x07Rollout\x12\x18.facet.v1.RolloutRequest\x1a\x16.facet.v1.RolloutFrame0\x01\x12Y\n\x10\x45stimateConstant\x12!.facet.v1.EstimateConstantRequest\x1a\".facet.v1.EstimateConstantResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x61\x63\x65t/v1/nextframe.proto\x12\x08\x66\x61\x63\x65t.v1\x1a\x15\x66\x61\x63\x65t/v1/common.proto\"\x18\n\x16ListFrameModelsRequest\"\xec\x01\n\nFrameModel\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x10\n\x08\x63onstant\x18\x03 \x01(\t\x12\r\n\x05units\x18\x04 \x01(\t\x12\x14\n\x0c\x63onstant_low\x18\x05 \x01(\x02\x12\x15\n\rconstant_high\x18\x06 \x01(\x02\x12\x32\n\x07metrics\x18\x07 \x03(\x0b\x32!.facet.v1.FrameModel.MetricsEntry\x12\x0f\n\x07version\x18\x08 \x01(\x03\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"W\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63onstant\x18\x02 \x01(\t\x12\r\n\x05units\x18\x03 \x01(\t\x12\x0b\n\x03low\x18\x04 \x01(\x02\x12\x0c\n\x04high\x18\x05 \x01(\x02\"h\n\x17ListFrameModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.facet.v1.FrameModel\x12\'\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x15.facet.v1.DatasetInfo\"d\n\x0fSimulateRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x15\n\x08\x63onstant\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x0e\n\x06\x66rames\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x42\x0b\n\t_constant\"F\n\x10SimulateResponse\x12 \n\x06\x66rames\x18\x01 \x01(\x0b\x32\x10.facet.v1.Tensor\x12\x10\n\x08\x63onstant\x18\x02 \x01(\x02\"E\n\x12PredictNextRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12 \n\x06\x66rames\x18\x02 \x01(\x0b\x32\x10.facet.v1.Tensor\"6\n\x13PredictNextResponse\x12\x1f\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x10.facet.v1.Tensor\"R\n\x0eRolloutRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12 \n\x06\x66rames\x18\x02 \x01(\x0b\x32\x10.facet.v1.Tensor\x12\x0f\n\x07horizon\x18\x03 \x01(\x05\"=\n\x0cRolloutFrame\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x1f\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x10.facet.v1.Tensor\"J\n\x17\x45stimateConstantRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12 \n\x06\x66rames\x18\x02 \x01(\x0b\x32\x10.facet.v1.Tensor\"\x80\x02\n\x18\x45stimateConstantResponse\x12\r\n\x05value\x18\x01 \x01(\x02\x12\x10\n\x08\x63onstant\x18\x02 \x01(\t\x12\r\n\x05units\x18\x03 \x01(\t\x12\x13\n\x0btrained_low\x18\x04 \x01(\x02\x12\x14\n\x0ctrained_high\x18\x05 \x01(\x02\x12\x18\n\x10in_trained_range\x18\x06 \x01(\x08\x12\x16\n\tood_score\x18\x07 \x01(\x02H\x00\x88\x01\x01\x12\x1a\n\rood_threshold\x18\x08 \x01(\x02H\x01\x88\x01\x01\x12\x1b\n\x13out_of_distribution\x18\t \x01(\x08\x42\x0c\n\n_ood_scoreB\x10\n\x0e_ood_threshold2\x87\x03\n\tNextFrame\x12Q\n\nListModels\x12 .facet.v1.ListFrameModelsRequest\x1a!.facet.v1.ListFrameModelsResponse\x12\x41\n\x08Simulate\x12\x19.facet.v1.SimulateRequest\x1a\x1a.facet.v1.SimulateResponse\x12J\n\x0bPredictNext\x12\x1c.facet.v1.PredictNextRequest\x1a\x1d.facet.v1.PredictNextResponse\x12=\n\x07Rollout\x12\x18.facet.v1.RolloutRequest\x1a\x16.facet.v1.RolloutFrame0\x01\x12Y\n\x10\x45stimateConstant\x12!.facet.v1.EstimateConstantRequest\x1a\".facet.v1.EstimateConstantResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,21 +45,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTFRAMEMODELSRESPONSE']._serialized_start=415
   _globals['_LISTFRAMEMODELSRESPONSE']._serialized_end=519
   _globals['_SIMULATEREQUEST']._serialized_start=521
-  _globals['_SIMULATEREQUEST']._serialized_end=603
-  _globals['_SIMULATERESPONSE']._serialized_start=605
-  _globals['_SIMULATERESPONSE']._serialized_end=675
-  _globals['_PREDICTNEXTREQUEST']._serialized_start=677
-  _globals['_PREDICTNEXTREQUEST']._serialized_end=746
-  _globals['_PREDICTNEXTRESPONSE']._serialized_start=748
-  _globals['_PREDICTNEXTRESPONSE']._serialized_end=802
-  _globals['_ROLLOUTREQUEST']._serialized_start=804
-  _globals['_ROLLOUTREQUEST']._serialized_end=886
-  _globals['_ROLLOUTFRAME']._serialized_start=888
-  _globals['_ROLLOUTFRAME']._serialized_end=949
-  _globals['_ESTIMATECONSTANTREQUEST']._serialized_start=951
-  _globals['_ESTIMATECONSTANTREQUEST']._serialized_end=1025
-  _globals['_ESTIMATECONSTANTRESPONSE']._serialized_start=1027
-  _globals['_ESTIMATECONSTANTRESPONSE']._serialized_end=1101
-  _globals['_NEXTFRAME']._serialized_start=1104
-  _globals['_NEXTFRAME']._serialized_end=1495
+  _globals['_SIMULATEREQUEST']._serialized_end=621
+  _globals['_SIMULATERESPONSE']._serialized_start=623
+  _globals['_SIMULATERESPONSE']._serialized_end=693
+  _globals['_PREDICTNEXTREQUEST']._serialized_start=695
+  _globals['_PREDICTNEXTREQUEST']._serialized_end=764
+  _globals['_PREDICTNEXTRESPONSE']._serialized_start=766
+  _globals['_PREDICTNEXTRESPONSE']._serialized_end=820
+  _globals['_ROLLOUTREQUEST']._serialized_start=822
+  _globals['_ROLLOUTREQUEST']._serialized_end=904
+  _globals['_ROLLOUTFRAME']._serialized_start=906
+  _globals['_ROLLOUTFRAME']._serialized_end=967
+  _globals['_ESTIMATECONSTANTREQUEST']._serialized_start=969
+  _globals['_ESTIMATECONSTANTREQUEST']._serialized_end=1043
+  _globals['_ESTIMATECONSTANTRESPONSE']._serialized_start=1046
+  _globals['_ESTIMATECONSTANTRESPONSE']._serialized_end=1302
+  _globals['_NEXTFRAME']._serialized_start=1305
+  _globals['_NEXTFRAME']._serialized_end=1696
 # @@protoc_insertion_point(module_scope)

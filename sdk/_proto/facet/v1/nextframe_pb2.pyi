@@ -121,11 +121,23 @@ class EstimateConstantRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., frames: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class EstimateConstantResponse(_message.Message):
-    __slots__ = ("value", "constant", "units")
+    __slots__ = ("value", "constant", "units", "trained_low", "trained_high", "in_trained_range", "ood_score", "ood_threshold", "out_of_distribution")
     VALUE_FIELD_NUMBER: _ClassVar[int]
     CONSTANT_FIELD_NUMBER: _ClassVar[int]
     UNITS_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_LOW_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_HIGH_FIELD_NUMBER: _ClassVar[int]
+    IN_TRAINED_RANGE_FIELD_NUMBER: _ClassVar[int]
+    OOD_SCORE_FIELD_NUMBER: _ClassVar[int]
+    OOD_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     value: float
     constant: str
     units: str
-    def __init__(self, value: _Optional[float] = ..., constant: _Optional[str] = ..., units: _Optional[str] = ...) -> None: ...
+    trained_low: float
+    trained_high: float
+    in_trained_range: bool
+    ood_score: float
+    ood_threshold: float
+    out_of_distribution: bool
+    def __init__(self, value: _Optional[float] = ..., constant: _Optional[str] = ..., units: _Optional[str] = ..., trained_low: _Optional[float] = ..., trained_high: _Optional[float] = ..., in_trained_range: bool = ..., ood_score: _Optional[float] = ..., ood_threshold: _Optional[float] = ..., out_of_distribution: bool = ...) -> None: ...
