@@ -1,4 +1,6 @@
-# Facet: `make run` builds the default models, starts the services and runs a demo;
+# Facet: `make run` starts each service as soon as its default models exist and runs its demo
+# then (retrieval first, about a minute after the install), while the other default models build
+# (cheapest first, progress every 30 s, logs in <data_dir>/logs/build-<capability>.log);
 # `make test` runs every test. Both set everything up on a fresh machine first.
 PYTHON ?= python3
 VENV ?= .venv

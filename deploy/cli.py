@@ -55,26 +55,42 @@ def _benchmark_data(args: argparse.Namespace) -> Path | None:
     return DEFAULT_BENCHMARK_DATA if DEFAULT_BENCHMARK_DATA.is_dir() else None
 
 
-def build_default_models(services: list[str], benchmark_data: Path | None) -> None:
-    """Build each requested capability's default models that the repository lacks, with progress:
-    its registry row's `has_defaults`, then `build_defaults` (training code, imported here only)."""
+def build_default_models(services: list[str], benchmark_data: Path | None) -> list[str]:
+    """Build each requested capability's default models that the repository lacks, cheapest
+    first, with progress: its registry row's `has_defaults`, then `build_defaults` (training code,
+    imported here only). A capability whose build raises is reported (traceback on stderr) and the
+    next one is built.
+
+    Returns:
+        the capabilities whose build failed.
+    """
+    import traceback
+
     from tqdm import tqdm
 
     from services.runtime.config import load_config
 
     repo = _repository()
     data_dir = load_config().data_dir
-    missing = [registry.get(name) for name in services if not registry.load(registry.get(name).has_defaults)(repo)]
+    missing = [registry.get(name) for name in registry.cheapest_build_first(missing_defaults(services))]
     if not missing:
-        return
+        return []
+    failed = []
     print(f"facet: building the default models of {', '.join(c.name for c in missing)} into {repo.root}", flush=True)
     with tqdm(total=len(missing), unit="capability", desc="default models") as bar:
         for row in missing:
             bar.set_postfix_str(row.name)
-            built = registry.load(row.build_defaults)(repo, data_dir / f"{row.name}-build", benchmark_data)
+            try:
+                built = registry.load(row.build_defaults)(repo, data_dir / f"{row.name}-build", benchmark_data)
+            except Exception as exc:  # noqa: BLE001 - one capability's failure must not stop the others' builds
+                traceback.print_exc()
+                tqdm.write(f"facet models build: building {row.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                failed.append(row.name)
+                continue
             for entry in built:
                 tqdm.write(f"  {row.name}: {entry.name} v{entry.version}, parity {_parity_text(entry.metadata.get('parity', {}))}")
             bar.update()
+    return failed
 
 
 def _parity_text(parity: dict[str, float]) -> str:
@@ -346,8 +362,12 @@ def cmd_models_build(args: argparse.Namespace) -> int:
     services = _services(args, "models build")
     if services is None:
         return 2
-    build_default_models(services, _benchmark_data(args))
-    return cmd_models_list(argparse.Namespace(json=False))
+    failed = build_default_models(services, _benchmark_data(args))
+    cmd_models_list(argparse.Namespace(json=False))
+    if failed:
+        print(f"facet models build: failed: {', '.join(failed)} (see above)", file=sys.stderr)
+        return 1
+    return 0
 
 
 # commands of the platform itself; each capability adds its own from its registry row
