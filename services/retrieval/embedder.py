@@ -80,12 +80,13 @@ class Embedder:
                 raise InvalidArgument(
                     f"{what}[{i}] has {len(text)} characters (with the prompt {len(prompt) + len(text)}); the limit is {limit}"
                 )
+        self.check_budget(sum(len(t) for t in texts) + len(prompt) * len(texts), what)
+        for i, text in enumerate(texts):  # after the budget: this one reads the characters
             if is_blank(text):
                 raise InvalidArgument(
                     f"{what}[{i}] is blank (empty, or only whitespace, control or zero-width characters); "
                     "send text with at least one visible character"
                 )
-        self.check_budget(sum(len(t) for t in texts) + len(prompt) * len(texts), what)
 
     def check_budget(self, chars: int, what: str = "texts") -> None:
         """Raises InvalidArgument when `chars` characters to embed exceed `retrieval.max_request_chars`."""

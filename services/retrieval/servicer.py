@@ -18,7 +18,14 @@ from sdk._tensors import tensor_from_numpy, tensor_to_numpy
 from services.backends import create_backend
 from services.retrieval.config import RetrievalConfig
 from services.retrieval.embedder import Embedder
-from services.retrieval.store import COLLECTION_NAME, MAX_ID_CHARS, CollectionInfo, DocumentStore
+from services.retrieval.store import (
+    COLLECTION_NAME,
+    MAX_ID_CHARS,
+    CollectionInfo,
+    DocumentStore,
+    ScoredDocument,
+    StoredDocument,
+)
 from services.retrieval.tokenization import is_blank
 from services.runtime.config import FacetConfig
 from services.runtime.errors import InternalError, InvalidArgument
@@ -49,6 +56,22 @@ def _collection_message(info: CollectionInfo) -> retrieval_pb2.Collection:
         document_count=info.document_count,
         hnsw_m=info.hnsw_m,
         hnsw_ef_search=info.hnsw_ef_search,
+    )
+
+
+def _document_message(d: StoredDocument) -> retrieval_pb2.Document:
+    return retrieval_pb2.Document(
+        id=d.id, text=d.text, metadata=_struct(d.metadata), vector=d.vector.tolist() if d.vector is not None else []
+    )
+
+
+def _hit_message(h: ScoredDocument) -> retrieval_pb2.Hit:
+    return retrieval_pb2.Hit(
+        id=h.id,
+        score=h.score,
+        text=h.text,
+        metadata=_struct(h.metadata),
+        vector=h.vector.tolist() if h.vector is not None else [],
     )
 
 
@@ -261,6 +284,30 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
                 f"{len(docs)} documents in one call; the limit is {limits.max_documents_per_request}: split the call"
             )
         _check_ids([d.id for d in docs], "documents.id")
+        # Thousands of documents of megabytes: checked on a worker thread, not the event loop.
+        to_embed, metadata = await asyncio.to_thread(self._check_documents, docs)
+        if to_embed:
+            self._embedder.check_budget(sum(len(docs[i].text) for i in to_embed), "documents.text")
+        info = await self._on_store(lambda s: s.collection(request.collection))
+        vectors = await asyncio.to_thread(self._document_vectors, docs, info)
+        if to_embed:
+            if info.dimension != self._embedder.dimension:
+                raise InvalidArgument(
+                    f"collection '{info.name}' has dimension {info.dimension} but the embedding model makes "
+                    f"{self._embedder.dimension}: send vectors for this collection"
+                )
+            for start in range(0, len(to_embed), limits.max_texts_per_request):
+                rows = to_embed[start : start + limits.max_texts_per_request]
+                embedded = await self._embedder.embed([docs[i].text for i in rows])
+                vectors[rows] = embedded.vectors
+        ids = [d.id for d in docs]
+        texts = [d.text for d in docs]
+        upserted, created = await self._on_store(lambda s: s.upsert(request.collection, ids, texts, vectors, metadata))
+        return retrieval_pb2.UpsertResponse(upserted=upserted, created=created)
+
+    def _check_documents(self, docs: list[retrieval_pb2.Document]) -> tuple[list[int], list[dict[str, Any]]]:
+        """Texts and metadata of an Upsert: (rows to embed, plain metadata per row)."""
+        limits = self._limits
         to_embed: list[int] = []
         for i, doc in enumerate(docs):
             if len(doc.text) > limits.max_text_chars:
@@ -280,10 +327,10 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
                         "whitespace, control or zero-width characters)"
                     )
                 to_embed.append(i)
-        metadata = [self._metadata(d, f"documents[{i}].metadata") for i, d in enumerate(docs)]
-        if to_embed:
-            self._embedder.check_budget(sum(len(docs[i].text) for i in to_embed), "documents.text")
-        info = await self._on_store(lambda s: s.collection(request.collection))
+        return to_embed, [self._metadata(d, f"documents[{i}].metadata") for i, d in enumerate(docs)]
+
+    def _document_vectors(self, docs: list[retrieval_pb2.Document], info: CollectionInfo) -> np.ndarray:
+        """float32 [len(docs), dimension]: the vectors sent, checked; zeros for rows to embed."""
         vectors = np.zeros((len(docs), info.dimension), dtype=np.float32)
         for i, doc in enumerate(docs):
             if len(doc.vector):
@@ -292,21 +339,8 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
                         f"documents[{i}].vector has dimension {len(doc.vector)}; collection '{info.name}' takes {info.dimension}"
                     )
                 vectors[i] = doc.vector
-                _check_vectors(vectors[i], f"documents[{i}].vector", limits.max_vector_norm)
-        if to_embed:
-            if info.dimension != self._embedder.dimension:
-                raise InvalidArgument(
-                    f"collection '{info.name}' has dimension {info.dimension} but the embedding model makes "
-                    f"{self._embedder.dimension}: send vectors for this collection"
-                )
-            for start in range(0, len(to_embed), limits.max_texts_per_request):
-                rows = to_embed[start : start + limits.max_texts_per_request]
-                embedded = await self._embedder.embed([docs[i].text for i in rows])
-                vectors[rows] = embedded.vectors
-        ids = [d.id for d in docs]
-        texts = [d.text for d in docs]
-        upserted, created = await self._on_store(lambda s: s.upsert(request.collection, ids, texts, vectors, metadata))
-        return retrieval_pb2.UpsertResponse(upserted=upserted, created=created)
+                _check_vectors(vectors[i], f"documents[{i}].vector", self._limits.max_vector_norm)
+        return vectors
 
     async def Get(self, request: retrieval_pb2.GetRequest, context: grpc.aio.ServicerContext) -> retrieval_pb2.GetResponse:
         _check_collection(request.collection)
@@ -322,18 +356,9 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
                 )
         docs = await self._on_store(lambda s: s.get(request.collection, ids, request.include_vectors))
         found = {d.id for d in docs}
-        return retrieval_pb2.GetResponse(
-            documents=[
-                retrieval_pb2.Document(
-                    id=d.id,
-                    text=d.text,
-                    metadata=_struct(d.metadata),
-                    vector=d.vector.tolist() if d.vector is not None else [],
-                )
-                for d in docs
-            ],
-            missing_ids=[i for i in ids if i not in found],
-        )
+        # Up to max_documents_per_request documents near the message limit: built off the event loop.
+        documents = await asyncio.to_thread(lambda: [_document_message(d) for d in docs])
+        return retrieval_pb2.GetResponse(documents=documents, missing_ids=[i for i in ids if i not in found])
 
     async def DeleteDocuments(
         self, request: retrieval_pb2.DeleteDocumentsRequest, context: grpc.aio.ServicerContext
@@ -391,15 +416,4 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
         if not np.isfinite(scores).all():
             log.error("search of collection '%s' produced a non-finite score", request.collection)
             raise InternalError("the search produced a non-finite score")
-        return retrieval_pb2.SearchResponse(
-            hits=[
-                retrieval_pb2.Hit(
-                    id=h.id,
-                    score=h.score,
-                    text=h.text,
-                    metadata=_struct(h.metadata),
-                    vector=h.vector.tolist() if h.vector is not None else [],
-                )
-                for h in hits
-            ]
-        )
+        return retrieval_pb2.SearchResponse(hits=await asyncio.to_thread(lambda: [_hit_message(h) for h in hits]))

@@ -395,10 +395,9 @@ def test_upsert_is_checked_before_anything_is_embedded(server, stub: retrieval_p
 HEALTH_DEADLINE_S = 1.0
 
 
-def test_health_answers_while_a_large_embed_runs(start_server) -> None:  # type: ignore[no-untyped-def]
+def test_health_answers_while_a_large_embed_runs(server) -> None:  # type: ignore[no-untyped-def]
     import psutil
 
-    server = start_server()
     texts = ["word " * (LIMITS.max_text_chars // 5)] * (LIMITS.max_request_chars // LIMITS.max_text_chars)  # the whole budget
     process = psutil.Process(server.process.pid)
     request = health_pb2.HealthCheckRequest(service="facet.v1.Retrieval")
