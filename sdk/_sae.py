@@ -92,8 +92,16 @@ class TokenLatents:
         token: the token's text.
         latents: latent indices, strongest first, active ones only (at most top_k).
         activations: their activations, same order.
-        excluded: the SAE was not applied: position 0 (the attention sink) or a token with a
-            massive residual norm (over 10x the text's median), which SAEs are not trained on.
+        excluded: the SAE was not applied: position 0 (the attention sink), a special token
+            or a token with a massive residual norm (over 10x the text's median), which SAEs are
+            not trained on.
+        start: where the token's span in the text begins, in Unicode code points (str index).
+        end: where it ends (exclusive); `text[start:end] == token`, and the spans of all tokens
+            tile the text in order, so `"".join(t.token for t in tokens) == text`.
+        partial: the token holds only part of a character (a byte-level piece of an emoji, a
+            CJK character...). The character belongs to the first token holding any of its
+            bytes; the later ones have an empty span (start == end). `token` is never U+FFFD.
+        special: a special token; only with `allow_special_tokens=True` (always excluded).
     """
 
     position: int
@@ -102,6 +110,10 @@ class TokenLatents:
     latents: list[int]
     activations: list[float]
     excluded: bool = False
+    start: int = 0
+    end: int = 0
+    partial: bool = False
+    special: bool = False
 
     def __str__(self) -> str:
         pairs = ", ".join(f"{lat}:{act:.2f}" for lat, act in zip(self.latents, self.activations, strict=True))
@@ -113,22 +125,35 @@ class ActivatingContext:
     """A window of corpus text around a token where a latent (or meta-latent) fired.
 
     Attributes:
-        tokens: the window's tokens, as text.
+        tokens: the window's tokens, as text: `text[start:end]` of each, joining to `text`
+            (never U+FFFD; see `TokenLatents` for partial characters).
         highlight: index into `tokens` of the token where it fired.
         activation: its activation there.
+        text: the window's text.
+        spans: (start, end) of each token in `text`, in Unicode code points, in order and
+            tiling it.
+        partial: per token, whether it holds only part of a character.
+        special: per token, whether it is a special token (the end-of-text between corpus
+            documents, shown as its literal string).
+        token_ids: per token, the LM tokenizer's id.
     """
 
     tokens: list[str]
     highlight: int
     activation: float
+    text: str = ""
+    spans: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    partial: list[bool] = dataclasses.field(default_factory=list)
+    special: list[bool] = dataclasses.field(default_factory=list)
+    token_ids: list[int] = dataclasses.field(default_factory=list)
 
     @property
-    def text(self) -> str:
+    def marked(self) -> str:
         """The context with the firing token in [[ ]]."""
         return "".join(f"[[{t}]]" if i == self.highlight else t for i, t in enumerate(self.tokens)).replace("\n", " ")
 
     def __str__(self) -> str:
-        return f"{self.activation:7.2f}  {self.text}"
+        return f"{self.activation:7.2f}  {self.marked}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,7 +296,7 @@ def _info(m: sae_pb2.SaeInfo) -> SaeInfo:
         family=m.family,
         corpus=m.corpus,
         training_tokens=m.training_tokens,
-        metrics={f.name: float(getattr(m.metrics, f.name)) for f in m.metrics.DESCRIPTOR.fields},
+        metrics={f.name: float(getattr(m.metrics, f.name)) for f in m.metrics.DESCRIPTOR.fields if m.metrics.HasField(f.name)},
         meta_width=m.meta_width,
         meta_variance_explained=m.meta_variance_explained,
         meta_mean_active=m.meta_mean_active,
@@ -280,7 +305,16 @@ def _info(m: sae_pb2.SaeInfo) -> SaeInfo:
 
 
 def _context(c: sae_pb2.ActivatingContext) -> ActivatingContext:
-    return ActivatingContext(tokens=list(c.tokens), highlight=c.highlight, activation=c.activation)
+    return ActivatingContext(
+        tokens=[t.token for t in c.tokens],
+        highlight=c.highlight,
+        activation=c.activation,
+        text=c.text,
+        spans=[(t.start, t.end) for t in c.tokens],
+        partial=[t.partial for t in c.tokens],
+        special=[t.special for t in c.tokens],
+        token_ids=[t.token_id for t in c.tokens],
+    )
 
 
 def _explanation(e: sae_pb2.Explanation) -> Explanation:
@@ -305,24 +339,28 @@ def _get_sae_call(sae: str) -> Call[SaeInfo]:
     return Call(SERVICE, "GetSae", sae_pb2.GetSaeRequest(sae=check.text(sae, "sae")), _info)
 
 
-def _encode_text_call(sae: str, text: str, top_k: int) -> Call[list[TokenLatents]]:
+def _encode_text_call(sae: str, text: str, top_k: int | None, allow_special_tokens: bool) -> Call[list[TokenLatents]]:
     def parse(r: sae_pb2.EncodeTextResponse) -> list[TokenLatents]:
         return [
-            TokenLatents(t.position, t.token_id, t.token, list(t.latents), list(t.activations), t.excluded)
+            TokenLatents(t.position, t.token_id, t.token, list(t.latents), list(t.activations), t.excluded,
+                         t.start, t.end, t.partial, t.special)  # fmt: skip
             for t in r.tokens
         ]
 
     request = sae_pb2.EncodeTextRequest(
-        sae=check.text(sae, "sae"), text=check.text(text, "text"), top_k=check.integer(top_k, "top_k")
+        sae=check.text(sae, "sae"),
+        text=check.text(text, "text"),
+        top_k=check.optional_integer(top_k, "top_k"),
+        allow_special_tokens=check.flag(allow_special_tokens, "allow_special_tokens"),
     )
     return Call(SERVICE, "EncodeText", request, parse)
 
 
 def _encode_activations_call(
-    sae: str, activations: np.ndarray, top_k: int
+    sae: str, activations: np.ndarray, top_k: int | None
 ) -> Call[np.ndarray | tuple[np.ndarray, np.ndarray]]:
     def parse(r: sae_pb2.EncodeActivationsResponse) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        if top_k == 0:
+        if top_k is None:
             return tensor_to_numpy(r.latents, "latents")
         return tensor_to_numpy(r.indices, "indices"), tensor_to_numpy(r.values, "values")
 
@@ -343,14 +381,16 @@ def _reconstruct_call(sae: str, activations: np.ndarray) -> Call[tuple[np.ndarra
     )
 
 
-def _top_activations_call(sae: str, latent: int, k: int) -> Call[list[ActivatingContext]]:
+def _top_activations_call(sae: str, latent: int, k: int | None) -> Call[list[ActivatingContext]]:
     request = sae_pb2.TopActivationsRequest(
         sae=check.text(sae, "sae"), latent=check.integer(latent, "latent"), k=check.optional_integer(k, "k")
     )
     return Call(SERVICE, "TopActivations", request, lambda r: [_context(c) for c in r.contexts])
 
 
-def _decompose_latent_call(sae: str, latent: int, top_n: int, members: int, contexts: int) -> Call[LatentDecomposition]:
+def _decompose_latent_call(
+    sae: str, latent: int, top_n: int | None, members: int | None, contexts: int | None
+) -> Call[LatentDecomposition]:
     def parse(r: sae_pb2.LatentDecomposition) -> LatentDecomposition:
         metas = [(_meta(m.meta_latent), m.activation) for m in r.meta_latents]
         return LatentDecomposition(r.sae, r.latent, _explanation(r.explanation), metas, r.reconstruction_cosine)
@@ -365,7 +405,7 @@ def _decompose_latent_call(sae: str, latent: int, top_n: int, members: int, cont
     return Call(SERVICE, "DecomposeLatent", request, parse)
 
 
-def _get_meta_latent_call(sae: str, meta_latent: int, members: int, contexts: int) -> Call[MetaLatent]:
+def _get_meta_latent_call(sae: str, meta_latent: int, members: int | None, contexts: int | None) -> Call[MetaLatent]:
     request = sae_pb2.GetMetaLatentRequest(
         sae=check.text(sae, "sae"),
         meta_latent=check.integer(meta_latent, "meta_latent"),
@@ -442,7 +482,15 @@ class SaeMethods(SyncTransport):
         """
         return self._run(_get_sae_call(sae), timeout_s)
 
-    def encode_text(self, sae: str, text: str, *, top_k: int = 8, timeout_s: float | None = None) -> list[TokenLatents]:
+    def encode_text(
+        self,
+        sae: str,
+        text: str,
+        *,
+        top_k: int | None = None,
+        allow_special_tokens: bool = False,
+        timeout_s: float | None = None,
+    ) -> list[TokenLatents]:
         """Run a text through the LM up to the SAE's layer and encode every token with the SAE.
 
         Args:
@@ -450,10 +498,14 @@ class SaeMethods(SyncTransport):
             text: at most the service's `sae.max_text_chars` characters and `sae.max_text_tokens`
                 tokens (config keys), not blank.
             top_k: latents reported per token, 1 to the service's `sae.max_top_k` and at most the
-                SAE's width.
+                SAE's width; None takes 8.
+            allow_special_tokens: let special-token strings in the text (e.g. "<|endoftext|>")
+                become special tokens; by default the text is plain text and they are split
+                like any other characters. Special tokens are never encoded (marked excluded).
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
-            One TokenLatents per token in order, position 0 included (marked excluded).
+            One TokenLatents per token in order, position 0 included (marked excluded); their
+            spans (start, end; code points) tile `text`.
         Raises:
             InvalidArgument: a blank or too long text, top_k out of range.
             NotFound: no SAE of that id.
@@ -463,25 +515,27 @@ class SaeMethods(SyncTransport):
             >>> for token in client.encode_text(sae, "Albert Einstein was born in Ulm."):
             ...     print(token)
         """
-        return self._run(_encode_text_call(sae, text, top_k), timeout_s)
+        return self._run(_encode_text_call(sae, text, top_k, allow_special_tokens), timeout_s)
 
     def encode_activations(
-        self, sae: str, activations: np.ndarray, *, top_k: int = 0, timeout_s: float | None = None
+        self, sae: str, activations: np.ndarray, *, top_k: int | None = None, timeout_s: float | None = None
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Encode residual-stream activations you already have.
 
         Args:
             sae: an id from `list_saes()`.
-            activations: float array [n, d_in] (sent as float32), 1 <= n <= the service's `sae.max_rows`.
-            top_k: 0 for dense latents; else the latents kept per row, at most the service's
+            activations: float array [n, d_in] (sent as float32), 1 <= n <= the service's
+                `sae.max_rows`, entries within ±`sae.max_abs_activation` (1e6 by default).
+            top_k: None for dense latents; else the latents kept per row, 1 to the service's
                 `sae.max_top_k` and the SAE's width.
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
-            With top_k = 0, the latents: float32 [n, width]. Else (indices int32 [n, top_k],
+            With top_k None, the latents: float32 [n, width]. Else (indices int32 [n, top_k],
             values float32 [n, top_k]), strongest first per row.
         Raises:
             InvalidArgument: activations not a 2-D float array (before sending); a d_in other
-                than the SAE's, too many rows, NaN or inf, top_k out of range.
+                than the SAE's, too many rows, NaN or inf, an entry beyond
+                `sae.max_abs_activation`, top_k out of range (0 included).
             NotFound: no SAE of that id.
             FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated, ResourceExhausted.
         """
@@ -494,28 +548,30 @@ class SaeMethods(SyncTransport):
 
         Args:
             sae: an id from `list_saes()`.
-            activations: float array [n, d_in] (sent as float32), 1 <= n <= the service's `sae.max_rows`.
+            activations: float array [n, d_in] (sent as float32), 1 <= n <= the service's
+                `sae.max_rows`, entries within ±`sae.max_abs_activation` (1e6 by default).
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
             (reconstruction float32 [n, d_in], squared error float32 [n]: per row, summed over
-            the d_in dimensions).
+            the d_in dimensions); both finite.
         Raises:
             InvalidArgument: activations not a 2-D float array (before sending); a d_in other
-                than the SAE's, too many rows, NaN or inf.
+                than the SAE's, too many rows, NaN or inf, an entry beyond `sae.max_abs_activation`.
+            InternalError: the model produced a non-finite value (a server fault, with its request id).
             NotFound: no SAE of that id.
             FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated, ResourceExhausted.
         """
         return self._run(_reconstruct_call(sae, activations), timeout_s)
 
     def top_activations(
-        self, sae: str, latent: int, *, k: int = 10, timeout_s: float | None = None
+        self, sae: str, latent: int, *, k: int | None = None, timeout_s: float | None = None
     ) -> list[ActivatingContext]:
         """The corpus contexts where a latent fires most strongly, stored at build time.
 
         Args:
             sae: an id from `list_saes()`.
             latent: 0 to the SAE's width - 1.
-            k: contexts, 1 to the SAE's `top_activations_stored`.
+            k: contexts, 1 to the SAE's `top_activations_stored`; None takes 10.
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
             Up to k contexts, strongest first, the firing token marked (print one to see it in [[ ]]).
@@ -535,9 +591,9 @@ class SaeMethods(SyncTransport):
         sae: str,
         latent: int,
         *,
-        top_n: int = 4,
-        members: int = 8,
-        contexts: int = 3,
+        top_n: int | None = None,
+        members: int | None = None,
+        contexts: int | None = None,
         timeout_s: float | None = None,
     ) -> LatentDecomposition:
         """A latent's meta-latents: its decoder direction encoded by the meta-SAE trained on the
@@ -547,9 +603,10 @@ class SaeMethods(SyncTransport):
         Args:
             sae: an id from `list_saes()` whose `meta_width` is not 0.
             latent: 0 to the SAE's width - 1.
-            top_n: meta-latents returned at most, 1 to the service's `sae.max_top_n`.
-            members: other latents listed per meta-latent, 1 to the service's `sae.max_members`.
-            contexts: contexts per explanation, 1 to the SAE's `top_activations_stored`.
+            top_n: meta-latents returned at most, 1 to the service's `sae.max_top_n`; None: 4.
+            members: other latents listed per meta-latent, 1 to the service's `sae.max_members`;
+                None: 8.
+            contexts: contexts per explanation, 1 to the SAE's `top_activations_stored`; None: 3.
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
             The latent's explanation, its active meta-latents (strongest first, with
@@ -566,15 +623,21 @@ class SaeMethods(SyncTransport):
         return self._run(_decompose_latent_call(sae, latent, top_n, members, contexts), timeout_s)
 
     def get_meta_latent(
-        self, sae: str, meta_latent: int, *, members: int = 8, contexts: int = 3, timeout_s: float | None = None
+        self,
+        sae: str,
+        meta_latent: int,
+        *,
+        members: int | None = None,
+        contexts: int | None = None,
+        timeout_s: float | None = None,
     ) -> MetaLatent:
         """One meta-latent of an SAE's meta-SAE (Leask et al., 2025, Section 4).
 
         Args:
             sae: an id from `list_saes()` whose `meta_width` is not 0.
             meta_latent: 0 to the SAE's `meta_width` - 1.
-            members: latents listed that use it, 1 to the service's `sae.max_members`.
-            contexts: contexts in its explanation, 1 to those stored.
+            members: latents listed that use it, 1 to the service's `sae.max_members`; None: 8.
+            contexts: contexts in its explanation, 1 to those stored; None: 3.
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
             The latents that use it (strongest first) and its explanation.
@@ -626,12 +689,18 @@ class AsyncSaeMethods(AsyncTransport):
         return await self._run(_get_sae_call(sae), timeout_s)
 
     async def encode_text(
-        self, sae: str, text: str, *, top_k: int = 8, timeout_s: float | None = None
+        self,
+        sae: str,
+        text: str,
+        *,
+        top_k: int | None = None,
+        allow_special_tokens: bool = False,
+        timeout_s: float | None = None,
     ) -> list[TokenLatents]:
-        return await self._run(_encode_text_call(sae, text, top_k), timeout_s)
+        return await self._run(_encode_text_call(sae, text, top_k, allow_special_tokens), timeout_s)
 
     async def encode_activations(
-        self, sae: str, activations: np.ndarray, *, top_k: int = 0, timeout_s: float | None = None
+        self, sae: str, activations: np.ndarray, *, top_k: int | None = None, timeout_s: float | None = None
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         return await self._run(_encode_activations_call(sae, activations, top_k), timeout_s)
 
@@ -641,7 +710,7 @@ class AsyncSaeMethods(AsyncTransport):
         return await self._run(_reconstruct_call(sae, activations), timeout_s)
 
     async def top_activations(
-        self, sae: str, latent: int, *, k: int = 10, timeout_s: float | None = None
+        self, sae: str, latent: int, *, k: int | None = None, timeout_s: float | None = None
     ) -> list[ActivatingContext]:
         return await self._run(_top_activations_call(sae, latent, k), timeout_s)
 
@@ -650,15 +719,21 @@ class AsyncSaeMethods(AsyncTransport):
         sae: str,
         latent: int,
         *,
-        top_n: int = 4,
-        members: int = 8,
-        contexts: int = 3,
+        top_n: int | None = None,
+        members: int | None = None,
+        contexts: int | None = None,
         timeout_s: float | None = None,
     ) -> LatentDecomposition:
         return await self._run(_decompose_latent_call(sae, latent, top_n, members, contexts), timeout_s)
 
     async def get_meta_latent(
-        self, sae: str, meta_latent: int, *, members: int = 8, contexts: int = 3, timeout_s: float | None = None
+        self,
+        sae: str,
+        meta_latent: int,
+        *,
+        members: int | None = None,
+        contexts: int | None = None,
+        timeout_s: float | None = None,
     ) -> MetaLatent:
         return await self._run(_get_meta_latent_call(sae, meta_latent, members, contexts), timeout_s)
 

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from services.model_repository import Key, ModelRepository, ModelVersion
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.sae.tokenization import SaeTokenizer, StoredWindows, TokenizedText
 
-PAD = -1  # token id outside the corpus context in a stored window
+TOP_PREFIX = "top_"  # keys of the stored top-activation windows (training.sae.analysis.TOP_PREFIX)
 
 
 class Kind:
@@ -68,27 +68,37 @@ class File:
 
 @dataclasses.dataclass(frozen=True)
 class Context:
-    tokens: list[str]
-    highlight: int
+    tokens: TokenizedText  # the window: its text and each token's span in it
+    highlight: int  # index of the firing token
     activation: float
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputToken:
+    token: str  # display string, never U+FFFD: bytes of a partial character as \\xNN escapes
+    score: float
+    partial: bool
+    special: bool
 
 
 @dataclasses.dataclass(frozen=True)
 class Explanation:
     contexts: list[Context]
-    output_tokens: list[tuple[str, float]]
+    output_tokens: list[OutputToken]
 
 
 class Explained:
     """Stored top activations and output tokens of a set of units (latents or meta-latents)."""
 
-    def __init__(self, arrays: Any, tokens: TokenText) -> None:
+    def __init__(self, arrays: Any, tokens: SaeTokenizer) -> None:
+        if "top_highlight" not in arrays:
+            raise FailedPrecondition("an SAE analysis file predates token spans (no top_highlight); rebuild the SAEs with `facet models build`")
         self.top_values = np.asarray(arrays["top_values"])  # [units, k]
-        self.top_windows = np.asarray(arrays["top_windows"])  # [units, k, window]
+        self.top_highlight = np.asarray(arrays["top_highlight"])  # [units, k]
+        self.windows = StoredWindows(arrays, TOP_PREFIX)  # [units, k] windows
         self.firing_rate = np.asarray(arrays["firing_rate"])  # [units]
         self.output_ids = np.asarray(arrays["output_ids"])  # [units, n]
         self.output_scores = np.asarray(arrays["output_scores"])
-        self.context_before = int(arrays["context_before"])  # the firing token's index in a window
         self._tokens = tokens
 
     @property
@@ -97,32 +107,18 @@ class Explained:
 
     def contexts(self, unit: int, k: int) -> list[Context]:
         out = []
-        for value, window in zip(self.top_values[unit, :k], self.top_windows[unit, :k], strict=True):
+        for j, value in enumerate(self.top_values[unit, :k].tolist()):
             if value <= 0:
                 break
-            keep = window != PAD
-            highlight = int(keep[: self.context_before].sum())
-            out.append(Context(self._tokens.texts(window[keep]), highlight, float(value)))
+            out.append(Context(self.windows.get(unit, j), int(self.top_highlight[unit, j]), float(value)))
         return out
 
     def explanation(self, unit: int, contexts: int) -> Explanation:
-        words = self._tokens.texts(self.output_ids[unit])
-        return Explanation(self.contexts(unit, contexts), list(zip(words, self.output_scores[unit].tolist(), strict=True)))
-
-
-class TokenText:
-    """Token ids → the text each token stands for."""
-
-    def __init__(self, tokenizer_file: str | Path) -> None:
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self.tokenizer.no_padding()
-        self.tokenizer.no_truncation()
-
-    def texts(self, ids: np.ndarray | list[int]) -> list[str]:
-        return self.tokenizer.decode_batch([[int(i)] for i in ids], skip_special_tokens=False)
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        outputs = []
+        for token_id, score in zip(self.output_ids[unit].tolist(), self.output_scores[unit].tolist(), strict=True):
+            display, partial = self._tokens.vocabulary_piece(token_id)
+            outputs.append(OutputToken(display, score, partial, token_id in self._tokens.special_ids))
+        return Explanation(self.contexts(unit, contexts), outputs)
 
 
 @dataclasses.dataclass
@@ -173,10 +169,6 @@ class SaeEntry:
     def d_in(self) -> int:
         return int(self.props[Prop.D_IN])
 
-    def check_latent(self, latent: int) -> None:
-        if not 0 <= latent < self.width:
-            raise InvalidArgument(f"latent {latent} is out of range for SAE '{self.name}': it has latents 0..{self.width - 1}")
-
     def stitching(self, small: str) -> dict[str, np.ndarray]:
         path = self.stitchings.get(small)
         if path is None:
@@ -194,12 +186,12 @@ class Catalog:
     def __init__(self, repository: ModelRepository) -> None:
         self.saes: dict[str, SaeEntry] = {}
         self.lm_models: dict[str, ModelVersion] = {}
-        self.tokens: dict[str, TokenText] = {}
+        self.tokens: dict[str, SaeTokenizer] = {}
         entries = [repository.get(name) for name in repository.models()]
         for entry in entries:
             if entry.kind == Kind.LM_RESIDUAL:
                 self.lm_models[entry.name] = entry
-                self.tokens[entry.name] = TokenText(entry.file(File.TOKENIZER))
+                self.tokens[entry.name] = SaeTokenizer.from_file(entry.file(File.TOKENIZER))
         metas = {e.properties[Prop.SAE]: e for e in entries if e.kind == Kind.META_SAE}
         for entry in entries:
             if entry.kind != Kind.SAE:
@@ -210,7 +202,7 @@ class Catalog:
             self.saes[entry.name] = self._load_sae(entry, self.tokens[lm], metas.get(entry.name))
 
     @staticmethod
-    def _load_sae(entry: ModelVersion, tokens: TokenText, meta_entry: ModelVersion | None) -> SaeEntry:
+    def _load_sae(entry: ModelVersion, tokens: SaeTokenizer, meta_entry: ModelVersion | None) -> SaeEntry:
         from safetensors.numpy import load_file
 
         w_dec = load_file(str(entry.file(File.WEIGHTS)))["W_dec"]
@@ -233,11 +225,19 @@ class Catalog:
         sae = self.saes.get(name)
         if sae is None:
             known = ", ".join(sorted(self.saes)) or "none"
-            raise NotFound(f"SAE '{name}' is not served (have: {known})")
+            raise NotFound(f"SAE '{shown(name)}' is not served (have: {known})")
         return sae
 
     def sorted(self) -> list[SaeEntry]:
         return sorted(self.saes.values(), key=lambda s: (s.props.get(Prop.FAMILY, ""), s.width))
+
+
+SHOWN_CHARS = 80  # of a name echoed in an error message (the status travels in a header of ~16 KB)
+
+
+def shown(name: str) -> str:
+    """`name` as an error message quotes it: at most SHOWN_CHARS characters."""
+    return name if len(name) <= SHOWN_CHARS else f"{name[:SHOWN_CHARS]}… ({len(name)} characters)"
 
 
 def compatible(small: SaeEntry, large: SaeEntry) -> None:

@@ -17,6 +17,11 @@ class SaeConfig:
     max_top_k: latents per token or row (EncodeText, EncodeActivations).
     max_top_n: meta-latents per DecomposeLatent.
     max_members: member latents listed per meta-latent.
+    max_abs_activation: largest magnitude of an activation entry sent to EncodeActivations or
+        Reconstruct; larger inputs are refused (INVALID_ARGUMENT) because the SAE's outputs and
+        squared errors would overflow float32 (a residual-stream entry of SmolLM2 is at most a few
+        thousand). Raised above ~1e17, an input can overflow the squared error: the call then
+        fails with INTERNAL (the service never answers OK with a non-finite number).
     massive_norm_factor: a token whose residual norm exceeds this many times the median is not
         encoded (marked excluded), as such tokens were left out of the SAE's training data
         (SmolLM2's first-token residual norm is ~100x the others in middle layers).
@@ -31,11 +36,13 @@ class SaeConfig:
     max_top_k: int = 64
     max_top_n: int = 16
     max_members: int = 32
+    max_abs_activation: float = 1e6
     massive_norm_factor: float = 10.0
     default_threshold: float = 0.7
 
     def __post_init__(self) -> None:
         for key in ("max_text_chars", "max_text_tokens", "max_rows", "max_top_k", "max_top_n", "max_members"):
             check(getattr(self, key) >= 1, f"sae.{key} must be >= 1")
+        check(0 < self.max_abs_activation < 3.4e38, "sae.max_abs_activation must be in (0, 3.4e38) (float32's range)")
         check(self.massive_norm_factor > 1, "sae.massive_norm_factor must be > 1")
         check(0 < self.default_threshold < 1, "sae.default_threshold must be in (0, 1)")

@@ -8,6 +8,7 @@ import logging
 
 import grpc
 import numpy as np
+from google.protobuf.message import Message
 
 from sdk._proto.facet.v1 import common_pb2, sae_pb2, sae_pb2_grpc
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
@@ -23,22 +24,55 @@ log = logging.getLogger(__name__)
 
 
 
-def _bounded(value: int, default: int, low: int, high: int, what: str) -> int:
-    if value == 0:
+class NonFiniteOutput(RuntimeError):
+    """A model produced NaN or inf from finite, in-range input: the server's fault. The
+    interceptor answers INTERNAL with the request id, logs it and counts it as an error."""
+
+
+def _finite(what: str, array: np.ndarray) -> np.ndarray:
+    """`array` if every entry is finite; else NonFiniteOutput (never an OK reply)."""
+    if not np.isfinite(array).all():
+        raise NonFiniteOutput(f"{what} has {int((~np.isfinite(array)).sum())} non-finite entries")
+    return array
+
+
+def _optional(request: Message, field: str, default: int, low: int, high: int) -> int:
+    """An optional count: unset takes `default` (at most `high`); a set value must be low..high."""
+    if not request.HasField(field):
         return min(default, high)
+    value = int(getattr(request, field))
     if not low <= value <= high:
-        raise InvalidArgument(f"{what} must be {low}..{high} (0: {min(default, high)}), got {value}")
+        raise InvalidArgument(f"{field} must be {low}..{high} (unset: {min(default, high)}), got {value}")
+    return value
+
+
+def _required_index(request: Message, field: str, size: int, of: str) -> int:
+    """A required index into `size` units (latent, meta_latent)."""
+    if not request.HasField(field):
+        raise InvalidArgument(f"{field} is required: 0..{size - 1} for {of}")
+    value = int(getattr(request, field))
+    if not 0 <= value < size:
+        raise InvalidArgument(f"{field} {value} is out of range: {of} has 0..{size - 1}")
     return value
 
 
 def _context(c: Context) -> sae_pb2.ActivatingContext:
-    return sae_pb2.ActivatingContext(tokens=c.tokens, highlight=c.highlight, activation=c.activation)
+    w = c.tokens
+    return sae_pb2.ActivatingContext(
+        text=w.text,
+        tokens=[
+            sae_pb2.ContextToken(token_id=i, token=piece, start=s, end=e, partial=p, special=sp)
+            for i, piece, s, e, p, sp in zip(w.ids.tolist(), w.pieces(), w.starts.tolist(), w.ends.tolist(), w.partial.tolist(), w.special.tolist(), strict=True)
+        ],
+        highlight=c.highlight,
+        activation=c.activation,
+    )
 
 
 def _explanation(e: Explanation) -> sae_pb2.Explanation:
     return sae_pb2.Explanation(
         top_contexts=[_context(c) for c in e.contexts],
-        top_output_tokens=[sae_pb2.TokenScore(token=t, score=s) for t, s in e.output_tokens],
+        top_output_tokens=[sae_pb2.TokenScore(token=t.token, score=t.score, partial=t.partial, special=t.special) for t in e.output_tokens],
     )
 
 
@@ -57,7 +91,8 @@ def _info(sae: SaeEntry) -> sae_pb2.SaeInfo:
         family=p.get(Prop.FAMILY, ""),
         corpus=p.get(Prop.CORPUS, ""),
         training_tokens=int(p.get(Prop.TRAINING_TOKENS, 0)),
-        metrics=sae_pb2.SaeMetrics(**{f: m[f] for f in sae_pb2.SaeMetrics.DESCRIPTOR.fields_by_name if f in m}),
+        # a metric that does not apply (CE of an encoder LM: NaN) is left unset
+        metrics=sae_pb2.SaeMetrics(**{f: m[f] for f in sae_pb2.SaeMetrics.DESCRIPTOR.fields_by_name if f in m and np.isfinite(m[f])}),
         top_activations_stored=sae.explained.stored,
         model_version=sae.entry.version,
     )
@@ -113,13 +148,21 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
             raise InvalidArgument(f"activations must be float32 [n, {sae.d_in}] for SAE '{sae.name}', got {rows.dtype} {list(rows.shape)}")
         if not 1 <= len(rows) <= self._limits.max_rows:
             raise InvalidArgument(f"activations have {len(rows)} rows; send 1..{self._limits.max_rows} per call")
+        largest = float(np.abs(rows).max())
+        if largest > self._limits.max_abs_activation:
+            raise InvalidArgument(
+                f"activations have an entry of magnitude {largest:.3g}; entries must be within ±{self._limits.max_abs_activation:g} "
+                "(config key sae.max_abs_activation), or the SAE's outputs overflow float32"
+            )
         return rows
 
     async def _encode(self, sae: SaeEntry, rows: np.ndarray) -> np.ndarray:
-        return (await self._backend.infer(sae.name, {"x": np.ascontiguousarray(rows, dtype=np.float32)}))["latents"]
+        latents = (await self._backend.infer(sae.name, {"x": np.ascontiguousarray(rows, dtype=np.float32)}))["latents"]
+        return _finite(f"the latents of SAE '{sae.name}'", latents)
 
     async def _decode(self, sae: SaeEntry, latents: np.ndarray) -> np.ndarray:
-        return (await self._backend.infer(sae.props[Prop.DECODER_MODEL], {"latents": latents}))["reconstruction"]
+        recon = (await self._backend.infer(sae.props[Prop.DECODER_MODEL], {"latents": latents}))["reconstruction"]
+        return _finite(f"the reconstruction of SAE '{sae.name}'", recon)
 
     def _meta(self, sae: SaeEntry) -> MetaSae:
         if sae.meta is None:
@@ -148,48 +191,55 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
 
     async def EncodeText(self, request: sae_pb2.EncodeTextRequest, context: grpc.aio.ServicerContext) -> sae_pb2.EncodeTextResponse:
         sae = self.catalog.get(request.sae)
-        top_k = _bounded(request.top_k, 8, 1, min(self._limits.max_top_k, sae.width), "top_k")
+        top_k = _optional(request, "top_k", 8, 1, min(self._limits.max_top_k, sae.width))
         if not request.text.strip():
             raise InvalidArgument(f"text is empty; send 1..{self._limits.max_text_chars} characters")
         if len(request.text) > self._limits.max_text_chars:
             raise InvalidArgument(f"text has {len(request.text)} characters; the limit is {self._limits.max_text_chars}")
         lm = sae.props[Prop.LM_MODEL]
-        text = self.catalog.tokens[lm]
-        ids = text.encode(request.text)
-        if len(ids) > self._limits.max_text_tokens:
-            raise InvalidArgument(f"text has {len(ids)} tokens; the limit is {self._limits.max_text_tokens}: split it")
-        batch = np.array([ids], dtype=np.int64)
-        resid = (await self._backend.infer(lm, {"input_ids": batch, "attention_mask": np.ones_like(batch)}))["resid"][0, : len(ids)]
+        tokens = self.catalog.tokens[lm].encode(request.text, allow_special=request.allow_special_tokens)
+        n = len(tokens)
+        if n > self._limits.max_text_tokens:
+            raise InvalidArgument(f"text has {n} tokens; the limit is {self._limits.max_text_tokens}: split it")
+        batch = tokens.ids[None, :].astype(np.int64)
+        resid = (await self._backend.infer(lm, {"input_ids": batch, "attention_mask": np.ones_like(batch)}))["resid"][0, :n]
+        _finite(f"the residual stream of '{lm}'", resid)
+        # Encoded: not position 0 (attention sink), not special tokens, not massive-norm tokens.
+        included = ~tokens.special
+        included[0] = False
         norms = np.linalg.norm(resid, axis=1)
-        included = np.zeros(len(ids), dtype=bool)
-        if len(ids) > 1:
-            included[1:] = norms[1:] <= self._limits.massive_norm_factor * np.median(norms[1:])
-        latents = np.zeros((len(ids), sae.width), dtype=np.float32)
+        if included.any():
+            included &= norms <= self._limits.massive_norm_factor * np.median(norms[included])
+        latents = np.zeros((n, sae.width), dtype=np.float32)
         if included.any():
             latents[included] = await self._encode(sae, resid[included])
-        strings = text.texts(ids)
-        tokens = []
-        for pos, (token_id, token) in enumerate(zip(ids, strings, strict=True)):
+        out = []
+        for pos, (token_id, piece, start, end, partial, special) in enumerate(
+            zip(tokens.ids.tolist(), tokens.pieces(), tokens.starts.tolist(), tokens.ends.tolist(), tokens.partial.tolist(), tokens.special.tolist(), strict=True)
+        ):
             row = latents[pos]
             top = np.argsort(-row, kind="stable")[:top_k]
             top = top[row[top] > 0]
-            tokens.append(
+            out.append(
                 sae_pb2.TokenLatents(
-                    position=pos, token_id=token_id, token=token, latents=top.tolist(), activations=row[top].tolist(), excluded=not included[pos]
-                )
+                    position=pos, token_id=token_id, token=piece, latents=top.tolist(), activations=row[top].tolist(),
+                    excluded=not included[pos], start=start, end=end, partial=partial, special=special,
+                )  # fmt: skip
             )
-        return sae_pb2.EncodeTextResponse(sae=sae.name, tokens=tokens)
+        return sae_pb2.EncodeTextResponse(sae=sae.name, tokens=out)
 
     async def EncodeActivations(
         self, request: sae_pb2.EncodeActivationsRequest, context: grpc.aio.ServicerContext
     ) -> sae_pb2.EncodeActivationsResponse:
         sae = self.catalog.get(request.sae)
-        if not 0 <= request.top_k <= min(self._limits.max_top_k, sae.width):
-            raise InvalidArgument(f"top_k must be 0 (dense) .. {min(self._limits.max_top_k, sae.width)}, got {request.top_k}")
+        high = min(self._limits.max_top_k, sae.width)
+        top_k = request.top_k if request.HasField("top_k") else None
+        if top_k is not None and not 1 <= top_k <= high:
+            raise InvalidArgument(f"top_k must be 1..{high}, or unset for dense latents; got {top_k}")
         latents = await self._encode(sae, self._rows(sae, request.activations))
-        if request.top_k == 0:
+        if top_k is None:
             return sae_pb2.EncodeActivationsResponse(latents=tensor_from_numpy(latents))
-        order = np.argsort(-latents, axis=1, kind="stable")[:, : request.top_k].astype(np.int32)
+        order = np.argsort(-latents, axis=1, kind="stable")[:, :top_k].astype(np.int32)
         values = np.take_along_axis(latents, order, axis=1)
         return sae_pb2.EncodeActivationsResponse(indices=tensor_from_numpy(order), values=tensor_from_numpy(values))
 
@@ -197,43 +247,46 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
         sae = self.catalog.get(request.sae)
         rows = self._rows(sae, request.activations)
         recon = await self._decode(sae, await self._encode(sae, rows))
-        squared = ((rows - recon) ** 2).sum(1)
-        variance = float(((rows - rows.mean(0)) ** 2).sum(1).sum())
-        fvu = float(squared.sum() / variance) if len(rows) > 1 and variance > 0 else 0.0
-        return sae_pb2.ReconstructResponse(reconstruction=tensor_from_numpy(recon), squared_error=squared.tolist(), fvu=fvu)
+        squared = _finite("the squared error", ((rows.astype(np.float64) - recon) ** 2).sum(1)).astype(np.float32)
+        _finite("the squared error (float32)", squared)
+        reply = sae_pb2.ReconstructResponse(reconstruction=tensor_from_numpy(recon), squared_error=squared.tolist())
+        variance = float(((rows.astype(np.float64) - rows.mean(0, dtype=np.float64)) ** 2).sum())
+        if len(rows) > 1 and variance > 0:
+            reply.fvu = float(_finite("the FVU", np.array([squared.astype(np.float64).sum() / variance]))[0])
+        return reply
 
     async def TopActivations(
         self, request: sae_pb2.TopActivationsRequest, context: grpc.aio.ServicerContext
     ) -> sae_pb2.TopActivationsResponse:
         sae = self.catalog.get(request.sae)
-        sae.check_latent(request.latent)
-        k = _bounded(request.k, 10, 1, sae.explained.stored, "k")
+        latent = _required_index(request, "latent", sae.width, f"SAE '{sae.name}'")
+        k = _optional(request, "k", 10, 1, sae.explained.stored)
         return sae_pb2.TopActivationsResponse(
-            contexts=[_context(c) for c in sae.explained.contexts(request.latent, k)],
-            firing_rate=float(sae.explained.firing_rate[request.latent]),
+            contexts=[_context(c) for c in sae.explained.contexts(latent, k)],
+            firing_rate=float(sae.explained.firing_rate[latent]),
         )
 
     async def DecomposeLatent(
         self, request: sae_pb2.DecomposeLatentRequest, context: grpc.aio.ServicerContext
     ) -> sae_pb2.LatentDecomposition:
         sae = self.catalog.get(request.sae)
-        sae.check_latent(request.latent)
+        latent = _required_index(request, "latent", sae.width, f"SAE '{sae.name}'")
         meta = self._meta(sae)
-        top_n = _bounded(request.top_n, 4, 1, self._limits.max_top_n, "top_n")
-        members = _bounded(request.members, 8, 1, self._limits.max_members, "members")
-        contexts = _bounded(request.contexts, 3, 1, sae.explained.stored, "contexts")
-        direction = sae.unit_decoder[request.latent]
-        code = (await self._backend.infer(meta.name, {"x": direction[None, :]}))["latents"][0]
+        top_n = _optional(request, "top_n", 4, 1, self._limits.max_top_n)
+        members = _optional(request, "members", 8, 1, self._limits.max_members)
+        contexts = _optional(request, "contexts", 3, 1, sae.explained.stored)
+        direction = sae.unit_decoder[latent]
+        code = _finite(f"the meta-SAE code of latent {latent}", (await self._backend.infer(meta.name, {"x": direction[None, :]}))["latents"][0])
         active = [int(i) for i in np.argsort(-code, kind="stable")[:top_n] if code[i] > 0]
         recon = code @ meta.decoder + meta.bias
         cosine = float(recon @ direction / max(float(np.linalg.norm(recon)), 1e-12))
         return sae_pb2.LatentDecomposition(
             sae=sae.name,
-            latent=request.latent,
-            explanation=_explanation(sae.explained.explanation(request.latent, contexts)),
+            latent=latent,
+            explanation=_explanation(sae.explained.explanation(latent, contexts)),
             meta_latents=[
                 sae_pb2.MetaLatentActivation(
-                    meta_latent=self._meta_latent(sae, m, members, contexts, exclude=request.latent), activation=float(code[m])
+                    meta_latent=self._meta_latent(sae, m, members, contexts, exclude=latent), activation=float(code[m])
                 )
                 for m in active
             ],
@@ -243,11 +296,10 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
     async def GetMetaLatent(self, request: sae_pb2.GetMetaLatentRequest, context: grpc.aio.ServicerContext) -> sae_pb2.MetaLatent:
         sae = self.catalog.get(request.sae)
         meta = self._meta(sae)
-        if not 0 <= request.meta_latent < meta.width:
-            raise InvalidArgument(f"meta_latent {request.meta_latent} is out of range: the meta-SAE of '{sae.name}' has 0..{meta.width - 1}")
-        members = _bounded(request.members, 8, 1, self._limits.max_members, "members")
-        contexts = _bounded(request.contexts, 3, 1, meta.explained.stored, "contexts")
-        return self._meta_latent(sae, request.meta_latent, members, contexts)
+        index = _required_index(request, "meta_latent", meta.width, f"the meta-SAE of '{sae.name}'")
+        members = _optional(request, "members", 8, 1, self._limits.max_members)
+        contexts = _optional(request, "contexts", 3, 1, meta.explained.stored)
+        return self._meta_latent(sae, index, members, contexts)
 
     async def CompareSaes(self, request: sae_pb2.CompareSaesRequest, context: grpc.aio.ServicerContext) -> sae_pb2.SaeComparison:
         small, large = self.catalog.get(request.small), self.catalog.get(request.large)

@@ -24,12 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from services.sae.tokenization import SaeTokenizer, StoredWindows, TokenizedText, concat, pack_windows
+
 log = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
 MANIFEST_FILE = "manifest.json"
 CONTEXTS_FILE = "contexts.npy"  # int32 [contexts, context_tokens]: the token ids
+CONTEXT_TEXT_FILE = "context-text.npz"  # the contexts' text and token spans (services.sae.tokenization.pack_windows)
+CONTEXT_PREFIX = "context_"
 MASSIVE_NORM_FACTOR = 10.0
 
 
@@ -142,6 +146,7 @@ class Manifest:
     dtype: str = "float32"
     skipped_positions: tuple[int, ...] = (0,)
     dropped_massive_tokens: int = 0  # norm > MASSIVE_NORM_FACTOR x the batch median
+    dropped_special_tokens: int = 0  # the EOS between documents: special tokens are never encoded
     # Each shard-N.npy has a where-N.npy beside it: int32 [rows, 2] = (context, position) of
     # every row in contexts.npy, so a latent's top activations can be shown in context.
 
@@ -155,17 +160,22 @@ class Manifest:
         return cls(**data)
 
 
-def token_contexts(tokenizer: Any, texts: Iterable[str], context_tokens: int) -> Iterator[list[int]]:
-    """Concatenate the texts (separated by EOS) and cut them into contexts of `context_tokens`."""
-    eos = tokenizer.eos_token_id
-    buffer: list[int] = []
+def sae_tokenizer(lm: LanguageModel) -> SaeTokenizer:
+    """The LM's fast tokenizer with the SAE capability's text rules (services.sae.tokenization)."""
+    return SaeTokenizer(lm.tokenizer.backend_tokenizer)
+
+
+def token_contexts(tokenizer: SaeTokenizer, texts: Iterable[str], context_tokens: int, eos_id: int | None) -> Iterator[TokenizedText]:
+    """Concatenate the texts (separated by the EOS special token) and cut them into contexts of
+    `context_tokens`, each with its text and token spans. The texts are plain text: a
+    special-token string inside one is split like any other characters."""
+    buffer = concat([])
+    eos = [tokenizer.special_token(eos_id)] if eos_id is not None else []
     for text in texts:
-        buffer.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        if eos is not None:
-            buffer.append(eos)
+        buffer = concat([buffer, tokenizer.encode(text), *eos])
         while len(buffer) >= context_tokens:
-            yield buffer[:context_tokens]
-            buffer = buffer[context_tokens:]
+            yield buffer.window(0, context_tokens)
+            buffer = buffer.window(context_tokens, len(buffer))
 
 
 def cache_activations(
@@ -193,8 +203,8 @@ def cache_activations(
     shards: list[str] = []
     pending: list[np.ndarray] = []
     pending_where: list[np.ndarray] = []
-    all_contexts: list[list[int]] = []
-    pending_rows = written = dropped = 0
+    all_contexts: list[TokenizedText] = []
+    pending_rows = written = dropped = dropped_special = 0
 
     def flush() -> None:
         nonlocal pending, pending_where, pending_rows
@@ -206,21 +216,24 @@ def cache_activations(
         shards.append(name)
         pending, pending_where, pending_rows = [], [], 0
 
-    contexts = token_contexts(lm.tokenizer, texts, context_tokens)
+    contexts = token_contexts(sae_tokenizer(lm), texts, context_tokens, lm.tokenizer.eos_token_id)
     with tqdm(total=tokens, unit="tok", desc=f"activations L{layer}", disable=not progress) as bar:
         while written < tokens:
             batch = [c for _, c in zip(range(batch_contexts), contexts, strict=False)]
             if not batch:
                 log.warning("the corpus ran out after %d tokens (asked for %d)", written, tokens)
                 break
-            acts = stream(torch.tensor(batch, dtype=torch.long, device=device))[:, 1:, :].reshape(-1, lm.d_model).cpu()  # no position 0
+            ids = np.stack([c.ids for c in batch])
+            acts = stream(torch.tensor(ids, dtype=torch.long, device=device))[:, 1:, :].reshape(-1, lm.d_model).cpu()  # no position 0
+            special = torch.from_numpy(np.stack([c.special for c in batch])[:, 1:].reshape(-1))
             where = np.stack(
                 np.meshgrid(np.arange(len(batch)) + len(all_contexts), np.arange(1, context_tokens), indexing="ij"), -1
             ).reshape(-1, 2)
             all_contexts.extend(batch)
             norms = acts.norm(dim=1)
-            keep = norms <= MASSIVE_NORM_FACTOR * norms.median()
-            dropped += int((~keep).sum())
+            keep = (norms <= MASSIVE_NORM_FACTOR * norms[~special].median()) & ~special
+            dropped += int((~keep & ~special).sum())
+            dropped_special += int(special.sum())
             rows = acts[keep][: tokens - written].numpy()
             pending.append(rows)
             pending_where.append(where[keep.numpy()][: len(rows)])
@@ -230,7 +243,8 @@ def cache_activations(
             if pending_rows >= shard_tokens:
                 flush()
     flush()
-    np.save(out_dir / CONTEXTS_FILE, np.asarray(all_contexts, dtype=np.int32).reshape(-1, context_tokens))
+    np.save(out_dir / CONTEXTS_FILE, np.asarray([c.ids for c in all_contexts], dtype=np.int32).reshape(-1, context_tokens))
+    np.savez(out_dir / CONTEXT_TEXT_FILE, **pack_windows(all_contexts, context_tokens, (len(all_contexts),), CONTEXT_PREFIX))  # type: ignore[arg-type]
     manifest = Manifest(
         model=lm.name,
         layer=layer,
@@ -240,6 +254,7 @@ def cache_activations(
         token_count=written,
         shards=shards,
         dropped_massive_tokens=dropped,
+        dropped_special_tokens=dropped_special,
     )
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
     return manifest
@@ -278,6 +293,11 @@ class ActivationCache:
     def contexts(self) -> np.ndarray:
         """int32 [contexts, context_tokens]: the token ids the activations came from."""
         return np.load(self.directory / CONTEXTS_FILE)
+
+    def context_texts(self) -> StoredWindows:
+        """The contexts' text and token spans (`context_texts().get(c)`: context c)."""
+        with np.load(self.directory / CONTEXT_TEXT_FILE) as data:
+            return StoredWindows({k: data[k] for k in data.files}, CONTEXT_PREFIX)
 
     def where(self) -> np.ndarray:
         """int32 [rows, 2]: (context, position) of every row of `all()`."""

@@ -1,7 +1,8 @@
 """Analyses stored with the SAEs at build time, so requests only read them.
 
 - Top-activating contexts: over every token of the activation cache, the k strongest
-  activations of each latent, stored as windows of token ids with the firing token marked.
+  activations of each latent, stored as windows of tokens with their text and character spans
+  (services.sae.tokenization.pack_windows) and the firing token marked.
 - Meta-latent activations on a token: how much the token's active latents use a meta-latent,
   Σ_i a_i(x)‖d_i‖·c_im / Σ_i a_i(x)‖d_i‖ (a_i the latent activations, c_im the meta-SAE's
   codes of the unit decoder rows); their top contexts are mined the same way.
@@ -14,25 +15,34 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from services.sae.tokenization import TokenizedText, concat, pack_windows
 from training.sae.activations import MASSIVE_NORM_FACTOR, LanguageModel, transformer_blocks
 from training.sae.model import Sae
 
 CONTEXT_BEFORE = 15  # tokens shown before the firing token
 CONTEXT_AFTER = 4  # and after it
-PAD = -1
+WINDOW = CONTEXT_BEFORE + 1 + CONTEXT_AFTER
+TOP_PREFIX = "top_"  # keys of the stored windows in an analysis file
 
 
 @dataclasses.dataclass(frozen=True)
 class TopActivations:
     values: np.ndarray  # float32 [units, k], strongest first (0 where fewer than k tokens fire)
-    windows: np.ndarray  # int32 [units, k, CONTEXT_BEFORE + 1 + CONTEXT_AFTER], PAD outside the context
+    # pack_windows(prefix TOP_PREFIX): top_windows int32 [units, k, WINDOW] ids (PAD after the
+    # window's tokens; an empty window where the value is 0), top_lengths, top_flags, top_text...
+    windows: dict[str, np.ndarray]
+    highlight: np.ndarray  # int32 [units, k]: index of the firing token in its window
     firing_rate: np.ndarray  # float32 [units]: share of tokens where it is active
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What an analysis file stores (read by services.sae.catalog.Explained)."""
+        return {"top_values": self.values, "top_highlight": self.highlight, "firing_rate": self.firing_rate, **self.windows}
 
 
 @torch.no_grad()
@@ -40,12 +50,17 @@ def mine_top_activations(
     activations_of: Callable[[torch.Tensor], torch.Tensor],
     rows: torch.Tensor,
     where: np.ndarray,
-    contexts: np.ndarray,
+    contexts: Sequence[TokenizedText],
     k: int,
     chunk: int = 8192,
     progress: bool = False,
 ) -> TopActivations:
-    """`activations_of(rows[chunk])` -> [chunk, units]; keep each unit's k strongest rows."""
+    """`activations_of(rows[chunk])` -> [chunk, units]; keep each unit's k strongest rows.
+
+    Args:
+        where: int32 [rows, 2]: (context, position) of each row.
+        contexts: the cache's contexts with their text (ActivationCache.context_texts()).
+    """
     from tqdm import tqdm
 
     best_v: torch.Tensor | None = None
@@ -66,14 +81,16 @@ def mine_top_activations(
     assert best_v is not None and best_i is not None and fired is not None
     values = best_v.T.clamp(min=0).numpy().astype(np.float32)  # [units, k]
     index = best_i.T.numpy()
-    width = CONTEXT_BEFORE + 1 + CONTEXT_AFTER
-    padded = np.full((contexts.shape[0], CONTEXT_BEFORE + contexts.shape[1] + CONTEXT_AFTER), PAD, dtype=np.int32)
-    padded[:, CONTEXT_BEFORE : CONTEXT_BEFORE + contexts.shape[1]] = contexts
     ctx, pos = where[index, 0], where[index, 1]  # [units, k]
-    offsets = np.arange(width)
-    windows = padded[ctx[..., None], pos[..., None] + offsets]  # token pos sits at offset CONTEXT_BEFORE
-    windows[values == 0] = PAD
-    return TopActivations(values, windows.astype(np.int32), (fired.float() / len(rows)).numpy().astype(np.float32))
+    empty = concat([])
+    windows = [
+        contexts[c].window(p - CONTEXT_BEFORE, p + CONTEXT_AFTER + 1) if v > 0 else empty
+        for c, p, v in zip(ctx.ravel().tolist(), pos.ravel().tolist(), values.ravel().tolist(), strict=True)
+    ]
+    highlight = np.minimum(pos, CONTEXT_BEFORE).astype(np.int32)
+    return TopActivations(
+        values, pack_windows(windows, WINDOW, values.shape, TOP_PREFIX), highlight, (fired.float() / len(rows)).numpy().astype(np.float32)
+    )
 
 
 def meta_activations(sae: Sae, codes: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -138,34 +155,43 @@ class DownstreamLoss:
         }
 
 
-def splice_mask(resid: torch.Tensor) -> torch.Tensor:
-    """[batch, seq] bool: the positions an SAE replaces — not position 0 and not tokens with a
-    massive residual norm (> MASSIVE_NORM_FACTOR × the median), as in the training data."""
+def splice_mask(resid: torch.Tensor, special: torch.Tensor | None = None) -> torch.Tensor:
+    """[batch, seq] bool: the positions an SAE replaces — not position 0, not special tokens
+    (`special` [batch, seq] bool) and not tokens with a massive residual norm
+    (> MASSIVE_NORM_FACTOR × the median), as in the training data."""
     norms = resid.norm(dim=-1)
     mask = norms <= MASSIVE_NORM_FACTOR * norms[:, 1:].median()
     mask[:, 0] = False
+    if special is not None:
+        mask &= ~special
     return mask
 
 
 @torch.no_grad()
 def downstream_cross_entropy(
-    lm: LanguageModel, layer: int, reconstructions: list[Callable[[torch.Tensor], torch.Tensor]], contexts: torch.Tensor, batch: int = 8
+    lm: LanguageModel,
+    layer: int,
+    reconstructions: list[Callable[[torch.Tensor], torch.Tensor]],
+    contexts: torch.Tensor,
+    batch: int = 8,
+    special_ids: Collection[int] = (),
 ) -> DownstreamLoss:
     """Mean next-token CE (nats) over `contexts` [n, seq] of the *full* LM (not truncated), clean,
     with each reconstruction (rows [m, d_model] -> [m, d_model], e.g. an SAE's decode∘encode)
     spliced into the residual stream after block `layer`, and with those positions zero-ablated.
-    Position 0 and massive-norm tokens are left as they are."""
+    Position 0, special tokens (`special_ids`) and massive-norm tokens are left as they are."""
     if not lm.causal:
         raise ValueError(f"{lm.name} is not a causal LM: it has no next-token loss")
     parent, attr = transformer_blocks(lm.model.base_model, lm.n_layers)
     block = getattr(parent, attr)[layer - 1]
-    replace: dict[str, Any] = {"fn": None}
+    replace: dict[str, Any] = {"fn": None, "special": None}
+    specials = torch.tensor(sorted(special_ids), dtype=torch.long)
 
     def hook(_module: Any, _inputs: Any, output: Any) -> Any:
         if replace["fn"] is None:
             return None
         hidden = output[0] if isinstance(output, tuple) else output
-        mask = splice_mask(hidden)
+        mask = splice_mask(hidden, replace["special"])
         new = hidden.clone()
         new[mask] = replace["fn"](hidden[mask])
         return (new, *output[1:]) if isinstance(output, tuple) else new
@@ -178,6 +204,7 @@ def downstream_cross_entropy(
             total, count = 0.0, 0
             for start in range(0, len(contexts), batch):
                 ids = contexts[start : start + batch]
+                replace["special"] = torch.isin(ids, specials)
                 logits = lm.model(input_ids=ids, use_cache=False).logits[:, :-1]
                 ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
                 total += float(ce)

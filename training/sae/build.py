@@ -39,6 +39,7 @@ from training.sae.activations import (
     LanguageModel,
     cache_activations,
     load_language_model,
+    sae_tokenizer,
     token_contexts,
 )
 from training.sae.config import ARCHITECTURES, SaeConfig
@@ -164,12 +165,14 @@ def _load_lm(options: BuildOptions, work: Path) -> LanguageModel:
 
 def _held_out_contexts(lm: LanguageModel, options: BuildOptions, n: int) -> torch.Tensor:
     paragraphs = list(wikipedia_paragraphs())[-HELD_OUT_PARAGRAPHS:]
-    contexts = [c for _, c in zip(range(n), token_contexts(lm.tokenizer, paragraphs, options.context_tokens), strict=False)]
-    return torch.tensor(contexts, dtype=torch.long)
+    chunks = token_contexts(sae_tokenizer(lm), paragraphs, options.context_tokens, lm.tokenizer.eos_token_id)
+    contexts = [c.ids for _, c in zip(range(n), chunks, strict=False)]
+    return torch.tensor(np.stack(contexts), dtype=torch.long)
 
 
 def _cache(options: BuildOptions, work: Path, device: torch.device) -> ActivationCache:
-    directory = work / f"acts-l{options.layer}-{options.tokens}-{options.context_tokens}"
+    # v2: contexts keep their text and token spans; special tokens are not cached
+    directory = work / f"acts-v2-l{options.layer}-{options.tokens}-{options.context_tokens}"
     if (directory / "manifest.json").is_file():
         return ActivationCache(directory)
     if directory.exists():
@@ -236,7 +239,8 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
 
     lm = _load_lm(options, work)
     ce_ids = _held_out_contexts(lm, options, options.ce_contexts)
-    ce = analysis.downstream_cross_entropy(lm, options.layer, [s.eval().reconstruct for s in saes], ce_ids) if lm.causal else None
+    ce = analysis.downstream_cross_entropy(lm, options.layer, [s.eval().reconstruct for s in saes], ce_ids,
+                                           special_ids=sae_tokenizer(lm).special_ids) if lm.causal else None  # fmt: skip
     t = lap("cross_entropy_s", t)
 
     largest = saes[-1]
@@ -249,7 +253,8 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
     stitchings = {(i, j): stitch(saes[i], saes[j], held) for i in range(len(saes)) for j in range(i + 1, len(saes))}
     t = lap("stitching_s", t)
 
-    where, contexts = cache.where(), cache.contexts()
+    where, texts = cache.where(), cache.context_texts()
+    contexts = [texts.get(c) for c in range(len(texts.ids))]
     tops = [analysis.mine_top_activations(s.encode, data, where, contexts, TOP_K_STORED, progress=options.progress) for s in saes]
     codes = meta.meta.encode(unit_decoder_rows(largest)).detach()  # [d_sae, d_meta]
     meta_acts = analysis.meta_activations(largest, codes)
@@ -292,8 +297,7 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
         save_saelens(sae, weights_dir, {"model_name": manifest.model, "hook_name": f"blocks.{options.layer - 1}.hook_resid_post"})
         files = {File.WEIGHTS: weights_dir / WEIGHTS_FILE, File.SAELENS_CONFIG: weights_dir / CONFIG_FILE}
         top, (out_ids, out_scores) = tops[i], outputs[i]
-        files[File.ANALYSIS] = _save_npz(out / f"{name}-{ANALYSIS_FILE}", top_values=top.values, top_windows=top.windows,
-                                         firing_rate=top.firing_rate, output_ids=out_ids, output_scores=out_scores,
+        files[File.ANALYSIS] = _save_npz(out / f"{name}-{ANALYSIS_FILE}", **top.arrays(), output_ids=out_ids, output_scores=out_scores,
                                          context_before=analysis.CONTEXT_BEFORE)  # fmt: skip
         for (a, b), result in stitchings.items():
             if b == i:
@@ -333,7 +337,7 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
     meta_encoder, _ = export_sae(meta.meta, out / f"{name}-meta-encoder.onnx", out / f"{name}-meta-decoder.onnx", unit_decoder_rows(largest)[:512])
     meta_file = _save_npz(out / f"{name}-{META_FILE}", codes=codes.numpy(), meta_decoder=meta.meta.W_dec.detach().numpy(),
                           meta_bias=meta.meta.b_dec.detach().numpy(),
-                          top_values=meta_top.values, top_windows=meta_top.windows, firing_rate=meta_top.firing_rate,
+                          **meta_top.arrays(),
                           output_ids=meta_outputs[0], output_scores=meta_outputs[1],
                           context_before=analysis.CONTEXT_BEFORE)  # fmt: skip
     timings["total_s"] = round(time.monotonic() - started, 1)

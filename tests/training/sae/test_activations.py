@@ -81,3 +81,26 @@ def test_every_cached_row_points_at_its_token_in_context(checkpoint: Path, tmp_p
         c, pos = where[i]
         fresh = stream(torch.tensor(contexts[c : c + 1], dtype=torch.long))[0, pos]
         torch.testing.assert_close(rows[i], fresh, rtol=1e-4, atol=1e-3)
+
+
+def test_corpus_text_is_plain_text_and_contexts_keep_their_text(checkpoint: Path, tmp_path: Path) -> None:
+    """Special-token strings inside corpus text are split as text; the EOS between documents is
+    the only special token and is never cached; each context's text tiles over its tokens."""
+    lm = load_language_model(checkpoint_cache=checkpoint)
+    texts = [f"Document {i}: Hello<|endoftext|>world <|im_start|>user — I ❤️ 🤖 naïve café 北京 Привет 👨‍👩‍👧‍👦." for i in range(40)]
+    manifest = cache_activations(
+        lm, LAYER, texts, tmp_path, tokens=400, corpus="test", context_tokens=32, batch_contexts=4, shard_tokens=256, progress=False,
+    )  # fmt: skip
+    cache = ActivationCache(tmp_path)
+    ids, where, stored = cache.contexts(), cache.where(), cache.context_texts()
+    eos = lm.tokenizer.eos_token_id
+    assert manifest.dropped_special_tokens == int((ids[:, 1:] == eos).sum()) > 0
+    assert not {int(ids[c, p]) for c, p in where} & {eos, 1}  # no special token among the cached rows
+    assert not (ids == 1).any()  # "<|im_start|>" in the text was never the special token
+    for c in range(len(ids)):
+        context = stored.get(c)
+        assert context.ids.tolist() == ids[c].tolist()
+        pieces = context.pieces()
+        assert "".join(pieces) == context.text and "\ufffd" not in context.text
+        assert all(p == lm.tokenizer.eos_token for p, s in zip(pieces, context.special, strict=True) if s)
+    assert "Hello<|endoftext|>world <|im_start|>user" in "".join(stored.get(c).text for c in range(len(ids)))

@@ -9,16 +9,28 @@ import numpy as np
 import pytest
 import torch
 
+from services.sae.tokenization import PAD, StoredWindows, TokenizedText
 from training.sae import analysis
 from training.sae.config import SaeConfig
 from training.sae.model import Sae
 
 
+def _digit_contexts(n: int, length: int) -> list[TokenizedText]:
+    """Contexts whose token t of context c has id 20·c + t and text "<id>,"."""
+    out = []
+    for c in range(n):
+        pieces = [f"{20 * c + t}," for t in range(length)]
+        ends = np.cumsum([len(p) for p in pieces]).astype(np.int32)
+        starts = (ends - [len(p) for p in pieces]).astype(np.int32)
+        out.append(TokenizedText("".join(pieces), np.arange(length) + 20 * c, starts, ends, np.zeros(length, bool), np.zeros(length, bool)))
+    return out
+
+
 def test_top_activations_match_a_brute_force_search() -> None:
-    """Chunked mining keeps exactly each unit's k largest rows, in context windows."""
+    """Chunked mining keeps exactly each unit's k largest rows, in context windows with their text."""
     g = torch.Generator().manual_seed(0)
     rows = torch.randn(1000, 6, generator=g)
-    contexts = np.arange(53 * 20, dtype=np.int32).reshape(53, 20)  # token id = 20·context + position
+    contexts = _digit_contexts(53, 20)  # token id = 20·context + position
     where = np.stack([np.arange(1000) // 19, np.arange(1000) % 19 + 1], axis=1).astype(np.int32)  # positions 1..19
 
     def acts(x: torch.Tensor) -> torch.Tensor:
@@ -28,23 +40,22 @@ def test_top_activations_match_a_brute_force_search() -> None:
     expected_v, expected_i = torch.relu(rows).topk(5, dim=0)
     np.testing.assert_allclose(top.values, expected_v.T.numpy(), rtol=1e-6)
     np.testing.assert_allclose(top.firing_rate, (rows > 0).float().mean(0).numpy(), rtol=1e-6)
-    before = analysis.CONTEXT_BEFORE
+    stored = StoredWindows(top.arrays(), analysis.TOP_PREFIX)
     for unit in range(6):
         for j in range(5):
             c, pos = where[expected_i[j, unit]]
-            window = top.windows[unit, j]
-            assert window[before] == contexts[c, pos]  # the firing token sits at CONTEXT_BEFORE
-            shown = window[window != analysis.PAD]
-            start = max(0, pos - before)
-            np.testing.assert_array_equal(shown, contexts[c, start : pos + analysis.CONTEXT_AFTER + 1])
+            window = stored.get(unit, j)
+            start = max(0, pos - analysis.CONTEXT_BEFORE)
+            assert window.ids.tolist() == list(range(20 * c + start, 20 * c + min(pos + analysis.CONTEXT_AFTER + 1, 20)))
+            assert window.ids[top.highlight[unit, j]] == 20 * c + pos  # the firing token is marked
+            assert window.pieces() == [f"{i}," for i in window.ids.tolist()] and "".join(window.pieces()) == window.text
 
 
 def test_units_that_never_fire_store_no_contexts() -> None:
     rows = -torch.rand(300, 3)  # relu(rows) is 0 everywhere
-    contexts = np.zeros((30, 11), np.int32)
     where = np.stack([np.arange(300) // 10, np.arange(300) % 10 + 1], axis=1)
-    top = analysis.mine_top_activations(torch.relu, rows, where, contexts, k=4)
-    assert (top.values == 0).all() and (top.windows == analysis.PAD).all() and (top.firing_rate == 0).all()
+    top = analysis.mine_top_activations(torch.relu, rows, where, _digit_contexts(30, 11), k=4)
+    assert (top.values == 0).all() and (top.windows["top_windows"] == PAD).all() and (top.firing_rate == 0).all()
 
 
 def test_meta_activations_average_the_codes_of_active_latents() -> None:

@@ -86,30 +86,40 @@ class SaeInfo(_message.Message):
     def __init__(self, id: _Optional[str] = ..., base_model: _Optional[str] = ..., layer: _Optional[int] = ..., hook: _Optional[str] = ..., d_in: _Optional[int] = ..., width: _Optional[int] = ..., architecture: _Optional[str] = ..., k: _Optional[int] = ..., family: _Optional[str] = ..., corpus: _Optional[str] = ..., training_tokens: _Optional[int] = ..., metrics: _Optional[_Union[SaeMetrics, _Mapping]] = ..., meta_width: _Optional[int] = ..., meta_variance_explained: _Optional[float] = ..., meta_mean_active: _Optional[float] = ..., top_activations_stored: _Optional[int] = ..., model_version: _Optional[int] = ...) -> None: ...
 
 class EncodeTextRequest(_message.Message):
-    __slots__ = ("sae", "text", "top_k")
+    __slots__ = ("sae", "text", "top_k", "allow_special_tokens")
     SAE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     sae: str
     text: str
     top_k: int
-    def __init__(self, sae: _Optional[str] = ..., text: _Optional[str] = ..., top_k: _Optional[int] = ...) -> None: ...
+    allow_special_tokens: bool
+    def __init__(self, sae: _Optional[str] = ..., text: _Optional[str] = ..., top_k: _Optional[int] = ..., allow_special_tokens: bool = ...) -> None: ...
 
 class TokenLatents(_message.Message):
-    __slots__ = ("position", "token_id", "token", "latents", "activations", "excluded")
+    __slots__ = ("position", "token_id", "token", "latents", "activations", "excluded", "start", "end", "partial", "special")
     POSITION_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     LATENTS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
     EXCLUDED_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    SPECIAL_FIELD_NUMBER: _ClassVar[int]
     position: int
     token_id: int
     token: str
     latents: _containers.RepeatedScalarFieldContainer[int]
     activations: _containers.RepeatedScalarFieldContainer[float]
     excluded: bool
-    def __init__(self, position: _Optional[int] = ..., token_id: _Optional[int] = ..., token: _Optional[str] = ..., latents: _Optional[_Iterable[int]] = ..., activations: _Optional[_Iterable[float]] = ..., excluded: bool = ...) -> None: ...
+    start: int
+    end: int
+    partial: bool
+    special: bool
+    def __init__(self, position: _Optional[int] = ..., token_id: _Optional[int] = ..., token: _Optional[str] = ..., latents: _Optional[_Iterable[int]] = ..., activations: _Optional[_Iterable[float]] = ..., excluded: bool = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., partial: bool = ..., special: bool = ...) -> None: ...
 
 class EncodeTextResponse(_message.Message):
     __slots__ = ("sae", "tokens")
@@ -167,15 +177,33 @@ class TopActivationsRequest(_message.Message):
     k: int
     def __init__(self, sae: _Optional[str] = ..., latent: _Optional[int] = ..., k: _Optional[int] = ...) -> None: ...
 
+class ContextToken(_message.Message):
+    __slots__ = ("token_id", "token", "start", "end", "partial", "special")
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    SPECIAL_FIELD_NUMBER: _ClassVar[int]
+    token_id: int
+    token: str
+    start: int
+    end: int
+    partial: bool
+    special: bool
+    def __init__(self, token_id: _Optional[int] = ..., token: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., partial: bool = ..., special: bool = ...) -> None: ...
+
 class ActivatingContext(_message.Message):
-    __slots__ = ("tokens", "highlight", "activation")
-    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("highlight", "activation", "text", "tokens")
     HIGHLIGHT_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_FIELD_NUMBER: _ClassVar[int]
-    tokens: _containers.RepeatedScalarFieldContainer[str]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
     highlight: int
     activation: float
-    def __init__(self, tokens: _Optional[_Iterable[str]] = ..., highlight: _Optional[int] = ..., activation: _Optional[float] = ...) -> None: ...
+    text: str
+    tokens: _containers.RepeatedCompositeFieldContainer[ContextToken]
+    def __init__(self, highlight: _Optional[int] = ..., activation: _Optional[float] = ..., text: _Optional[str] = ..., tokens: _Optional[_Iterable[_Union[ContextToken, _Mapping]]] = ...) -> None: ...
 
 class TopActivationsResponse(_message.Message):
     __slots__ = ("contexts", "firing_rate")
@@ -186,12 +214,16 @@ class TopActivationsResponse(_message.Message):
     def __init__(self, contexts: _Optional[_Iterable[_Union[ActivatingContext, _Mapping]]] = ..., firing_rate: _Optional[float] = ...) -> None: ...
 
 class TokenScore(_message.Message):
-    __slots__ = ("token", "score")
+    __slots__ = ("token", "score", "partial", "special")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    SPECIAL_FIELD_NUMBER: _ClassVar[int]
     token: str
     score: float
-    def __init__(self, token: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    partial: bool
+    special: bool
+    def __init__(self, token: _Optional[str] = ..., score: _Optional[float] = ..., partial: bool = ..., special: bool = ...) -> None: ...
 
 class Explanation(_message.Message):
     __slots__ = ("top_contexts", "top_output_tokens")
