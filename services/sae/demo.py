@@ -13,7 +13,8 @@ def run_demo(client: sdk.Client) -> None:
     print("SAEs:")
     for s in saes:
         m = s.metrics
-        print(f"  {s.id:<36} width {s.width:>5}  L0 {m['l0']:5.1f}  FVU {m['fvu']:.3f}  CE +{m['ce_increase']:.3f} nats")
+        ce = f"CE +{m['ce_increase']:.3f} nats" if "ce_increase" in m else "CE n/a"  # absent for an encoder LM
+        print(f"  {s.id:<36} width {s.width:>5}  L0 {m['l0']:5.1f}  FVU {m['fvu']:.3f}  {ce}")
     largest = max(saes, key=lambda s: s.width if s.meta_width else 0)
     tokens = client.encode_text(largest.id, SAE_TEXT, top_k=3)
     print(f"\nencode_text({largest.id!r}, {SAE_TEXT!r}):")
