@@ -227,16 +227,11 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
             )
         return data
 
-    async def _fail(self, exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
-        if isinstance(exc, _Reject):
-            code, message = exc.code, exc.message
-        elif isinstance(exc, FacetError):
-            code, message = exc.code, exc.message
-        else:
-            log.error("unhandled error in %s", method, exc_info=exc)
-            code = grpc.StatusCode.INTERNAL
-            message = f"internal error; the server logged it under request id {REQUEST_ID.get()}"
-        await context.abort(code, message)  # raises AbortError
+    def _status_of(self, exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
+        if isinstance(exc, (_Reject, FacetError)):
+            return exc.code, exc.message
+        log.error("unhandled error in %s", method, exc_info=exc)
+        return grpc.StatusCode.INTERNAL, f"internal error; the server logged it under request id {REQUEST_ID.get()}"
 
     def _finish(self, method: str, code: grpc.StatusCode, start: float) -> None:
         elapsed = time.perf_counter() - start
@@ -248,26 +243,27 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
 
     @contextlib.asynccontextmanager
     async def _scope(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        """Around one call: begin (id, drain, decode check), map errors to statuses, record the outcome."""
+        """Around one call: begin (id, drain, decode check), map errors to statuses, and record the
+        outcome (metrics, log) before the client can learn it: `abort` sends the status at once."""
         start = time.perf_counter()
-        code = grpc.StatusCode.OK
         try:
             self._begin(request, context, method)
             yield
         except asyncio.CancelledError:
             if not self.calls.cutting_off:
-                code = _cancel_code(context)
+                self._finish(method, _cancel_code(context), start)
                 raise
-            code = grpc.StatusCode.UNAVAILABLE
-            await context.abort(code, CUT_OFF_MESSAGE)
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
+            self._finish(method, grpc.StatusCode.UNAVAILABLE, start)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, CUT_OFF_MESSAGE)
+        except grpc.aio.AbortError:  # the servicer aborted the call itself
+            self._finish(method, context.code() or grpc.StatusCode.UNKNOWN, start)
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to a status, never a stack trace
-            code = _code_of(exc)
-            await self._fail(exc, context, method)
-        finally:
+            code, message = self._status_of(exc, method)
             self._finish(method, code, start)
+            await context.abort(code, message)  # raises AbortError
+        else:
+            self._finish(method, grpc.StatusCode.OK, start)
 
     def _wrap_unary(
         self, method: str, behavior: Callable[..., Awaitable[Any]], serialize: Callable[[Any], bytes] | None
@@ -303,12 +299,6 @@ class _Reject(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def _code_of(exc: BaseException) -> grpc.StatusCode:
-    if isinstance(exc, (_Reject, FacetError)):
-        return exc.code
-    return grpc.StatusCode.INTERNAL
 
 
 def _cancel_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
