@@ -270,51 +270,51 @@ def _session_processes(session_id: int) -> list[int]:
 
 
 @pytest.mark.parametrize("backend", ["ray", "triton"])
-def test_a_killed_launcher_leaves_no_engine_and_no_service(backend: str, nextframe_repository: ModelRepository, tmp_path: Path) -> None:
+def test_a_killed_launcher_leaves_no_engine_and_no_service(backend: str, model_repository: ModelRepository, tmp_path: Path) -> None:
     """`facet up --backend ray|triton` killed with SIGKILL (no clean-up of its own): its service
     dies with it, and the engine it started (a Ray head that detached, a tritonserver) is stopped
     by its watchdog; the engine's port is free again."""
     from deploy.lifetime import EngineRecord
 
     engine_port, service_port = _free_port(), _free_port()
-    env = {**_up_env(nextframe_repository, tmp_path, _free_port()), "FACET_NEXTFRAME_PORT": str(service_port), "TMPDIR": str(tmp_path),
+    env = {**_up_env(model_repository, tmp_path, _free_port()), "FACET_RETRIEVAL_PORT": str(service_port), "TMPDIR": str(tmp_path),
            "RAY_DASHBOARD_PORT": str(_free_port()), "FACET_RAY_ADDRESS": f"127.0.0.1:{engine_port}", "FACET_TRITON_URL": f"127.0.0.1:{engine_port}"}  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deploy.cli", "up", "--services", "nextframe", "--backend", backend],
+        [sys.executable, "-m", "deploy.cli", "up", "--services", "retrieval", "--backend", backend],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        _read_until(proc, "facet: starting nextframe", 300)  # the engine runs, the service is spawned
+        _read_until(proc, "facet: starting retrieval", 300)  # the engine runs, the service is spawned
         record = EngineRecord.load(tmp_path / "engines" / f"{backend}.json")
         assert record is not None and record.owner_pid == proc.pid
         assert _listening(engine_port)
-        service = _child_running(proc.pid, "services.nextframe")
+        service = _child_running(proc.pid, "services.retrieval")
         proc.kill()
         proc.wait(10)
         assert _poll(lambda: not _listening(engine_port), 60), f"the {backend} engine outlived its launcher"
         assert _poll(lambda: not _session_processes(record.session_id), 60)
         assert _poll(lambda: not Path(f"/proc/{service}").exists() or Path(f"/proc/{service}/stat").read_text().split()[2] == "Z", 60)
-        assert not (tmp_path / "engines" / f"{backend}.json").exists()
+        assert _poll(lambda: not (tmp_path / "engines" / f"{backend}.json").exists(), 60)  # the watchdog's last step
     finally:
         if proc.poll() is None:
             proc.kill()
 
 
-def test_the_next_start_stops_a_stale_ray_head_it_owns(nextframe_repository: ModelRepository, tmp_path: Path) -> None:
+def test_the_next_start_stops_a_stale_ray_head_it_owns(model_repository: ModelRepository, tmp_path: Path) -> None:
     """Launcher and watchdog both killed (SIGKILL): the Ray head stays, recorded in the owner file
     under the data directory. The next `facet up` there stops it, says so, and starts its own on
     the same port."""
     from deploy.lifetime import EngineRecord
 
     ray_port = _free_port()
-    env = {**_up_env(nextframe_repository, tmp_path, _free_port()), "FACET_NEXTFRAME_PORT": str(_free_port()), "TMPDIR": str(tmp_path),
+    env = {**_up_env(model_repository, tmp_path, _free_port()), "FACET_RETRIEVAL_PORT": str(_free_port()), "TMPDIR": str(tmp_path),
            "RAY_DASHBOARD_PORT": str(_free_port()), "FACET_RAY_ADDRESS": f"127.0.0.1:{ray_port}"}  # fmt: skip
-    command = [sys.executable, "-m", "deploy.cli", "up", "--services", "nextframe", "--backend", "ray"]
+    command = [sys.executable, "-m", "deploy.cli", "up", "--services", "retrieval", "--backend", "ray"]
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     second: subprocess.Popen[str] | None = None
     record = None
     try:
-        _read_until(first, "facet: starting nextframe", 300)
+        _read_until(first, "facet: starting retrieval", 300)
         record = EngineRecord.load(tmp_path / "engines" / "ray.json")
         assert record is not None
         watchdog = _child_running(first.pid, "deploy.lifetime")
@@ -323,7 +323,7 @@ def test_the_next_start_stops_a_stale_ray_head_it_owns(nextframe_repository: Mod
         first.wait(10)
         assert _listening(ray_port)  # the head outlived both: stale
         second = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        seen = _read_until(second, "facet: starting nextframe", 300)
+        seen = _read_until(second, "facet: starting retrieval", 300)
         assert f"stopped a stale Ray head on 127.0.0.1:{ray_port}" in seen and f"left by launcher pid {first.pid}" in seen
         assert not _session_processes(record.session_id)
         assert _listening(ray_port)  # the new head
