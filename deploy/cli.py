@@ -251,7 +251,9 @@ def _run_services(args: argparse.Namespace, supervisor: Supervisor, missing: lis
     stop = {"now": False}
 
     def on_signal(signum: int, _frame: object) -> None:
-        stop["now"] = True
+        if not stop["now"]:  # the first one interrupts whatever waits (a service starting, a demo)
+            stop["now"] = True
+            raise _StopRequested
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -301,6 +303,8 @@ def _run_services(args: argparse.Namespace, supervisor: Supervisor, missing: lis
                 print("facet: Ctrl-C stops every service" + ("; the other default models keep building" if not builds.done else ""), flush=True)
                 told = True
             time.sleep(0.2)
+    except _StopRequested:
+        pass
     finally:
         builds.stop()
         print("facet: stopping", flush=True)
@@ -308,6 +312,10 @@ def _run_services(args: argparse.Namespace, supervisor: Supervisor, missing: lis
     if args.demo:
         _summary(list(supervisor.services), failed, shown)
     return 1 if failed else 0
+
+
+class _StopRequested(BaseException):
+    """SIGTERM or SIGINT while `facet up` runs: stop waiting, stop everything."""
 
 
 def _demo(name: str, address: str, started: float, failed: dict[str, str], shown: dict[str, float]) -> None:
