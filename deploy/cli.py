@@ -1,6 +1,7 @@
 """The `facet` command: Facet's composition root.
 
-    facet up [--services retrieval] [--demo]     start services (builds missing default models)
+    facet up [--services retrieval] [--demo]     start each service as soon as its models exist; build
+                                                 the missing default models meanwhile, cheapest first
     facet up --backend triton [--triton-url H:P] the same, inference on Triton (a local server unless given)
     facet up --backend ray [--ray-address A]     the same, models as Ray Serve apps (a local head unless given)
     facet models list                            what the model repository holds
@@ -10,7 +11,8 @@
 
 and each capability's own commands, from its registry row (`services.registry`), e.g.
 `facet sae build`, `facet nextframe build`, `facet data simulate`, `facet models export-embedding`,
-`facet eval rarb-mcr`: each hands its arguments to the module's `main` (`--help` there).
+`facet eval rarb-mcr`: each hands its arguments to the module's `main` (`--help` there), and
+runs it under its facet name (its usage says `facet sae build`).
 """
 
 from __future__ import annotations
@@ -437,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facet", description="Facet: model servers with a Python SDK")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="start services (builds missing default models first)")
+    up = sub.add_parser("up", help="start each service as soon as its models exist (the missing default models build meanwhile)")
     up.add_argument("--services", help=f"comma-separated subset of {','.join(registry.names())} (default: all)")
     up.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     up.add_argument("--demo", action="store_true", help="run a short SDK demo once serving")
