@@ -8,7 +8,13 @@ The forward pass stops at the hooked layer (the later blocks are dropped). Posit
 every context is left out: its residual norm is ~100x the others in middle layers. So are the
 rare other tokens with such "massive activations" (norm > 10x the batch median; in SmolLM2 at
 layer 15, 16 of 200k tokens holding 70% of the variance about the mean): no SAE reconstructs
-them, and they would swamp every MSE and FVU. The manifest counts them.
+them, and they would swamp every MSE and FVU. The manifest counts them. Special tokens (the EOS
+put between documents) are left out too, as the service never encodes them.
+
+The corpus is tokenized as plain text by `services.sae.tokenization` (a special-token string
+inside a document is split like any other characters); each context keeps its text and its
+tokens' character spans (`ActivationCache.context_texts()`), from which the build stores the
+top-activation windows.
 """
 
 from __future__ import annotations
