@@ -3,8 +3,10 @@
 A call is retried only when all of these hold:
 
 - it failed with UNAVAILABLE (the service is down, restarting, starting or draining: the
-  request was not served). No other status is retried: INVALID_ARGUMENT, INTERNAL,
-  RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ... come back at once;
+  request was not served), or with a CANCELLED the server sent (gRPC cancels the calls a
+  stopping server accepted but never started; a caller's own cancellation is
+  `asyncio.CancelledError`, never retried). No other status is retried: INVALID_ARGUMENT,
+  INTERNAL, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ... come back at once;
 - its RPC is idempotent: sending it twice leaves the same state as sending it once (each
   capability lists its idempotent RPCs in its `Service`; reads, Embed, Upsert and delete of
   documents by id, simulations and predictions are; CreateCollection and DeleteCollection are

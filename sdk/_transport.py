@@ -88,6 +88,13 @@ def _parsed(call: Call[R], response: Any, request_id: str) -> R:
         ) from None
 
 
+# UNAVAILABLE: the service is down, starting or draining. CANCELLED reaches the SDK only from the
+# server's side (a caller's own cancellation raises asyncio.CancelledError, not an RpcError):
+# gRPC cancels the calls that a stopping server had accepted but never started, so such a call
+# was not served either.
+RETRIED_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+
+
 class _Attempts:
     """One call's attempts: its request id, its deadline, and whether a failure is retried."""
 
@@ -106,7 +113,7 @@ class _Attempts:
     def pause_before_retry(self, error: grpc.RpcError) -> float | None:
         """Seconds to wait before the next attempt, or None: raise `error`."""
         code = error.code() if hasattr(error, "code") else None
-        if code != grpc.StatusCode.UNAVAILABLE or self.call.method not in self.call.service.idempotent:
+        if code not in RETRIED_CODES or self.call.method not in self.call.service.idempotent:
             return None
         if self.count >= self.retry.max_attempts:
             return None

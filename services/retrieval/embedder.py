@@ -28,6 +28,9 @@ class Embeddings:
 # Rows per model call when a request's texts are split by length (a CPU runs a few short,
 # similar-length rows faster than one batch padded to its longest text).
 EMBED_GROUP_MAX_ROWS = 16
+# WordPiece reads a word of more than 100 characters as one [UNK]: no token covers more, so
+# len(text) // (MAX_CHARS_PER_TOKEN + 1) is a lower bound of a text's tokens, known before tokenizing.
+MAX_CHARS_PER_TOKEN = 100
 
 
 class Embedder:
@@ -127,9 +130,17 @@ class Embedder:
         Raises:
             InvalidArgument: bad input (see `validate`), a prompt that fills the model's
                 sequence, a text past max_seq_length tokens with truncate=False.
+            ResourceExhausted, DeadlineExceeded: the backend's admission refuses the call before
+                it is tokenized (`batching.max_queue_size`, `batching.deadline_admission`).
             InternalError: the model returned a non-finite embedding (a server fault).
         """
         self.validate(texts, prompt=prompt)
+        assert self._tokenizer is not None, "load() first"
+        # Admission before tokenizing: a call the batcher would refuse is refused now, not after
+        # seconds of tokenizing (its width is a lower bound, so nothing it could run is refused).
+        shortest = min(len(prompt) + len(t) for t in texts)
+        width = min(self._tokenizer.max_seq_length, shortest // (MAX_CHARS_PER_TOKEN + 1) + self._tokenizer.special_tokens)
+        self._backend.admit(self._model, len(texts), max(1, width))
         batch = await asyncio.to_thread(self._tokenize, texts, prompt, truncate)
         key = "sentence_embedding_normalized" if normalize else "sentence_embedding"
         groups = [np.array(g) for g in length_groups(batch.token_counts.tolist(), max_rows=EMBED_GROUP_MAX_ROWS)]

@@ -28,7 +28,7 @@ from services.retrieval.store import (
 )
 from services.retrieval.tokenization import is_blank
 from services.runtime.config import FacetConfig
-from services.runtime.errors import InternalError, InvalidArgument
+from services.runtime.errors import FacetError, InternalError, InvalidArgument
 from services.runtime.server import FacetService
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,8 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
                 assert store is not None
                 for name in await self._on_store(lambda s: s.dirty_collections()):
                     await asyncio.get_running_loop().run_in_executor(self._index_writer, store.save_index, name)
+            except FacetError as exc:  # a full disk, a read-only file: one clear line, retried next round
+                log.warning("saving indexes failed: %s", exc.message)
             except Exception:  # noqa: BLE001 - SQLite stays the source of truth; retry next round
                 log.exception("saving indexes failed")
 

@@ -12,6 +12,10 @@ guarantees, for every method of every service (health and reflection excepted):
   UNAVAILABLE too, never CANCELLED (`InFlightCalls`).
 - A reply, or a message of a stream, larger than the server's send limit is RESOURCE_EXHAUSTED,
   counted and logged as such (it used to leave as OK and fail on the client).
+- More than `server.max_concurrent_rpcs` calls at once: the next is RESOURCE_EXHAUSTED naming
+  that key, refused before its request is read.
+- A status message is at most `MAX_STATUS_MESSAGE_CHARS` characters: a message that echoes user
+  input (a name, a value) can never outgrow gRPC's header limit and turn into a transport error.
 - Each call runs in its own asyncio task (one per RPC in grpc.aio): the request id is set in that
   task's context and never reset from another one, and a stream's generator is closed in the
   call's own task when the call ends or is cancelled.
@@ -46,6 +50,12 @@ _CUT_OFF_WAIT_S = 5.0
 UNAUTHENTICATED_MESSAGE = "missing or wrong API key: send metadata 'authorization: Bearer <key>' (sdk.Client(api_key=...))"
 DRAINING_MESSAGE = "the server is shutting down and takes no new calls; retry (the SDK does) on another replica or after the restart"
 STARTING_MESSAGE = "the server is starting (loading its models) and takes no calls yet; retry (the SDK does) in a moment"
+CONCURRENCY_MESSAGE = (
+    "the server is already serving {limit} calls at once (server.max_concurrent_rpcs): retry later, "
+    "send fewer calls at a time, or add replicas"
+)
+# gRPC carries the status message in a header (16 KiB by default): keep it well under that.
+MAX_STATUS_MESSAGE_CHARS = 2048
 CUT_OFF_MESSAGE = "the server shut down before this call finished (its grace period, server.grace_period_s, ended); retry it"
 
 
@@ -148,11 +158,16 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
             `authorization: Bearer <api_key>`.
         max_reply_bytes: the server's send limit (`grpc.max_send_message_length`, from
             `server.max_message_bytes`); a larger reply or stream message is RESOURCE_EXHAUSTED.
+        max_concurrent_rpcs: calls served at once (`server.max_concurrent_rpcs`); one more is
+            RESOURCE_EXHAUSTED naming the key. None: no limit here.
     """
 
-    def __init__(self, api_key: str = "", max_reply_bytes: int = MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self, api_key: str = "", max_reply_bytes: int = MAX_MESSAGE_BYTES, max_concurrent_rpcs: int | None = None
+    ) -> None:
         self._expected_auth = f"Bearer {api_key}".encode() if api_key else None
         self.max_reply_bytes = max_reply_bytes
+        self.max_concurrent_rpcs = max_concurrent_rpcs
         self.calls = InFlightCalls()
 
     async def intercept_service(
@@ -169,6 +184,9 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
             return self._refusal(method, metadata, grpc.StatusCode.UNAVAILABLE, why)
         if not self._authenticated(metadata):
             return self._refusal(method, metadata, grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+        if self.max_concurrent_rpcs is not None and len(self.calls) >= self.max_concurrent_rpcs:
+            message = CONCURRENCY_MESSAGE.format(limit=self.max_concurrent_rpcs)
+            return self._refusal(method, metadata, grpc.StatusCode.RESOURCE_EXHAUSTED, message)
         deserialize = _safe_deserializer(handler.request_deserializer, method)
         # the wrappers serialize replies themselves (to size them), so grpc gets bytes
         if handler.unary_unary:
@@ -229,7 +247,7 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
 
     def _status_of(self, exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, (_Reject, FacetError)):
-            return exc.code, exc.message
+            return exc.code, bounded_message(exc.message)
         log.error("unhandled error in %s", method, exc_info=exc)
         return grpc.StatusCode.INTERNAL, f"internal error; the server logged it under request id {REQUEST_ID.get()}"
 
@@ -292,6 +310,13 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
                     await stream.aclose()
 
         return run
+
+
+def bounded_message(message: str) -> str:
+    """`message`, cut to `MAX_STATUS_MESSAGE_CHARS` characters (the cut is marked)."""
+    if len(message) <= MAX_STATUS_MESSAGE_CHARS:
+        return message
+    return message[: MAX_STATUS_MESSAGE_CHARS - 40] + f" ... [{len(message):,} characters, cut]"
 
 
 class _Reject(Exception):

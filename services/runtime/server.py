@@ -118,7 +118,9 @@ class RunningServer:
 async def start_server(service: FacetService, config: FacetConfig) -> RunningServer:
     """Bind, start (NOT_SERVING), load the service's models, then report SERVING."""
     limit = config.server.max_message_bytes
-    interceptor = FacetInterceptor(config.api_key, max_reply_bytes=limit)
+    interceptor = FacetInterceptor(
+        config.api_key, max_reply_bytes=limit, max_concurrent_rpcs=config.server.max_concurrent_rpcs
+    )
     server = grpc.aio.server(
         interceptors=[interceptor],
         options=[
@@ -126,7 +128,9 @@ async def start_server(service: FacetService, config: FacetConfig) -> RunningSer
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
         ],
-        maximum_concurrent_rpcs=config.server.max_concurrent_rpcs,
+        # the interceptor refuses past the limit naming its key; gRPC's own limit (its message
+        # names none) is only a backstop for calls between arriving and being tracked
+        maximum_concurrent_rpcs=2 * config.server.max_concurrent_rpcs,
     )
     service.register(server)
     health_servicer = health_aio.HealthServicer()
@@ -153,7 +157,7 @@ async def start_server(service: FacetService, config: FacetConfig) -> RunningSer
     return running
 
 
-async def _serve(service: FacetService, config: FacetConfig, port_file: Path | None) -> None:
+async def _serve(service: FacetService, config: FacetConfig, port_file: Path | None, served: list[bool]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -162,6 +166,7 @@ async def _serve(service: FacetService, config: FacetConfig, port_file: Path | N
     if config.server.metrics_port >= 0:
         metrics_port = METRICS.serve(config.server.metrics_port, config.server.host)
     running = await start_server(service, config)
+    served.append(True)
     # An engine's client library may have put its own handler in place while the models loaded
     # (Ray's core worker does, and it ends the process): SIGTERM must start the drain.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -183,11 +188,13 @@ async def _serve(service: FacetService, config: FacetConfig, port_file: Path | N
 def serve(service: FacetService, config: FacetConfig, port_file: Path | None = None) -> int:
     """Run `service` until SIGTERM or SIGINT; return the process exit code."""
     configure_logging(service.name, config.log_level)
+    served: list[bool] = []
     try:
-        asyncio.run(_serve(service, config, port_file))
-    except Exception as exc:  # noqa: BLE001 - startup failures: one clear line, not a traceback
-        log.error("cannot start: %s", exc)
-        print(f"facet {service.name}: cannot start: {exc}", file=sys.stderr)
+        asyncio.run(_serve(service, config, port_file, served))
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+        what = "stopped with an error" if served else "cannot start"
+        log.error("%s: %s", what, exc)
+        print(f"facet {service.name}: {what}: {exc}", file=sys.stderr)
         return 1
     return 0
 

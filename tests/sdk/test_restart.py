@@ -29,16 +29,6 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> Non
         time.sleep(0.05)
 
 
-# The server answers calls between binding its port and loading its models with INTERNAL
-# (retrieval's `_on_store`: `assert store is not None`), which no client may retry. With the
-# server refusing calls with UNAVAILABLE until SERVING (services/runtime: the interceptor's
-# `calls.draining` set from bind until `service.start()` returns) this test passes, with the
-# default RetryPolicy too. Also, a call that arrives while a SIGTERMed server runs its final
-# `server.stop(0)` can get CANCELLED (not retried: UNAVAILABLE only). strict: the test fails as
-# soon as the server is fixed, to drop this marker.
-@pytest.mark.xfail(
-    strict=True, reason="the server answers INTERNAL while it starts and CANCELLED as it stops (see above)"
-)
 @pytest.mark.parametrize("how", ["terminate", "kill"])  # SIGTERM (drain), or SIGKILL (a crash)
 def test_calls_succeed_across_a_restart_on_the_same_port(
     start_server: Callable[..., ServerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str

@@ -215,6 +215,14 @@ def test_the_default_policy_backs_off_with_jitter_and_rides_out_about_ten_second
     assert f"after {len(pauses) + 1} attempts over" in caught.value.message
 
 
+def test_a_cancelled_sent_by_the_server_is_retried(server: AioServer, script: Script, pauses: list[float]) -> None:
+    # gRPC cancels the calls a stopping server accepted but never started: they were not served
+    script.failures["ListCollections"] = [grpc.StatusCode.CANCELLED] * 2
+    with sdk.Client(server.address, retry=FAST) as client:
+        assert client.list_collections() == []
+    assert script.count("ListCollections") == 3 and pauses == [0.01, 0.02]
+
+
 @pytest.mark.parametrize(
     "code",
     [

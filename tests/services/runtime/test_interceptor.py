@@ -16,7 +16,14 @@ import pytest
 from sdk._contract import REQUEST_ID_METADATA
 from sdk._proto.facet.v1 import common_pb2
 from services.runtime.config import FacetConfig, ServerConfig
-from services.runtime.interceptor import CUT_OFF_MESSAGE, DRAINING_MESSAGE, STARTING_MESSAGE, UNAUTHENTICATED_MESSAGE
+from services.runtime.errors import InvalidArgument
+from services.runtime.interceptor import (
+    CUT_OFF_MESSAGE,
+    DRAINING_MESSAGE,
+    MAX_STATUS_MESSAGE_CHARS,
+    STARTING_MESSAGE,
+    UNAUTHENTICATED_MESSAGE,
+)
 from services.runtime.metrics import METRICS
 from services.runtime.server import FacetService, RunningServer, start_server
 from tests.serving import free_port
@@ -33,7 +40,8 @@ def _tensor(*shape: int, size: int = 0) -> common_pb2.Tensor:
 class RuntimeProbe(FacetService):
     """A service whose methods do what a test asks, and tell the test what they are doing.
 
-    Reply: answers a Tensor of `shape[0]` data bytes. Stream: `shape[0]` messages of `shape[1]`
+    Reply: answers a Tensor of `shape[0]` data bytes (with a `shape[1]`: INVALID_ARGUMENT whose
+    message holds `shape[1]` characters). Stream: `shape[0]` messages of `shape[1]`
     bytes each, then (when `shape[2]` is 1) waits until cancelled. Hold: waits until
     `release` is set (or cancelled), then answers an empty Tensor.
     """
@@ -65,6 +73,8 @@ class RuntimeProbe(FacetService):
         await self.may_finish_loading.wait()
 
     async def reply(self, request: common_pb2.Tensor, context: grpc.aio.ServicerContext) -> common_pb2.Tensor:
+        if len(request.shape) > 1:  # a refusal whose message echoes shape[1] characters of input
+            raise InvalidArgument("unknown name " + "n" * request.shape[1])
         return _tensor(size=request.shape[0])
 
     async def stream(self, request: common_pb2.Tensor, context: grpc.aio.ServicerContext) -> AsyncIterator[common_pb2.Tensor]:
@@ -290,3 +300,33 @@ async def test_calls_cut_off_by_the_grace_period_get_unavailable(probe, rpc_log)
     assert _count("facet_requests_total", HOLD, code="UNAVAILABLE") - before == 1
     assert "CANCELLED" not in _codes_logged(rpc_log, HOLD) + _codes_logged(rpc_log, STREAM)
     assert not [r for r in rpc_log.records if r.levelno >= logging.ERROR]
+
+
+# -- which limit fired, and messages that fit in a header ----------------------------------------
+
+
+async def test_calls_past_max_concurrent_rpcs_are_refused_naming_the_key(probe) -> None:  # type: ignore[no-untyped-def]
+    service, start = probe
+    server = await start(max_concurrent_rpcs=2)
+    async with _channel(server) as channel:
+        held = [asyncio.ensure_future(_unary(channel, HOLD)(_tensor())) for _ in range(2)]
+        await _until(lambda: len(server.interceptor.calls) == 2)  # both are running on the server
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await _unary(channel, REPLY)(_tensor(8))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "server.max_concurrent_rpcs" in (info.value.details() or "")
+        service.release.set()
+        await asyncio.gather(*held)
+        assert len((await _unary(channel, REPLY)(_tensor(8))).data) == 8  # a free slot serves again
+
+
+async def test_a_status_message_that_echoes_long_input_is_cut_not_a_transport_error(probe) -> None:  # type: ignore[no-untyped-def]
+    _service, start = probe
+    server = await start()
+    async with _channel(server) as channel:
+        for echoed in (100, 14_000, 200_000):  # 14,000 characters used to overflow gRPC's 16 KiB header
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await _unary(channel, REPLY)(_tensor(0, echoed))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, echoed
+            details = info.value.details() or ""
+            assert details.startswith("unknown name nnn") and len(details) <= MAX_STATUS_MESSAGE_CHARS
