@@ -36,7 +36,7 @@ def video_features(model: FrameUNet, frames: np.ndarray, windows_per_video: int,
     starts = np.unique(np.linspace(0, t - CONTEXT, windows_per_video).round().astype(int))
     out = []
     for lo in range(0, n, batch):
-        clip = to_unit(torch.from_numpy(frames[lo : lo + batch]))
+        clip = to_unit(torch.from_numpy(np.array(frames[lo : lo + batch])))  # a copy: frames may be read-only
         feats = [model.probe_features(clip[:, s : s + CONTEXT]) for s in starts]
         out.append(torch.stack(feats).mean(0))
     return torch.cat(out)
@@ -118,7 +118,16 @@ class FeatureDistribution:
 
 
 def fit_feature_distribution(standardised: torch.Tensor, components: int = 64, shrinkage: float = 1.0) -> FeatureDistribution:
-    """Fit `FeatureDistribution` on the training videos' standardised features [n, D] (n >= 2)."""
+    """Fit `FeatureDistribution` on the training videos' features.
+
+    Args:
+        standardised: float [n, D], n >= 2: the training videos' probe features, standardised
+            by the probe's feature mean and std.
+        components: k, the most eigenpairs kept (at most n − 1 exist).
+        shrinkage: α, added to every variance (standardised units²).
+    Returns:
+        The distribution, whose `score` is dimensionless.
+    """
     centre = standardised.mean(0)
     _, s, vt = torch.linalg.svd(standardised - centre, full_matrices=False)
     k = max(1, min(components, len(standardised) - 1, len(s)))
