@@ -13,7 +13,8 @@ from services.backends.padding import length_groups
 from services.retrieval.catalog import File, Kind, Prop
 from services.retrieval.config import RetrievalConfig
 from services.retrieval.tokenization import TextTokenizer, TokenBatch, is_blank
-from services.runtime.errors import FailedPrecondition, InternalError, InvalidArgument
+from services.runtime.errors import FailedPrecondition, InvalidArgument
+from services.runtime.outputs import finite_output
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +160,5 @@ class Embedder:
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         for g, out in zip(groups, outputs, strict=True):
             vectors[g] = out[key]
-        if not np.isfinite(vectors).all():
-            bad = int(np.argmax(~np.isfinite(vectors).all(axis=1)))
-            log.error("model '%s' returned a non-finite embedding for text %d", self._model, bad)
-            raise InternalError(f"the embedding model returned a non-finite embedding for text {bad}")
+        finite_output(f"the embeddings of model '{self._model}'", vectors)
         return Embeddings(vectors, batch.token_counts, batch.truncated)

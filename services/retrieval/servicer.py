@@ -28,7 +28,8 @@ from services.retrieval.store import (
 )
 from services.retrieval.tokenization import is_blank
 from services.runtime.config import FacetConfig
-from services.runtime.errors import FacetError, InternalError, InvalidArgument
+from services.runtime.errors import FacetError, InvalidArgument
+from services.runtime.outputs import finite_output
 from services.runtime.server import FacetService
 
 log = logging.getLogger(__name__)
@@ -414,8 +415,5 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
                     "fit in one reply; ask for fewer"
                 )
         hits = await self._on_store(lambda s: s.search(request.collection, query, top_k, filter, request.include_vectors))
-        scores = np.array([h.score for h in hits], dtype=np.float32)
-        if not np.isfinite(scores).all():
-            log.error("search of collection '%s' produced a non-finite score", request.collection)
-            raise InternalError("the search produced a non-finite score")
+        finite_output(f"the scores of a search of collection '{request.collection}'", [h.score for h in hits])
         return retrieval_pb2.SearchResponse(hits=await asyncio.to_thread(lambda: [_hit_message(h) for h in hits]))

@@ -16,24 +16,13 @@ from services.backends import create_backend
 from services.model_repository import ModelRepository
 from services.runtime.config import FacetConfig
 from services.runtime.errors import FailedPrecondition, InvalidArgument
+from services.runtime.outputs import finite_output
 from services.runtime.server import FacetService
 from services.sae.catalog import Catalog, Context, Explanation, MetaSae, Prop, SaeEntry, compatible
 from services.sae.config import SaeConfig
 
 log = logging.getLogger(__name__)
 
-
-
-class NonFiniteOutput(RuntimeError):
-    """A model produced NaN or inf from finite, in-range input: the server's fault. The
-    interceptor answers INTERNAL with the request id, logs it and counts it as an error."""
-
-
-def _finite(what: str, array: np.ndarray) -> np.ndarray:
-    """`array` if every entry is finite; else NonFiniteOutput (never an OK reply)."""
-    if not np.isfinite(array).all():
-        raise NonFiniteOutput(f"{what} has {int((~np.isfinite(array)).sum())} non-finite entries")
-    return array
 
 
 def _optional(request: Message, field: str, default: int, low: int, high: int) -> int:
@@ -158,11 +147,11 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
 
     async def _encode(self, sae: SaeEntry, rows: np.ndarray) -> np.ndarray:
         latents = (await self._backend.infer(sae.name, {"x": np.ascontiguousarray(rows, dtype=np.float32)}))["latents"]
-        return _finite(f"the latents of SAE '{sae.name}'", latents)
+        return finite_output(f"the latents of SAE '{sae.name}'", latents)
 
     async def _decode(self, sae: SaeEntry, latents: np.ndarray) -> np.ndarray:
         recon = (await self._backend.infer(sae.props[Prop.DECODER_MODEL], {"latents": latents}))["reconstruction"]
-        return _finite(f"the reconstruction of SAE '{sae.name}'", recon)
+        return finite_output(f"the reconstruction of SAE '{sae.name}'", recon)
 
     def _meta(self, sae: SaeEntry) -> MetaSae:
         if sae.meta is None:
@@ -203,7 +192,7 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
             raise InvalidArgument(f"text has {n} tokens; the limit is {self._limits.max_text_tokens}: split it")
         batch = tokens.ids[None, :].astype(np.int64)
         resid = (await self._backend.infer(lm, {"input_ids": batch, "attention_mask": np.ones_like(batch)}))["resid"][0, :n]
-        _finite(f"the residual stream of '{lm}'", resid)
+        finite_output(f"the residual stream of '{lm}'", resid)
         # Encoded: not position 0 (attention sink), not special tokens, not massive-norm tokens.
         included = ~tokens.special
         included[0] = False
@@ -247,12 +236,12 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
         sae = self.catalog.get(request.sae)
         rows = self._rows(sae, request.activations)
         recon = await self._decode(sae, await self._encode(sae, rows))
-        squared = _finite("the squared error", ((rows.astype(np.float64) - recon) ** 2).sum(1)).astype(np.float32)
-        _finite("the squared error (float32)", squared)
+        squared = finite_output("the squared error", ((rows.astype(np.float64) - recon) ** 2).sum(1)).astype(np.float32)
+        finite_output("the squared error (float32)", squared)
         reply = sae_pb2.ReconstructResponse(reconstruction=tensor_from_numpy(recon), squared_error=squared.tolist())
         variance = float(((rows.astype(np.float64) - rows.mean(0, dtype=np.float64)) ** 2).sum())
         if len(rows) > 1 and variance > 0:
-            reply.fvu = float(_finite("the FVU", np.array([squared.astype(np.float64).sum() / variance]))[0])
+            reply.fvu = float(finite_output("the FVU", np.array([squared.astype(np.float64).sum() / variance]))[0])
         return reply
 
     async def TopActivations(
@@ -276,7 +265,7 @@ class SaeService(sae_pb2_grpc.SaeServicer, FacetService):
         members = _optional(request, "members", 8, 1, self._limits.max_members)
         contexts = _optional(request, "contexts", 3, 1, sae.explained.stored)
         direction = sae.unit_decoder[latent]
-        code = _finite(f"the meta-SAE code of latent {latent}", (await self._backend.infer(meta.name, {"x": direction[None, :]}))["latents"][0])
+        code = finite_output(f"the meta-SAE code of latent {latent}", (await self._backend.infer(meta.name, {"x": direction[None, :]}))["latents"][0])
         active = [int(i) for i in np.argsort(-code, kind="stable")[:top_n] if code[i] > 0]
         recon = code @ meta.decoder + meta.bias
         cosine = float(recon @ direction / max(float(np.linalg.norm(recon)), 1e-12))
