@@ -147,6 +147,11 @@ class RayServeBackend(Backend):
                 return
         self._status_at = -float("inf")  # report SERVING at the next check
 
+    def admit(self, model: str, rows: int, row_width: int = 1) -> None:
+        batcher = self._batchers.get(model)
+        if batcher is not None:  # the same cost admission as in-process, before a service tokenizes
+            batcher.admit(rows, row_width)
+
     async def infer(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         handle = self._handles.get(model)
         if handle is None:
