@@ -66,6 +66,17 @@ class File:
     SWAP_CURVE = "swap_curve:"  # + the smaller SAE's name: its plot
 
 
+# An analysis file (File.ANALYSIS) written since token spans were stored has this array.
+ANALYSIS_FORMAT_KEY = "top_highlight"
+
+
+def analysis_is_current(path: Path) -> bool:
+    """Whether the analysis file at `path` has the current format (token spans); cheap: an
+    .npz's member list is read, not its arrays."""
+    with np.load(path) as arrays:
+        return ANALYSIS_FORMAT_KEY in arrays.files
+
+
 @dataclasses.dataclass(frozen=True)
 class Context:
     tokens: TokenizedText  # the window: its text and each token's span in it
@@ -91,8 +102,11 @@ class Explained:
     """Stored top activations and output tokens of a set of units (latents or meta-latents)."""
 
     def __init__(self, arrays: Any, tokens: SaeTokenizer) -> None:
-        if "top_highlight" not in arrays:
-            raise FailedPrecondition("an SAE analysis file predates token spans (no top_highlight); rebuild the SAEs with `facet models build`")
+        if ANALYSIS_FORMAT_KEY not in arrays:
+            raise FailedPrecondition(
+                f"an SAE analysis file predates token spans (no {ANALYSIS_FORMAT_KEY}); rebuild the SAEs: "
+                "`facet models build` rebuilds the default family, `facet sae build` any other"
+            )
         self.top_values = np.asarray(arrays["top_values"])  # [units, k]
         self.top_highlight = np.asarray(arrays["top_highlight"])  # [units, k]
         self.windows = StoredWindows(arrays, TOP_PREFIX)  # [units, k] windows

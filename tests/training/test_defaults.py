@@ -8,21 +8,28 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from services.model_repository import METADATA_FILE, MODEL_FILE, ModelRepository, ModelVersion
 from services.nextframe.catalog import Kind as FrameKind
+from services.sae.catalog import ANALYSIS_FORMAT_KEY, File
 from services.sae.catalog import Kind as SaeKind
 from training.nextframe import build as nextframe_build
 from training.sae import build as sae_build
 
 
-def _put(repository: ModelRepository, name: str, kind: str) -> None:
-    """A version directory as the repository lists it (the model file's content is not read)."""
+def _put(repository: ModelRepository, name: str, kind: str, analysis: dict[str, Any] | None = None) -> None:
+    """A version directory as the repository lists it (the model file's content is not read),
+    with an analysis file holding `analysis`'s arrays when given."""
     version = repository.root / name / "1"
     version.mkdir(parents=True)
     (version / MODEL_FILE).write_bytes(b"")
-    (version / METADATA_FILE).write_text(json.dumps({"kind": kind}))
+    metadata: dict[str, Any] = {"kind": kind}
+    if analysis is not None:
+        np.savez(version / "analysis.npz", **analysis)
+        metadata["files"] = {File.ANALYSIS: "analysis.npz"}
+    (version / METADATA_FILE).write_text(json.dumps(metadata))
 
 
 def _record_builds(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[Any]:
@@ -55,6 +62,18 @@ def test_an_interrupted_default_sae_family_is_built_again(tmp_path: Path) -> Non
         _put(repository, name, SaeKind.SAE)
     assert sae_build.has_defaults(repository)
     assert sae_build.build_defaults(repository, tmp_path / "work") == []
+
+
+@pytest.mark.parametrize("current", [True, False])
+def test_a_default_family_with_analysis_files_of_an_older_format_is_built_again(tmp_path: Path, current: bool) -> None:
+    repository = ModelRepository(tmp_path)
+    names = sae_build.default_model_names()
+    _put(repository, names[0], SaeKind.LM_RESIDUAL)
+    arrays = {"top_values": np.zeros((2, 3))} | ({ANALYSIS_FORMAT_KEY: np.zeros((2, 3))} if current else {})
+    for name in names[1:]:
+        _put(repository, name, SaeKind.SAE, analysis=arrays)
+    # files from before token spans: the service would refuse them, so the default build redoes them
+    assert sae_build.has_defaults(repository) is current
 
 
 def test_someone_elses_saes_stand_in_for_the_default_family(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from services.model_repository import Key, ModelRepository, ModelVersion
-from services.sae.catalog import File, Kind, Prop
+from services.sae.catalog import File, Kind, Prop, analysis_is_current
 from training.device import CHOICES_HELP, ray_use_gpu, resolve_device
 from training.options import add_options, option, parse_options
 from training.sae import analysis
@@ -128,13 +128,19 @@ def has_defaults(repository: ModelRepository) -> bool:
     Args:
         repository: the model repository.
     Returns:
-        True when the default family is complete, or when the repository holds other SAEs and no
+        True when the default family is complete (and its analysis files have the current
+        format: older ones are rebuilt), or when the repository holds other SAEs and no
         part of the default family (someone built their own); False when it has no SAE at all, or
         a default family that an interrupted build left incomplete.
     """
     names = default_model_names()
     if all(repository.has(name) for name in names):
-        return True
+        # a family whose analysis files predate the current format is rebuilt, not served stale
+        return all(
+            analysis_is_current(entry.file(File.ANALYSIS))
+            for entry in map(repository.get, names)
+            if File.ANALYSIS in entry.metadata.get(Key.FILES, {})
+        )
     has_saes = any(repository.get(name).kind == Kind.SAE for name in repository.models())
     return has_saes and not any(repository.has(name) for name in names[1:])
 
