@@ -72,25 +72,36 @@ def test_predict_next_and_rollout_run_the_exported_model(client: sdk.Client, nex
     assert np.isfinite(client.estimate_constant(MODEL, clip).value)
 
 
-def _rollout_messages(metrics_port: int) -> float:
+def _metric_sum(metrics_port: int, pattern: str) -> float:
+    """The sum of the samples of the service's /metrics whose line matches `pattern` (a regex up to the value)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-    counts = [float(m) for m in re.findall(r'facet_stream_messages_total\{method="[^"]*Rollout"\} ([0-9.e+]+)', text)]
-    return sum(counts)
+    return sum(float(m) for m in re.findall(pattern + r" ([0-9.e+]+)", text))
+
+
+def _rollout_messages(metrics_port: int) -> float:
+    return _metric_sum(metrics_port, r'facet_stream_messages_total\{method="[^"]*Rollout"\}')
+
+
+def _rollouts_cancelled(metrics_port: int) -> float:
+    return _metric_sum(metrics_port, r'facet_requests_total\{code="CANCELLED",method="[^"]*Rollout"\}')
 
 
 def test_a_cancelled_rollout_stops_on_the_server(client: sdk.Client, nextframe_server: ServerProcess) -> None:
-    assert nextframe_server.metrics_port
+    """Synchronised on the server's own record that the call ended (its CANCELLED count), not on a sleep."""
+    port = nextframe_server.metrics_port
+    assert port
     clip = client.simulate("pendulum", constant=5.0, frames=5, seed=3)
-    before = _rollout_messages(nextframe_server.metrics_port)
+    before, cancelled = _rollout_messages(port), _rollouts_cancelled(port)
     stream = client.rollout(MODEL, clip, horizon=256)
     next(stream)
     next(stream)
     stream.close()  # cancels the call
-    time.sleep(1.0)
-    after = _rollout_messages(nextframe_server.metrics_port)
-    time.sleep(1.0)
-    assert _rollout_messages(nextframe_server.metrics_port) == after  # nothing more is produced
-    assert after - before < 256
+    deadline = time.monotonic() + 60
+    while _rollouts_cancelled(port) == cancelled:  # the handler has ended: it can produce no more
+        assert time.monotonic() < deadline, "the server never recorded the cancelled Rollout"
+        time.sleep(0.05)  # poll interval, not synchronisation
+    # the second message can be delivered as the cancel lands, before the server counts it
+    assert 1 <= _rollout_messages(port) - before < 256
 
 
 def _code(call, request) -> tuple[grpc.StatusCode, str]:  # type: ignore[no-untyped-def]
