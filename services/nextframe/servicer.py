@@ -19,7 +19,8 @@ from services.nextframe.catalog import Kind, Prop
 from services.nextframe.config import NextFrameConfig
 from services.nextframe.simulators import DATASETS, SIZE, simulate
 from services.runtime.config import FacetConfig
-from services.runtime.errors import FailedPrecondition, InternalError, InvalidArgument, NotFound
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.runtime.outputs import finite_output
 from services.runtime.server import FacetService
 
 log = logging.getLogger(__name__)
@@ -48,14 +49,10 @@ def _to_uint8(frame: np.ndarray) -> np.ndarray:
 
 
 def _finite(array: Any, what: str) -> np.ndarray:
-    """`array` as float32 if every value of it is finite there; else InternalError: a model (or
-    a backend) produced NaN or inf, which is the server's fault and never answered as OK (a NaN
-    frame would otherwise be sent as a black one)."""
-    values = np.asarray(array, dtype=np.float32)
-    if not np.isfinite(values).all():
-        log.error("non-finite %s from the model", what)
-        raise InternalError(f"the model produced a non-finite {what} (NaN or inf); the server logged it")
-    return values
+    """`array` as float32 (what the reply carries), checked by the one output check of every
+    service: NaN or inf (also from float32 overflow) is INTERNAL naming `what`, never OK (a NaN
+    frame would otherwise be clipped and sent as a black one)."""
+    return finite_output(what, np.asarray(array, dtype=np.float32))
 
 
 def _shown(name: str, limit: int = 80) -> str:
@@ -115,7 +112,7 @@ class NextFrameService(nextframe_pb2_grpc.NextFrameServicer, FacetService):
     async def _next(self, model: str, context: np.ndarray) -> np.ndarray:
         """The model's next frame, float32 [64, 64] in [0, 1] (clipped), after checking it is finite."""
         frame = (await self._backend.infer(model, {"context": context}))["next_frame"][0, 0]
-        return np.clip(_finite(frame, "frame"), 0, 1)
+        return np.clip(_finite(frame, f"the next frame of model {model!r}"), 0, 1)
 
     async def ListModels(self, request: Any, context: grpc.aio.ServicerContext) -> nextframe_pb2.ListFrameModelsResponse:
         models = []
@@ -146,7 +143,7 @@ class NextFrameService(nextframe_pb2_grpc.NextFrameServicer, FacetService):
         videos = await asyncio.get_running_loop().run_in_executor(
             None, simulate, request.dataset, np.array([constant]), request.frames, request.seed
         )
-        stored = float(_finite(videos.constants[0], f"{spec.constant} of the simulation"))
+        stored = float(_finite(videos.constants[0], f"the simulated {spec.constant} of {spec.name}"))
         return nextframe_pb2.SimulateResponse(frames=tensor_from_numpy(videos.frames[0]), constant=stored)
 
     async def PredictNext(self, request: nextframe_pb2.PredictNextRequest, context: grpc.aio.ServicerContext) -> nextframe_pb2.PredictNextResponse:
@@ -174,16 +171,16 @@ class NextFrameService(nextframe_pb2_grpc.NextFrameServicer, FacetService):
         frames = _frames(request.frames, CONTEXT, self._limits.max_frames).astype(np.float32) / 255.0
         starts = np.unique(np.linspace(0, len(frames) - CONTEXT, int(p[Prop.WINDOWS_PER_VIDEO])).round().astype(int))
         windows = np.stack([frames[s : s + CONTEXT] for s in starts])
-        features = _finite((await self._backend.infer(p[Prop.FEATURES_MODEL], {"context": windows}))["features"], "probe feature")
+        features = _finite((await self._backend.infer(p[Prop.FEATURES_MODEL], {"context": windows}))["features"], f"the probe features of {request.model!r}")
         outputs = await self._backend.infer(probe.name, {"features": features.mean(0, keepdims=True)})
-        value = float(_finite(outputs["constant"], p[Prop.CONSTANT]).reshape(-1)[0])
+        value = float(_finite(outputs["constant"], f"the {p[Prop.CONSTANT]} estimate of {request.model!r}").reshape(-1)[0])
         q = probe.properties
         low, high = float(q.get(Prop.TRAINED_LOW, p[Prop.LOW])), float(q.get(Prop.TRAINED_HIGH, p[Prop.HIGH]))
         reply = nextframe_pb2.EstimateConstantResponse(
             value=value, constant=p[Prop.CONSTANT], units=p[Prop.UNITS], trained_low=low, trained_high=high, in_trained_range=_in_float32(value, low, high)
         )  # fmt: skip
         if _has_ood_score(probe):
-            reply.ood_score = float(_finite(outputs["ood_score"], "out-of-distribution score").reshape(-1)[0])
+            reply.ood_score = float(_finite(outputs["ood_score"], f"the ood_score of {request.model!r}").reshape(-1)[0])
             reply.ood_threshold = float(q[Prop.OOD_THRESHOLD])
             reply.out_of_distribution = reply.ood_score > reply.ood_threshold
         return reply

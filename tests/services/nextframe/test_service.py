@@ -345,4 +345,4 @@ def test_a_model_answering_nan_or_inf_is_internal_not_ok(broken_nextframe_server
                 run()
             assert not isinstance(info.value, sdk.InvalidArgument) and info.value.request_id
     log = (broken_nextframe_server.data_dir / "server.log").read_text()
-    assert "non-finite frame" in log and "non-finite gravity" in log
+    assert f"the next frame of model '{BROKEN_MODEL}'" in log and f"the gravity estimate of '{BROKEN_MODEL}'" in log
