@@ -94,14 +94,25 @@ def has_defaults(repository: ModelRepository) -> bool:
     Args:
         repository: the model repository.
     Returns:
-        True when `model_name(dataset)` is there for every dataset of `FrameBuildOptions()`.
+        True when `model_name(dataset)` is there for every dataset of `FrameBuildOptions()`,
+        each with a probe of the current format (out-of-distribution score and threshold).
     """
-    return all(repository.has(model_name(dataset)) for dataset in FrameBuildOptions().datasets)
+    return all(_is_current(repository, dataset) for dataset in FrameBuildOptions().datasets)
+
+
+def _is_current(repository: ModelRepository, dataset: str) -> bool:
+    """Whether `dataset`'s frame model is there with a probe of the current format (one that
+    computes the out-of-distribution score and records its threshold); older builds are rebuilt."""
+    if not repository.has(model_name(dataset)):
+        return False
+    probe = repository.get(model_name(dataset)).properties.get(Prop.PROBE_MODEL, "")
+    return repository.has(probe) and Prop.OOD_THRESHOLD in repository.get(probe).properties
 
 
 def build_defaults(repository: ModelRepository, work_dir: Path, benchmark_data: Path | None = None) -> list[ModelVersion]:
-    """Build the default models of each dataset whose frame model `repository` lacks, one dataset
-    at a time (`build` with the default options).
+    """Build the default models of each dataset whose frame model `repository` lacks (or holds
+    with a probe built before the out-of-distribution score: a new version is registered), one
+    dataset at a time (`build` with the default options).
 
     Args:
         repository: the model repository to register into.
@@ -115,7 +126,7 @@ def build_defaults(repository: ModelRepository, work_dir: Path, benchmark_data: 
     options = FrameBuildOptions(work_dir=work_dir)
     registered: list[ModelVersion] = []
     for dataset in options.datasets:
-        if not repository.has(model_name(dataset)):
+        if not _is_current(repository, dataset):  # missing, or built before the out-of-distribution score
             registered += build(repository, dataclasses.replace(options, datasets=(dataset,)))
     return registered
 

@@ -84,3 +84,18 @@ def test_each_probe_records_its_trained_range_and_out_of_distribution_threshold(
         calibration = probe[Prop.OOD_CALIBRATION]
         assert probe[Prop.OOD_THRESHOLD] == pytest.approx(FrameBuildOptions().ood_margin * calibration["held_out_p99"])
         assert 0 < calibration["held_out_p50"] <= calibration["held_out_p99"] <= calibration["held_out_max"] < probe[Prop.OOD_THRESHOLD]
+
+
+def test_models_built_before_the_out_of_distribution_score_are_not_current(nextframe_repository: ModelRepository, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`facet models build` rebuilds a dataset whose probe predates the score (the service would
+    serve it without one)."""
+    import shutil
+
+    from training.nextframe.build import has_defaults
+
+    copy = ModelRepository(shutil.copytree(nextframe_repository.root, tmp_path / "models"))
+    assert has_defaults(copy)
+    probe = copy.get(copy.get(model_name("pendulum")).properties[Prop.PROBE_MODEL])
+    old = {k: v for k, v in probe.properties.items() if k not in (Prop.OOD_THRESHOLD, Prop.OOD_CALIBRATION)}
+    copy.update_metadata(probe.name, probe.version, properties=old)
+    assert not has_defaults(copy)
