@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from deploy.lifetime import die_with_parent
+from deploy.lifetime import dying_with_parent
 from deploy.service_process import ServiceError, ServiceProcess, wait_serving
 from sdk._contract import capability
 from services import registry
@@ -216,7 +216,7 @@ class DefaultModelBuilds:
         minutes = registry.get(name).default_build_s / 60
         print(f"facet: building the default models of {name} (about {minutes:.0f} min on 2 cores; log {log})", flush=True)
         with log.open("ab") as out:
-            self.process = subprocess.Popen(command, cwd=CHECKOUT, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent())
+            self.process = subprocess.Popen(dying_with_parent(command), cwd=CHECKOUT, stdout=out, stderr=subprocess.STDOUT)
         self.current, self.started_at = name, time.monotonic()
         self.last_progress_at = self.started_at
 

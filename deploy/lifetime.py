@@ -3,7 +3,7 @@
 `facet up` starts three kinds of processes, and each is tied to the launcher's life:
 
 - direct children (services, default-model builds, a local tritonserver) get
-  `PR_SET_PDEATHSIG` (`die_with_parent`): the kernel sends them SIGTERM when the launcher dies,
+  `PR_SET_PDEATHSIG` (`dying_with_parent`): the kernel sends them SIGTERM when the launcher dies,
   even by SIGKILL;
 - an engine that detaches (`ray start --head` leaves its GCS, raylet and agents running in their
   own session after `ray start` exits) is recorded in an owner file (`EngineRecord`): which
@@ -19,42 +19,39 @@ This module imports only the standard library: the watchdog starts in a few mill
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["EngineRecord", "OwnedEngine", "Watchdog", "die_with_parent", "process_start_time", "stop_session", "stop_stale"]
+__all__ = ["EngineRecord", "OwnedEngine", "Watchdog", "dying_with_parent", "process_start_time", "stop_session", "stop_stale"]
 
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+def dying_with_parent(command: list[str], sig: str = "TERM") -> list[str]:
+    """`command`, run so that it gets SIG`sig` when the process that starts it dies (even by SIGKILL).
 
-
-def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
-    """A `preexec_fn` for `subprocess.Popen`: the child gets `sig` when its parent dies.
-
-    The kernel sends it when the thread that forked the child exits, so spawn from the main
-    thread. On systems without `prctl` (not Linux) it does nothing.
+    It is prefixed with util-linux's `setpriv --pdeathsig`, which sets `PR_SET_PDEATHSIG` and
+    execs the command (same pid). Not a `preexec_fn`: that forces a plain fork() in a process
+    whose gRPC threads run, and gRPC's fork handlers can abort the child ("epoll_wait error:
+    Bad file descriptor"). The kernel sends the signal when the *thread* that spawned the child
+    exits, so spawn from a thread that lives as long as the launcher (the main thread). Without
+    `setpriv` (not Linux, a minimal image) the command is returned unchanged: the watchdog and
+    `stop_stale` still stop engines, and services stop when the launcher exits normally.
 
     Args:
-        sig: the signal the child receives (SIGTERM: services drain, then exit).
+        command: the argv to run.
+        sig: the signal's name without SIG (TERM: services drain, then exit).
     Returns:
-        a function of no arguments to pass as `preexec_fn`.
+        the argv to pass to `subprocess.Popen`.
     """
-    parent = os.getpid()
-
-    def arm() -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-            if os.getppid() != parent:  # the parent died before prctl took effect
-                os.kill(os.getpid(), sig)
-
-    return arm
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if setpriv is None:
+        return list(command)
+    return [setpriv, "--pdeathsig", sig, "--", *command]
 
 
 def _stat_fields(pid: int) -> list[str] | None:

@@ -29,7 +29,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from deploy.lifetime import die_with_parent
+from deploy.lifetime import dying_with_parent
 from sdk._contract import capability
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ class ServiceProcess:
         # stdout too: an engine's client library (Ray's driver) prints its own warnings there
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             # SIGTERM when whoever started it dies, even by SIGKILL: no service outlives its launcher
-            self.process = subprocess.Popen(command, env=env, cwd=CHECKOUT, stdout=log, stderr=log, preexec_fn=die_with_parent())
+            self.process = subprocess.Popen(dying_with_parent(command), env=env, cwd=CHECKOUT, stdout=log, stderr=log)
         self.started_at = time.monotonic()
         self.port, self.metrics_port = 0, None
         return self

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deploy.lifetime import die_with_parent
+from deploy.lifetime import dying_with_parent
 from services.backends.triton_config import INSTANCE_KINDS, model_config
 from services.model_repository import ModelRepository
 
@@ -195,7 +195,7 @@ class TritonServer:
         """Run tritonserver and wait until it is live.
 
         It runs in its own session (its python-backend stubs with it) and gets SIGTERM when the
-        process that started it dies (`deploy.lifetime.die_with_parent`).
+        process that started it dies (`deploy.lifetime.dying_with_parent`).
 
         Args:
             timeout_s: how long it may take to become live, seconds.
@@ -209,7 +209,7 @@ class TritonServer:
         command, env = self.command(), self.install.environment()
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent()
+                dying_with_parent(command), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         if on_spawn is not None:
             on_spawn(self.process.pid, None)

@@ -1,6 +1,6 @@
 """`deploy.lifetime`: a child dies with its parent, a stale engine is stopped, a live owner's is not.
 
-Real processes: a parent that starts a child with `die_with_parent` and is then SIGKILLed; an
+Real processes: a parent that starts a child with `dying_with_parent` and is then SIGKILLed; an
 "engine" (a process in its own session that leaves a detached grandchild, as `ray start` does)
 recorded in an owner file.
 """
@@ -35,8 +35,8 @@ def _gone(pid: int) -> bool:
 
 PARENT = """
 import subprocess, sys, time
-from deploy.lifetime import die_with_parent
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], preexec_fn=die_with_parent())
+from deploy.lifetime import dying_with_parent
+child = subprocess.Popen(dying_with_parent([sys.executable, "-c", "import time; time.sleep(120)"]))
 print(child.pid, flush=True)
 time.sleep(120)
 """
