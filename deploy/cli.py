@@ -399,40 +399,7 @@ def forwarded_commands() -> list[registry.Command]:
 def cmd_forward(args: argparse.Namespace) -> int:
     import importlib
 
-    with _running_as(args.prog, args.module):
-        return int(importlib.import_module(args.module).main([*args.prefix, *args.rest]))
-
-
-def forwarded_prog(command: registry.Command) -> str:
-    """The name a forwarded module's usage and errors show: `facet sae build`; for a command that
-    puts a subcommand of the module first (`facet triton serve` runs `deploy.triton serve`), the
-    module's own parser is `facet triton`."""
-    return " ".join(["facet", command.group, *([command.name] if command.name and not command.prefix else [])])
-
-
-@contextlib.contextmanager
-def _running_as(prog: str, module: str) -> Iterator[None]:
-    """While a forwarded module runs, it is `prog`: `sys.argv[0]` (argparse's default prog) is
-    `prog`, and a parser that names itself as the module run standalone (`python -m MODULE`) is
-    named `prog` instead, so `facet sae build --help` shows `usage: facet sae build ...`."""
-    standalone = f"python -m {module}"
-    original_init = argparse.ArgumentParser.__init__
-
-    def init(parser: argparse.ArgumentParser, *pos: Any, **kwargs: Any) -> None:
-        if kwargs.get("prog") == standalone:
-            kwargs["prog"] = prog
-        original_init(parser, *pos, **kwargs)
-
-    saved_argv0 = sys.argv[0] if sys.argv else ""
-    argparse.ArgumentParser.__init__ = init  # type: ignore[method-assign,assignment]
-    if sys.argv:
-        sys.argv[0] = prog
-    try:
-        yield
-    finally:
-        argparse.ArgumentParser.__init__ = original_init  # type: ignore[method-assign]
-        if sys.argv:
-            sys.argv[0] = saved_argv0
+    return int(importlib.import_module(args.module).main([*args.prefix, *args.rest]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -474,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
                 groups[command.group] = parent.add_subparsers(dest=f"{command.group}_command", required=True)
             forward = groups[command.group].add_parser(command.name, help=command.help, add_help=False)
         forward.add_argument("rest", nargs=argparse.REMAINDER)
-        forward.set_defaults(func=cmd_forward, module=command.module, prefix=list(command.prefix), prog=forwarded_prog(command))
+        forward.set_defaults(func=cmd_forward, module=command.module, prefix=list(command.prefix))
     return parser
 
 

@@ -250,7 +250,7 @@ def ood_calibration(probe: FittedProbe, train_features: torch.Tensor, held_out_f
 
 def main(argv: list[str] | None = None) -> int:
     """`facet nextframe build`: build models into the model repository and print what was registered."""
-    parser = argparse.ArgumentParser(prog="python -m training.nextframe.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="facet nextframe build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, help="model repository (default: the configured one)")
     add_options(parser, FrameBuildOptions)
     options, args = parse_options(parser, FrameBuildOptions, argv)

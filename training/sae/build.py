@@ -364,7 +364,7 @@ def build(repo: ModelRepository, options: BuildOptions = BuildOptions()) -> list
 
 def main(argv: list[str] | None = None) -> int:
     """`facet sae build`: build a family into the model repository and print what was registered."""
-    parser = argparse.ArgumentParser(prog="python -m training.sae.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="facet sae build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, help="model repository (default: the configured one)")
     add_options(parser, BuildOptions)
     options, args = parse_options(parser, BuildOptions, argv)
