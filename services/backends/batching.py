@@ -93,13 +93,15 @@ class _Request:
 
 
 class _Reservation:
-    """Work a call announced with `admit` and has not submitted yet (it is tokenizing)."""
+    """Work a call announced with `admit` and has not submitted yet (it is tokenizing); `seq`
+    orders announcements: a call is checked against the work announced before its own only."""
 
-    __slots__ = ("rows", "cells", "released")
+    __slots__ = ("rows", "cells", "seq", "released")
 
-    def __init__(self, rows: int, cells: float) -> None:
+    def __init__(self, rows: int, cells: float, seq: int) -> None:
         self.rows = rows
         self.cells = cells
+        self.seq = seq
         self.released = False
 
 
@@ -163,6 +165,7 @@ class DynamicBatcher:
         self._reservations: weakref.WeakKeyDictionary[CallScope, _Reservation] = weakref.WeakKeyDictionary()
         self._reserved_rows = 0
         self._reserved_cells = 0.0
+        self._next_seq = 0
         self._queued_rows_gauge = QUEUED_ROWS.labels(model)
         self._backlog_gauge = BACKLOG_S.labels(model)
 
@@ -229,7 +232,10 @@ class DynamicBatcher:
 
         An admitted call's work is announced: until the call submits (or ends), later calls'
         admission counts it as queued ahead of them, so a burst of calls that are all still
-        tokenizing is refused as promptly as one whose work is already queued.
+        tokenizing is refused as promptly as one whose work is already queued. When the call
+        submits, it is checked again (with its real width) against the work queued and the work
+        announced *before* its own: calls announced later never refuse an earlier one, so a
+        burst cannot refuse itself whole.
 
         Args:
             rows: the request's rows (>= 1).
@@ -247,7 +253,8 @@ class DynamicBatcher:
             self._release(scope)
         self._admit(rows, row_width, scope)
         if scope is not None:
-            reservation = _Reservation(rows, float(rows * row_width))
+            reservation = _Reservation(rows, float(rows * row_width), self._next_seq)
+            self._next_seq += 1
             self._reservations[scope] = reservation
             self._reserved_rows += rows
             self._reserved_cells += reservation.cells
@@ -258,10 +265,20 @@ class DynamicBatcher:
             else:
                 weakref.finalize(scope, self._unreserve, reservation)
 
-    def _release(self, scope: CallScope) -> None:
+    def _release(self, scope: CallScope) -> int | None:
+        """Drop the call's announced work; return its announcement's `seq` (None: there was none)."""
         reservation = self._reservations.pop(scope, None)
-        if reservation is not None:
-            self._unreserve(reservation)
+        if reservation is None:
+            return None
+        self._unreserve(reservation)
+        return reservation.seq
+
+    def _announced_before(self, seq: int | None) -> tuple[int, float, int]:
+        """(rows, cells, calls) announced and not submitted, before announcement `seq` (all: None)."""
+        if seq is None:
+            return self._reserved_rows, self._reserved_cells, len(self._reservations)
+        earlier = [r for r in self._reservations.values() if r.seq < seq and not r.released]
+        return sum(r.rows for r in earlier), sum(r.cells for r in earlier), len(earlier)
 
     def _unreserve(self, reservation: _Reservation) -> None:
         if not reservation.released:
@@ -269,9 +286,12 @@ class DynamicBatcher:
             self._reserved_rows -= reservation.rows
             self._reserved_cells -= reservation.cells
 
-    def _admit(self, rows: int, row_width: int, scope: CallScope | None) -> None:
+    def _admit(self, rows: int, row_width: int, scope: CallScope | None, announced_as: int | None = None) -> None:
+        """Refuse a call that cannot be served (see `admit`); `announced_as`: the `seq` of the
+        call's own announcement, when it made one: only work announced before it counts."""
+        reserved_rows, reserved_cells, reserved_calls = self._announced_before(announced_as)
         limit = self._config.max_queue_size
-        waiting = self._queued_rows + self._reserved_rows
+        waiting = self._queued_rows + reserved_rows
         if waiting and waiting + rows > limit:
             REJECTED.labels(self.model, QUEUE_LIMIT_KEY).inc()
             raise ResourceExhausted(
@@ -288,8 +308,8 @@ class DynamicBatcher:
         costs = [float(min(per_chunk, rows - start) * row_width) for start in range(0, rows, per_chunk)]
         last_tag = self._queue.finish_tags(scope, costs)[-1]
         ahead = list(self._queue.ahead_of(last_tag))
-        cells = sum(costs) + sum(e.cost for e in ahead) + self._reserved_cells
-        ahead_rows = sum(e.item.rows for e in ahead) + self._reserved_rows
+        cells = sum(costs) + sum(e.cost for e in ahead) + reserved_cells
+        ahead_rows = sum(e.item.rows for e in ahead) + reserved_rows
         alone = self._estimate_s(sum(costs), rows, len(costs)) / self._in_flight
         if alone > remaining:  # not an overload: retrying will not help
             REJECTED.labels(self.model, DEADLINE_LIMIT_KEY).inc()
@@ -298,7 +318,7 @@ class DynamicBatcher:
                 f"the {max(0.0, remaining):.2f} s left before its deadline; refused before running "
                 f"({DEADLINE_LIMIT_KEY}): give the call a longer deadline or split it"
             )
-        requests = len(costs) + len(ahead) + len(self._reservations)
+        requests = len(costs) + len(ahead) + reserved_calls
         estimate = (self._running_remaining_s(now) + self._estimate_s(cells, rows + ahead_rows, requests)) / self._in_flight
         if estimate > remaining:
             REJECTED.labels(self.model, DEADLINE_LIMIT_KEY).inc()
@@ -327,9 +347,8 @@ class DynamicBatcher:
         rows = _rows(inputs)
         row_width = width(list(inputs.values()))
         scope = current_call()
-        if scope is not None:
-            self._release(scope)  # its announced work arrives now
-        self._admit(rows, row_width, scope)
+        announced_as = self._release(scope) if scope is not None else None  # its announced work arrives now
+        self._admit(rows, row_width, scope, announced_as)
         self._start_workers()
         loop = asyncio.get_running_loop()
         per_chunk = self._chunk_rows(row_width)

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # Serve health-checks replicas every 10 s: its status changes no faster than that
 STATUS_INTERVAL_S = 5.0
+# How often a call waiting on a replica checks whether its application went away: requests
+# pending on a deleted application's handle never fail by themselves (they wait for replicas).
+AWAY_CHECK_S = 1.0
 # between attempts to join a cluster that is not up yet
 CONNECT_RETRY_S = 1.0
 
@@ -51,6 +54,7 @@ class RayServeBackend(Backend):
         self._metadata: dict[str, ModelMetadata] = {}
         self._batchers: dict[str, DynamicBatcher] = {}
         self._status_at, self._serving = -float("inf"), False
+        self._away: set[str] = set()  # loaded models whose application was not RUNNING at the last status
         self._deploying = threading.Lock()  # models load side by side; joining and deploying go one at a time
         self._redeploying: asyncio.Task[None] | None = None
 
@@ -119,10 +123,14 @@ class RayServeBackend(Backend):
 
     async def _open_handle(self, model: str) -> None:
         from ray import serve
+        from ray.serve.handle import DeploymentHandle
 
         from services.backends.ray_serve_app import app_name
 
-        handle = serve.get_app_handle(app_name(model))
+        cached = serve.get_app_handle(app_name(model))  # resolves the ingress deployment
+        # a handle of our own, not Serve's per-process cached one: that one may already be
+        # initialised (`_deployed_version` called it), and _init would raise
+        handle: DeploymentHandle[Any] = DeploymentHandle(cached.deployment_name, cached.app_name)
         handle._init(_run_router_in_separate_loop=False)  # route on this loop: no thread hop per call
         # arrays by value over the replica's own gRPC port rather than as Ray actor tasks
         handle = handle.options(_by_reference=False, request_serialization="pickle", response_serialization="pickle")
@@ -158,10 +166,31 @@ class RayServeBackend(Backend):
             raise NotFound(f"model '{model}' is not loaded")
         if set(inputs) != set(self._inputs[model]):
             raise InvalidArgument(f"model '{model}' takes inputs {sorted(self._inputs[model])}, got {sorted(inputs)}")
+        if model in self._away:
+            raise self._gone(model)
         batcher = self._batchers.get(model)
         if batcher is not None:
             return await batcher.submit(inputs)
         return await self._call(model, inputs)
+
+    def _gone(self, model: str) -> Unavailable:
+        return Unavailable(f"Ray Serve application of '{model}' is not RUNNING; the service deploys it again (ray.deploy_models)")
+
+    async def _unless_away(self, model: str, response: Any) -> dict[str, np.ndarray]:
+        """The result of `response` (a Serve `DeploymentResponse`), or Unavailable as soon as the
+        status check finds the model's application gone (its pending requests would wait)."""
+        task = asyncio.ensure_future(response)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=AWAY_CHECK_S)
+                if done:
+                    result: dict[str, np.ndarray] = task.result()
+                    return result
+                if model in self._away:
+                    raise self._gone(model)
+        finally:
+            if not task.done():
+                task.cancel()
 
     async def _call(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         handle = self._handles[model]
@@ -169,7 +198,7 @@ class RayServeBackend(Backend):
         from ray.serve.exceptions import BackPressureError, RayServeException
 
         try:
-            result: dict[str, np.ndarray] = await handle.infer.remote({k: np.ascontiguousarray(v) for k, v in inputs.items()})
+            result = await self._unless_away(model, handle.infer.remote({k: np.ascontiguousarray(v) for k, v in inputs.items()}))
             if ERROR_KEY in result:  # the model could not run these inputs
                 raise InvalidArgument(f"model '{model}' cannot run these inputs: {result[ERROR_KEY]}")
         except RayTaskError as exc:  # the model refused or failed on these inputs
@@ -203,7 +232,8 @@ class RayServeBackend(Backend):
         watch asks each second; a status call costs the controller and this process tens of ms)."""
         now = time.monotonic()
         if now - self._status_at >= STATUS_INTERVAL_S:
-            self._status_at, self._serving = now, set(self._handles) <= await self._running()
+            self._away = set(self._handles) - await self._running()
+            self._status_at, self._serving = now, not self._away
             if not self._serving:
                 self._schedule_redeploy()
         return self._serving

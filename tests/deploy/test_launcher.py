@@ -76,10 +76,13 @@ def test_up_serves_restarts_a_crashed_service_and_stops_cleanly(model_repository
         [child] = _children(proc.pid)
         os.kill(child, signal.SIGKILL)
         _read_until(proc, "restarting", 10)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 60  # the supervisor's backoff, then a new process
+        while (children := _children(proc.pid)) in ([], [child]):
+            assert time.monotonic() < deadline, "the launcher did not start the service again"
+            time.sleep(0.05)
+        [new_child] = children
         assert wait_serving(f"localhost:{port}", "facet.v1.Retrieval", 60)
-        [new_child] = _children(proc.pid)
-        assert new_child != child
+        assert _children(proc.pid) == [new_child]
         with sdk.Client(f"localhost:{port}") as client:
             assert client.embed(["back again"]).shape == (1, 384)
         assert (tmp_path / "logs" / "retrieval.log").stat().st_size > 0

@@ -326,6 +326,38 @@ async def test_work_announced_by_admit_counts_ahead_until_the_call_submits_or_en
     await batcher.close()
 
 
+async def test_calls_announced_later_never_refuse_an_earlier_one() -> None:
+    """A burst whose announcements underestimated its work (a width known only after
+    tokenizing): at submit each call is checked against what was announced before it, so the
+    first ones run and only the later ones are refused; before, every call counted all the others'
+    announcements as ahead of it and the whole burst refused itself (bench_overload)."""
+    runner = GatedRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=8, max_batch_duration_ms=0), cost=Taught(0.1))
+    go = [asyncio.Event() for _ in range(3)]
+
+    async def burst_call(i: int) -> dict[str, np.ndarray]:
+        deadline.enter_call(1.0)
+        batcher.admit(rows=3)  # announced: 0.3 s each, 0.9 s for the three
+        await go[i].wait()
+        return await batcher.submit(_request(5, 1, 10 + i))  # tokenized: 0.5 s of work
+
+    calls = [asyncio.ensure_future(burst_call(i)) for i in range(3)]
+    await until(lambda: batcher.announced_rows == 9)
+    go[0].set()  # the first submits while the two later ones still hold 6 announced rows (0.6 s)
+    await until(lambda: bool(runner.batches) or calls[0].done())
+    assert not calls[0].done(), f"the first call was refused: {calls[0].exception()}"
+    assert (await runner.started.get())[:, 0].tolist() == [10] * 5  # admitted: it runs
+    go[2].set()  # the last: 0.5 s running + 0.3 s announced before it + its own 0.5 s > 1 s
+    with pytest.raises(ResourceExhausted, match=DEADLINE_LIMIT_KEY):
+        await calls[2]
+    runner.release(2)
+    go[1].set()
+    assert (await calls[0])["sum"].tolist() == [[10]] * 5
+    await asyncio.gather(calls[1], return_exceptions=True)
+    await batcher.close()
+    assert not runner.ran(12)
+
+
 # -- scheduling: small calls are not starved, large ones still finish ---------------------------
 
 
