@@ -19,7 +19,7 @@ from services.nextframe.catalog import Kind, Prop
 from services.nextframe.config import NextFrameConfig
 from services.nextframe.simulators import DATASETS, SIZE, simulate
 from services.runtime.config import FacetConfig
-from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, shown
 from services.runtime.outputs import finite_output
 from services.runtime.server import FacetService
 
@@ -53,11 +53,6 @@ def _finite(array: Any, what: str) -> np.ndarray:
     service: NaN or inf (also from float32 overflow) is INTERNAL naming `what`, never OK (a NaN
     frame would otherwise be clipped and sent as a black one)."""
     return finite_output(what, np.asarray(array, dtype=np.float32))
-
-
-def _shown(name: str, limit: int = 80) -> str:
-    """A name from a request, quoted and cut to `limit` characters for an error message."""
-    return repr(name if len(name) <= limit else name[:limit] + "…")
 
 
 def _in_float32(value: float, low: float, high: float) -> bool:
@@ -106,7 +101,7 @@ class NextFrameService(nextframe_pb2_grpc.NextFrameServicer, FacetService):
         if not name:
             raise InvalidArgument("model is empty; name one of ListModels' ids")
         if name not in self._models:
-            raise NotFound(f"frame model {_shown(name)} is not served (have: {', '.join(sorted(self._models))})")
+            raise NotFound(f"frame model '{shown(name)}' is not served (have: {', '.join(sorted(self._models))})")
         return self._models[name]
 
     async def _next(self, model: str, context: np.ndarray) -> np.ndarray:
@@ -129,7 +124,7 @@ class NextFrameService(nextframe_pb2_grpc.NextFrameServicer, FacetService):
             raise InvalidArgument(f"dataset is empty; name one of {', '.join(DATASETS)}")
         spec = DATASETS.get(request.dataset)
         if spec is None:
-            raise NotFound(f"unknown dataset {_shown(request.dataset)}; available: {', '.join(DATASETS)}")
+            raise NotFound(f"unknown dataset '{shown(request.dataset)}'; available: {', '.join(DATASETS)}")
         wanted = f"{spec.constant} in [{spec.low}, {spec.high}] {spec.units} for {spec.name}"
         if not request.HasField("constant"):
             raise InvalidArgument(f"constant is required (0 is a value, not a default): send the {wanted}")

@@ -16,6 +16,16 @@ from sdk._errors import (
     Unavailable,
 )
 
+SHOWN_CHARS = 80  # of a request's value quoted in an error message
+
+
+def shown(value: str) -> str:
+    """A value from a request as an error message quotes it: at most SHOWN_CHARS characters and
+    the full length after a cut (messages stay readable; the interceptor caps every status
+    message anyway, `MAX_STATUS_MESSAGE_CHARS`)."""
+    return value if len(value) <= SHOWN_CHARS else f"{value[:SHOWN_CHARS]}… ({len(value)} characters)"
+
+
 __all__ = [
     "AlreadyExists",
     "Cancelled",
@@ -28,5 +38,7 @@ __all__ = [
     "PermissionDenied",
     "ResourceExhausted",
     "Unauthenticated",
+    "SHOWN_CHARS",
     "Unavailable",
+    "shown",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from services.model_repository import Key, ModelRepository, ModelVersion
-from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, shown
 from services.sae.tokenization import SaeTokenizer, StoredWindows, TokenizedText
 
 TOP_PREFIX = "top_"  # keys of the stored top-activation windows (training.sae.analysis.TOP_PREFIX)
@@ -244,14 +244,6 @@ class Catalog:
 
     def sorted(self) -> list[SaeEntry]:
         return sorted(self.saes.values(), key=lambda s: (s.props.get(Prop.FAMILY, ""), s.width))
-
-
-SHOWN_CHARS = 80  # of a name echoed in an error message (the status travels in a header of ~16 KB)
-
-
-def shown(name: str) -> str:
-    """`name` as an error message quotes it: at most SHOWN_CHARS characters."""
-    return name if len(name) <= SHOWN_CHARS else f"{name[:SHOWN_CHARS]}… ({len(name)} characters)"
 
 
 def compatible(small: SaeEntry, large: SaeEntry) -> None:
