@@ -28,7 +28,7 @@ from services.retrieval.store import (
 )
 from services.retrieval.tokenization import is_blank
 from services.runtime.config import FacetConfig
-from services.runtime.errors import FacetError, InvalidArgument
+from services.runtime.errors import FacetError, InvalidArgument, shown
 from services.runtime.outputs import finite_output
 from services.runtime.server import FacetService
 
@@ -124,7 +124,7 @@ def _check_vectors(vectors: np.ndarray, what: str, max_norm: float) -> None:
 
 def _check_collection(name: str) -> None:
     if not COLLECTION_NAME.match(name):
-        raise InvalidArgument(f"collection name {name!r} is invalid: use 1-128 characters from A-Z a-z 0-9 _ -")
+        raise InvalidArgument(f"collection name {shown(name)!r} is invalid: use 1-128 characters from A-Z a-z 0-9 _ -")
 
 
 def _check_id_count(ids: list[str], limit: int) -> None:
@@ -141,7 +141,7 @@ def _check_ids(ids: list[str], what: str = "ids") -> None:
         if not doc_id or len(doc_id) > MAX_ID_CHARS:
             raise InvalidArgument(f"{what}[{i}] must be 1..{MAX_ID_CHARS} characters")
         if doc_id in seen:
-            raise InvalidArgument(f"id {doc_id!r} appears twice in one call; send each id once")
+            raise InvalidArgument(f"id {shown(doc_id)!r} appears twice in one call; send each id once")
         seen.add(doc_id)
 
 
@@ -388,7 +388,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
             for key, value in filter.items():
                 if isinstance(value, (dict, list)):
                     raise InvalidArgument(
-                        f"filter value of {key!r} must be a string, number, boolean or null (equality), not {type(value).__name__}"
+                        f"filter value of {shown(key)!r} must be a string, number, boolean or null (equality), not {type(value).__name__}"
                     )
                 _check_json(value, f"filter.{key}", 0, 0)
         which = request.WhichOneof("query")

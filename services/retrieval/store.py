@@ -47,7 +47,15 @@ import numpy as np
 from services.retrieval import index_files
 from services.retrieval.config import RetrievalConfig
 from services.retrieval.index_files import IndexFileRejected, IndexIdentity, IndexState, NoSavedIndex
-from services.runtime.errors import AlreadyExists, FacetError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from services.runtime.errors import (
+    AlreadyExists,
+    FacetError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    shown,
+)
 
 log = logging.getLogger(__name__)
 faiss: Any = _faiss  # its bundled stubs miss SearchParametersHNSW and the numpy overloads
@@ -488,7 +496,7 @@ class DocumentStore:
             ResourceExhausted: the disk is full; Unavailable: the database cannot be written.
         """
         if not COLLECTION_NAME.match(name):
-            raise InvalidArgument(f"collection name {name!r} is invalid: use 1-128 characters from A-Z a-z 0-9 _ -")
+            raise InvalidArgument(f"collection name {shown(name)!r} is invalid: use 1-128 characters from A-Z a-z 0-9 _ -")
         if metric not in METRICS:
             raise InvalidArgument(f"metric must be one of {METRICS}, got {metric!r}")
         if index_type not in INDEX_TYPES:
@@ -502,7 +510,7 @@ class DocumentStore:
         hnsw_m = hnsw_m or DEFAULT_HNSW_M
         hnsw_ef_search = hnsw_ef_search or DEFAULT_HNSW_EF_SEARCH
         if name in self._infos:
-            raise AlreadyExists(f"collection '{name}' already exists; delete it first or pick another name")
+            raise AlreadyExists(f"collection {shown(name)!r} already exists; delete it first or pick another name")
         uid = uuid.uuid4().hex
         info = CollectionInfo(name, metric, index_type, dimension, 0, hnsw_m, hnsw_ef_search)
         with self._mutation:
@@ -518,7 +526,7 @@ class DocumentStore:
     def collection(self, name: str) -> CollectionInfo:
         info = self._infos.get(name)
         if info is None:
-            raise NotFound(f"collection '{name}' does not exist; create it with CreateCollection")
+            raise NotFound(f"collection {shown(name)!r} does not exist; create it with CreateCollection")
         return info
 
     def list_collections(self) -> list[CollectionInfo]:
@@ -828,7 +836,7 @@ class DocumentStore:
         for key, value in filter.items():
             if not _FILTER_KEY.match(key):
                 raise InvalidArgument(
-                    f"filter key {key!r} is invalid: 1-256 characters, no quotes, backslashes or control characters"
+                    f"filter key {shown(key)!r} is invalid: 1-256 characters, no quotes, backslashes or control characters"
                 )
             path = f'$."{key}"'
             if value is None or isinstance(value, bool):
@@ -842,7 +850,7 @@ class DocumentStore:
                 params += [path, path, value]
             else:
                 raise InvalidArgument(
-                    f"filter value of {key!r} must be a string, number, boolean or null (equality), not {type(value).__name__}"
+                    f"filter value of {shown(key)!r} must be a string, number, boolean or null (equality), not {type(value).__name__}"
                 )
         sql = "SELECT label FROM documents WHERE collection = ? AND " + " AND ".join(clauses)
         return np.array([r[0] for r in self._db.execute(sql, (name, *params))], dtype=np.int64)

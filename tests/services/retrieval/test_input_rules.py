@@ -474,3 +474,18 @@ def test_get_with_vectors_that_cannot_fit_is_refused(client: sdk.Client, collect
     with pytest.raises(sdk.InvalidArgument, match="fit in one reply"):
         client.search(name, np.ones(65536), top_k=LIMITS.max_top_k, include_vectors=True)
     assert client.get(name, [f"id{i}" for i in range(LIMITS.max_documents_per_request)]) == []
+
+
+@pytest.mark.parametrize(
+    ("call", "rule"),
+    [
+        (lambda c, coll: c.create_collection("x" * 14_000), "use 1-128 characters"),
+        (lambda c, coll: c.get("n" * 14_000, ["a"]), "use 1-128 characters"),
+        (lambda c, coll: c.search(coll, "q", filter={"k" * 5_000: 1}), "1-256 characters"),
+    ],
+    ids=["collection name", "collection in get", "filter key"],
+)
+def test_a_long_echoed_name_is_cut_so_the_rule_stays_in_the_message(client: sdk.Client, collection: str, call, rule: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(sdk.InvalidArgument) as info:
+        call(client, collection)
+    assert rule in info.value.message and "characters)" in info.value.message and len(info.value.message) < 400
