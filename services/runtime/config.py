@@ -78,7 +78,10 @@ class BatchingConfig:
     enabled: bool = True
     max_batch_size: int = 64
     max_queue_delay_microseconds: int = 0  # as Triton: an idle model runs at once; >0 waits for company
-    max_queue_size: int = 1024  # rows waiting; beyond it calls get RESOURCE_EXHAUSTED
+    # rows waiting or announced; beyond it calls get RESOURCE_EXHAUSTED. Rows are tokens for the SAE
+    # (a 400-token text is 400 rows), so the limit leaves room for a burst of long texts; latency
+    # under load is guarded by `deadline_admission`, not by this limit
+    max_queue_size: int = 8192
     # refuse at once (RESOURCE_EXHAUSTED) a call whose queued work ahead, by the batcher's running
     # estimate of its batches' cost, cannot finish before the call's deadline
     deadline_admission: bool = True

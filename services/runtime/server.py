@@ -32,6 +32,7 @@ log = logging.getLogger("facet.server")
 # After the drain: how long the last refusals get to finish before grpc cancels what is left
 # (health Watch streams); a stop waits this long only while such calls remain.
 FINAL_STOP_GRACE_S = 1.0
+GRPC_BACKSTOP_MIN_RPCS = 1024  # gRPC's own concurrent-call limit is never below this (see start_server)
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -128,9 +129,11 @@ async def start_server(service: FacetService, config: FacetConfig) -> RunningSer
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
         ],
-        # the interceptor refuses past the limit naming its key; gRPC's own limit (its message
-        # names none) is only a backstop for calls between arriving and being tracked
-        maximum_concurrent_rpcs=2 * config.server.max_concurrent_rpcs,
+        # the interceptor refuses past the limit naming its key, before reading the request. gRPC's
+        # own limit counts those refusals too until they finish, and its message names no key, so
+        # it is only a far backstop against floods: at 2x the limit a burst of 12 calls against 2
+        # slots got gRPC's bare "Concurrent RPC limit exceeded!"
+        maximum_concurrent_rpcs=max(GRPC_BACKSTOP_MIN_RPCS, 16 * config.server.max_concurrent_rpcs),
     )
     service.register(server)
     health_servicer = health_aio.HealthServicer()
