@@ -34,3 +34,20 @@ def run_demo(client: sdk.Client, horizon: int = 20) -> None:
         gif = sdk.save_gif(np.concatenate([clip[:5], predicted]), out / f"{m.dataset}.gif")
         print(f"  {m.dataset:<18} rollout MSE {mse:.4f} (copy-last {copy_last:.4f})  {m.constant} {constant:.3g} -> estimate {estimate}  {gif.name}")
     print()
+
+
+def check(client: sdk.Client) -> str:
+    """`facet check`'s one cheap real call: list the frame models the service holds.
+
+    Args:
+        client: a client whose `nextframe` address is the service to check.
+    Returns:
+        One line for the report, e.g. "6 frame models: pendulum-unet, ...".
+    Raises:
+        sdk.FacetError: the call failed (Unavailable, Unauthenticated, ...).
+        LookupError: the service holds no frame model.
+    """
+    models = client.list_frame_models()
+    if not models:
+        raise LookupError("the service holds no frame model")
+    return f"{len(models)} frame models: {', '.join(m.id for m in models)}"

@@ -39,3 +39,17 @@ def run_demo(client: sdk.Client) -> None:
         print(f"\nsearch: {query!r}{suffix}")
         for hit in hits:
             print(f"  {hit.score:6.3f}  {hit.id:<15} {hit.text}")
+
+
+def check(client: sdk.Client) -> str:
+    """`facet check`'s one cheap real call: embed one short sentence (the model runs on its backend).
+
+    Args:
+        client: a client whose `retrieval` address is the service to check.
+    Returns:
+        One line for the report, e.g. "embed: 1 x 384 float32".
+    Raises:
+        sdk.FacetError: the call failed (Unavailable, Unauthenticated, ...).
+    """
+    vectors = client.embed(["facet check"])
+    return f"embed: {vectors.shape[0]} x {vectors.shape[1]} {vectors.dtype}"

@@ -30,3 +30,20 @@ def run_demo(client: sdk.Client) -> None:
         print(f"\ncompare_saes({smaller[0].id!r}, {largest.id!r}):")
         print(client.compare_saes(smaller[0].id, largest.id))
     print()
+
+
+def check(client: sdk.Client) -> str:
+    """`facet check`'s one cheap real call: list the SAEs the service holds.
+
+    Args:
+        client: a client whose `sae` address is the service to check.
+    Returns:
+        One line for the report, e.g. "3 SAEs, largest smollm2-135m-l6-batchtopk-w256".
+    Raises:
+        sdk.FacetError: the call failed (Unavailable, Unauthenticated, ...).
+        LookupError: the service holds no SAE (nothing to analyse with).
+    """
+    saes = client.list_saes()
+    if not saes:
+        raise LookupError("the service holds no SAE")
+    return f"{len(saes)} SAEs, largest {max(saes, key=lambda s: s.width).id}"

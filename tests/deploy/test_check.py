@@ -1,0 +1,117 @@
+"""`facet check` (the Helm test's command) against real services: health, one SDK call, exit status."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from deploy import check
+from services import registry
+from tests.serving import REPO_ROOT, ServerProcess, free_port
+
+
+@pytest.fixture(scope="module")
+def retrieval(start_server: Callable[..., ServerProcess]) -> ServerProcess:
+    return start_server()
+
+
+@pytest.fixture(scope="module")
+def retrieval_with_key(start_server: Callable[..., ServerProcess]) -> ServerProcess:
+    return start_server(env={"FACET_API_KEY": "check-key"})
+
+
+def test_a_serving_service_passes_with_its_health_and_one_real_call(
+    retrieval: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check.main([f"retrieval={retrieval.address}"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"retrieval  ok    {retrieval.address}  SERVING; embed: 1 x 384 float32"), line
+
+
+def test_a_dead_address_fails_naming_the_service(retrieval: ServerProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    assert (
+        check.main(
+            ["--services", "retrieval,nextframe", f"--address-retrieval={retrieval.address}", f"nextframe={dead}"]
+        )
+        == 1
+    )
+    out, err = capsys.readouterr()
+    lines = dict(line.split(maxsplit=1) for line in out.splitlines())
+    assert lines["retrieval"].startswith("ok") and lines["nextframe"].startswith(f"FAIL  {dead}  health: UNAVAILABLE")
+    assert f"1 of 2 failed: nextframe at {dead}" in err
+
+
+def test_an_address_of_another_service_is_named_as_such(
+    retrieval: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check.main([f"sae={retrieval.address}"]) == 1
+    assert "this server does not serve facet.v1.Sae" in capsys.readouterr().out
+
+
+def test_the_api_key_is_sent_and_a_missing_one_fails_the_call(
+    retrieval_with_key: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check.main([f"retrieval={retrieval_with_key.address}", "--api-key", ""]) == 1
+    assert "SERVING, but the SDK call failed: Unauthenticated" in capsys.readouterr().out
+    assert check.main([f"retrieval={retrieval_with_key.address}", "--api-key", "check-key"]) == 0
+
+
+def test_the_probe_form_runs_as_a_module_and_exits_by_health(retrieval: ServerProcess) -> None:
+    """What the chart's TLS probes exec (here in plaintext): `python -m deploy.check --health-only`."""
+
+    def probe(address: str) -> subprocess.CompletedProcess[str]:
+        command = [
+            sys.executable,
+            "-m",
+            "deploy.check",
+            "--health-only",
+            "--services",
+            "retrieval",
+            f"retrieval={address}",
+        ]
+        return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+
+    up = probe(retrieval.address)
+    assert up.returncode == 0 and "SERVING" in up.stdout and "embed" not in up.stdout, up.stdout + up.stderr
+    assert probe(f"127.0.0.1:{free_port()}").returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["nope=localhost:1"], "unknown capability 'nope'"),
+        (["retrieval"], "CAPABILITY=HOST:PORT"),
+        (["retrieval=a:1", "--address-retrieval", "b:1"], "given twice"),
+        (["--services", "retrieval,"], "--services"),
+        (["--client-cert", __file__], "--client-cert and --client-key go together"),
+        (["--root-certificates", "/nonexistent/ca.crt"], "/nonexistent/ca.crt"),
+        (["--tls", "--tls-server-name", "x.svc"], "--tls-server-name goes with --health-only"),
+        (["--timeout-s", "0"], "--timeout-s must be > 0"),
+    ],
+)
+def test_usage_errors_exit_2_with_what_to_change(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_tls_arguments_reach_the_sdk_only_when_asked_for(tmp_path: Path) -> None:
+    """A plaintext check passes no TLS argument (any SDK); TLS passes the PEM bytes, not paths."""
+    assert check.Tls().sdk_arguments() == {}
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\n")
+    args = check.build_parser().parse_args(["--root-certificates", str(ca)])
+    tls = check.tls_options(args)
+    assert tls.enabled and tls.sdk_arguments() == {"tls": True, "root_certificates": ca.read_bytes()}
+
+
+def test_every_capability_has_its_one_cheap_call() -> None:
+    """A new capability cannot be forgotten: `check` beside its demo's `run_demo`."""
+    for name in registry.names():
+        assert callable(check.sdk_check(name)), name
