@@ -37,7 +37,7 @@ up: install
 	$(BIN)/facet up
 
 test: install lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 lint: install
 	$(BIN)/ruff check .
