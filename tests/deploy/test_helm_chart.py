@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import subprocess
 import tarfile
 import zipfile
@@ -13,8 +14,25 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from deploy import check
+from services import registry
+
 CHART = Path(__file__).resolve().parents[2] / "helm" / "facet"
 KUBERNETES_VERSION = "1.33.0"
+# Custom resources kubernetes-validate has no schema for; their structure is checked by a test here.
+CUSTOM_KINDS = {"ServiceMonitor"}
+# Every feature of the chart at once (the TLS/API-key Secrets are the user's; the chart names them).
+EVERYTHING = (
+    "tls.secretName=facet-tls",
+    "tls.clientAuth=true",
+    "apiKeys.secretName=facet-api-keys",
+    "test.apiKeySecret.name=facet-test-key",
+    "networkPolicy.enabled=true",
+    "networkPolicy.grpcFrom[0].namespaceSelector.matchLabels.team=apps",
+    "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring",
+    "serviceMonitor.enabled=true",
+    "serviceMonitor.labels.release=kube-prometheus-stack",
+)
 
 
 @pytest.fixture(scope="session")
@@ -34,11 +52,24 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _render(helm: Path, *sets: str) -> list[dict]:  # type: ignore[type-arg]
-    args = [str(helm), "template", "demo", str(CHART)]
+    args = [str(helm), "template", "demo", str(CHART), "--namespace", "ml"]
     for item in sets:
         args += ["--set", item]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def _refused(helm: Path, command: str, *flags: str) -> str:
+    """`helm lint|template` with `flags` must fail; returns what it printed."""
+    args = [str(helm), command, *(["demo"] if command == "template" else []), str(CHART), *flags]
+    result = subprocess.run(args, capture_output=True, text=True)
+    assert result.returncode != 0, f"helm {command} {flags} passed"
+    return result.stdout + result.stderr
+
+
+def _deployment(docs: list[dict], service: str) -> dict:  # type: ignore[type-arg]
+    [deployment] = [d for d in _by_kind(docs, "Deployment") if d["metadata"]["name"] == f"demo-facet-{service}"]
+    return deployment
 
 
 def _by_kind(docs: list[dict], kind: str) -> list[dict]:  # type: ignore[type-arg]
@@ -52,18 +83,27 @@ def test_lint(helm: Path) -> None:
 
 @pytest.mark.parametrize(
     "sets",
-    [(), ("services.retrieval.autoscaling.enabled=true", "services.retrieval.gpu=1", "apiKey.existingSecret=facet-key")],
-    ids=["defaults", "hpa-gpu-auth"],
+    [
+        (),
+        ("services.retrieval.autoscaling.enabled=true", "services.retrieval.gpu=1", "apiKey.existingSecret=facet-key"),
+        EVERYTHING,
+    ],
+    ids=["defaults", "hpa-gpu-auth", "tls-keys-netpol-monitor"],
 )
 def test_every_manifest_is_valid(helm: Path, sets: tuple[str, ...]) -> None:
     docs = _render(helm, *sets)
     for doc in docs:
-        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-    assert {"Deployment", "Service", "ConfigMap", "PersistentVolumeClaim", "PodDisruptionBudget"} <= {d["kind"] for d in docs}
+        if doc["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    assert {"Deployment", "Service", "ConfigMap", "PersistentVolumeClaim", "PodDisruptionBudget"} <= {
+        d["kind"] for d in docs
+    }
 
 
 def test_retrieval_deployment_uses_native_grpc_probes_and_config(helm: Path) -> None:
-    docs = _render(helm, "config.FACET_BATCHING_MAX_BATCH_SIZE=32", "services.retrieval.gpu=1", "apiKey.existingSecret=k")
+    docs = _render(
+        helm, "config.FACET_BATCHING_MAX_BATCH_SIZE=32", "services.retrieval.gpu=1", "apiKey.existingSecret=k"
+    )
     [deployment] = [d for d in _by_kind(docs, "Deployment") if d["metadata"]["name"] == "demo-facet-retrieval"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["python", "-m", "services.retrieval"]
@@ -81,11 +121,15 @@ def test_retrieval_deployment_uses_native_grpc_probes_and_config(helm: Path) -> 
 
 
 def test_disabled_services_render_nothing(helm: Path) -> None:
-    docs = _render(helm, "services.retrieval.enabled=false", "services.sae.enabled=false", "services.nextframe.enabled=false")
+    docs = _render(
+        helm, "services.retrieval.enabled=false", "services.sae.enabled=false", "services.nextframe.enabled=false"
+    )
     assert _by_kind(docs, "Deployment") == [] and _by_kind(docs, "Service") == []
 
 
-@pytest.mark.parametrize(("service", "port", "grpc_service"), [("sae", 50051, "facet.v1.Sae"), ("nextframe", 50052, "facet.v1.NextFrame")])
+@pytest.mark.parametrize(
+    ("service", "port", "grpc_service"), [("sae", 50051, "facet.v1.Sae"), ("nextframe", 50052, "facet.v1.NextFrame")]
+)
 def test_stateless_services_have_their_own_probes(helm: Path, service: str, port: int, grpc_service: str) -> None:
     docs = _render(helm)
     [deployment] = [d for d in _by_kind(docs, "Deployment") if d["metadata"]["name"] == f"demo-facet-{service}"]
@@ -97,4 +141,258 @@ def test_stateless_services_have_their_own_probes(helm: Path, service: str, port
     assert "strategy" not in deployment["spec"]  # no SQLite volume: rolling updates
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert "emptyDir" in volumes["data"] and "persistentVolumeClaim" in volumes["models"]
-    assert {s["metadata"]["name"] for s in _by_kind(docs, "Service")} == {"demo-facet-sae", "demo-facet-nextframe", "demo-facet-retrieval"}
+    assert {s["metadata"]["name"] for s in _by_kind(docs, "Service")} == {
+        "demo-facet-sae",
+        "demo-facet-nextframe",
+        "demo-facet-retrieval",
+    }
+
+
+# --- TLS and API keys from Secrets ----------------------------------------------------------------
+
+
+def test_tls_secret_is_mounted_read_only_and_named_in_the_env(helm: Path) -> None:
+    spec = _deployment(_render(helm, "tls.secretName=facet-tls", "apiKeys.secretName=keys"), "retrieval")["spec"][
+        "template"
+    ]["spec"]
+    container = spec["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FACET_SERVER_TLS_CERT_FILE"] == "/etc/facet/tls/tls.crt"
+    assert env["FACET_SERVER_TLS_KEY_FILE"] == "/etc/facet/tls/tls.key"
+    assert "FACET_SERVER_TLS_CLIENT_CA_FILE" not in env  # ca.crt in the Secret alone is no mTLS
+    assert env["FACET_SERVER_API_KEYS_FILE"] == "/etc/facet/api-keys/api-keys.toml"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["tls"] == {"name": "tls", "mountPath": "/etc/facet/tls", "readOnly": True}
+    assert mounts["api-keys"] == {"name": "api-keys", "mountPath": "/etc/facet/api-keys", "readOnly": True}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "facet-tls"
+    assert volumes["api-keys"]["secret"]["secretName"] == "keys"
+    assert volumes["api-keys"]["secret"]["items"] == [{"key": "api-keys.toml", "path": "api-keys.toml"}]
+
+
+def test_mtls_is_on_only_with_client_auth(helm: Path) -> None:
+    container = _deployment(_render(helm, "tls.secretName=facet-tls", "tls.clientAuth=true"), "sae")["spec"][
+        "template"
+    ]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FACET_SERVER_TLS_CLIENT_CA_FILE"] == "/etc/facet/tls/ca.crt"
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (("tls.clientAuth=true",), "tls.clientAuth needs tls.secretName"),
+        (("tls.secretName=t", "tls.clientAuth=true", "tls.caCert=false"), "tls.clientAuth needs ca.crt"),
+    ],
+)
+def test_tls_settings_that_cannot_work_are_refused(helm: Path, sets: tuple[str, ...], message: str) -> None:
+    assert message in _refused(helm, "template", *(f for s in sets for f in ("--set", s)))
+
+
+def test_without_tls_the_probes_stay_native_grpc(helm: Path) -> None:
+    container = _deployment(_render(helm), "retrieval")["spec"]["template"]["spec"]["containers"][0]
+    assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(container)
+    assert all("grpc" in container[p] for p in ("startupProbe", "readinessProbe", "livenessProbe"))
+    assert not any(m["name"] == "tls" for m in container["volumeMounts"])
+
+
+@pytest.mark.parametrize("mtls", [False, True], ids=["tls", "mtls"])
+def test_with_tls_the_probes_run_facet_checks_health_over_tls(helm: Path, mtls: bool) -> None:
+    """kubelet's gRPC probe speaks plaintext only: startup/readiness exec `python -m deploy.check
+    --health-only` over TLS (the command line is parsed by facet check's own parser here), the
+    certificate checked for the Service's name; liveness is a TCP connect to the gRPC port."""
+    sets = ("tls.secretName=facet-tls", *(("tls.clientAuth=true",) if mtls else ()))
+    container = _deployment(_render(helm, *sets), "nextframe")["spec"]["template"]["spec"]["containers"][0]
+    assert container["livenessProbe"]["tcpSocket"] == {"port": "grpc"}
+    for name in ("startupProbe", "readinessProbe"):
+        probe = container[name]
+        assert "grpc" not in probe and probe["timeoutSeconds"] > 4  # the check's own deadline is 4 s
+        command = probe["exec"]["command"]
+        assert command[:3] == ["python", "-m", "deploy.check"]
+        args = check.build_parser().parse_args(command[3:])
+        assert args.health_only and args.tls_server_name == "demo-facet-nextframe.ml.svc"
+        services, addresses = check.addresses(args)
+        assert (services, addresses) == (["nextframe"], {"nextframe": "127.0.0.1:50052"})
+        assert args.root_certificates == Path("/etc/facet/tls/ca.crt")
+        if mtls:  # the probe presents the server's own certificate
+            assert (args.client_cert, args.client_key) == (
+                Path("/etc/facet/tls/tls.crt"),
+                Path("/etc/facet/tls/tls.key"),
+            )
+        else:
+            assert args.client_cert is None and args.client_key is None
+
+
+def test_tls_without_ca_cert_verifies_with_system_roots(helm: Path) -> None:
+    container = _deployment(_render(helm, "tls.secretName=t", "tls.caCert=false"), "sae")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    args = check.build_parser().parse_args(container["readinessProbe"]["exec"]["command"][3:])
+    assert args.tls and args.root_certificates is None
+
+
+# --- NetworkPolicy and ServiceMonitor -------------------------------------------------------------
+
+
+def test_network_policy_is_off_by_default(helm: Path) -> None:
+    assert _by_kind(_render(helm), "NetworkPolicy") == []
+    assert _by_kind(_render(helm), "ServiceMonitor") == []
+
+
+def test_network_policy_opens_only_the_grpc_and_metrics_ports_to_the_given_peers(helm: Path) -> None:
+    docs = _render(helm, *EVERYTHING, "services.sae.enabled=false")
+    [policy] = _by_kind(docs, "NetworkPolicy")
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    [components] = [
+        e["values"] for e in spec["podSelector"]["matchExpressions"] if e["key"] == "app.kubernetes.io/component"
+    ]
+    assert sorted(components) == ["nextframe", "retrieval"]
+    grpc_rule, metrics_rule = spec["ingress"]
+    assert grpc_rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+    assert metrics_rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    [test_pod] = [d for d in docs if d["kind"] == "Pod"]
+    test_selector = grpc_rule["from"][0]["podSelector"]["matchLabels"]
+    assert test_selector.items() <= test_pod["metadata"]["labels"].items()  # `helm test` can reach the services
+    assert grpc_rule["from"][1] == {"namespaceSelector": {"matchLabels": {"team": "apps"}}}
+    assert metrics_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    for deployment in _by_kind(docs, "Deployment"):  # the policy selects exactly the services' pods
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert (
+            spec["podSelector"]["matchLabels"].items() <= labels.items()
+            and labels["app.kubernetes.io/component"] in components
+        )
+        ports = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+        assert {"grpc", "metrics"} <= ports
+
+
+def test_without_metrics_peers_the_metrics_ports_stay_closed(helm: Path) -> None:
+    [policy] = _by_kind(_render(helm, "networkPolicy.enabled=true"), "NetworkPolicy")
+    assert [r["ports"][0]["port"] for r in policy["spec"]["ingress"]] == ["grpc"]
+
+
+def test_service_monitor_scrapes_every_services_metrics_port(helm: Path) -> None:
+    """kubernetes-validate has no schema for the Prometheus Operator's CRD: its structure is checked here."""
+    docs = _render(helm, *EVERYTHING)
+    [monitor] = _by_kind(docs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    spec = monitor["spec"]
+    assert set(spec) == {"selector", "namespaceSelector", "endpoints"}
+    assert spec["namespaceSelector"] == {"matchNames": ["ml"]}
+    [endpoint] = spec["endpoints"]
+    assert endpoint == {
+        "port": "metrics",
+        "path": "/metrics",
+        "scheme": "http",
+        "interval": "30s",
+        "scrapeTimeout": "10s",
+    }
+    services = _by_kind(docs, "Service")
+    assert len(services) == len(registry.names())
+    for service in services:
+        assert spec["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+        assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
+
+
+# --- values.schema.json ---------------------------------------------------------------------------
+
+
+def test_the_schema_has_one_service_entry_per_capability() -> None:
+    """A new capability in services/registry.py cannot be forgotten in the schema (nor the values)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert list(schema["properties"]["services"]["properties"]) == registry.names()
+    assert schema["properties"]["services"]["additionalProperties"] is False
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(schema["properties"]) - {"global"} == set(values)
+
+
+@pytest.mark.parametrize("command", ["lint", "template"])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ("--set", "services.retrieval.replica=2"),
+            "at '/services/retrieval': additional properties 'replica' not allowed",
+        ),
+        (("--set", "services.retreival.enabled=true"), "at '/services': additional properties 'retreival' not allowed"),
+        (("--set", "tsl.secretName=x"), "additional properties 'tsl' not allowed"),
+        (("--set-string", "services.retrieval.port=50053"), "at '/services/retrieval/port': got string, want integer"),
+        (("--set", "services.sae.replicas=-1"), "at '/services/sae/replicas': minimum: got -1, want 0"),
+        (
+            ("--set", "services.sae.resources.requests.cpu=1"),
+            "at '/services/sae/resources/requests/cpu': got number, want string",
+        ),
+        (("--set", "tls.clientAuth=yes"), "at '/tls/clientAuth': got string, want boolean"),
+    ],
+    ids=[
+        "unknown-key",
+        "unknown-service",
+        "unknown-section",
+        "string-port",
+        "negative-replicas",
+        "number-cpu",
+        "string-bool",
+    ],
+)
+def test_unknown_or_mistyped_values_are_refused_with_where_and_why(
+    helm: Path, command: str, flags: tuple[str, ...], message: str
+) -> None:
+    assert message in _refused(helm, command, *flags)
+
+
+# --- helm test ------------------------------------------------------------------------------------
+
+
+def test_helm_test_pod_runs_facet_check_on_every_enabled_service(helm: Path) -> None:
+    docs = _render(helm, "services.nextframe.enabled=false", "apiKey.existingSecret=facet-key")
+    [pod] = [d for d in docs if d["kind"] == "Pod"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    container = pod["spec"]["containers"][0]
+    assert container["args"][0] == "check"  # the image's entrypoint is `facet`
+    args = check.build_parser().parse_args(container["args"][1:])
+    services, addresses = check.addresses(args)
+    assert sorted(services) == ["retrieval", "sae"]
+    assert addresses == {"retrieval": "demo-facet-retrieval.ml.svc:50053", "sae": "demo-facet-sae.ml.svc:50051"}
+    assert not args.health_only and not args.tls and args.timeout_s == 30
+    [key] = container["env"]
+    assert key["name"] == "FACET_API_KEY" and key["valueFrom"]["secretKeyRef"] == {
+        "name": "facet-key",
+        "key": "api-key",
+    }
+    for name, address in addresses.items():  # each address is the enabled Service's name and gRPC port
+        [service] = [s for s in _by_kind(docs, "Service") if s["metadata"]["name"] == f"demo-facet-{name}"]
+        [grpc_port] = [p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc"]
+        assert address == f"{service['metadata']['name']}.ml.svc:{grpc_port}"
+
+
+def test_helm_test_pod_brings_the_tls_material_and_its_own_key(helm: Path) -> None:
+    docs = _render(helm, *EVERYTHING, "test.tlsClientSecretName=facet-test-client")
+    [pod] = [d for d in docs if d["kind"] == "Pod"]
+    container = pod["spec"]["containers"][0]
+    args = check.build_parser().parse_args(container["args"][1:])
+    assert args.tls and args.root_certificates == Path("/etc/facet/tls/ca.crt")
+    assert (args.client_cert, args.client_key) == (
+        Path("/etc/facet/tls-client/tls.crt"),
+        Path("/etc/facet/tls-client/tls.key"),
+    )
+    assert args.tls_server_name is None  # the SDK checks the certificate for the Service's DNS name
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert all(m["readOnly"] for m in mounts.values()) and set(mounts) == {"/etc/facet/tls", "/etc/facet/tls-client"}
+    volumes = {v["name"]: v["secret"]["secretName"] for v in pod["spec"]["volumes"]}
+    assert volumes == {"tls": "facet-tls", "tls-client": "facet-test-client"}
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "facet-test-key"
+
+
+def test_no_enabled_service_no_test_pod(helm: Path) -> None:
+    docs = _render(
+        helm,
+        "services.retrieval.enabled=false",
+        "services.sae.enabled=false",
+        "services.nextframe.enabled=false",
+        "networkPolicy.enabled=true",
+    )
+    assert not [d for d in docs if d["kind"] in ("Pod", "NetworkPolicy")]

@@ -15,3 +15,39 @@ app.kubernetes.io/name: {{ .root.Chart.Name }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .name }}
 {{- end -}}
+
+{{/* The DNS name clients reach a service by, and the name its TLS certificate must carry. */}}
+{{- define "facet.serviceHost" -}}
+{{ include "facet.fullname" .root }}-{{ .name }}.{{ .root.Release.Namespace }}.svc
+{{- end -}}
+
+{{/* Where the TLS and API-key Secrets are mounted (the agreed paths). */}}
+{{- define "facet.tlsDir" -}}/etc/facet/tls{{- end -}}
+{{- define "facet.tlsClientDir" -}}/etc/facet/tls-client{{- end -}}
+{{- define "facet.apiKeysDir" -}}/etc/facet/api-keys{{- end -}}
+
+{{/* Refuse TLS settings that cannot work, before anything is deployed. */}}
+{{- define "facet.validate" -}}
+{{- if and .Values.tls.clientAuth (not .Values.tls.secretName) -}}
+{{- fail "tls.clientAuth needs tls.secretName (a Secret with tls.crt, tls.key and ca.crt)" -}}
+{{- end -}}
+{{- if and .Values.tls.clientAuth (not .Values.tls.caCert) -}}
+{{- fail "tls.clientAuth needs ca.crt in the TLS Secret (tls.caCert: true): it is the CA client certificates are checked against" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* facet check's TLS flags: verify the server with ca.crt; under mTLS present `.certDir`'s certificate. */}}
+{{- define "facet.checkTlsArgs" -}}
+{{- if .root.Values.tls.secretName -}}
+"--tls"
+{{- if .root.Values.tls.caCert }}, "--root-certificates", "{{ include "facet.tlsDir" .root }}/ca.crt"{{ end }}
+{{- if .root.Values.tls.clientAuth }}, "--client-cert", "{{ .certDir }}/tls.crt", "--client-key", "{{ .certDir }}/tls.key"{{ end }}
+{{- end -}}
+{{- end -}}
+
+{{/* The exec probe of a TLS service: its own health over TLS on localhost, the certificate checked for its Service name. */}}
+{{- define "facet.tlsProbe" -}}
+exec:
+  command: ["python", "-m", "deploy.check", "--health-only", "--services", {{ .name | quote }}, "{{ .name }}=127.0.0.1:{{ .svc.port }}", "--timeout-s", "4", "--tls-server-name", {{ include "facet.serviceHost" . | quote }}, {{ include "facet.checkTlsArgs" (dict "root" .root "certDir" (include "facet.tlsDir" .root)) }}]
+timeoutSeconds: 5
+{{- end -}}
