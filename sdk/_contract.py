@@ -59,6 +59,9 @@ API_KEY_ENV = "FACET_API_KEY"
 # nested ~33 levels deep no longer decodes (protobuf's recursion limit of 100 messages).
 MAX_JSON_DEPTH = 16
 REQUEST_ID_METADATA = "x-request-id"
+# Trailing metadata of a call refused by its API key's rate limit: milliseconds (an integer) after
+# which the server expects to take it (`sdk.ResourceExhausted.retry_after_s`).
+RETRY_AFTER_METADATA = "retry-after-ms"
 
 
 def capability(name: str) -> Capability:

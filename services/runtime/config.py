@@ -62,8 +62,24 @@ class ServerConfig:
     max_message_bytes: int = MAX_MESSAGE_BYTES
     max_concurrent_rpcs: int = 256
     grace_period_s: float = 10.0
+    # TLS on the one port (health and reflection too): both PEM files set, or neither
+    tls_cert_file: str = ""  # the server's certificate chain
+    tls_key_file: str = ""  # its private key
+    tls_client_ca_file: str = ""  # set: mTLS, clients must present a certificate signed by this CA
+    # several API keys, each with its own name and rate limit (services.runtime.api_keys)
+    api_keys_file: str = ""
 
     def __post_init__(self) -> None:
+        check(
+            bool(self.tls_cert_file) == bool(self.tls_key_file),
+            "server.tls_cert_file and server.tls_key_file go together: set both (TLS) or neither (plaintext), "
+            f"got only {'server.tls_cert_file' if self.tls_cert_file else 'server.tls_key_file'}",
+        )
+        check(
+            not self.tls_client_ca_file or bool(self.tls_cert_file),
+            "server.tls_client_ca_file (mTLS) needs server.tls_cert_file and server.tls_key_file: mTLS is TLS "
+            "whose clients present certificates too",
+        )
         check(self.port is None or 0 <= self.port <= 65535, f"server.port must be 0..65535, got {self.port}")
         check(-1 <= self.metrics_port <= 65535, "server.metrics_port must be -1..65535")
         check(self.max_message_bytes > 0, "server.max_message_bytes must be positive")

@@ -7,6 +7,10 @@ guarantees, for every method of every service (health and reflection excepted):
   not match) is refused with UNAUTHENTICATED *before its request is read*: the refusal handler
   never reads the request stream, so its bytes are neither parsed nor buffered beyond HTTP/2 flow
   control, whatever their size.
+- A call over its API key's rate (`requests_per_s` in `server.api_keys_file`) is refused with
+  RESOURCE_EXHAUSTED naming the key, before its request is read, with trailing metadata
+  `retry-after-ms` (`services.runtime.api_keys`). Every authenticated call's log line and
+  `facet_requests_by_key` count carry its key's name.
 - While the server starts (port bound, models loading) and while it drains (SIGTERM), new calls
   get UNAVAILABLE (retryable); calls still running when the grace period ends are cut off with
   UNAVAILABLE too, never CANCELLED (`InFlightCalls`).
@@ -25,8 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
@@ -34,8 +38,9 @@ from typing import Any
 
 import grpc
 
-from sdk._contract import MAX_MESSAGE_BYTES, REQUEST_ID_METADATA
+from sdk._contract import MAX_MESSAGE_BYTES, REQUEST_ID_METADATA, RETRY_AFTER_METADATA
 from services.backends import deadline
+from services.runtime.api_keys import KEY_REQUESTS, ApiKey, KeyRing
 from services.runtime.errors import FacetError
 from services.runtime.logs import REQUEST_ID
 from services.runtime.metrics import METRICS
@@ -53,6 +58,11 @@ STARTING_MESSAGE = "the server is starting (loading its models) and takes no cal
 CONCURRENCY_MESSAGE = (
     "the server is already serving {limit} calls at once (server.max_concurrent_rpcs): retry later, "
     "send fewer calls at a time, or add replicas"
+)
+RATE_LIMIT_MESSAGE = (
+    "API key '{name}' is over its rate limit of {rate:g} calls/s (requests_per_s in server.api_keys_file, "
+    "burst {burst:g}): retry in {retry_ms} ms (trailing metadata '" + RETRY_AFTER_METADATA + "'; the SDK's "
+    "ResourceExhausted.retry_after_s), or spread the calls out"
 )
 # gRPC carries the status message in a header (16 KiB by default): keep it well under that.
 MAX_STATUS_MESSAGE_CHARS = 2048
@@ -155,17 +165,23 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
 
     Args:
         api_key: when not empty, every call but health and reflection needs metadata
-            `authorization: Bearer <api_key>`.
+            `authorization: Bearer <api_key>` (ignored when `keys` is given).
         max_reply_bytes: the server's send limit (`grpc.max_send_message_length`, from
             `server.max_message_bytes`); a larger reply or stream message is RESOURCE_EXHAUSTED.
         max_concurrent_rpcs: calls served at once (`server.max_concurrent_rpcs`); one more is
             RESOURCE_EXHAUSTED naming the key. None: no limit here.
+        keys: the accepted API keys and their rate limits (`KeyRing.from_config`); None: only
+            `api_key`.
     """
 
     def __init__(
-        self, api_key: str = "", max_reply_bytes: int = MAX_MESSAGE_BYTES, max_concurrent_rpcs: int | None = None
+        self,
+        api_key: str = "",
+        max_reply_bytes: int = MAX_MESSAGE_BYTES,
+        max_concurrent_rpcs: int | None = None,
+        keys: KeyRing | None = None,
     ) -> None:
-        self._expected_auth = f"Bearer {api_key}".encode() if api_key else None
+        self.keys = keys if keys is not None else KeyRing.from_config(api_key)
         self.max_reply_bytes = max_reply_bytes
         self.max_concurrent_rpcs = max_concurrent_rpcs
         self.calls = InFlightCalls()
@@ -182,30 +198,45 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
         metadata = handler_call_details.invocation_metadata
         if (why := self.calls.refusal()) is not None:
             return self._refusal(method, metadata, grpc.StatusCode.UNAVAILABLE, why)
-        if not self._authenticated(metadata):
-            return self._refusal(method, metadata, grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+        key: str | None = None  # the caller's key name, when keys are required
+        if self.keys.required:
+            found = self.keys.identify(_metadata_value(metadata, "authorization"))
+            if found is None:
+                return self._refusal(method, metadata, grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+            key = found.name
+            wait_s = self.keys.admit(found)
+            if wait_s > 0:
+                return self._rate_limited(method, metadata, found, wait_s)
         if self.max_concurrent_rpcs is not None and len(self.calls) >= self.max_concurrent_rpcs:
             message = CONCURRENCY_MESSAGE.format(limit=self.max_concurrent_rpcs)
-            return self._refusal(method, metadata, grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+            return self._refusal(method, metadata, grpc.StatusCode.RESOURCE_EXHAUSTED, message, key)
         deserialize = _safe_deserializer(handler.request_deserializer, method)
         # the wrappers serialize replies themselves (to size them), so grpc gets bytes
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary, handler.response_serializer), deserialize, None
+                self._wrap_unary(method, handler.unary_unary, handler.response_serializer, key), deserialize, None
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream, handler.response_serializer), deserialize, None
+                self._wrap_stream(method, handler.unary_stream, handler.response_serializer, key), deserialize, None
             )
         return handler  # client-streaming methods: none yet
 
-    def _authenticated(self, metadata: Iterable[Any] | None) -> bool:
-        if self._expected_auth is None:
-            return True
-        given = (_metadata_value(metadata, "authorization") or "").encode()
-        return hmac.compare_digest(given, self._expected_auth)
+    def _rate_limited(self, method: str, metadata: Iterable[Any] | None, key: ApiKey, wait_s: float) -> grpc.RpcMethodHandler:
+        retry_ms = max(1, math.ceil(wait_s * 1000))
+        message = RATE_LIMIT_MESSAGE.format(name=key.name, rate=key.requests_per_s, burst=key.burst, retry_ms=retry_ms)
+        trailing = ((RETRY_AFTER_METADATA, str(retry_ms)),)
+        return self._refusal(method, metadata, grpc.StatusCode.RESOURCE_EXHAUSTED, message, key.name, trailing)
 
-    def _refusal(self, method: str, metadata: Iterable[Any] | None, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    def _refusal(
+        self,
+        method: str,
+        metadata: Iterable[Any] | None,
+        code: grpc.StatusCode,
+        message: str,
+        key: str | None = None,
+        trailing: tuple[tuple[str, str], ...] = (),
+    ) -> grpc.RpcMethodHandler:
         """A handler that refuses the call without reading its request. Registered as
         client-streaming (the wire format of every call type is the same) so that grpc hands it
         the request stream unread instead of receiving and parsing the whole message first."""
@@ -213,8 +244,8 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
 
         async def refuse(_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
             REQUEST_ID.set(request_id)  # this call's own task: never reset
-            context.set_trailing_metadata(((REQUEST_ID_METADATA, request_id),))
-            self._finish(method, code, time.perf_counter())
+            context.set_trailing_metadata(((REQUEST_ID_METADATA, request_id), *trailing))
+            self._finish(method, code, time.perf_counter(), key)
             await context.abort(code, message)
 
         return grpc.stream_unary_rpc_method_handler(refuse, None, None)
@@ -251,16 +282,21 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
         log.error("unhandled error in %s", method, exc_info=exc)
         return grpc.StatusCode.INTERNAL, f"internal error; the server logged it under request id {REQUEST_ID.get()}"
 
-    def _finish(self, method: str, code: grpc.StatusCode, start: float) -> None:
+    def _finish(self, method: str, code: grpc.StatusCode, start: float, key: str | None = None) -> None:
         elapsed = time.perf_counter() - start
         METRICS.requests.labels(method, code.name).inc()
         METRICS.latency.labels(method).observe(elapsed)
+        if key is not None:
+            KEY_REQUESTS.labels(key, code.name).inc()
         level = logging.INFO if code == grpc.StatusCode.OK else logging.WARNING
         if log.isEnabledFor(level):
-            log.log(level, "rpc", extra={"fields": {"method": method, "code": code.name, "latency_ms": round(elapsed * 1e3, 3)}})
+            fields: dict[str, Any] = {"method": method, "code": code.name, "latency_ms": round(elapsed * 1e3, 3)}
+            if key is not None:
+                fields["key"] = key
+            log.log(level, "rpc", extra={"fields": fields})
 
     @contextlib.asynccontextmanager
-    async def _scope(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    async def _scope(self, method: str, request: Any, context: grpc.aio.ServicerContext, key: str | None) -> AsyncIterator[None]:
         """Around one call: begin (id, drain, decode check), map errors to statuses, and record the
         outcome (metrics, log) before the client can learn it: `abort` sends the status at once."""
         start = time.perf_counter()
@@ -269,38 +305,42 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
             yield
         except asyncio.CancelledError:
             if not self.calls.cutting_off:
-                self._finish(method, _cancel_code(context), start)
+                self._finish(method, _cancel_code(context), start, key)
                 raise
-            self._finish(method, grpc.StatusCode.UNAVAILABLE, start)
+            self._finish(method, grpc.StatusCode.UNAVAILABLE, start, key)
             await context.abort(grpc.StatusCode.UNAVAILABLE, CUT_OFF_MESSAGE)
         except grpc.aio.AbortError:  # the servicer aborted the call itself
-            self._finish(method, context.code() or grpc.StatusCode.UNKNOWN, start)
+            self._finish(method, context.code() or grpc.StatusCode.UNKNOWN, start, key)
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to a status, never a stack trace
             code, message = self._status_of(exc, method)
-            self._finish(method, code, start)
+            self._finish(method, code, start, key)
             await context.abort(code, message)  # raises AbortError
         else:
-            self._finish(method, grpc.StatusCode.OK, start)
+            self._finish(method, grpc.StatusCode.OK, start, key)
 
     def _wrap_unary(
-        self, method: str, behavior: Callable[..., Awaitable[Any]], serialize: Callable[[Any], bytes] | None
+        self, method: str, behavior: Callable[..., Awaitable[Any]], serialize: Callable[[Any], bytes] | None, key: str | None
     ) -> Callable[..., Awaitable[bytes]]:
         async def run(request: Any, context: grpc.aio.ServicerContext) -> bytes:
-            async with self._scope(method, request, context):
+            async with self._scope(method, request, context, key):
                 return self._serialized(method, await behavior(request, context), serialize)
             raise AssertionError("unreachable: the scope re-raises or aborts")  # pragma: no cover
 
         return run
 
     def _wrap_stream(
-        self, method: str, behavior: Callable[..., AsyncGenerator[Any, None]], serialize: Callable[[Any], bytes] | None
+        self,
+        method: str,
+        behavior: Callable[..., AsyncGenerator[Any, None]],
+        serialize: Callable[[Any], bytes] | None,
+        key: str | None,
     ) -> Callable[..., Awaitable[None]]:
         # A coroutine that writes, not an async generator: grpc would leave a cancelled call's
         # generator suspended and close it later from another task (and context).
         async def run(request: Any, context: grpc.aio.ServicerContext) -> None:
             messages = METRICS.stream_messages.labels(method)
-            async with self._scope(method, request, context):
+            async with self._scope(method, request, context, key):
                 stream = behavior(request, context)
                 try:
                     async for item in stream:

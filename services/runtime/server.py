@@ -1,4 +1,6 @@
-"""Server lifecycle shared by every service: health, reflection, interceptor, drain on SIGTERM.
+"""Server lifecycle shared by every service: health, reflection, interceptor, drain on SIGTERM,
+TLS/mTLS on the one port (`services.runtime.tls`), API keys and their rate limits
+(`services.runtime.api_keys`).
 
     running = await start_server(service, config)   # binds, loads models, reports SERVING
     await running.stop()                            # NOT_SERVING, drain within the grace period
@@ -22,10 +24,12 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from sdk._contract import capability
+from services.runtime.api_keys import KeyRing
 from services.runtime.config import FacetConfig
 from services.runtime.interceptor import FacetInterceptor
 from services.runtime.logs import configure_logging
 from services.runtime.metrics import METRICS
+from services.runtime.tls import server_credentials
 
 log = logging.getLogger("facet.server")
 
@@ -117,10 +121,18 @@ class RunningServer:
 
 
 async def start_server(service: FacetService, config: FacetConfig) -> RunningServer:
-    """Bind, start (NOT_SERVING), load the service's models, then report SERVING."""
+    """Bind (TLS when `server.tls_cert_file` is set), start (NOT_SERVING), load the service's
+    models, then report SERVING.
+
+    Raises:
+        ConfigError: a TLS file or the API keys file is missing or invalid (checked before binding).
+        OSError: the port cannot be bound.
+    """
     limit = config.server.max_message_bytes
+    credentials = server_credentials(config.server)
+    keys = KeyRing.from_config(config.api_key, config.server.api_keys_file)
     interceptor = FacetInterceptor(
-        config.api_key, max_reply_bytes=limit, max_concurrent_rpcs=config.server.max_concurrent_rpcs
+        max_reply_bytes=limit, max_concurrent_rpcs=config.server.max_concurrent_rpcs, keys=keys
     )
     server = grpc.aio.server(
         interceptors=[interceptor],
@@ -141,7 +153,8 @@ async def start_server(service: FacetService, config: FacetConfig) -> RunningSer
     reflection.enable_server_reflection((service.service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = config.server.port if config.server.port is not None else capability(service.name).default_port
     try:
-        bound = server.add_insecure_port(f"{config.server.host}:{port}")
+        address = f"{config.server.host}:{port}"
+        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError:  # grpc reports a failed bind this way
         bound = 0
     if bound == 0:
@@ -174,7 +187,15 @@ async def _serve(service: FacetService, config: FacetConfig, port_file: Path | N
     # (Ray's core worker does, and it ends the process): SIGTERM must start the drain.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    facts = {"event": "serving", "service": service.name, "port": running.port, "metrics_port": metrics_port}
+    facts = {
+        "event": "serving",
+        "service": service.name,
+        "port": running.port,
+        "metrics_port": metrics_port,
+        "tls": bool(config.server.tls_cert_file),
+        "mtls": bool(config.server.tls_client_ca_file),
+        "api_keys": [k.name for k in running.interceptor.keys.keys],
+    }
     log.info("serving", extra={"fields": facts})
     if port_file is not None:
         tmp = port_file.with_suffix(".tmp")
