@@ -1,0 +1,51 @@
+"""Real text for the scenarios: RAR-b sentences from the benchmark data (`../shared/data`)."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import functools
+import os
+from pathlib import Path
+
+DATA_ENV = "FACET_LOAD_DATA"
+# ../shared/data beside the checkout, as the tests and evaluations read it.
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+# Sentences read per RAR-b file: plenty of distinct inputs, a fast start.
+ROWS_PER_FILE = 400
+
+
+def data_dir() -> Path:
+    """The benchmark data directory: `FACET_LOAD_DATA` (`facet load --data`), else `../shared/data`."""
+    return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA)
+
+
+@functools.cache
+def rarb_sentences(max_chars: int = 400) -> tuple[tuple[str, str], ...]:
+    """(sentence, source) pairs from RAR-b's multiple-choice files: queries and candidate
+    answers, without the task instructions; `source` is the file's task, e.g. "physicaliqa".
+
+    Args:
+        max_chars: longer sentences are left out.
+    Returns:
+        The pairs, in file order (the same every run).
+    Raises:
+        FileNotFoundError: no `rarb-mcr/*.csv` under the data directory (the message names it).
+    """
+    folder = data_dir() / "rarb-mcr"
+    files = sorted(folder.glob("*-test.csv"))
+    if not files:
+        raise FileNotFoundError(
+            f"no RAR-b data in {folder}: pass `facet load --data DIR` (or set {DATA_ENV}) with rarb-mcr/ in it"
+        )
+    csv.field_size_limit(1 << 24)
+    pairs: list[tuple[str, str]] = []
+    for path in files:
+        source = path.name.removesuffix("-test.csv").split("-", 1)[0]
+        with path.open(newline="", encoding="utf-8") as f:
+            for i, record in enumerate(csv.DictReader(f)):
+                if i >= ROWS_PER_FILE:
+                    break
+                texts = [record["queries"], *(str(d) for d in ast.literal_eval(record["documents"]))]
+                pairs.extend((t.strip(), source) for t in texts if t.strip() and len(t) <= max_chars)
+    return tuple(pairs)
