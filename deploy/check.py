@@ -123,11 +123,42 @@ def health(address: str, grpc_service: str, tls: Tls, timeout_s: float) -> str |
             details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
             if code == grpc.StatusCode.NOT_FOUND:
                 return f"health: this server does not serve {grpc_service} (another service's address?)"
-            return f"health: {code.name}: {details}"
+            return f"health: {code.name}: {details}{connection_hint(details, tls)}"
     if reply.status != health_pb2.HealthCheckResponse.SERVING:
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         return f"health: {grpc_service} is {status} (models still loading, or shutting down)"
     return None
+
+
+def connection_hint(details: str, tls: Tls) -> str:
+    """What to change when a connection failed the way a TLS mismatch makes it fail ("" otherwise).
+
+    Args:
+        details: the gRPC status details of an UNAVAILABLE health check.
+        tls: how the check connected.
+    """
+    if "failed to connect" not in details:
+        return ""
+    closed = any(m in details for m in ("Socket closed", "Tls handshake failed", "handshake"))
+    if not tls.enabled:
+        return (
+            " [the server closed the connection: if it uses TLS, add --tls --root-certificates <its CA>]"
+            if closed
+            else ""
+        )
+    if "WRONG_VERSION_NUMBER" in details:
+        return " [the server does not speak TLS: leave out --tls and the certificates]"
+    if "Hostname Verification" in details:
+        return " [the server's certificate does not name this host: use an address with a name it carries, or --tls-server-name]"
+    if "CERTIFICATE_VERIFY_FAILED" in details or "certificate verify failed" in details.lower():
+        return " [the server's certificate is not signed by --root-certificates, or not for this host name (--tls-server-name)]"
+    if closed:
+        return (
+            " [the TLS handshake failed: the server's certificate must be signed by --root-certificates and name the"
+            " host (--tls-server-name); under mTLS give --client-cert/--client-key signed by its CA, allowed for"
+            " client auth]"
+        )
+    return ""
 
 
 def sdk_check(name: str) -> Callable[[Any], str]:
@@ -247,7 +278,9 @@ def tls_options(args: argparse.Namespace) -> Tls:
     key = _pem("--client-key", args.client_key, TLS_CLIENT_KEY_ENV)
     if (cert is None) != (key is None):
         raise UsageError("--client-cert and --client-key go together (mTLS needs both)")
-    flag = args.tls if args.tls is not None else os.environ.get(TLS_ENV, "").strip().lower() in ("1", "true", "yes")
+    flag = (
+        args.tls if args.tls is not None else os.environ.get(TLS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    )
     enabled = bool(flag or roots is not None or cert is not None)
     if args.tls_server_name and not args.health_only:
         raise UsageError(

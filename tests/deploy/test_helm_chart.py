@@ -196,13 +196,24 @@ def test_without_tls_the_probes_stay_native_grpc(helm: Path) -> None:
     assert not any(m["name"] == "tls" for m in container["volumeMounts"])
 
 
-@pytest.mark.parametrize("mtls", [False, True], ids=["tls", "mtls"])
-def test_with_tls_the_probes_run_facet_checks_health_over_tls(helm: Path, mtls: bool) -> None:
+@pytest.mark.parametrize(
+    ("mtls", "client_secret"),
+    [
+        ((), None),
+        (("tls.clientAuth=true",), "facet-tls"),
+        (("tls.clientAuth=true", "tls.clientSecretName=probe-client"), "probe-client"),
+    ],
+    ids=["tls", "mtls-own-certificate", "mtls-client-secret"],
+)
+def test_with_tls_the_probes_run_facet_checks_health_over_tls(
+    helm: Path, mtls: tuple[str, ...], client_secret: str | None
+) -> None:
     """kubelet's gRPC probe speaks plaintext only: startup/readiness exec `python -m deploy.check
     --health-only` over TLS (the command line is parsed by facet check's own parser here), the
-    certificate checked for the Service's name; liveness is a TCP connect to the gRPC port."""
-    sets = ("tls.secretName=facet-tls", *(("tls.clientAuth=true",) if mtls else ()))
-    container = _deployment(_render(helm, *sets), "nextframe")["spec"]["template"]["spec"]["containers"][0]
+    certificate checked for the Service's name; liveness is a TCP connect to the gRPC port. Under
+    mTLS the probe presents tls.clientSecretName's certificate (default: the server's own)."""
+    spec = _deployment(_render(helm, "tls.secretName=facet-tls", *mtls), "nextframe")["spec"]["template"]["spec"]
+    container = spec["containers"][0]
     assert container["livenessProbe"]["tcpSocket"] == {"port": "grpc"}
     for name in ("startupProbe", "readinessProbe"):
         probe = container[name]
@@ -214,13 +225,20 @@ def test_with_tls_the_probes_run_facet_checks_health_over_tls(helm: Path, mtls: 
         services, addresses = check.addresses(args)
         assert (services, addresses) == (["nextframe"], {"nextframe": "127.0.0.1:50052"})
         assert args.root_certificates == Path("/etc/facet/tls/ca.crt")
-        if mtls:  # the probe presents the server's own certificate
-            assert (args.client_cert, args.client_key) == (
-                Path("/etc/facet/tls/tls.crt"),
-                Path("/etc/facet/tls/tls.key"),
-            )
-        else:
+        if client_secret is None:
             assert args.client_cert is None and args.client_key is None
+        else:
+            assert (args.client_cert, args.client_key) == (
+                Path("/etc/facet/tls-client/tls.crt"),
+                Path("/etc/facet/tls-client/tls.key"),
+            )
+    volumes = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    if client_secret is None:
+        assert volumes == {"tls": "facet-tls"} and "tls-client" not in mounts
+    else:
+        assert volumes == {"tls": "facet-tls", "tls-client": client_secret}
+        assert mounts["tls-client"]["mountPath"] == "/etc/facet/tls-client" and mounts["tls-client"]["readOnly"]
 
 
 def test_tls_without_ca_cert_verifies_with_system_roots(helm: Path) -> None:
@@ -370,7 +388,7 @@ def test_helm_test_pod_runs_facet_check_on_every_enabled_service(helm: Path) -> 
 
 
 def test_helm_test_pod_brings_the_tls_material_and_its_own_key(helm: Path) -> None:
-    docs = _render(helm, *EVERYTHING, "test.tlsClientSecretName=facet-test-client")
+    docs = _render(helm, *EVERYTHING, "tls.clientSecretName=facet-test-client")
     [pod] = [d for d in docs if d["kind"] == "Pod"]
     container = pod["spec"]["containers"][0]
     args = check.build_parser().parse_args(container["args"][1:])

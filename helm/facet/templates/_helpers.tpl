@@ -26,6 +26,11 @@ app.kubernetes.io/component: {{ .name }}
 {{- define "facet.tlsClientDir" -}}/etc/facet/tls-client{{- end -}}
 {{- define "facet.apiKeysDir" -}}/etc/facet/api-keys{{- end -}}
 
+{{/* The Secret whose tls.crt/tls.key the probes and `helm test` present under mTLS. */}}
+{{- define "facet.tlsClientSecret" -}}
+{{ .Values.tls.clientSecretName | default .Values.tls.secretName }}
+{{- end -}}
+
 {{/* Refuse TLS settings that cannot work, before anything is deployed. */}}
 {{- define "facet.validate" -}}
 {{- if and .Values.tls.clientAuth (not .Values.tls.secretName) -}}
@@ -48,6 +53,6 @@ app.kubernetes.io/component: {{ .name }}
 {{/* The exec probe of a TLS service: its own health over TLS on localhost, the certificate checked for its Service name. */}}
 {{- define "facet.tlsProbe" -}}
 exec:
-  command: ["python", "-m", "deploy.check", "--health-only", "--services", {{ .name | quote }}, "{{ .name }}=127.0.0.1:{{ .svc.port }}", "--timeout-s", "4", "--tls-server-name", {{ include "facet.serviceHost" . | quote }}, {{ include "facet.checkTlsArgs" (dict "root" .root "certDir" (include "facet.tlsDir" .root)) }}]
+  command: ["python", "-m", "deploy.check", "--health-only", "--services", {{ .name | quote }}, "{{ .name }}=127.0.0.1:{{ .svc.port }}", "--timeout-s", "4", "--tls-server-name", {{ include "facet.serviceHost" . | quote }}, {{ include "facet.checkTlsArgs" (dict "root" .root "certDir" (include "facet.tlsClientDir" .root)) }}]
 timeoutSeconds: 5
 {{- end -}}
