@@ -10,6 +10,12 @@ It binds the port it is given (0: any free one), learns the bound ports from the
 file, waits until gRPC health says SERVING, sends its output to a log file, and stops it with
 SIGTERM (the service reports NOT_SERVING and drains in-flight calls within its grace period),
 then SIGKILL when it does not exit in time.
+
+Over TLS (`FACET_SERVER_TLS_CERT_FILE` in its environment) the health checks use TLS too, trusting
+`FACET_TLS_ROOT_CERTIFICATES` when set, else the server's certificate itself (right for a
+self-signed one); under mTLS (`FACET_SERVER_TLS_CLIENT_CA_FILE`) they present
+`FACET_TLS_CLIENT_CERT` / `FACET_TLS_CLIENT_KEY`, and without those the port file alone says
+SERVING (the service writes it once it reports SERVING).
 """
 
 from __future__ import annotations
@@ -31,14 +37,23 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.lifetime import dying_with_parent
 from sdk._contract import capability
+from sdk._tls import PEM_ENV, channel_credentials
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
 
-def wait_serving(address: str, service_name: str, timeout_s: float, alive: Callable[[], bool] = lambda: True) -> bool:
-    """Poll gRPC health until `service_name` is SERVING; False on timeout or when `alive()` turns False."""
+def wait_serving(
+    address: str,
+    service_name: str,
+    timeout_s: float,
+    alive: Callable[[], bool] = lambda: True,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> bool:
+    """Poll gRPC health until `service_name` is SERVING; False on timeout or when `alive()` turns
+    False. `credentials`: the channel's TLS credentials (None: plaintext)."""
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
+    channel = grpc.insecure_channel(address) if credentials is None else grpc.secure_channel(address, credentials)
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline and alive():
             try:
@@ -49,6 +64,27 @@ def wait_serving(address: str, service_name: str, timeout_s: float, alive: Calla
                 pass
             time.sleep(0.2)
     return False
+
+
+class HealthCheck:
+    """How a launcher reaches a service's health over its port, from the service's environment.
+
+    Attributes:
+        credentials: TLS credentials for the health channel, None for plaintext.
+        possible: False under mTLS without a client certificate: health cannot be asked.
+        tls: whether the service serves TLS.
+    """
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        cert = env.get("FACET_SERVER_TLS_CERT_FILE", "")
+        self.tls = bool(cert)
+        mtls = bool(env.get("FACET_SERVER_TLS_CLIENT_CA_FILE"))
+        client = env.get(PEM_ENV["client_cert"]) or None, env.get(PEM_ENV["client_key"]) or None
+        self.possible = not mtls or None not in client
+        self.credentials: grpc.ChannelCredentials | None = None
+        if self.tls and self.possible:
+            root = env.get(PEM_ENV["root_certificates"]) or cert
+            self.credentials = channel_credentials(True, root, client[0], client[1], env={})
 
 
 class _FromEnv:
@@ -150,8 +186,18 @@ class ServiceProcess:
             time.sleep(0.05)
         facts = json.loads(self._port_file.read_text())
         self.port, self.metrics_port = int(facts["port"]), facts.get("metrics_port")
-        if not wait_serving(self.address, self.capability.service_name, max(1.0, deadline - time.monotonic()), alive=self.alive):
-            raise ServiceError(f"{self.name} did not become SERVING on {self.address}{self.log_tail()}")
+        check = HealthCheck({**os.environ, **self.env})
+        if not check.possible:  # mTLS and no client certificate: the port file says SERVING
+            return self
+        left = max(1.0, deadline - time.monotonic())
+        if not wait_serving(self.address, self.capability.service_name, left, alive=self.alive, credentials=check.credentials):
+            trust = (
+                " (over TLS: health checks trust FACET_TLS_ROOT_CERTIFICATES, else the server certificate "
+                "itself; set it to the CA that signed the certificate)"
+                if check.tls
+                else ""
+            )
+            raise ServiceError(f"{self.name} did not become SERVING on {self.address}{trust}{self.log_tail()}")
         return self
 
     def start(self, wait: bool = True, timeout_s: float = 120.0) -> ServiceProcess:

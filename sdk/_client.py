@@ -15,8 +15,10 @@ class Client(SaeMethods, NextFrameMethods, RetrievalMethods, SyncTransport):
     """Blocking client for every Facet service, one channel per service, opened on first use.
 
     `sdk.Client(address=None, /, *, api_key=None, timeout_s=DEFAULT_TIMEOUT_S,
-    max_message_bytes=MAX_MESSAGE_BYTES, retry=None, **addresses)`, e.g.
-    `sdk.Client(sae="gpu-1:50051", nextframe="gpu-2:50052")`.
+    max_message_bytes=MAX_MESSAGE_BYTES, retry=None, tls=None, root_certificates=None,
+    client_cert=None, client_key=None, **addresses)`, e.g.
+    `sdk.Client(sae="gpu-1:50051", nextframe="gpu-2:50052")`, or over TLS
+    `sdk.Client(tls=True, root_certificates="ca.crt")`.
 
     Args:
         address: the retrieval service's `host:port` (positional, as before the other
@@ -32,10 +34,24 @@ class Client(SaeMethods, NextFrameMethods, RetrievalMethods, SyncTransport):
             with exponential backoff and jitter, within `budget_s` and the call's deadline);
             None takes `sdk.RetryPolicy.from_env()`: a 10 s budget unless `FACET_RETRY_*`
             variables say otherwise. `sdk.RetryPolicy(max_attempts=1)` turns retries off.
+            RESOURCE_EXHAUSTED is never retried: an API key over its rate limit raises
+            `sdk.ResourceExhausted` whose `retry_after_s` says when to try again.
+        tls: connect with TLS (every service of this client). None reads `FACET_TLS`
+            (1/true/yes/on; unset: off); giving root_certificates or client_cert turns it on.
+        root_certificates: the CA certificate(s) that signed the servers' certificates, PEM
+            bytes or a path to a PEM file; None reads `FACET_TLS_ROOT_CERTIFICATES` (a path),
+            else the system's trust store.
+        client_cert: the client's certificate for mTLS (PEM bytes or path); None reads
+            `FACET_TLS_CLIENT_CERT`. Needs client_key.
+        client_key: its private key (PEM bytes or path, unencrypted); None reads
+            `FACET_TLS_CLIENT_KEY`. Needs client_cert.
     Raises:
         TypeError: an address keyword that is not a capability (the message lists them).
         InvalidArgument: timeout_s not > 0, an api_key that cannot be sent as a header, a
-            retry that is not a RetryPolicy, an invalid FACET_RETRY_* variable.
+            retry that is not a RetryPolicy, an invalid FACET_RETRY_* variable; a tls that is not
+            a bool, FACET_TLS not a yes/no word, tls=False with certificates, client_cert
+            without client_key (or the reverse), a certificate path with no file or a file
+            that is not PEM (each names the argument or the variable).
 
     Example::
 
@@ -54,6 +70,10 @@ class Client(SaeMethods, NextFrameMethods, RetrievalMethods, SyncTransport):
     `timeout_s` is None or > 0. A reply that fails the SDK's checks raises `sdk.ProtocolError`
     (an InternalError: the server's fault) with the call's request id. Calls that fail with
     UNAVAILABLE are retried when idempotent (see `sdk.RetryPolicy`).
+
+    Connection failures that look like a TLS mismatch (a plaintext client and a TLS server, a
+    missing client certificate under mTLS, an untrusted server certificate) raise
+    `sdk.Unavailable` whose message ends with a bracketed hint on what to set.
 
     Limits in the method docstrings written as `section.key` (e.g. `retrieval.max_top_k`) are
     keys of the service's config: a deployment may change them, and an InvalidArgument's message

@@ -9,7 +9,8 @@ message and the request id (for finding the call in the server's logs)::
     ├── NotFound              unknown collection, model or document
     ├── AlreadyExists         e.g. a collection created twice
     ├── FailedPrecondition    the request does not fit the current state
-    ├── ResourceExhausted     overload, full queue, message too large
+    ├── ResourceExhausted     overload, full queue, message too large, an API key over its
+    │                         rate limit (then `retry_after_s` says when to try again)
     ├── Unavailable           the service is down, starting or draining (retried)
     ├── DeadlineExceeded      the call ran past its deadline
     ├── Cancelled             the call was cancelled
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import grpc
 
-from sdk._contract import REQUEST_ID_METADATA
+from sdk._contract import REQUEST_ID_METADATA, RETRY_AFTER_METADATA
 
 
 class FacetError(Exception):
@@ -66,7 +67,17 @@ class FailedPrecondition(FacetError):
 
 
 class ResourceExhausted(FacetError):
+    """The server refused the call for want of capacity, or its API key is over its rate limit.
+
+    Attributes:
+        retry_after_s: seconds after which the server expects to take the call (from its
+            trailing metadata `retry-after-ms`, sent with a rate-limit refusal), else None. The
+            SDK does not retry RESOURCE_EXHAUSTED itself (see `sdk.RetryPolicy`): wait this long,
+            or send fewer calls.
+    """
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    retry_after_s: float | None = None
 
 
 class Unavailable(FacetError):
@@ -128,11 +139,16 @@ def error_from_rpc(error: grpc.RpcError, request_id: str | None = None) -> Facet
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = error.details() if hasattr(error, "details") else str(error)
     trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    retry_after_s = None
     for key, value in trailing or ():
         if key == REQUEST_ID_METADATA:
             request_id = value
+        elif key == RETRY_AFTER_METADATA and str(value).isdigit():
+            retry_after_s = int(value) / 1000.0
     cls = _BY_CODE.get(code, FacetError)
     err = cls(details or code.name, request_id=request_id)
     if cls is FacetError:
         err.code = code
+    if isinstance(err, ResourceExhausted):
+        err.retry_after_s = retry_after_s
     return err

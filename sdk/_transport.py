@@ -29,8 +29,9 @@ import grpc.aio
 from sdk import _arguments as check
 from sdk._call import Call, Service
 from sdk._contract import API_KEY_ENV, MAX_MESSAGE_BYTES, REQUEST_ID_METADATA, default_address
-from sdk._errors import FacetError, ProtocolError, error_from_rpc
+from sdk._errors import FacetError, ProtocolError, Unavailable, error_from_rpc
 from sdk._retry import RetryPolicy
+from sdk._tls import PemSource, channel_credentials, connection_hint
 
 R = TypeVar("R")
 C = TypeVar("C", bound=type)
@@ -98,8 +99,9 @@ RETRIED_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLE
 class _Attempts:
     """One call's attempts: its request id, its deadline, and whether a failure is retried."""
 
-    def __init__(self, call: Call[Any], timeout_s: float, retry: RetryPolicy, rng: random.Random) -> None:
+    def __init__(self, call: Call[Any], timeout_s: float, retry: RetryPolicy, rng: random.Random, tls: bool) -> None:
         self.call = call
+        self.tls = tls
         self.request_id = uuid.uuid4().hex
         self.started = _now()
         self.deadline = self.started + timeout_s
@@ -127,6 +129,8 @@ class _Attempts:
     def error(self, error: grpc.RpcError) -> FacetError:
         """The FacetError for the last attempt's failure; after retries, its message says how many."""
         facet_error = error_from_rpc(error, self.request_id)
+        if isinstance(facet_error, Unavailable):
+            facet_error.message += connection_hint(facet_error.message, self.tls)
         if self.count > 1:
             facet_error.message += f" (after {self.count} attempts over {_now() - self.started:.1f} s)"
             facet_error.args = (facet_error.message,)
@@ -178,13 +182,18 @@ class _Transport:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         retry: RetryPolicy | None = None,
+        tls: bool | None = None,
+        root_certificates: PemSource | None = None,
+        client_cert: PemSource | None = None,
+        client_key: PemSource | None = None,
         **addresses: str | None,
     ) -> None:
         unknown = sorted(set(addresses) - set(self._services))
         if unknown:
             raise TypeError(
                 f"{type(self).__name__}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
-                f"it takes the addresses of {', '.join(self._services)}, and api_key, timeout_s, max_message_bytes, retry"
+                f"it takes the addresses of {', '.join(self._services)}, and api_key, timeout_s, max_message_bytes, "
+                "retry, tls, root_certificates, client_cert, client_key"
             )
         if address is not None:
             positional = self._positional_capability
@@ -213,6 +222,8 @@ class _Transport:
         self.retry = retry if retry is not None else RetryPolicy.from_env()
         message_bytes = check.integer(max_message_bytes, "max_message_bytes", low=1)
         self._options = _channel_options(message_bytes, self.retry)
+        self._credentials = channel_credentials(tls, root_certificates, client_cert, client_key)
+        self.tls = self._credentials is not None
         self._rng = random.Random()
         self._channels: dict[str, Any] = {}
         self._stubs: dict[str, Any] = {}
@@ -247,7 +258,7 @@ class _Transport:
     def _attempts(self, call: Call[Any], timeout_s: float | None) -> _Attempts:
         """A new call's bookkeeping: `timeout_s` checked (None: the client's) and a request id."""
         seconds = check.timeout(timeout_s)
-        return _Attempts(call, self.timeout_s if seconds is None else seconds, self.retry, self._rng)
+        return _Attempts(call, self.timeout_s if seconds is None else seconds, self.retry, self._rng, self.tls)
 
     def _send(self, attempts: _Attempts) -> Any:
         """Start one attempt; a unary call returns its response (or awaitable), a stream its
@@ -262,6 +273,8 @@ class SyncTransport(_Transport):
     """Blocking transport on `grpc` channels."""
 
     def _open_channel(self, address: str) -> grpc.Channel:
+        if self._credentials is not None:
+            return grpc.secure_channel(address, self._credentials, options=self._options)
         return grpc.insecure_channel(address, options=self._options)
 
     def _run(self, call: Call[R], timeout_s: float | None) -> R:
@@ -316,6 +329,8 @@ class AsyncTransport(_Transport):
     """Awaitable transport on `grpc.aio` channels, opened inside the running event loop."""
 
     def _open_channel(self, address: str) -> grpc.aio.Channel:
+        if self._credentials is not None:
+            return grpc.aio.secure_channel(address, self._credentials, options=self._options)
         return grpc.aio.insecure_channel(address, options=self._options)
 
     async def _run(self, call: Call[R], timeout_s: float | None) -> R:
