@@ -29,9 +29,6 @@ class Embeddings:
 # Rows per model call when a request's texts are split by length (a CPU runs a few short,
 # similar-length rows faster than one batch padded to its longest text).
 EMBED_GROUP_MAX_ROWS = 16
-# WordPiece reads a word of more than 100 characters as one [UNK]: no token covers more, so
-# len(text) // (MAX_CHARS_PER_TOKEN + 1) is a lower bound of a text's tokens, known before tokenizing.
-MAX_CHARS_PER_TOKEN = 100
 
 
 class Embedder:
@@ -138,9 +135,8 @@ class Embedder:
         self.validate(texts, prompt=prompt)
         assert self._tokenizer is not None, "load() first"
         # Admission before tokenizing: a call the batcher would refuse is refused now, not after
-        # seconds of tokenizing (its width is a lower bound, so nothing it could run is refused).
-        shortest = min(len(prompt) + len(t) for t in texts)
-        width = min(self._tokenizer.max_seq_length, shortest // (MAX_CHARS_PER_TOKEN + 1) + self._tokenizer.special_tokens)
+        # tokenizing (its size is a lower bound, so nothing it could run is refused).
+        width = self._tokenizer.tokens_at_least(texts, prompt) // len(texts)
         self._backend.admit(self._model, len(texts), max(1, width))
         batch = await asyncio.to_thread(self._tokenize, texts, prompt, truncate)
         key = "sentence_embedding_normalized" if normalize else "sentence_embedding"
