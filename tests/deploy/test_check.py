@@ -19,9 +19,17 @@ def retrieval(start_server: Callable[..., ServerProcess]) -> ServerProcess:
     return start_server()
 
 
-@pytest.fixture(scope="module")
-def retrieval_with_key(start_server: Callable[..., ServerProcess]) -> ServerProcess:
-    return start_server(env={"FACET_API_KEY": "check-key"})
+@pytest.fixture(scope="module", params=["FACET_API_KEY", "FACET_SERVER_API_KEYS_FILE"])
+def retrieval_with_key(
+    request: pytest.FixtureRequest, start_server: Callable[..., ServerProcess], tmp_path_factory: pytest.TempPathFactory
+) -> ServerProcess:
+    """A retrieval service that wants the key "check-key": its one key, or one of a keys file (the
+    chart's apiKeys.secretName)."""
+    if request.param == "FACET_API_KEY":
+        return start_server(env={"FACET_API_KEY": "check-key"})
+    keys = tmp_path_factory.mktemp("keys") / "api-keys.toml"
+    keys.write_text('[helm-test]\nkey = "check-key"\n\n[alice]\nkey = "alice-key"\nrequests_per_s = 5.0\n')
+    return start_server(env={"FACET_SERVER_API_KEYS_FILE": str(keys)})
 
 
 def test_a_serving_service_passes_with_its_health_and_one_real_call(
