@@ -5,7 +5,6 @@ crashes) and polls with a deadline. Imported by the tests; no fixtures here."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import signal
@@ -36,7 +35,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, interva
 
 @dataclass(frozen=True)
 class RequestStats:
-    """One row of locust's `<prefix>_stats.csv`: an RPC's request and failure counts."""
+    """One RPC's calls in a locust run and how many of them failed."""
 
     name: str
     requests: int
@@ -45,7 +44,9 @@ class RequestStats:
 
 class LocustRun:
     """`python -m locust --headless` in its own process (locust's gevent patching stays out of
-    pytest), stopped with SIGTERM (locust finishes and writes its CSV), its CSV read back.
+    pytest), stopped with SIGTERM (its users finish their calls), its counts read back from the
+    summary the locustfile writes at exit (locust's own CSV, also written, is refreshed only every
+    2 s and not at a SIGTERM).
 
     Args:
         host: the service's host:port.
@@ -67,12 +68,17 @@ class LocustRun:
     ) -> None:
         self.csv_prefix = work / "locust"
         self.output = work / "locust.out"
+        self.summary = work / "locust-summary.json"
         command = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--host", host,
                    "-u", str(users), "-r", str(users), "--run-time", "600s", "--stop-timeout", "120",
                    "--csv", str(self.csv_prefix), "--only-summary", "--loglevel", "WARNING", *extra_args]  # fmt: skip
         with self.output.open("wb") as out:
             self.process = subprocess.Popen(
-                command, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
+                command,
+                cwd=REPO_ROOT,
+                env={**os.environ, **(env or {}), "FACET_FAULTS_SUMMARY": str(self.summary)},
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
 
     def stop(self, timeout_s: float = 180.0) -> None:
@@ -90,23 +96,15 @@ class LocustRun:
         return self.output.read_text(errors="replace") if self.output.exists() else ""
 
     def stats(self) -> dict[str, RequestStats]:
-        """RPC name -> counts, from the CSV written at exit (the aggregated row left out)."""
-        path = Path(f"{self.csv_prefix}_stats.csv")
-        if not path.exists():
-            pytest.fail(f"locust wrote no {path.name}; its output:\n{self.log()[-3000:]}")
-        with path.open(newline="") as f:
-            rows = [row for row in csv.DictReader(f) if row["Name"] != "Aggregated"]
-        return {
-            row["Name"]: RequestStats(row["Name"], int(row["Request Count"]), int(row["Failure Count"])) for row in rows
-        }
+        """RPC name -> counts of every call, from the summary the locustfile writes at exit."""
+        if not self.summary.exists():
+            pytest.fail(f"locust wrote no {self.summary.name}; its output:\n{self.log()[-3000:]}")
+        requests = json.loads(self.summary.read_text())["requests"]
+        return {name: RequestStats(name, calls, failures) for name, (calls, failures) in requests.items()}
 
     def failures(self) -> list[str]:
         """Each distinct failure locust recorded: 'RPC: error text (count)'."""
-        path = Path(f"{self.csv_prefix}_failures.csv")
-        if not path.exists():
-            return []
-        with path.open(newline="") as f:
-            return [f"{row['Name']}: {row['Error']} ({row['Occurrences']})" for row in csv.DictReader(f)]
+        return list(json.loads(self.summary.read_text())["errors"]) if self.summary.exists() else []
 
     def __enter__(self) -> LocustRun:
         return self
