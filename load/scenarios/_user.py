@@ -77,20 +77,24 @@ def response_length(result: object) -> int:
 
 
 _shared: dict[str, Any] = {}
-_shared_lock = threading.Lock()  # a gevent lock under locust's monkey-patching
+_locks: dict[str, threading.Lock] = {}  # one per key: gevent locks under locust's monkey-patching
+_locks_lock = threading.Lock()
 
 
 def shared(key: str, make: Callable[[], T | None]) -> T | None:
     """What the users of one locust process share (models discovered, clips simulated): made by
-    the first user that asks, under a lock; a None (setup failed, recorded) is not kept.
+    the first user that asks, under the key's own lock (the users of other scenarios do not
+    wait); a None (setup failed, recorded) is not kept.
 
     Args:
-        key: names the value in this process.
+        key: names the value in this process, e.g. "sae.latents".
         make: makes it; None when it could not.
     Returns:
         The value, or None.
     """
-    with _shared_lock:
+    with _locks_lock:
+        lock = _locks.setdefault(key, threading.Lock())
+    with lock:
         if key not in _shared:
             value = make()
             if value is None:
@@ -101,14 +105,14 @@ def shared(key: str, make: Callable[[], T | None]) -> T | None:
 
 def shared_value(key: str) -> Any:
     """A shared value if some user made it, else None."""
-    with _shared_lock:
-        return _shared.get(key)
+    return _shared.get(key)
 
 
 def forget_shared() -> None:
     """Empty the shared values (at the end of a run; the next run discovers again)."""
-    with _shared_lock:
+    with _locks_lock:
         _shared.clear()
+        _locks.clear()
 
 
 class FacetUser(User):

@@ -23,7 +23,7 @@ from load.scenarios._user import PROCESS_ID, FacetUser, address_for, shared, sha
 
 ACK_LOG_ENV = "FACET_LOAD_ACK_LOG"
 KEEP_ENV = "FACET_LOAD_KEEP_COLLECTIONS"
-PREFILL = 64  # documents in the collection before the tasks start
+PREFILL = 16  # documents in the collection before the tasks start (the users wait for them)
 UPSERT_BATCH = 8  # documents per Upsert task
 EMBED_BATCH = 4  # texts per Embed task
 TOP_K = 10
