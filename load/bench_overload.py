@@ -3,6 +3,12 @@ retrieval servers started from the same model repository (issue #12, item 12).
 
     python load/bench_overload.py [--calls 120] [--texts 32] [--chars 2000] [--small 20] [--deadline-s 10]
 
+With `--services` it measures every service instead (issue #13, part 4; `load/faults_overload.py`):
+share refused, time to rejection, p99 of admitted calls, recovery time and peak memory, one
+table per service:
+
+    python load/bench_overload.py --services all [--calls 60] [--deadline-s 5] [--repository sae=/path]
+
   (a) Facet's default: `batching.deadline_admission` on (a call the queued work cannot finish
       before its deadline is refused at once), with the batcher's fair queueing;
   (b) admission off (`FACET_BATCHING_DEADLINE_ADMISSION=false`): the same batcher, fair queueing
@@ -33,6 +39,8 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make `sdk`, `services`, `
     sys.path.insert(0, str(REPO_ROOT))
 
 import sdk  # noqa: E402
+from load import faults_overload  # noqa: E402
+from load.faults_overload import OverloadSettings  # noqa: E402
 from load.harness import (  # noqa: E402
     DEFAULT_DATA,
     BenchmarkService,
@@ -42,6 +50,7 @@ from load.harness import (  # noqa: E402
     real_sentences,
     table_text,
 )
+from services import registry  # noqa: E402
 from services.backends.batching import DEADLINE_LIMIT_KEY, QUEUE_LIMIT_KEY  # noqa: E402
 from services.model_repository import ModelRepository  # noqa: E402
 from services.retrieval.config import RetrievalConfig  # noqa: E402
@@ -454,7 +463,49 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
     )
 
 
+def parse_per_service(argv: Sequence[str]) -> OverloadSettings:
+    """The options of `--services` mode (see load/faults_overload.py)."""
+    parser = argparse.ArgumentParser(prog="bench_overload.py --services", description=faults_overload.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--services", required=True, help="comma-separated registry names, or 'all'")
+    parser.add_argument("--calls", type=int, default=60, help="large calls sent at once per service")
+    parser.add_argument("--deadline-s", type=float, default=5.0, help="deadline of every large call")
+    parser.add_argument(
+        "--probe-interval-s", type=float, default=0.1, help="seconds between small calls after the burst"
+    )
+    parser.add_argument(
+        "--probe-deadline-s", type=float, default=2.0, help="deadline of each small call after the burst"
+    )
+    parser.add_argument("--repository", action="append", default=[], metavar="SERVICE=PATH",
+                        help="a service's model repository (repeatable); default: $FACET_MODEL_REPOSITORY, "
+                        "else the per-user default")  # fmt: skip
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="RAR-b MCR CSV folder (real sentences)")
+    args = parser.parse_args(argv)
+    if args.calls < 1 or not args.deadline_s > 0 or not args.probe_interval_s > 0 or not args.probe_deadline_s > 0:
+        parser.error("--calls must be >= 1 and --deadline-s, --probe-interval-s, --probe-deadline-s > 0")
+    services = (
+        tuple(registry.names())
+        if args.services == "all"
+        else tuple(n.strip() for n in args.services.split(",") if n.strip())
+    )
+    given = dict(item.split("=", 1) for item in args.repository)
+    default = default_model_repository()
+    return OverloadSettings(
+        services=services,
+        calls=args.calls,
+        deadline_s=args.deadline_s,
+        probe_interval_s=args.probe_interval_s,
+        probe_deadline_s=args.probe_deadline_s,
+        repositories={name: Path(given.get(name, default)) for name in services},
+        data=args.data,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--services" or a.startswith("--services=") for a in args):
+        faults_overload.run(parse_per_service(args))
+        return 0
     s = parse_settings(argv)
     began = time.perf_counter()
     load_before = os.getloadavg()[0]
