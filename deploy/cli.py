@@ -131,7 +131,8 @@ def missing_defaults(services: list[str]) -> list[str]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from deploy.launcher import Supervisor
+    from deploy.launcher import Security, Supervisor
+    from sdk._tls import PEM_ENV
     from services.runtime.config import load_config
 
     services = _services(args, "up")
@@ -140,9 +141,33 @@ def cmd_up(args: argparse.Namespace) -> int:
     config = load_config()
     log_dir = config.data_dir / "logs"
     backend = args.backend or config.backend
+    # TLS and API keys: the flags, else the config (file or FACET_SERVER_* variables); the
+    # launcher's own clients (health checks, demo) get the SDK's FACET_TLS* variables
+    server = config.server
+    security = Security(
+        cert_file=args.tls_cert or server.tls_cert_file,
+        key_file=args.tls_key or server.tls_key_file,
+        client_ca_file=args.tls_client_ca or server.tls_client_ca_file,
+        api_keys_file=args.api_keys_file or server.api_keys_file,
+        api_key=config.api_key,
+        ca_file=args.tls_ca or os.environ.get(PEM_ENV["root_certificates"], ""),
+        client_cert_file=args.tls_client_cert or os.environ.get(PEM_ENV["client_cert"], ""),
+        client_key_file=args.tls_client_key or os.environ.get(PEM_ENV["client_key"], ""),
+    )
+    problems = security.check(demo=args.demo)
+    for problem in problems:
+        print(f"facet up: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    os.environ.update(security.client_env())
+    print(f"facet: {security.describe()}", flush=True)
     try:
         supervisor = Supervisor(
-            services, host=args.host, log_dir=log_dir, grace_period_s=config.server.grace_period_s, env={"FACET_BACKEND": backend}
+            services,
+            host=args.host,
+            log_dir=log_dir,
+            grace_period_s=config.server.grace_period_s,
+            env={"FACET_BACKEND": backend, **security.service_env()},
         )
     except ValueError as exc:
         print(f"facet up: {exc}", file=sys.stderr)
@@ -418,6 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--backend", choices=("onnxruntime", "triton", "ray"), help="inference backend (default: the configured one, onnxruntime)")
     up.add_argument("--ray-address", help="with --backend ray: use this Ray cluster (as RAY_ADDRESS) instead of starting a local head")
     up.add_argument("--triton-url", dest="triton_address", help="with --backend triton: use this Triton server (host:port, gRPC) instead of starting one")
+    up.add_argument("--tls-cert", help="serve TLS with this certificate (PEM; server.tls_cert_file); needs --tls-key")
+    up.add_argument("--tls-key", help="the certificate's private key (PEM, unencrypted; server.tls_key_file)")
+    up.add_argument("--tls-client-ca", help="mTLS: clients must present a certificate signed by this CA (PEM; server.tls_client_ca_file)")
+    up.add_argument("--tls-ca", help="the CA that signed --tls-cert, trusted by the launcher's health checks and demo "
+                                     "(default: FACET_TLS_ROOT_CERTIFICATES, else --tls-cert itself: right for a self-signed certificate)")  # fmt: skip
+    up.add_argument("--tls-client-cert", help="under mTLS: the launcher's own client certificate, for its health checks and demo (default: FACET_TLS_CLIENT_CERT)")
+    up.add_argument("--tls-client-key", help="its private key (default: FACET_TLS_CLIENT_KEY)")
+    up.add_argument("--api-keys-file", help="API keys with names and rate limits (TOML; server.api_keys_file); the demo uses FACET_API_KEY, else the file's first key")
     up.set_defaults(func=cmd_up)
 
     groups: dict[str, argparse._SubParsersAction] = {}  # type: ignore[type-arg]

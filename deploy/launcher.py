@@ -7,10 +7,17 @@ default models a capability lacks, one capability at a time (cheapest first, as 
 `default_build_s` says), each as a child process (`facet models build --services <name>`) with its
 output in a log: the launcher serves and demonstrates what is ready while the rest builds, and a
 build that fails says what broke without stopping the others.
+
+`Security` is what `facet up --tls-cert ... --api-keys-file ...` gives the services (their
+`server.tls_*` and `server.api_keys_file` keys, as FACET_SERVER_* variables) and what the
+launcher's own clients use: its health checks and demo trust the CA given (`--tls-ca`, else the
+server certificate itself: right for a self-signed one), present its client certificate under
+mTLS, and send `FACET_API_KEY`, else the first key of the keys file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -20,14 +27,103 @@ from pathlib import Path
 
 from deploy.lifetime import dying_with_parent
 from deploy.service_process import ServiceError, ServiceProcess, wait_serving
-from sdk._contract import capability
+from sdk._contract import API_KEY_ENV, capability
+from sdk._tls import PEM_ENV, TLS_ENV
 from services import registry
 
-__all__ = ["BuildResult", "DefaultModelBuilds", "Supervisor", "wait_serving"]
+__all__ = ["BuildResult", "DefaultModelBuilds", "Security", "Supervisor", "wait_serving"]
 
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 _STABLE_AFTER_S = 60.0
 CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Security:
+    """TLS, mTLS and API keys for every service of `facet up`, and for the launcher's own clients.
+
+    Attributes:
+        cert_file: the services' certificate (PEM; `server.tls_cert_file`); "" for plaintext.
+        key_file: its private key (`server.tls_key_file`).
+        client_ca_file: set: mTLS, the CA that signs client certificates (`server.tls_client_ca_file`).
+        api_keys_file: the services' API keys file (`server.api_keys_file`).
+        api_key: the services' single API key (`api_key`).
+        ca_file: the CA the launcher trusts for the services' certificate; "" takes `cert_file`.
+        client_cert_file: the launcher's client certificate under mTLS (health checks, demo).
+        client_key_file: its private key.
+    """
+
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
+    api_keys_file: str = ""
+    api_key: str = ""
+    ca_file: str = ""
+    client_cert_file: str = ""
+    client_key_file: str = ""
+
+    def check(self, demo: bool) -> list[str]:
+        """What is wrong, one line each (empty when nothing): the services' settings as they
+        would check them at startup (files read, PEM parsed, key matching its certificate, the
+        keys file valid), and what the launcher's own clients lack."""
+        from services.runtime.api_keys import KeyRing
+        from services.runtime.config import ConfigError, ServerConfig
+        from services.runtime.tls import server_credentials
+
+        problems = []
+        try:
+            server_credentials(ServerConfig(tls_cert_file=self.cert_file, tls_key_file=self.key_file, tls_client_ca_file=self.client_ca_file))
+        except ConfigError as exc:
+            problems.append(str(exc))
+        try:
+            KeyRing.from_config(self.api_key, self.api_keys_file)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        if bool(self.client_cert_file) != bool(self.client_key_file):
+            problems.append("--tls-client-cert and --tls-client-key go together (the launcher's own client certificate and its key)")
+        if demo and self.client_ca_file and not self.client_cert_file:
+            problems.append("--demo under mTLS (--tls-client-ca) needs the launcher's own client certificate: --tls-client-cert and --tls-client-key")
+        return problems
+
+    def service_env(self) -> dict[str, str]:
+        """The FACET_SERVER_* variables that give every service these settings."""
+        values = {
+            "FACET_SERVER_TLS_CERT_FILE": self.cert_file,
+            "FACET_SERVER_TLS_KEY_FILE": self.key_file,
+            "FACET_SERVER_TLS_CLIENT_CA_FILE": self.client_ca_file,
+            "FACET_SERVER_API_KEYS_FILE": self.api_keys_file,
+            API_KEY_ENV: self.api_key,
+        }
+        return {name: _absolute(value) if value and name != API_KEY_ENV else value for name, value in values.items()}
+
+    def client_env(self) -> dict[str, str]:
+        """The SDK's variables (FACET_TLS*, FACET_API_KEY) for the launcher's own clients: its
+        health checks (`ServiceProcess`) and the demo's `sdk.Client`."""
+        env = {API_KEY_ENV: self.api_key or self._first_file_key()}
+        if self.cert_file:
+            env[TLS_ENV] = "1"
+            env[PEM_ENV["root_certificates"]] = _absolute(self.ca_file or self.cert_file)
+        if self.client_cert_file:
+            env[PEM_ENV["client_cert"]] = _absolute(self.client_cert_file)
+            env[PEM_ENV["client_key"]] = _absolute(self.client_key_file)
+        return env
+
+    def describe(self) -> str:
+        """One line for the launcher's output: TLS or not, and the key names (never the keys)."""
+        from services.runtime.api_keys import KeyRing
+
+        transport = "mTLS" if self.client_ca_file else "TLS" if self.cert_file else "plaintext"
+        names = [k.name for k in KeyRing.from_config(self.api_key, self.api_keys_file).keys]
+        return f"{transport}; API keys: {', '.join(names) if names else 'none (every call is let in)'}"
+
+    def _first_file_key(self) -> str:
+        from services.runtime.api_keys import load_api_keys
+
+        return load_api_keys(self.api_keys_file)[0].key if self.api_keys_file else ""
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
 
 
 class _Managed:

@@ -100,3 +100,11 @@ def make_tls_material(folder: Path) -> TlsMaterial:
         untrusted_ca=untrusted_ca,
         untrusted_client=_issue(folder, "untrusted-client", untrusted_pair),
     )
+
+
+def make_self_signed(folder: Path, stem: str = "self-signed") -> Pem:
+    """A self-signed server certificate for localhost / 127.0.0.1 (no CA): what a quick test
+    makes, and what `facet up --tls-cert` trusts without `--tls-ca`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    return _write(folder, stem, _certificate("localhost", key, None, server=True), key)
