@@ -11,9 +11,6 @@ library with gevent; the pytest process must not import it). Environment:
   CreateCollection is not idempotent, so it is not retried and does not belong in a load mix).
 - `FACET_LOAD_ACK_LOG`: a file to which each acknowledged upsert appends one JSON line,
   `{"collection": ..., "ids": [...]}` (the same format as the load scenarios' ack log).
-- `FACET_FAULTS_SUMMARY`: a JSON file written when locust quits (after its users stopped, so
-  unlike the periodic CSV it counts every call): `{"requests": {rpc: [calls, failures]},
-  "errors": ["rpc: error text (count)", ...]}`.
 - `FACET_FAULTS_TIMEOUT_S`: each call's deadline in seconds (default 60); the SDK's retries
   (`FACET_RETRY_*`) fit inside it.
 
@@ -35,13 +32,12 @@ import uuid  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
-from locust import User, constant, events, tag, task  # noqa: E402
+from locust import User, constant, tag, task  # noqa: E402
 
 import sdk  # noqa: E402
 
 COLLECTION = os.environ.get("FACET_FAULTS_COLLECTION", "faults")
 ACK_LOG = os.environ.get("FACET_LOAD_ACK_LOG", "")
-SUMMARY = os.environ.get("FACET_FAULTS_SUMMARY", "")
 TIMEOUT_S = float(os.environ.get("FACET_FAULTS_TIMEOUT_S", "60"))
 SENTENCES = [
     "The river floods the valley every spring.",
@@ -109,24 +105,3 @@ class RetrievalUser(User):
     @tag("embed")
     def embed(self) -> None:
         self._call("Embed", lambda: self.client.embed([SENTENCES[0]]))
-
-
-_environment: list[Any] = []
-
-
-@events.init.add_listener
-def _keep_environment(environment: Any, **_kwargs: Any) -> None:
-    _environment.append(environment)
-
-
-@events.quit.add_listener
-def _write_summary(**_kwargs: Any) -> None:
-    if not SUMMARY or not _environment:
-        return
-    stats = _environment[0].runner.stats
-    summary = {
-        "requests": {entry.name: [entry.num_requests, entry.num_failures] for entry in stats.entries.values()},
-        "errors": [f"{error.name}: {error.error} ({error.occurrences})" for error in stats.errors.values()],
-    }
-    with open(SUMMARY, "w", encoding="utf-8") as out:
-        json.dump(summary, out)

@@ -21,7 +21,11 @@ import pytest
 from deploy.launcher import Supervisor
 from tests.serving import REPO_ROOT, free_port
 
-LOCUSTFILE = Path(__file__).with_name("locust_retrieval.py")
+# the project's load scenarios (`facet load`), and this folder's own retrieval users (their calls
+# have long deadlines and tags to leave RPCs out)
+SCENARIOS = REPO_ROOT / "load" / "locustfile.py"
+FAULT_USERS = Path(__file__).with_name("locust_retrieval.py")
+SUMMARY_LISTENER = Path(__file__).with_name("locust_summary.py")
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05) -> None:
@@ -53,7 +57,9 @@ class LocustRun:
         work: where the CSV files and locust's output go.
         users: concurrent locust users (spawned at once).
         env: on top of this process's environment (FACET_LOAD_ACK_LOG, FACET_RETRY_*, ...).
-        locustfile: the scenario.
+        locustfile: the scenario: `SCENARIOS` (then `user_class` picks the capability's users
+            and the service's address goes in FACET_<NAME>_ADDR) or `FAULT_USERS`.
+        user_class: the User class to run (None: every one the locustfile has).
         extra_args: more locust options (`--exclude-tags embed`).
     """
 
@@ -63,15 +69,16 @@ class LocustRun:
         work: Path,
         users: int = 4,
         env: dict[str, str] | None = None,
-        locustfile: Path = LOCUSTFILE,
+        locustfile: Path = FAULT_USERS,
+        user_class: str | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.csv_prefix = work / "locust"
         self.output = work / "locust.out"
         self.summary = work / "locust-summary.json"
-        command = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--host", host,
+        command = [sys.executable, "-m", "locust", "-f", f"{locustfile},{SUMMARY_LISTENER}", "--headless", "--host", host,
                    "-u", str(users), "-r", str(users), "--run-time", "600s", "--stop-timeout", "120",
-                   "--csv", str(self.csv_prefix), "--only-summary", "--loglevel", "WARNING", *extra_args]  # fmt: skip
+                   "--csv", str(self.csv_prefix), "--only-summary", "--loglevel", "WARNING", *extra_args, *([user_class] if user_class else [])]  # fmt: skip
         with self.output.open("wb") as out:
             self.process = subprocess.Popen(
                 command,
@@ -233,3 +240,18 @@ def metric(url: str, name: str, **labels: str) -> float:
         for sample in family.samples
         if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
     )
+
+
+def lost_upserts(address: str, acked: dict[str, list[str]]) -> list[str]:
+    """The acknowledged ids (collection -> ids, see `acknowledged`) that the retrieval service at
+    `address` does not return by Get: acknowledged writes that were lost."""
+    import sdk
+
+    lost: list[str] = []
+    with sdk.Client(retrieval=address, timeout_s=60) as client:
+        for collection, ids in acked.items():
+            for start in range(0, len(ids), 64):
+                chunk = ids[start : start + 64]
+                found = {doc.id for doc in client.get(collection, chunk)}
+                lost += [f"{collection}/{doc_id}" for doc_id in chunk if doc_id not in found]
+    return lost

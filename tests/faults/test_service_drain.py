@@ -6,7 +6,9 @@ A real retrieval service runs under the launcher's `Supervisor`; a headless locu
 SDK users (upsert, search, get; 60 s deadlines and retry budgets). A large Embed (no retries) is
 sent, and once the service's `facet_requests_in_flight` gauge shows it running the service gets
 SIGTERM. Meanwhile a probe client without retries sends small Searches one after another and
-records each status: what a client without retries sees during a drain and restart.
+records each status: what a client without retries sees during a drain and restart (OK,
+UNAVAILABLE, and now and then a CANCELLED that gRPC sends for a call that arrived as the server
+closed; the SDK retries both).
 """
 
 from __future__ import annotations
@@ -21,14 +23,22 @@ import pytest
 
 import sdk
 from services.model_repository import ModelRepository
-from tests.faults.locust_run import LocustRun, SupervisedService, ack_count, acknowledged, metric, wait_for
+from tests.faults.locust_run import (
+    LocustRun,
+    SupervisedService,
+    ack_count,
+    acknowledged,
+    lost_upserts,
+    metric,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
 COLLECTION = "drain"
 LOAD_ENV = {"FACET_FAULTS_TIMEOUT_S": "90", "FACET_RETRY_BUDGET_S": "90", "FACET_FAULTS_COLLECTION": COLLECTION}
 EMBED = "/facet.v1.Retrieval/Embed"
-# a call that takes seconds here: 48 texts of ~2,000 characters (each cut to the model's 256 tokens)
+# a call that takes seconds here: 24 texts of ~2,000 characters (each cut to the model's 256 tokens)
 LONG_TEXTS = [
     f"Text {i}: " + "The river floods the valley every spring and the farmers move uphill. " * 28 for i in range(48)
 ]
@@ -79,6 +89,7 @@ def test_sigterm_drains_the_call_in_flight_and_later_calls_are_retried(
                             status = "OK"
                         except sdk.FacetError as exc:
                             status = exc.code.name
+                            stop_probe.wait(0.05)  # pacing, as a client would: not a busy loop on a closed port
                         seen[status] = seen.get(status, 0) + 1
 
             embed_thread = threading.Thread(target=long_embed, daemon=True)
@@ -102,20 +113,20 @@ def test_sigterm_drains_the_call_in_flight_and_later_calls_are_retried(
             probe_thread.join(60)
             load.stop()
             stats, failures = load.stats(), load.failures()
-            acked = acknowledged(ack_log)[COLLECTION]
-            with sdk.Client(service.address, timeout_s=60) as client:
-                found = {
-                    doc.id
-                    for start in range(0, len(acked), 64)
-                    for doc in client.get(COLLECTION, acked[start : start + 64])
-                }
+            acked = acknowledged(ack_log)
+            lost = lost_upserts(service.address, acked)
     [result] = in_flight_result
     assert isinstance(result, np.ndarray) and result.shape == (len(LONG_TEXTS), 384), (
         f"the call in flight at SIGTERM got {result!r}"
     )
-    assert set(seen) == {"OK", "UNAVAILABLE"}, f"a client without retries saw {seen}"
+    # a client without retries sees OK, then UNAVAILABLE (draining, then the port closed, then
+    # starting), then OK again; a call that reaches the port in the last instant of the stop may
+    # be cancelled by gRPC itself (CANCELLED, sent by the server: the SDK retries it too)
+    assert {"OK", "UNAVAILABLE"} <= set(seen) <= {"OK", "UNAVAILABLE", "CANCELLED"}, (
+        f"a client without retries saw {seen}"
+    )
+    print(f"a client without retries saw {seen}")
     assert {"Upsert", "Search", "Get"} <= stats.keys(), f"locust called {sorted(stats)}; output:\n{load.log()[-2000:]}"
     assert all(row.failures == 0 for row in stats.values()), f"calls failed across the drain: {failures}"
     assert first.returncode == 0, "the drained service did not exit cleanly"
-    lost = [doc_id for doc_id in acked if doc_id not in found]
-    assert not lost, f"{len(lost)} of {len(acked)} acknowledged upserts lost: {lost[:10]}"
+    assert not lost, f"{len(lost)} of {sum(map(len, acked.values()))} acknowledged documents lost: {lost[:10]}"
