@@ -118,7 +118,7 @@ def _key(name: str, table: object, where: str) -> ApiKey:
         )
     rate, burst = _number(table, "requests_per_s", where), _number(table, "burst", where)
     if burst is not None and rate is None:
-        raise ConfigError(f"{where}.burst needs {where}.requests_per_s (without a rate the key is unlimited)")
+        raise ConfigError(f"{where}.burst needs requests_per_s in the same table (without a rate the key is unlimited)")
     if burst is not None and burst < 1:
         raise ConfigError(f"{where}.burst must be >= 1 (one call takes one token), got {burst:g}")
     if rate is not None and burst is None:
