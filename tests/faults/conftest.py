@@ -30,8 +30,7 @@ def frame_server(
 ) -> Iterator[ServerProcess]:
     """A next-frame service (ONNX Runtime) with its /metrics endpoint on a free port."""
     env = {"FACET_SERVER_METRICS_PORT": str(free_port())}
-    server = ServerProcess(frame_repository.root, tmp_path_factory.mktemp("frames"), env, service="nextframe").start(
-        timeout_s=300
-    )
+    server = ServerProcess(frame_repository.root, tmp_path_factory.mktemp("frames"), env, service="nextframe")
+    server.start(timeout_s=300)
     yield server
     server.terminate(10.0)
