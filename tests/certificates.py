@@ -108,3 +108,41 @@ def make_self_signed(folder: Path, stem: str = "self-signed") -> Pem:
     folder.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     return _write(folder, stem, _certificate("localhost", key, None, server=True), key)
+
+
+def _load(pem: Pem) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = serialization.load_pem_private_key(pem.key.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return x509.load_pem_x509_certificate(pem.cert.read_bytes()), key
+
+
+def make_expired_server(folder: Path, ca: Pem, stem: str = "expired-server") -> Pem:
+    """A server certificate for localhost that `ca` signed and that expired yesterday."""
+    issuer_cert, issuer_key = _load(ca)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost"))
+        .issuer_name(issuer_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=30))
+        .not_valid_after(now - datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(issuer_key, hashes.SHA256())
+    )
+    return _write(folder, stem, cert, key)
+
+
+def write_encrypted_key(pem: Pem, path: Path, password: bytes = b"secret") -> Path:
+    """`pem`'s private key, encrypted with `password` (PKCS#8 PEM): what a key made without -nodes looks like."""
+    _, key = _load(pem)
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(password),
+        )
+    )
+    return path

@@ -13,7 +13,7 @@ import pytest
 
 import sdk
 from sdk import _transport
-from tests.certificates import TlsMaterial, make_tls_material
+from tests.certificates import TlsMaterial, make_tls_material, write_encrypted_key
 from tests.serving import ServerProcess
 
 NO_RETRY = sdk.RetryPolicy(max_attempts=1)
@@ -165,7 +165,9 @@ def test_tls_arguments_are_checked_naming_the_argument(
         with pytest.raises(sdk.InvalidArgument, match=message):
             sdk.Client(**arguments)  # type: ignore[arg-type]
     monkeypatch.setenv("FACET_TLS_CLIENT_CERT", str(certs.client.cert))
-    with pytest.raises(sdk.InvalidArgument, match=r"client_key \(FACET_TLS_CLIENT_KEY\) is missing: FACET_TLS_CLIENT_CERT needs it"):
+    with pytest.raises(
+        sdk.InvalidArgument, match=r"client_key \(FACET_TLS_CLIENT_KEY\) is missing: FACET_TLS_CLIENT_CERT needs it"
+    ):
         sdk.AsyncClient()
     monkeypatch.delenv("FACET_TLS_CLIENT_CERT")
     monkeypatch.setenv("FACET_TLS", "maybe")
@@ -176,3 +178,66 @@ def test_tls_arguments_are_checked_naming_the_argument(
     monkeypatch.setenv("FACET_TLS_ROOT_CERTIFICATES", str(tmp_path / "gone.crt"))
     with pytest.raises(sdk.InvalidArgument, match=r"FACET_TLS_ROOT_CERTIFICATES: no file at .*gone\.crt"):
         sdk.Client()
+
+
+def test_mixed_up_pem_files_are_named_in_the_constructor(
+    certs: TlsMaterial, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The usual mistakes with certificate files are one InvalidArgument naming the argument and
+    what to fix, before any connection (not gRPC's 'Failed to create security handshaker')."""
+    for name in ("FACET_TLS", "FACET_TLS_ROOT_CERTIFICATES", "FACET_TLS_CLIENT_CERT", "FACET_TLS_CLIENT_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    encrypted = write_encrypted_key(certs.client, tmp_path / "encrypted.key")
+    der = tmp_path / "ca.der"
+    der.write_bytes(b"0\x82\x01\x86" + b"\x00" * 64)
+    mtls = {"root_certificates": certs.ca.cert, "client_cert": certs.client.cert, "client_key": certs.client.key}
+    cases: list[tuple[dict[str, object], str]] = [
+        ({**mtls, "client_cert": certs.client.key, "client_key": certs.client.cert},
+         r"client_cert: .*client\.key holds a private key, not a certificate \(certificate and key swapped\?\)"),
+        ({"root_certificates": certs.ca.key}, r"root_certificates: .*ca\.key holds a private key, not a certificate"),
+        ({**mtls, "client_key": encrypted}, r"client_key: .*encrypted\.key holds an encrypted private key; give it unencrypted"),
+        ({**mtls, "client_key": certs.server.key},
+         r"client_cert / client_key: not a certificate and its own private key \(KEY_VALUES_MISMATCH\)"),
+        ({"root_certificates": der}, r"root_certificates: .*ca\.der is not PEM \(no '-----BEGIN' line; DER\?"),
+        ({"root_certificates": ""}, r"root_certificates is an empty path"),
+        ({"root_certificates": f"{certs.ca.cert} "}, r"no file at '.*ca\.crt ' \(the value has leading or trailing spaces\)"),
+    ]  # fmt: skip
+    for arguments, message in cases:
+        with pytest.raises(sdk.InvalidArgument, match=message):
+            sdk.Client(**arguments)  # type: ignore[arg-type]
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(sdk.InvalidArgument, match=rf"root_certificates: no file at '{tmp_path}/certs/ca\.crt'"):
+        sdk.Client(root_certificates="certs/ca.crt")  # a relative path: the message says where it was looked for
+
+
+def test_pem_text_given_as_str_is_taken_as_the_certificate(mtls_server: ServerProcess, certs: TlsMaterial) -> None:
+    client = sdk.Client(
+        mtls_server.address,
+        api_key="alice-secret",
+        retry=NO_RETRY,
+        root_certificates=certs.ca.cert.read_text(),
+        client_cert=certs.client.cert.read_text(),
+        client_key=certs.client.key.read_text(),
+    )
+    with client:
+        assert client.embed(["pem text"]).shape == (1, 384)
+
+
+@pytest.mark.parametrize(
+    ("details", "hint"),
+    [  # the details gRPC gave against a real server (a certificate from another CA of the same name, an expired one)
+        ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Tls handshake failed "
+         "(TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1a000064:ECDSA routines:OPENSSL_internal:BAD_SIGNATURE: "
+         "certificate signature failure: OK", "is not signed by root_certificates"),
+        ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Tls handshake failed "
+         "(TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:SSL routines:OPENSSL_internal:"
+         "CERTIFICATE_VERIFY_FAILED: certificate has expired: OK", "the server's certificate has expired"),
+        ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Failed to create security "
+         "handshaker.", "client_key the unencrypted private key of client_cert"),
+    ],
+)  # fmt: skip
+def test_a_failed_handshake_is_explained_by_its_cause(details: str, hint: str) -> None:
+    from sdk._tls import connection_hint
+
+    explained = connection_hint(details, tls=True)
+    assert hint in explained and "mTLS" not in explained
