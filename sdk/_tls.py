@@ -53,7 +53,9 @@ def pem_problem(data: bytes, expected: str) -> str | None:
     if not data.strip():
         return "is empty"
     if b"-----BEGIN " not in data:
-        return "is not PEM (no '-----BEGIN' line; DER? convert it with openssl x509/pkey -outform PEM)"
+        return (
+            "is not a PEM file (no '-----BEGIN' line; DER? convert it: openssl x509 (or pkey) -inform DER -outform PEM)"
+        )
     has_cert = b"-----BEGIN CERTIFICATE-----" in data or b"-----BEGIN TRUSTED CERTIFICATE-----" in data
     has_key = b"PRIVATE KEY-----" in data
     if expected == CERTIFICATE and not has_cert:

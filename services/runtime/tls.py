@@ -9,17 +9,21 @@
   signed; the handshake fails otherwise (the client sees UNAVAILABLE before any call is made).
 
 Each file is read and checked here, at startup, with Python's own `ssl` module (no extra
-dependency): a missing or unreadable file, a file that is not PEM, a key that does not belong to
-its certificate each raise a one-line `ConfigError` naming the config key and the path.
+dependency): a missing or unreadable file, a file that is not PEM, a certificate and key swapped,
+an encrypted key (never a passphrase prompt), a key that does not belong to its certificate, an
+expired server certificate, a client CA file without a CA certificate each raise a one-line
+`ConfigError` naming the config key and the path.
 """
 
 from __future__ import annotations
 
 import ssl
+import time
 from pathlib import Path
 
 import grpc
 
+from sdk._tls import CERTIFICATE, PRIVATE_KEY, pem_problem
 from services.runtime.config import ConfigError, ServerConfig
 
 
@@ -30,21 +34,46 @@ def _read(path: str, key: str) -> bytes:
         raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _check_pem(data: bytes, path: str, key: str, what: str) -> None:
-    if b"-----BEGIN " not in data:
-        raise ConfigError(f"{key}: {path} is not a PEM file (no '-----BEGIN' line); it must hold {what}")
+def _check_pem(data: bytes, path: str, key: str, expected: str, what: str) -> None:
+    """Not PEM, empty, a key where a certificate belongs (or the reverse), an encrypted key: one line."""
+    problem = pem_problem(data, expected)
+    if problem is not None:
+        raise ConfigError(f"{key}: {path} {problem}; it must hold {what}")
+
+
+def _no_password() -> bytes:
+    # Without a callback OpenSSL asks for an encrypted key's passphrase on the terminal (a hang).
+    raise ValueError("the private key is encrypted")
 
 
 def _check_pair(cert_file: str, key_file: str) -> None:
     """The certificate parses and the key is its own (OpenSSL's check, via `ssl`)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(cert_file, key_file)
-    except ssl.SSLError as exc:
+        context.load_cert_chain(cert_file, key_file, password=_no_password)
+    except (ssl.SSLError, ValueError) as exc:
         raise ConfigError(
             f"server.tls_cert_file / server.tls_key_file: {cert_file} and {key_file} are not a valid PEM certificate "
-            f"and its private key ({exc.reason or exc}); check that the key belongs to the certificate and is not encrypted"
+            f"and its private key ({getattr(exc, 'reason', None) or exc}); check that the key belongs to the "
+            "certificate and is not encrypted"
         ) from None
+
+
+def _check_not_expired(cert_file: str, now: float | None = None) -> None:
+    """The first certificate of the file (the server's own) has not expired: every handshake would fail."""
+    decode = getattr(ssl._ssl, "_test_decode_cert", None)  # type: ignore[attr-defined]  # CPython's decoder
+    if decode is None:
+        return
+    try:
+        not_after = ssl.cert_time_to_seconds(decode(cert_file)["notAfter"])
+    except (ssl.SSLError, ValueError, KeyError, OSError):
+        return  # _check_pair has reported anything unreadable
+    if not_after < (time.time() if now is None else now):
+        expired = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(not_after))
+        raise ConfigError(
+            f"server.tls_cert_file: the certificate in {cert_file} expired on {expired}; every client would refuse "
+            "it: renew it (and restart)"
+        )
 
 
 def _check_ca(ca_file: str) -> None:
@@ -55,6 +84,12 @@ def _check_ca(ca_file: str) -> None:
         raise ConfigError(
             f"server.tls_client_ca_file: {ca_file} holds no valid PEM CA certificate ({exc.reason or exc})"
         ) from None
+    if not context.cert_store_stats().get("x509_ca"):
+        raise ConfigError(
+            f"server.tls_client_ca_file: {ca_file} holds no CA certificate (basicConstraints CA:TRUE), only "
+            "certificates that cannot sign others (a client's or a server's?); give the CA that signs the client "
+            "certificates"
+        )
 
 
 def server_credentials(server: ServerConfig) -> grpc.ServerCredentials | None:
@@ -62,21 +97,27 @@ def server_credentials(server: ServerConfig) -> grpc.ServerCredentials | None:
     (client certificates required and verified) when `server.tls_client_ca_file` is set.
 
     Raises:
-        ConfigError: a file cannot be read or is not valid PEM, or the key is not the
-            certificate's; the message names the config key and the path.
+        ConfigError: a file cannot be read or is not valid PEM, the certificate and key are
+            swapped, the key is encrypted or not the certificate's, the certificate has expired, or
+            the client CA file holds no CA; the message names the config key and the path.
     """
     if not server.tls_cert_file:
         return None
     cert = _read(server.tls_cert_file, "server.tls_cert_file")
     key = _read(server.tls_key_file, "server.tls_key_file")
-    _check_pem(cert, server.tls_cert_file, "server.tls_cert_file", "the server's certificate (chain)")
-    _check_pem(key, server.tls_key_file, "server.tls_key_file", "the certificate's private key")
+    _check_pem(cert, server.tls_cert_file, "server.tls_cert_file", CERTIFICATE, "the server's certificate (chain)")
+    _check_pem(key, server.tls_key_file, "server.tls_key_file", PRIVATE_KEY, "the certificate's private key")
     _check_pair(server.tls_cert_file, server.tls_key_file)
+    _check_not_expired(server.tls_cert_file)
     client_ca = None
     if server.tls_client_ca_file:
         client_ca = _read(server.tls_client_ca_file, "server.tls_client_ca_file")
         _check_pem(
-            client_ca, server.tls_client_ca_file, "server.tls_client_ca_file", "the CA that signs client certificates"
+            client_ca,
+            server.tls_client_ca_file,
+            "server.tls_client_ca_file",
+            CERTIFICATE,
+            "the CA that signs client certificates",
         )
         _check_ca(server.tls_client_ca_file)
     return grpc.ssl_server_credentials(

@@ -156,7 +156,7 @@ def test_tls_arguments_are_checked_naming_the_argument(
         ({"client_cert": certs.client.cert}, r"client_key \(FACET_TLS_CLIENT_KEY\) is missing: client_cert needs it"),
         ({"client_key": certs.client.key}, r"client_cert \(FACET_TLS_CLIENT_CERT\) is missing: client_key needs it"),
         ({"root_certificates": tmp_path / "nowhere.crt"}, r"root_certificates: no file at .*nowhere\.crt"),
-        ({"root_certificates": str(not_pem)}, r"root_certificates: .*notes\.txt is not PEM"),
+        ({"root_certificates": str(not_pem)}, r"root_certificates: .*notes\.txt is not a PEM file"),
         ({"root_certificates": 42}, r"root_certificates must be PEM bytes, a path"),
         ({"tls": False, "root_certificates": certs.ca.cert}, r"tls=False contradicts root_certificates"),
         ({"tls": "yes"}, r"tls must be True, False or None"),
@@ -198,7 +198,7 @@ def test_mixed_up_pem_files_are_named_in_the_constructor(
         ({**mtls, "client_key": encrypted}, r"client_key: .*encrypted\.key holds an encrypted private key; give it unencrypted"),
         ({**mtls, "client_key": certs.server.key},
          r"client_cert / client_key: not a certificate and its own private key \(KEY_VALUES_MISMATCH\)"),
-        ({"root_certificates": der}, r"root_certificates: .*ca\.der is not PEM \(no '-----BEGIN' line; DER\?"),
+        ({"root_certificates": der}, r"root_certificates: .*ca\.der is not a PEM file \(no '-----BEGIN' line; DER\?"),
         ({"root_certificates": ""}, r"root_certificates is an empty path"),
         ({"root_certificates": f"{certs.ca.cert} "}, r"no file at '.*ca\.crt ' \(the value has leading or trailing spaces\)"),
     ]  # fmt: skip

@@ -19,7 +19,7 @@ from services.runtime.interceptor import UNAUTHENTICATED_MESSAGE
 from services.runtime.metrics import METRICS
 from services.runtime.server import RunningServer, start_server
 from services.runtime.tls import server_credentials
-from tests.certificates import TlsMaterial, make_tls_material
+from tests.certificates import TlsMaterial, make_expired_server, make_tls_material, write_encrypted_key
 from tests.services.runtime.test_interceptor import REPLY, SERVICE, RuntimeProbe
 
 
@@ -172,6 +172,35 @@ def test_unreadable_or_invalid_pem_files_are_config_errors_naming_the_key(certs:
             "tls_client_ca_file": str(broken)
         },
     }
+    for pattern, change in cases.items():
+        server = ServerConfig(**{**_tls(certs), **change})  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match=pattern) as error:
+            server_credentials(server)
+        assert "\n" not in str(error.value)
+
+
+def test_mixed_up_certificate_files_are_one_line_saying_what_to_fix(certs: TlsMaterial, tmp_path: Path) -> None:
+    """The usual mistakes: files swapped, an encrypted key (no passphrase prompt), an empty file,
+    an expired certificate, a client's certificate where the client CA belongs."""
+    empty = tmp_path / "empty.pem"
+    empty.write_text("")
+    encrypted = write_encrypted_key(certs.server, tmp_path / "encrypted.key")
+    expired = make_expired_server(tmp_path, certs.ca)
+    cases = {
+        r"server\.tls_cert_file: .*server\.key holds a private key, not a certificate \(certificate and key swapped\?\)": {
+            "tls_cert_file": str(certs.server.key), "tls_key_file": str(certs.server.cert)
+        },
+        r"server\.tls_key_file: .*encrypted\.key holds an encrypted private key; give it unencrypted": {
+            "tls_key_file": str(encrypted)
+        },
+        r"server\.tls_key_file: .*empty\.pem is empty": {"tls_key_file": str(empty)},
+        r"server\.tls_cert_file: the certificate in .*expired-server\.crt expired on 20\d\d-.*renew it": {
+            "tls_cert_file": str(expired.cert), "tls_key_file": str(expired.key)
+        },
+        r"server\.tls_client_ca_file: .*client\.crt holds no CA certificate .*give the CA that signs the client": {
+            "tls_client_ca_file": str(certs.client.cert)
+        },
+    }  # fmt: skip
     for pattern, change in cases.items():
         server = ServerConfig(**{**_tls(certs), **change})  # type: ignore[arg-type]
         with pytest.raises(ConfigError, match=pattern) as error:
