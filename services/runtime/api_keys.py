@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import math
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Mapping
@@ -41,6 +42,9 @@ from services.runtime.metrics import METRICS
 # The name that `api_key` (the single key of the config) has in logs and metrics.
 SINGLE_KEY_NAME = "api_key"
 _FIELDS = frozenset({"key", "requests_per_s", "burst"})
+# The slowest rate a key may have: one call a year. Slower rates make the retry-after wait overflow
+# (1 / 1e-310 is inf); a key that should make no calls at all is simply left out of the file.
+MIN_REQUESTS_PER_S = 1.0 / (365 * 86400)
 
 KEY_REQUESTS = Counter(
     "facet_requests_by_key",
@@ -51,7 +55,8 @@ KEY_REQUESTS = Counter(
 
 
 class TokenBucket:
-    """`rate` tokens a second, at most `burst` held; a call takes one.
+    """`rate` tokens a second, at most `burst` held; a call takes one. Thread-safe: the server's
+    handler threads take from one bucket at once, and no more than the tokens there are are taken.
 
     Args:
         rate: tokens added per second (> 0).
@@ -65,16 +70,18 @@ class TokenBucket:
         self._clock = clock
         self._tokens = burst
         self._updated = clock()
+        self._lock = threading.Lock()
 
     def take(self) -> float:
         """Take a token: 0.0 when there was one, else the seconds until there is one (nothing taken)."""
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return 0.0
-        return (1.0 - self._tokens) / self.rate
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return 0.0
+            return (1.0 - self._tokens) / self.rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +124,11 @@ def _key(name: str, table: object, where: str) -> ApiKey:
             f"{where}.key must be a non-empty string of printable ASCII without spaces (it is sent as a header)"
         )
     rate, burst = _number(table, "requests_per_s", where), _number(table, "burst", where)
+    if rate is not None and rate < MIN_REQUESTS_PER_S:
+        raise ConfigError(
+            f"{where}.requests_per_s must be at least {MIN_REQUESTS_PER_S:.3g} (one call a year), got {rate:g}; "
+            "to refuse the key, remove its table"
+        )
     if burst is not None and rate is None:
         raise ConfigError(f"{where}.burst needs requests_per_s in the same table (without a rate the key is unlimited)")
     if burst is not None and burst < 1:
@@ -140,6 +152,12 @@ def load_api_keys(path: str | Path) -> list[ApiKey]:
         raise ConfigError(f"server.api_keys_file: cannot read {path}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"server.api_keys_file: {path} is not valid TOML: {exc}") from None
+    for name in tables:
+        if not name.strip() or not name.isprintable():
+            raise ConfigError(
+                f"{where}: the table name {name!r} is empty or has control characters; a key's name (what logs "
+                "and metrics call it) is printable text, e.g. [alice]"
+            )
     keys = [_key(name, table, f"{where}: [{name}]") for name, table in tables.items()]
     if not keys:
         raise ConfigError(f'server.api_keys_file: {path} defines no key; add a table such as [alice] with key = "..."')

@@ -136,6 +136,12 @@ async def test_a_key_over_its_rate_is_refused_with_a_retry_after_hint_and_recove
         ('alice = "a"\n', r"\[alice\] must be a table"),
         ("[alice\n", r"server\.api_keys_file: .* is not valid TOML"),
         ("", r"defines no key"),
+        ('[""]\nkey = "a"\n', r"the table name '' is empty or has control characters"),
+        ('["a\\nb"]\nkey = "a"\n', r"the table name 'a\\nb' is empty or has control characters"),
+        (
+            '[a]\nkey = "a"\nrequests_per_s = 1e-310\n',
+            r"\[a\]\.requests_per_s must be at least 3\.17e-08 \(one call a year\)",
+        ),
     ],
 )
 def test_an_invalid_keys_file_is_one_config_error_naming_the_table(tmp_path: Path, text: str, error: str) -> None:
@@ -168,3 +174,37 @@ def test_the_token_bucket_admits_a_burst_then_the_rate() -> None:
     assert bucket.take() == 0.0
     now[0] = 100.0  # a long pause refills to the burst, not beyond
     assert [bucket.take() for _ in range(4)][-1] == pytest.approx(0.5)
+
+
+def _take_concurrently(bucket: TokenBucket, threads: int, calls: int) -> int:
+    """How many of `threads` x `calls` concurrent take() calls were admitted."""
+    import threading
+
+    admitted = [0] * threads
+    barrier = threading.Barrier(threads)
+
+    def take(i: int) -> None:
+        barrier.wait()
+        admitted[i] = sum(1 for _ in range(calls) if bucket.take() == 0.0)
+
+    workers = [threading.Thread(target=take, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sum(admitted)
+
+
+def test_the_token_bucket_never_admits_more_than_its_tokens_under_concurrent_calls() -> None:
+    """The server's handler threads share a key's bucket: with the clock stopped, 16 threads taking
+    500 tokens each from a bucket of 2000 get exactly 2000 (without the lock, up to 4597 here)."""
+    import sys
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, inside take() too
+    try:
+        for _ in range(3):
+            bucket = TokenBucket(rate=1e-6, burst=2000.0, clock=lambda: 0.0)
+            assert _take_concurrently(bucket, threads=16, calls=500) == 2000
+    finally:
+        sys.setswitchinterval(previous)
