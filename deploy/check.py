@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -36,6 +37,9 @@ TLS_ROOT_CERTIFICATES_ENV = "FACET_TLS_ROOT_CERTIFICATES"
 TLS_CLIENT_CERT_ENV = "FACET_TLS_CLIENT_CERT"
 TLS_CLIENT_KEY_ENV = "FACET_TLS_CLIENT_KEY"
 DEFAULT_TIMEOUT_S = 10.0
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+# gRPC target forms passed through as they are (a name resolver's scheme), not HOST:PORT.
+_TARGET_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
 
 
 class UsageError(ValueError):
@@ -146,17 +150,25 @@ def connection_hint(details: str, tls: Tls) -> str:
             if closed
             else ""
         )
+    if "Failed to create security handshaker" in details:
+        return (
+            " [the TLS material could not be used: --root-certificates must hold PEM certificates, and --client-key"
+            " the unencrypted private key of --client-cert]"
+        )
     if "WRONG_VERSION_NUMBER" in details:
         return " [the server does not speak TLS: leave out --tls and the certificates]"
     if "Hostname Verification" in details:
         return " [the server's certificate does not name this host: use an address with a name it carries, or --tls-server-name]"
-    if "CERTIFICATE_VERIFY_FAILED" in details or "certificate verify failed" in details.lower():
-        return " [the server's certificate is not signed by --root-certificates, or not for this host name (--tls-server-name)]"
+    from sdk._tls import server_certificate_problem
+
+    problem = server_certificate_problem(details)
+    if problem is not None:
+        return f" [{problem.replace('root_certificates', '--root-certificates')}]"
     if closed:
         return (
             " [the TLS handshake failed: the server's certificate must be signed by --root-certificates and name the"
-            " host (--tls-server-name); under mTLS give --client-cert/--client-key signed by its CA, allowed for"
-            " client auth]"
+            " host (--tls-server-name); under mTLS give --client-cert/--client-key signed by its CA, currently valid"
+            " and allowed for client auth]"
         )
     return ""
 
@@ -255,32 +267,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pem(flag: str, given: Path | None, env: str) -> bytes | None:
+def _pem(flag: str, given: Path | None, env: str, expected: str) -> bytes | None:
+    from sdk._tls import pem_problem
+
     path = given if given is not None else (Path(os.environ[env]) if os.environ.get(env) else None)
     if path is None:
         return None
+    source = flag if given is not None else env
     try:
-        return path.read_bytes()
+        data = path.read_bytes()
     except OSError as exc:
-        source = flag if given is not None else env
-        raise UsageError(f"{source} {path}: {exc.strerror or exc}") from None
+        shown = path if path.is_absolute() else f"{path} (in {Path.cwd()})"
+        raise UsageError(f"{source} {shown}: {exc.strerror or exc}") from None
+    problem = pem_problem(data, expected)
+    if problem is not None:
+        raise UsageError(f"{source} {path} {problem}")
+    return data
 
 
 def tls_options(args: argparse.Namespace) -> Tls:
     """The TLS settings from the flags, each defaulting to the SDK's FACET_TLS_* variable.
 
     Raises:
-        UsageError: an unreadable PEM file, a client certificate without its key (or the reverse),
-            --tls-server-name without --health-only.
+        UsageError: an unreadable or mixed-up PEM file (not PEM, a key where a certificate belongs,
+            an encrypted key), a client certificate without its key (or the reverse) or with
+            another's key, FACET_TLS not a yes/no word, --tls-server-name without --health-only.
     """
-    roots = _pem("--root-certificates", args.root_certificates, TLS_ROOT_CERTIFICATES_ENV)
-    cert = _pem("--client-cert", args.client_cert, TLS_CLIENT_CERT_ENV)
-    key = _pem("--client-key", args.client_key, TLS_CLIENT_KEY_ENV)
+    from sdk._tls import CERTIFICATE, PRIVATE_KEY, key_pair_problem
+
+    roots = _pem("--root-certificates", args.root_certificates, TLS_ROOT_CERTIFICATES_ENV, CERTIFICATE)
+    cert = _pem("--client-cert", args.client_cert, TLS_CLIENT_CERT_ENV, CERTIFICATE)
+    key = _pem("--client-key", args.client_key, TLS_CLIENT_KEY_ENV, PRIVATE_KEY)
     if (cert is None) != (key is None):
         raise UsageError("--client-cert and --client-key go together (mTLS needs both)")
-    flag = (
-        args.tls if args.tls is not None else os.environ.get(TLS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-    )
+    if cert is not None and key is not None:
+        mismatch = key_pair_problem(cert, key)
+        if mismatch is not None:
+            raise UsageError(f"--client-key is not the private key of --client-cert ({mismatch})")
+    flag = args.tls
+    if flag is None:
+        word = os.environ.get(TLS_ENV, "").strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise UsageError(f"{TLS_ENV} must be 1/true/yes/on or 0/false/no/off, got {os.environ[TLS_ENV]!r}")
+        flag = word in _TRUE
     enabled = bool(flag or roots is not None or cert is not None)
     if args.tls_server_name and not args.health_only:
         raise UsageError(
@@ -291,14 +320,31 @@ def tls_options(args: argparse.Namespace) -> Tls:
     return Tls(enabled, roots, cert, key, args.tls_server_name)
 
 
+def check_address(address: str, source: str) -> str:
+    """`address` when it is HOST:PORT with a port in 1-65535 (or a gRPC target with a scheme such
+    as dns:/// or unix:), else a UsageError naming `source` (the flag, target or variable)."""
+    if address.startswith(_TARGET_SCHEMES):
+        return address
+    example = "e.g. localhost:50053 or [::1]:50053"
+    if "://" in address:
+        raise UsageError(f"{source}: {address!r} is a URL; give HOST:PORT, {example}")
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or (":" in host and not (host.startswith("[") and host.endswith("]"))):
+        raise UsageError(f"{source}: {address!r} is not HOST:PORT (the port is required), {example}")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UsageError(f"{source}: {address!r} has port {port!r}; a port is a number from 1 to 65535")
+    return address
+
+
 def addresses(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The capabilities to check and the address of each.
 
     Raises:
         UsageError: an unknown capability, a target not written `capability=host:port`, an
-            address given twice.
+            address without a port or with one outside 1-65535 (flag, target or FACET_<CAP>_ADDR),
+            an address given twice.
     """
-    from sdk._contract import default_address
+    from sdk._contract import capability, default_address
     from services import registry
 
     given: dict[str, str] = {}
@@ -312,13 +358,13 @@ def addresses(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
             raise UsageError(f"{target!r}: unknown capability {name!r}; available: {', '.join(registry.names())}")
         if name in given:
             raise UsageError(f"the {name} address is given twice")
-        given[name] = address
+        given[name] = check_address(address, target)
     for name in registry.names():
         flag = getattr(args, f"address_{name}")
         if flag is not None:
             if name in given:
                 raise UsageError(f"the {name} address is given twice (--address-{name} and {name}=...)")
-            given[name] = flag
+            given[name] = check_address(flag, f"--address-{name}")
     if args.services is not None:
         services = [s.strip() for s in args.services.split(",")]
         unknown = [s for s in services if s not in registry.BY_NAME]
@@ -328,14 +374,21 @@ def addresses(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
             )
     else:
         services = [n for n in registry.names() if n in given] or registry.names()
-    return services, {name: given.get(name) or default_address(name) for name in services}
+    where = {}
+    for name in services:
+        if name in given:
+            where[name] = given[name]
+        else:
+            env = capability(name).address_env
+            where[name] = check_address(default_address(name), env if os.environ.get(env) else "the default address")
+    return services, where
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run `facet check`; returns the exit status (0 all ok, 1 a service failed, 2 usage)."""
     args = build_parser().parse_args(argv)
-    if args.timeout_s <= 0:
-        print(f"facet check: --timeout-s must be > 0, got {args.timeout_s}", file=sys.stderr)
+    if not math.isfinite(args.timeout_s) or args.timeout_s <= 0:
+        print(f"facet check: --timeout-s must be a finite number of seconds > 0, got {args.timeout_s}", file=sys.stderr)
         return 2
     try:
         tls = tls_options(args)

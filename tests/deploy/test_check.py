@@ -99,7 +99,16 @@ def test_the_probe_form_runs_as_a_module_and_exits_by_health(retrieval: ServerPr
         (["--client-cert", __file__], "--client-cert and --client-key go together"),
         (["--root-certificates", "/nonexistent/ca.crt"], "/nonexistent/ca.crt"),
         (["--tls", "--tls-server-name", "x.svc"], "--tls-server-name goes with --health-only"),
-        (["--timeout-s", "0"], "--timeout-s must be > 0"),
+        (["--timeout-s", "0"], "--timeout-s must be a finite number of seconds > 0"),
+        (["--timeout-s", "nan"], "--timeout-s must be a finite number of seconds > 0, got nan"),
+        (["--timeout-s", "inf"], "--timeout-s must be a finite number of seconds > 0, got inf"),
+        (["retrieval=localhost"], "'localhost' is not HOST:PORT (the port is required)"),
+        (["retrieval=localhost:99999"], "has port '99999'; a port is a number from 1 to 65535"),
+        (["retrieval=localhost:0"], "has port '0'"),
+        (["retrieval=localhost:-5"], "has port '-5'"),
+        (["retrieval=::1:50053"], "is not HOST:PORT"),
+        (["retrieval=http://localhost:50053"], "is a URL; give HOST:PORT"),
+        (["--address-retrieval", ""], "--address-retrieval: '' is not HOST:PORT"),
     ],
 )
 def test_usage_errors_exit_2_with_what_to_change(
@@ -107,6 +116,23 @@ def test_usage_errors_exit_2_with_what_to_change(
 ) -> None:
     assert check.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_bad_address_in_the_environment_or_facet_tls_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FACET_RETRIEVAL_ADDR", "localhost")
+    assert check.main(["--services", "retrieval"]) == 2
+    assert "FACET_RETRIEVAL_ADDR: 'localhost' is not HOST:PORT" in capsys.readouterr().err
+    monkeypatch.delenv("FACET_RETRIEVAL_ADDR")
+    monkeypatch.setenv("FACET_TLS", "maybe")  # the SDK refuses it too; it used to mean plaintext here
+    assert check.main(["retrieval=localhost:1"]) == 2
+    assert "FACET_TLS must be 1/true/yes/on or 0/false/no/off, got 'maybe'" in capsys.readouterr().err
+
+
+def test_gRPC_targets_and_bracketed_ipv6_addresses_are_accepted() -> None:
+    for address in ("[::1]:50053", "dns:///facet.example.com:443", "unix:/run/facet.sock", "10.0.0.7:1"):
+        assert check.check_address(address, "test") == address
 
 
 def test_tls_arguments_reach_the_sdk_only_when_asked_for(tmp_path: Path) -> None:

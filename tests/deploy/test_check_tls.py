@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from deploy import check
-from tests.certificates import TlsMaterial, make_tls_material
+from tests.certificates import TlsMaterial, make_tls_material, write_encrypted_key
 from tests.serving import ServerProcess, free_port
 
 
@@ -101,3 +101,28 @@ def test_mtls_needs_the_client_certificate(
     client = ["--client-cert", str(certs.client.cert), "--client-key", str(certs.client.key)]
     assert check.main([f"retrieval={mtls_address}", *root, *client]) == 0
     assert "SERVING; embed" in capsys.readouterr().out
+
+
+def test_mixed_up_certificate_files_are_usage_errors_before_any_connection(
+    certs: TlsMaterial, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Swapped files, a key where the CA belongs, an encrypted key, another certificate's key, DER:
+    exit 2 naming the flag and the fix (they used to reach gRPC: 'Failed to create security handshaker')."""
+    folder = tmp_path_factory.mktemp("mixed-up")
+    encrypted = write_encrypted_key(certs.client, folder / "encrypted.key")
+    der = folder / "ca.der"
+    der.write_bytes(b"0\x82\x01\x86" + bytes(64))
+    ca, cert, key = str(certs.ca.cert), str(certs.client.cert), str(certs.client.key)
+    cases = [
+        (["--root-certificates", str(certs.ca.key)], "--root-certificates", "holds a private key, not a certificate"),
+        (["--root-certificates", ca, "--client-cert", key, "--client-key", cert], "--client-cert", "swapped?"),
+        (["--root-certificates", ca, "--client-cert", cert, "--client-key", str(encrypted)], "--client-key",
+         "holds an encrypted private key; give it unencrypted"),
+        (["--root-certificates", ca, "--client-cert", cert, "--client-key", str(certs.server.key)], "--client-key",
+         "is not the private key of --client-cert (KEY_VALUES_MISMATCH)"),
+        (["--root-certificates", str(der)], "--root-certificates", "is not a PEM file (no '-----BEGIN' line; DER?"),
+    ]  # fmt: skip
+    for argv, flag, message in cases:
+        assert check.main(["retrieval=localhost:1", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"facet check: {flag}") and message in err, err
