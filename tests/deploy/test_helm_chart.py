@@ -183,6 +183,7 @@ def test_mtls_is_on_only_with_client_auth(helm: Path) -> None:
     [
         (("tls.clientAuth=true",), "tls.clientAuth needs tls.secretName"),
         (("tls.secretName=t", "tls.clientAuth=true", "tls.caCert=false"), "tls.clientAuth needs ca.crt"),
+        (("tls.secretName=t", "tls.clientSecretName=c"), "tls.clientSecretName is the client certificate for mTLS"),
     ],
 )
 def test_tls_settings_that_cannot_work_are_refused(helm: Path, sets: tuple[str, ...], message: str) -> None:
@@ -344,6 +345,10 @@ def test_the_schema_has_one_service_entry_per_capability() -> None:
             "at '/services/sae/resources/requests/cpu': got number, want string",
         ),
         (("--set", "tls.clientAuth=yes"), "at '/tls/clientAuth': got string, want boolean"),
+        (("--set", "tls.secretName=Facet_TLS"), "at '/tls/secretName': 'Facet_TLS' does not match pattern"),
+        (("--set", "apiKeys.secretName=api keys"), "at '/apiKeys/secretName': 'api keys' does not match pattern"),
+        (("--set", "test.apiKeySecret.key=api key"), "at '/test/apiKeySecret/key': 'api key' does not match pattern"),
+        (("--set", "serviceMonitor.interval=30x"), "at '/serviceMonitor/interval': '30x' does not match pattern"),
     ],
     ids=[
         "unknown-key",
@@ -353,6 +358,10 @@ def test_the_schema_has_one_service_entry_per_capability() -> None:
         "negative-replicas",
         "number-cpu",
         "string-bool",
+        "secret-name",
+        "keys-secret-name",
+        "secret-data-key",
+        "duration",
     ],
 )
 def test_unknown_or_mistyped_values_are_refused_with_where_and_why(
@@ -414,3 +423,19 @@ def test_no_enabled_service_no_test_pod(helm: Path) -> None:
         "networkPolicy.enabled=true",
     )
     assert not [d for d in docs if d["kind"] in ("Pod", "NetworkPolicy")]
+
+
+def test_prometheus_durations_and_dotted_secret_names_are_accepted(helm: Path) -> None:
+    """The schema's patterns refuse mistakes, not valid values: compound durations, names with dots."""
+    docs = _render(
+        helm,
+        "serviceMonitor.enabled=true",
+        "serviceMonitor.interval=1m30s",
+        "serviceMonitor.scrapeTimeout=500ms",
+        "tls.secretName=facet-tls.v2",
+        "apiKeys.secretName=facet-api-keys",
+        "test.apiKeySecret.name=facet-test-key",
+        "test.apiKeySecret.key=api_key.txt",
+    )
+    [monitor] = _by_kind(docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["interval"] == "1m30s"

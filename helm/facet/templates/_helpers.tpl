@@ -39,6 +39,9 @@ app.kubernetes.io/component: {{ .name }}
 {{- if and .Values.tls.clientAuth (not .Values.tls.caCert) -}}
 {{- fail "tls.clientAuth needs ca.crt in the TLS Secret (tls.caCert: true): it is the CA client certificates are checked against" -}}
 {{- end -}}
+{{- if and .Values.tls.clientSecretName (not .Values.tls.clientAuth) -}}
+{{- fail "tls.clientSecretName is the client certificate for mTLS: set tls.clientAuth: true (and tls.secretName) too, or leave it empty" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* facet check's TLS flags: verify the server with ca.crt; under mTLS present `.certDir`'s certificate. */}}
