@@ -119,9 +119,11 @@ class FacetUser(User):
     """One simulated caller of one capability: its own `sdk.Client`, back-to-back calls.
 
     Subclasses set `capability` (a registry name) and `rpcs` (the RPCs their tasks call; a test
-    checks a short run has calls of each) and define weighted `@task`s that call
-    `self.call("<Rpc>", self.client.<method>, ...)`. `wait_time` is 0: each user is a closed
-    loop, so users = concurrent calls in flight and throughput is what the service sustains.
+    checks a short run has calls of each), prepare their inputs in `setup()` and define
+    weighted `@task`s that call `self.call("<Rpc>", self.client.<method>, ...)`. A user starts
+    with one round of every task, in the order they are defined (so even a run of a few seconds
+    calls each RPC, and the service is warm), then runs the weighted mix. `wait_time` is 0: each
+    user is a closed loop, so users = calls in flight and throughput is what the service sustains.
     """
 
     abstract = True
@@ -132,6 +134,13 @@ class FacetUser(User):
     def on_start(self) -> None:
         addresses: dict[str, Any] = {self.capability: address_for(self.capability, self.host)}
         self.client = sdk.Client(**addresses)
+        self.setup()
+        for task in dict.fromkeys(self.tasks):  # each task once, in definition order
+            task(self)  # type: ignore[operator]
+
+    def setup(self) -> None:
+        """Prepare the inputs (discover models, share what the process's users share); `self.client`
+        is ready. Nothing by default."""
 
     def on_stop(self) -> None:
         self.client.close()

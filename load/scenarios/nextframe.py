@@ -25,8 +25,7 @@ class NextframeUser(FacetUser):
     capability = "nextframe"
     rpcs = ("PredictNext", "Rollout", "EstimateConstant")
 
-    def on_start(self) -> None:
-        super().on_start()
+    def setup(self) -> None:
         self.rng = random.Random()
         self.clips: dict[str, np.ndarray] = shared("nextframe.clips", self._simulate) or {}
         self.models = sorted(self.clips)

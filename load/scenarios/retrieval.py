@@ -49,8 +49,7 @@ class RetrievalUser(FacetUser):
     capability = "retrieval"
     rpcs = ("Search", "Embed", "Upsert")
 
-    def on_start(self) -> None:
-        super().on_start()
+    def setup(self) -> None:
         self.rng = random.Random()
         self.sentences = rarb_sentences()
         self.sources = sorted({source for _, source in self.sentences})

@@ -25,8 +25,7 @@ class SaeUser(FacetUser):
     capability = "sae"
     rpcs = ("EncodeText", "TopActivations", "DecomposeLatent")
 
-    def on_start(self) -> None:
-        super().on_start()
+    def setup(self) -> None:
         self.rng = random.Random()
         self.sentences = [text for text, _ in rarb_sentences(max_chars=300)]
         self.latents: dict[str, list[int]] = shared("sae.latents", self._discover) or {}
