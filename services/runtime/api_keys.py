@@ -101,6 +101,11 @@ class ApiKey:
     burst: float | None = None
 
 
+def _sendable(key: str) -> bool:
+    """Whether a client can send `key` in the authorization header: printable ASCII, no spaces."""
+    return bool(key) and all(0x21 <= ord(c) <= 0x7E for c in key)
+
+
 def _number(table: Mapping[str, Any], field: str, where: str) -> float | None:
     value = table.get(field)
     if value is None:
@@ -119,7 +124,7 @@ def _key(name: str, table: object, where: str) -> ApiKey:
             f"{where}: unknown fields {', '.join(unknown)}; a key's table has {', '.join(sorted(_FIELDS))}"
         )
     key = table.get("key")
-    if not isinstance(key, str) or not key or any(not 0x21 <= ord(c) <= 0x7E for c in key):
+    if not isinstance(key, str) or not _sendable(key):
         raise ConfigError(
             f"{where}.key must be a non-empty string of printable ASCII without spaces (it is sent as a header)"
         )
@@ -149,7 +154,9 @@ def load_api_keys(path: str | Path) -> list[ApiKey]:
     try:
         tables = tomllib.loads(Path(path).read_text())
     except OSError as exc:
-        raise ConfigError(f"server.api_keys_file: cannot read {path}: {exc.strerror or exc}") from None
+        from services.runtime.tls import shown_path
+
+        raise ConfigError(f"server.api_keys_file: cannot read {shown_path(str(path))}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"server.api_keys_file: {path} is not valid TOML: {exc}") from None
     for name in tables:
@@ -189,9 +196,15 @@ class KeyRing:
         """`api_key` (named `SINGLE_KEY_NAME`) and the keys of `api_keys_file`, either may be empty.
 
         Raises:
-            ConfigError: the file is invalid, or a name in it is `SINGLE_KEY_NAME` while `api_key` is set.
+            ConfigError: the file is invalid, `api_key` has characters a header cannot carry, or a
+                name in the file is `SINGLE_KEY_NAME` while `api_key` is set.
         """
         keys = load_api_keys(api_keys_file) if api_keys_file else []
+        if api_key and not _sendable(api_key):
+            raise ConfigError(
+                "api_key (FACET_API_KEY) must be printable ASCII without spaces or line breaks: clients send it as a "
+                "header (authorization: Bearer <key>), so no client could send this one"
+            )
         if api_key and not any(k.key == api_key for k in keys):
             if any(k.name == SINGLE_KEY_NAME for k in keys):
                 raise ConfigError(

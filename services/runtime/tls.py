@@ -27,11 +27,22 @@ from sdk._tls import CERTIFICATE, PRIVATE_KEY, pem_problem
 from services.runtime.config import ConfigError, ServerConfig
 
 
+def shown_path(path: str) -> str:
+    """`path` for a one-line message: quoted when it has spaces or control characters (a stray
+    space or newline in an environment variable), and where a relative path was looked for."""
+    text = path if path.isprintable() and path == path.strip() else repr(path)
+    if text != path:
+        text += " (mind the spaces or line breaks in the value)"
+    if not Path(path).is_absolute():
+        text += f" (relative to {Path.cwd()})"
+    return text
+
+
 def _read(path: str, key: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"{key}: cannot read {shown_path(path)}: {exc.strerror or exc}") from None
 
 
 def _check_pem(data: bytes, path: str, key: str, expected: str, what: str) -> None:

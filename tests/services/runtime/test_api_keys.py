@@ -152,6 +152,14 @@ def test_an_invalid_keys_file_is_one_config_error_naming_the_table(tmp_path: Pat
     assert "\n" not in str(raised.value) and 'same"' not in str(raised.value)  # one line, never a secret
 
 
+@pytest.mark.parametrize("api_key", ["abc def", "abc\n", "älice"])
+def test_a_single_api_key_no_client_could_send_is_a_config_error(api_key: str) -> None:
+    """FACET_API_KEY with a space, a line break or non-ASCII used to start a server nobody could call."""
+    with pytest.raises(ConfigError, match=r"api_key \(FACET_API_KEY\) must be printable ASCII without spaces") as error:
+        KeyRing.from_config(api_key=api_key)
+    assert api_key not in str(error.value)  # never the secret
+
+
 def test_a_missing_keys_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"server\.api_keys_file: cannot read .*nowhere\.toml"):
         KeyRing.from_config(api_keys_file=str(tmp_path / "nowhere.toml"))

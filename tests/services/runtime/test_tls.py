@@ -208,6 +208,24 @@ def test_mixed_up_certificate_files_are_one_line_saying_what_to_fix(certs: TlsMa
         assert "\n" not in str(error.value)
 
 
+def test_a_path_with_a_stray_space_or_line_break_is_shown_quoted_on_one_line(
+    certs: TlsMaterial, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`FACET_SERVER_TLS_CERT_FILE=$(cat path-file)` keeps a trailing newline: the message stays one
+    line and shows it; a relative path says where it was looked for."""
+    for path, shown in (
+        (f"{certs.server.cert}\n", repr(f"{certs.server.cert}\n")),
+        (f" {certs.server.cert}", repr(f" {certs.server.cert}")),
+    ):
+        with pytest.raises(ConfigError) as error:
+            server_credentials(ServerConfig(**{**_tls(certs), "tls_cert_file": path}))  # type: ignore[arg-type]
+        assert "\n" not in str(error.value)
+        assert f"cannot read {shown} (mind the spaces or line breaks in the value)" in str(error.value)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=rf"cannot read certs/server\.crt \(relative to {tmp_path}\)"):
+        server_credentials(ServerConfig(**{**_tls(certs), "tls_cert_file": "certs/server.crt"}))  # type: ignore[arg-type]
+
+
 def test_a_service_with_a_bad_tls_setting_exits_with_one_clear_line(service_on, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     missing = tmp_path / "server.crt"
     server = service_on(
