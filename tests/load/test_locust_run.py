@@ -142,3 +142,6 @@ def test_a_stepped_run_is_checked_step_by_step(retrieval_server: ServerProcess, 
     assert [(r[0], r[1]) for r in rows] == [("1", "1"), ("2", "2")], result.stdout
     assert all(r[7] == "PASS" for r in rows)
     assert "SLO check: PASS" in result.stdout
+    # without FACET_LOAD_ACK_LOG or FACET_LOAD_KEEP_COLLECTIONS the run deletes its collection
+    with sdk.Client(retrieval=retrieval_server.address) as client:
+        assert not [c.name for c in client.list_collections() if c.name.startswith("load-")]
