@@ -96,6 +96,7 @@ def test_sigterm_drains_the_call_in_flight_and_later_calls_are_retried(
             embed_thread.start()
             wait_for(lambda: metric(service.metrics_url, "facet_requests_in_flight", method=EMBED) >= 1 or not embed_thread.is_alive(), 60,
                      "the long Embed to be in flight")  # fmt: skip
+            assert embed_thread.is_alive(), "the long Embed finished before SIGTERM: make LONG_TEXTS longer"
             probe_thread = threading.Thread(target=probe, daemon=True)
             probe_thread.start()
             os.kill(first_pid, signal.SIGTERM)
