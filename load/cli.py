@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--step-time",
         default=DEFAULT_STEP_TIME,
-        help=f"duration of each step (default {DEFAULT_STEP_TIME}; >= 12s gives per-step percentiles)",
+        help=f"duration of each step (default {DEFAULT_STEP_TIME})",
     )
     parser.add_argument(
         "--slo",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc.experimental.gevent as grpc_gevent
+import locust.stats
 from locust import events  # importing locust monkey-patches the process with gevent
 
 grpc_gevent.init_gevent()  # before the SDK makes a channel
@@ -61,7 +62,10 @@ def user_classes(selected: str | None = None) -> dict[str, type[FacetUser]]:
 
 globals().update(user_classes(os.environ.get(SERVICES_ENV)))
 if os.environ.get(SHAPE_ENV) == "steps":
-    from load.shape import StepShape  # noqa: F401 - locust runs the shape class it finds here
+    from load.shape import StepShape, percentile_window_s
+
+    # the stats history's "current" percentiles then cover one step (less its first seconds)
+    locust.stats.CURRENT_RESPONSE_TIME_PERCENTILE_WINDOW = percentile_window_s(StepShape().step_s)
 
 
 @events.test_stop.add_listener

@@ -28,6 +28,13 @@ DEFAULT_STEP_S = 10.0
 DEFAULT_SPAWN_RATE = 100.0
 
 
+def percentile_window_s(step_s: float) -> int:
+    """The window of locust's "current" percentiles for steps of `step_s` seconds: the step less
+    its first 2 s (the ramp), at least 1 s. The stats history row at a step's last second then
+    gives that step's p50/p99 alone (`load.slo`)."""
+    return max(1, int(step_s) - 2)
+
+
 class StepShape(LoadTestShape):
     """Holds each step's users for `step_s` seconds, then stops the run."""
 

@@ -19,8 +19,9 @@ a table of their own take `[defaults]`::
 The numbers per step come from locust's stats history (`<prefix>_stats_history.csv`, written
 every second with `--csv-full-history`): a step is a stretch of seconds at one user count; its
 calls and failures are the growth of the cumulative counts over it; its p50/p99 are locust's
-"current" percentiles at the step's last second, which cover about the last 10 s (locust's
-window), so steps should last at least ~12 s for them to be the step's alone.
+"current" percentiles at the step's last second. Those cover locust's sliding window: with
+`--shape steps` the locustfile sets it to the step less its first 2 s (`load.shape.
+percentile_window_s`), so they are the step's own; otherwise it is locust's 10 s.
 """
 
 from __future__ import annotations
