@@ -38,6 +38,7 @@ import math
 import os
 import pkgutil
 import random
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -52,7 +53,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from load.harness import table_text
-from sdk._contract import API_KEY_ENV, default_address
+from sdk._contract import API_KEY_ENV, REQUEST_ID_METADATA, default_address
 from services import registry
 
 # The README's error table: what a caller may see for a bad request.
@@ -220,6 +221,7 @@ class Dictionary:
     def __init__(self) -> None:
         self.strings: list[str] = []
         self.ints: list[int] = [1, 2, 5, 8, 64]
+        self.sizes: list[int] = []  # numbers the error messages name ("float32 [n, 576]")
         self.floats: list[float] = []
         self.messages: dict[str, list[Message]] = collections.defaultdict(list)
 
@@ -232,8 +234,18 @@ class Dictionary:
         """A copy that later harvests leave unchanged."""
         copy = Dictionary()
         copy.strings, copy.ints, copy.floats = list(self.strings), list(self.ints), list(self.floats)
+        copy.sizes = list(self.sizes)
         copy.messages = collections.defaultdict(list, {k: list(v) for k, v in self.messages.items()})
         return copy
+
+    def harvest_message(self, details: str) -> None:
+        """Keep the sizes a status message names: a refusal says what it wants ("[t, 64, 64]")."""
+        for number in re.findall(r"(?<![\w.])\d{1,4}(?![\w.])", details):
+            if 0 < int(number) <= 4096:
+                if int(number) in self.sizes:
+                    self.sizes.remove(int(number))
+                self.sizes.append(int(number))  # the latest last
+                del self.sizes[:-MAX_DICTIONARY]
 
     def harvest(self, reply: Message) -> None:
         """Keep the short strings, the numbers and the messages of `reply` (recursively)."""
@@ -321,14 +333,13 @@ def coherent_tensors(draw: st.DrawFn, dictionary: Dictionary) -> Message:
     """A `facet.v1.Tensor` whose data has the size its dtype and shape say (floats with the odd
     NaN or inf), so requests reach past the tensor checks to the shape and value rules."""
     tensor = message_class(descriptor_pool.Default().FindMessageTypeByName(TENSOR))()
-    dtype = draw(st.sampled_from(sorted(DTYPE_BYTES)))
-    dims = draw(
-        st.lists(
-            st.sampled_from([0, 1, 2, 3, 5, 6, 64, *[v for v in dictionary.ints if 0 <= v <= 2048]]),
-            min_size=1,
-            max_size=3,
-        )
-    )
+    dtype = draw(st.sampled_from([1, 1, 1, 1, 5, 5, 5, 2, 3, 4, 6]))  # float32 and uint8 the most: what RPCs take
+    # rows first (few), then sizes the latest refusals named ("[n, 576]") or the services answered
+    named = [v for v in dictionary.sizes[-6:] if v <= 2048] or [1]
+    answered = [v for v in dictionary.ints if 0 <= v <= 2048] or [1]
+    rank = draw(st.sampled_from([1, 2, 2, 3]))
+    dims = [draw(st.sampled_from([0, 1, 2, 3, 5, 6, 64]))]
+    dims += [draw(st.sampled_from(named) | st.sampled_from(answered)) for _ in range(rank - 1)]
     size = DTYPE_BYTES[dtype] * math.prod(dims)
     if size > MAX_TENSOR_BYTES:
         dims = [1, *dims[1:]]
@@ -488,6 +499,14 @@ def _mutate_once(draw: st.DrawFn, message: Message, dictionary: Dictionary, dept
     _assign(message, field, draw, dictionary, depth)
 
 
+def request_ids() -> st.SearchStrategy[str | None]:
+    """x-request-id values a client can send (printable ASCII: gRPC refuses the rest before
+    sending): none (the server makes one), awkward and long ones."""
+    printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+    awkward = st.sampled_from(["", " ", "a b", "%s%n", "{}", "../..", "-" * 129, "x" * 7_000])
+    return st.one_of(st.none(), st.none(), printable, awkward)
+
+
 @st.composite
 def raw_bytes(draw: st.DrawFn, seeds: Sequence[Message]) -> bytes:
     """Serialized requests that are not: random bytes, cut or bit-flipped serializations,
@@ -541,6 +560,7 @@ class Fuzzer:
         self.channels = {name: grpc.insecure_channel(address, options=options) for name, address in addresses.items()}
         self.dictionary = Dictionary()
         self.corpus: dict[str, list[Message]] = collections.defaultdict(list)
+        self.demo_requests: list[tuple[Rpc, Message]] = []
         self.counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self.findings: list[Finding] = []
 
@@ -548,17 +568,19 @@ class Fuzzer:
         for channel in self.channels.values():
             channel.close()
 
-    def call(self, rpc: Rpc, data: bytes) -> Outcome:
-        """Send serialized `data` to `rpc` with the deadline; read a stream to its end."""
+    def call(self, rpc: Rpc, data: bytes, request_id: str | None = None) -> Outcome:
+        """Send serialized `data` to `rpc` with the deadline (and `request_id` as its
+        x-request-id, when given); read a stream to its end."""
         channel = self.channels[rpc.capability]
+        metadata = (*self.metadata, (REQUEST_ID_METADATA, request_id)) if request_id is not None else self.metadata
         start = time.monotonic()
         replies: list[bytes] = []
         try:
             if rpc.streaming:
-                stream = channel.unary_stream(rpc.path)(data, timeout=self.deadline_s, metadata=self.metadata)
+                stream = channel.unary_stream(rpc.path)(data, timeout=self.deadline_s, metadata=metadata)
                 replies.extend(stream)
             else:
-                replies.append(channel.unary_unary(rpc.path)(data, timeout=self.deadline_s, metadata=self.metadata))
+                replies.append(channel.unary_unary(rpc.path)(data, timeout=self.deadline_s, metadata=metadata))
             return Outcome(grpc.StatusCode.OK, "", time.monotonic() - start, replies)
         except grpc.RpcError as error:
             return Outcome(error.code(), error.details() or "", time.monotonic() - start, replies)  # type: ignore[attr-defined]
@@ -582,15 +604,19 @@ class Fuzzer:
             return f"hang: ran into the {self.deadline_s:g} s deadline on a {sent_bytes}-byte request"
         return None
 
-    def check(self, rpc: Rpc, kind: str, data: bytes, shown: str) -> Outcome:
+    def check(self, rpc: Rpc, kind: str, data: bytes, shown: str, request_id: str | None = None) -> Outcome:
         """Send, count the status, record a finding; OK requests join the corpus and their replies
         the dictionary."""
-        outcome = self.call(rpc, data)
+        outcome = self.call(rpc, data, request_id)
+        if request_id is not None:
+            shown = f"{shown} (x-request-id {request_id[:80]!r}, {len(request_id)} characters)"
         self.counts[rpc.name][outcome.code.name] += 1
         self.counts[rpc.name][kind] += 1
         problem = self.problem(outcome, len(data))
         if problem:
             self.findings.append(Finding(rpc.name, kind, problem, outcome.code.name, outcome.details, shown))
+        if outcome.code == grpc.StatusCode.INVALID_ARGUMENT and kind != "raw":
+            self.dictionary.harvest_message(outcome.details)
         if outcome.code == grpc.StatusCode.OK and kind != "raw":
             corpus = self.corpus[rpc.name]
             if len(corpus) < MAX_CORPUS:
@@ -637,7 +663,7 @@ class Fuzzer:
 
         for capability in capabilities:
             demo = registry.load(registry.get(capability).demo)
-            SyncTransport._open_channel = recording  # type: ignore[method-assign]
+            SyncTransport._open_channel = recording  # type: ignore[method-assign,assignment]
             try:
                 client = sdk.Client(**{capability: self.addresses[capability]}, timeout_s=60.0)  # type: ignore[arg-type]
                 with client, contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(sdk.FacetError):
@@ -647,8 +673,19 @@ class Fuzzer:
         paths = {rpc.path: rpc for rpc in self.rpcs}
         for path, request in recorder.requests:
             rpc = paths.get(path)
-            if rpc is not None and len(self.corpus[rpc.name]) < MAX_CORPUS:
-                self.corpus[rpc.name].append(rpc.request_class().FromString(request.SerializeToString()))
+            if rpc is None:
+                continue
+            copy = rpc.request_class().FromString(request.SerializeToString())
+            self.demo_requests.append((rpc, copy))
+            if len(self.corpus[rpc.name]) < MAX_CORPUS:
+                self.corpus[rpc.name].append(copy)
+
+    def replay_demo(self, capability: str) -> None:
+        """Send the demo's unary requests of `capability` again, uncounted: puts back the state
+        that fuzzed calls may have removed (a deleted collection) before the next RPC's turn."""
+        for rpc, request in self.demo_requests:
+            if rpc.capability == capability and not rpc.streaming:
+                self.call(rpc, request.SerializeToString())
 
     def crossover(self, rpc: Rpc) -> list[Message]:
         """Requests of `rpc` assembled from the corpus of the other RPCs of its service: every field
@@ -682,6 +719,10 @@ class Fuzzer:
         wants strategies that do not change under it), so later rounds mutate what earlier
         rounds got through."""
         descriptor = rpc.method.input_type
+        known = {m.SerializeToString() for m in self.corpus[rpc.name]}
+        for request in self.crossover(rpc):  # sent as they are first: the valid ones join the corpus
+            if request.SerializeToString() not in known:
+                self.send(rpc, request, "mutated")
         for round_index in range(rounds):
             count = examples // rounds + (1 if round_index < examples % rounds else 0)
             if count == 0:
@@ -695,22 +736,22 @@ class Fuzzer:
 
             @_quiet_settings(count)
             @seed(seed_value * 1000 + round_index)
-            @given(st.one_of(options))
-            def structured(drawn: tuple[str, Message]) -> None:
+            @given(st.one_of(options), request_ids())
+            def structured(drawn: tuple[str, Message], request_id: str | None) -> None:
                 kind, request = drawn
                 try:
                     serialized = request.SerializeToString()
                 except EncodeError:  # a message protobuf itself refuses to encode: nothing to send
                     return
-                self.check(rpc, kind, serialized, _text(request))
+                self.check(rpc, kind, serialized, _text(request), request_id)
 
             structured()
 
-        seeds = list(self.corpus[rpc.name]) or [rpc.request_class()()]
+        valid = list(self.corpus[rpc.name]) or [rpc.request_class()()]
 
         @_quiet_settings(max(1, examples // 4))
         @seed(seed_value)
-        @given(raw_bytes(seeds))
+        @given(raw_bytes(valid))
         def raw(payload: bytes) -> None:
             self.check(rpc, "raw", payload, repr(payload[:300]))
 
@@ -725,6 +766,7 @@ class Fuzzer:
         self.seed_from_demos(self.addresses)
         for rpc in self.rpcs:
             started = time.monotonic()
+            self.replay_demo(rpc.capability)
             self.fuzz(rpc, examples, seed_value)
             if progress:
                 progress(
