@@ -81,9 +81,30 @@ class Security:
             problems.append(str(exc))
         if bool(self.client_cert_file) != bool(self.client_key_file):
             problems.append("--tls-client-cert and --tls-client-key go together (the launcher's own client certificate and its key)")
+        elif self.cert_file:
+            problems += self._client_material_problems()
         if demo and self.client_ca_file and not self.client_cert_file:
             problems.append("--demo under mTLS (--tls-client-ca) needs the launcher's own client certificate: --tls-client-cert and --tls-client-key")
         return problems
+
+    def _client_material_problems(self) -> list[str]:
+        """The launcher's own client files (--tls-ca, --tls-client-cert/--tls-client-key) read
+        and checked as the SDK will read them (a key given as the CA, another certificate's key),
+        each problem named by its flag."""
+        from sdk._errors import InvalidArgument
+        from sdk._tls import channel_credentials
+
+        flags = {"root_certificates": "--tls-ca", "client_cert": "--tls-client-cert", "client_key": "--tls-client-key"}
+        try:
+            channel_credentials(
+                True, self.ca_file or self.cert_file, self.client_cert_file or None, self.client_key_file or None, env={}
+            )
+        except InvalidArgument as exc:
+            message = exc.message
+            for argument, flag in flags.items():
+                message = message.replace(argument, flag)
+            return [message]
+        return []
 
     def service_env(self) -> dict[str, str]:
         """The FACET_SERVER_* variables that give every service these settings."""

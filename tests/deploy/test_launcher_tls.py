@@ -63,3 +63,19 @@ def test_bad_tls_flags_are_one_line_each_before_anything_starts(model_repository
         "facet up: --demo under mTLS (--tls-client-ca) needs the launcher's own client certificate: --tls-client-cert and --tls-client-key",
     ]
     assert "starting" not in result.stdout
+
+
+def test_the_launcher_s_own_client_files_are_checked_before_anything_starts(model_repository: ModelRepository, tmp_path: Path) -> None:
+    """A key given as --tls-ca, or a client key that is not the client certificate's: one line
+    naming the flag, exit 2, nothing started (it was a traceback after 'starting retrieval')."""
+    certs = make_tls_material(tmp_path / "tls")
+    server = ("--tls-cert", str(certs.server.cert), "--tls-key", str(certs.server.key))
+    result = _up(model_repository, tmp_path / "data", free_port(), *server, "--tls-ca", str(certs.ca.key))
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "--tls-ca" in result.stderr and "Traceback" not in result.stderr
+    assert "starting" not in result.stdout
+    mismatched = ("--tls-client-cert", str(certs.client.cert), "--tls-client-key", str(certs.server.key))
+    result = _up(model_repository, tmp_path / "data", free_port(), *server, "--tls-ca", str(certs.ca.cert), *mismatched)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "--tls-client" in result.stderr and "Traceback" not in result.stderr
+    assert "starting" not in result.stdout
