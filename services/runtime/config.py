@@ -54,6 +54,10 @@ def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
     return default_model_repository(env).parent / "data"
 
 
+# gRPC takes its connection settings as int32 milliseconds
+MAX_CONNECTION_SETTING_S = (2**31 - 1) / 1000
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -68,6 +72,16 @@ class ServerConfig:
     tls_client_ca_file: str = ""  # set: mTLS, clients must present a certificate signed by this CA
     # several API keys, each with its own name and rate limit (services.runtime.api_keys)
     api_keys_file: str = ""
+    # Connections: a call that never sends its request or a stream never read, without a
+    # deadline, is held only as long as its connection. The server pings a connection idle for
+    # keepalive_time_s and closes it when no ack comes within keepalive_timeout_s (a vanished
+    # client); every connection is closed (GOAWAY) after max_connection_age_s (gRPC adds +-10 %
+    # jitter), its open calls then get max_connection_age_grace_s to finish before UNAVAILABLE.
+    # The grace stays above the longest deadline a user gives (the SDK's default is 300 s).
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+    max_connection_age_s: float = 1800.0
+    max_connection_age_grace_s: float = 300.0
 
     def __post_init__(self) -> None:
         check(
@@ -85,6 +99,13 @@ class ServerConfig:
         check(self.max_message_bytes > 0, "server.max_message_bytes must be positive")
         check(self.max_concurrent_rpcs > 0, "server.max_concurrent_rpcs must be positive")
         check(self.grace_period_s >= 0, "server.grace_period_s must be >= 0")
+        for key in ("keepalive_time_s", "keepalive_timeout_s", "max_connection_age_s"):
+            value = getattr(self, key)
+            check(0 < value < MAX_CONNECTION_SETTING_S, f"server.{key} must be > 0 and < {MAX_CONNECTION_SETTING_S:.0f} s, got {value}")
+        check(
+            0 <= self.max_connection_age_grace_s < MAX_CONNECTION_SETTING_S,
+            f"server.max_connection_age_grace_s must be >= 0 and < {MAX_CONNECTION_SETTING_S:.0f} s, got {self.max_connection_age_grace_s}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -120,6 +120,10 @@ class RunningServer:
         await self.service.stop()
 
 
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
 async def start_server(service: FacetService, config: FacetConfig) -> RunningServer:
     """Bind (TLS when `server.tls_cert_file` is set), start (NOT_SERVING), load the service's
     models, then report SERVING.
@@ -140,6 +144,13 @@ async def start_server(service: FacetService, config: FacetConfig) -> RunningSer
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
+            ("grpc.keepalive_time_ms", _ms(config.server.keepalive_time_s)),
+            ("grpc.keepalive_timeout_ms", _ms(config.server.keepalive_timeout_s)),
+            ("grpc.max_connection_age_ms", _ms(config.server.max_connection_age_s)),
+            ("grpc.max_connection_age_grace_ms", _ms(config.server.max_connection_age_grace_s)),
+            # clients' own keepalive pings are welcome up to every 10 s (gRPC's default, 5 min,
+            # would answer a client pinging more often with GOAWAY "too_many_pings")
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ],
         # the interceptor refuses past the limit naming its key, before reading the request. gRPC's
         # own limit counts those refusals too until they finish, and its message names no key, so
