@@ -4,6 +4,7 @@ that produce NaN and inf (fault injection)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,12 +20,18 @@ BROKEN_MODEL = "nextframe-broken"
 def nextframe_repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
     """Tiny next-frame models for every dataset, built by the project's own build (real simulated
     videos, a small U-Net trained briefly): enough to test the service and the launcher (which
-    then has nothing to build), not to judge the physics."""
+    then has nothing to build), not to judge the physics. FACET_TEST_NEXTFRAME_REPOSITORY reuses
+    a build (local runs; it is built there once)."""
     from training.nextframe.build import FrameBuildOptions, build
-    repository = ModelRepository(tmp_path_factory.mktemp("nextframe-models"))
-    options = FrameBuildOptions(videos=20, frames=10, steps=30, batch=8, base_channels=8, depth=2, probe_steps=100,
-                                random_inits=2, end_to_end_steps=20, progress=False)  # fmt: skip
-    build(repository, options)
+
+    reuse = os.environ.get("FACET_TEST_NEXTFRAME_REPOSITORY")
+    repository = ModelRepository(Path(reuse) if reuse else tmp_path_factory.mktemp("nextframe-models"))
+    built = repository.root / ".facet-test-build-complete"
+    if not built.exists():
+        options = FrameBuildOptions(videos=20, frames=10, steps=30, batch=8, base_channels=8, depth=2, probe_steps=100,
+                                    random_inits=2, end_to_end_steps=20, progress=False)  # fmt: skip
+        build(repository, options)
+        built.touch()
     return repository
 
 
