@@ -109,7 +109,9 @@ def integer(value: object, name: str, *, low: int = 0, high: int = INT32_MAX) ->
         raise InvalidArgument(f"{name} must be an integer, got {_kind(value)} {_shown(value)}")
     number = int(value)
     if not low <= number <= high:
-        raise InvalidArgument(f"{name} must be between {low} and {high}, got {number}")
+        # without an upper limit of its own, int32's (the wire's) is no help to the reader
+        rule = f"at least {low}" if high == INT32_MAX and number < low else f"between {low} and {high}"
+        raise InvalidArgument(f"{name} must be {rule}, got {number}")
     return number
 
 

@@ -245,7 +245,7 @@ def _search_call(
 ) -> Call[list[Hit]]:
     request = retrieval_pb2.SearchRequest(
         collection=check.text(collection, "collection"),
-        top_k=check.integer(top_k, "top_k"),
+        top_k=check.integer(top_k, "top_k", low=1),
         prompt=check.text(prompt, "prompt"),
         include_vectors=check.flag(include_vectors, "include_vectors"),
     )

@@ -107,6 +107,8 @@ CASES: list[Case] = [
     ("delete: a None id", lambda c: c.delete("c", [None]), "ids[0]"),
     ("delete: timeout inf", lambda c: c.delete("c", ["a"], timeout_s=float("inf")), "timeout_s"),
     # search
+    ("search: top_k 0", lambda c: c.search("c", "q", top_k=0), "top_k must be at least 1, got 0"),
+    ("search: top_k negative", lambda c: c.search("c", "q", top_k=-1), "top_k must be at least 1, got -1"),
     ("search: query None", lambda c: c.search("c", None), "query"),
     ("search: query bytes", lambda c: c.search("c", b"bytes"), "query"),
     ("search: query surrogate", lambda c: c.search("c", "q\ud800"), "query"),
