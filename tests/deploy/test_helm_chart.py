@@ -439,3 +439,21 @@ def test_prometheus_durations_and_dotted_secret_names_are_accepted(helm: Path) -
     )
     [monitor] = _by_kind(docs, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["interval"] == "1m30s"
+
+
+def _notes(helm: Path, *sets: str) -> str:
+    """What `helm install` prints after installing (NOTES.txt), rendered offline (--dry-run=client)."""
+    args = [str(helm), "install", "demo", str(CHART), "--namespace", "ml", "--dry-run=client"]
+    for item in sets:
+        args += ["--set", item]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return out.split("NOTES:", 1)[1]
+
+
+def test_install_notes_list_the_endpoints_and_warn_when_helm_test_has_no_key(helm: Path) -> None:
+    notes = _notes(helm, "services.sae.enabled=false", "tls.secretName=facet-tls")
+    assert "retrieval: demo-facet-retrieval.ml.svc:50053 (TLS)" in notes and "sae:" not in notes
+    assert "helm test demo -n ml" in notes and "WARNING" not in notes
+    warned = _notes(helm, "apiKeys.secretName=keys")
+    assert "WARNING" in warned and "test.apiKeySecret.name" in warned
+    assert "WARNING" not in _notes(helm, "apiKeys.secretName=keys", "test.apiKeySecret.name=test-key")
