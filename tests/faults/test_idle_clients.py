@@ -46,14 +46,14 @@ class _Others:
     """A client that keeps calling PredictNext (no retries) while idle calls are held: every
     outcome counted by status."""
 
-    def __init__(self, address: str, model: str, clip: np.ndarray) -> None:
+    def __init__(self, address: str, model: str, clip: np.ndarray, retry: sdk.RetryPolicy = NO_RETRY) -> None:
         self.outcomes: dict[str, int] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(address, model, clip), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(address, model, clip, retry), daemon=True)
         self._thread.start()
 
-    def _run(self, address: str, model: str, clip: np.ndarray) -> None:
-        with sdk.Client(nextframe=address, timeout_s=30, retry=NO_RETRY) as client:
+    def _run(self, address: str, model: str, clip: np.ndarray, retry: sdk.RetryPolicy) -> None:
+        with sdk.Client(nextframe=address, timeout_s=30, retry=retry) as client:
             while not self._stop.is_set():
                 try:
                     assert client.predict_next(model, clip).shape == (64, 64)
@@ -171,3 +171,33 @@ def test_calls_whose_request_never_comes_end_at_their_deadline(frame_server: Ser
     assert peak - before < MAX_GROWTH_BYTES, (
         f"server memory grew by {(peak - before) / 2**20:.1f} MiB with {IDLE_CALLS} silent calls"
     )
+
+
+def test_a_stream_nobody_reads_without_a_deadline_holds_nothing_on_the_server(frame_server: ServerProcess) -> None:
+    """A Rollout read once and then not for an hour (a deadline an hour away: the SDK always sets
+    one): its at most `nextframe.max_horizon` frames (256 x 4 KiB) fit in gRPC's flow-control
+    windows, so the server finishes the stream (OK) and holds nothing for it; the frames wait in
+    the client's buffers, and the reader gets all of them when it comes back. (A call held open
+    with nothing to send is ended by the connection age, `server.max_connection_age_s`: see
+    tests/services/runtime/test_connections.py.)"""
+    address, metrics = frame_server.address, f"http://127.0.0.1:{frame_server.metrics_port}/metrics"
+    model, clip = _model_and_clip(address)
+    finished_before = metric(metrics, "facet_requests_total", method=ROLLOUT, code="OK")
+    with sdk.Client(nextframe=address, timeout_s=3600, retry=NO_RETRY) as idle:
+        stream = idle.rollout(model, clip, horizon=256)
+        assert next(stream).shape == (64, 64)  # then nobody reads
+        others = _Others(address, model, clip)
+        try:
+            wait_for(
+                lambda: (
+                    metric(metrics, "facet_requests_total", method=ROLLOUT, code="OK") > finished_before
+                    and metric(metrics, "facet_requests_in_flight", method=ROLLOUT) == 0
+                ),
+                120,
+                "the server to finish the unread stream",
+            )
+            outcomes = others.stop()
+        finally:
+            others.stop()
+        assert len(list(stream)) == 255  # the rest, from the client's buffers
+    assert outcomes.get("OK", 0) >= 1 and set(outcomes) == {"OK"}, f"other clients' PredictNext calls: {outcomes}"
