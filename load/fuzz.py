@@ -10,10 +10,12 @@ without new fuzzing code. For each RPC the fuzzer sends:
   sizes, repeated fields of 0..N elements, nested messages, oneofs, optional presence, enums
   with unknown values; tensors (`facet.v1.Tensor`) both incoherent and coherent (data the size
   its dtype and shape say);
-- mutations of requests that got OK (and of the few that are built from values the services
-  themselves answered: model names, dataset names, dimensions, tensors), so generation reaches
-  past the first validation check. Values are harvested from every OK reply ("dictionary"),
-  never written per capability;
+- mutations of requests that got OK, so generation reaches past the first validation check:
+  first the requests of each capability's demo (its registry row's `demo`, run through the SDK
+  and recorded) and requests assembled from other RPCs' valid ones (fields of the same name and
+  type), then whatever got OK since. Values are harvested from every OK reply and the sizes
+  every refusal names ("dictionary": model names, dataset names, dimensions, tensors), never
+  written per capability; structured calls carry odd `x-request-id` values;
 - raw bytes (random, truncated and bit-flipped serializations) through a generic
   `unary_unary` / `unary_stream` with identity serializers.
 
