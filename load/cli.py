@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import math
 import os
 import re
 import signal
@@ -24,8 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from deploy.check import _TARGET_SCHEMES, check_address
 from load import slo
-from load.scenarios import has_scenario, user_class_name
+from load.scenarios import OUTPUT_FILE_ENVS, has_scenario, user_class_name
 from sdk._contract import capability as contract
 from services import registry
 
@@ -70,7 +73,7 @@ def services_for(target: str) -> list[str]:
     available = [name for name in registry.names() if has_scenario(name)]
     if target == "all":
         return available
-    wanted = [name.strip() for name in target.split(",") if name.strip()]
+    wanted = list(dict.fromkeys(name.strip() for name in target.split(",") if name.strip()))  # once each
     unknown = [name for name in wanted if name not in available]
     if unknown or not wanted:
         raise ValueError(
@@ -81,13 +84,29 @@ def services_for(target: str) -> list[str]:
 
 def address_of(name: str, host: str) -> str:
     """Where the load goes for a capability: FACET_<NAME>_ADDR, else host:default port (the same
-    rule as the locust users, `load.scenarios._user.address_for`)."""
+    rule as the locust users, `load.scenarios._user.address_for`).
+
+    Raises:
+        ValueError: FACET_<NAME>_ADDR or `--host` does not make a HOST:PORT (naming which).
+    """
     row = contract(name)
-    return os.environ.get(row.address_env) or f"{host}:{row.default_port}"
+    explicit = os.environ.get(row.address_env)
+    if explicit:  # empty: unset, as the SDK reads it
+        return check_address(explicit, row.address_env)
+    bracketed = host.startswith("[") and host.endswith("]")
+    if not host.strip() or any(c in host for c in "/ ") or (":" in host and not bracketed):
+        raise ValueError(
+            f"--host: {host!r} is not a host name, e.g. localhost, gpu-1 or [::1] (no scheme, no port: each "
+            f"service is at its default port; set {row.address_env}=HOST:PORT for another)"
+        )
+    return check_address(f"{host}:{row.default_port}", "--host")
 
 
 def unreachable(address: str, timeout_s: float = 3.0) -> str | None:
-    """Why nothing accepts connections at host:port, or None when something does."""
+    """Why nothing accepts connections at host:port, or None when something does (or when the
+    address is a gRPC target such as dns:/// or unix:, which only gRPC resolves)."""
+    if address.startswith(_TARGET_SCHEMES):
+        return None
     host, _, port = address.rpartition(":")
     try:
         with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout_s):
@@ -225,6 +244,52 @@ def run_locust(command: list[str], env: dict[str, str], limit_s: float | None) -
                 process.wait()
 
 
+def check_web_port(port: int) -> None:
+    """A ValueError unless locust's web UI can listen on `port` (a number in 1-65535, free)."""
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--web-port must be a port from 1 to 65535; got {port}")
+    with socket.socket() as probe:
+        try:
+            probe.bind(("", port))
+        except OSError as exc:
+            why = "in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            raise ValueError(f"--web-port {port}: {why}; pick another with --web-port P") from None
+
+
+def check_output(path: Path, flag: str) -> None:
+    """A ValueError unless a file can be written at `path` (its folder is made when missing).
+
+    Args:
+        path: a file locust (or a scenario) writes.
+        flag: what named it, e.g. "--csv" or "FACET_LOAD_ACK_LOG", for the message.
+    """
+    if path.is_dir():
+        raise ValueError(f"{flag}: {path} is a directory; give a file name in it, e.g. {path / 'run'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{flag}: cannot make the folder {path.parent} ({exc.strerror or exc})") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{flag}: cannot write {path} (no write permission)")
+
+
+def still_serving(services: list[str], host: str) -> int:
+    """After a run: 0 when every service still accepts connections, else 1 with one line per
+    service that stopped (its calls may have been waiting in the SDK's retries, not failed)."""
+    status = 0
+    for name in services:
+        address = address_of(name, host)
+        why = unreachable(address)
+        if why is not None:
+            print(
+                f"facet load: the {name} service at {address} stopped accepting connections during the run ({why}); "
+                "calls in flight then were not counted: the run is not a pass",
+                file=sys.stderr,
+            )
+            status = 1
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     """`facet load <service|all> [options]`; returns the exit status (see `--help`)."""
     parser = build_parser()
@@ -233,8 +298,15 @@ def main(argv: list[str] | None = None) -> int:
         services = services_for(args.service)
         if args.users < 1:
             raise ValueError(f"--users must be >= 1; got {args.users}")
-        if args.spawn_rate is not None and args.spawn_rate <= 0:
-            raise ValueError(f"--spawn-rate must be > 0; got {args.spawn_rate:g}")
+        if args.spawn_rate is not None and not (math.isfinite(args.spawn_rate) and args.spawn_rate > 0):
+            raise ValueError(f"--spawn-rate must be a number > 0 (users per second); got {args.spawn_rate:g}")
+        if args.web:
+            check_web_port(args.web_port)
+        outputs = [(args.csv and f"{args.csv}_stats.csv", "--csv"), (args.html, "--html")]
+        for path, flag in [*outputs, *((os.environ.get(env), env) for env in OUTPUT_FILE_ENVS)]:
+            if path:
+                check_output(Path(path), flag)
+        addresses = {name: address_of(name, args.host) for name in services}
         if args.shape == "steps":
             parse_steps(args.steps)
         limit = planned_s(args)
@@ -250,8 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    for name in services:
-        address = address_of(name, args.host)
+    for name, address in addresses.items():
         why = unreachable(address)
         if why is not None:
             print(
@@ -263,19 +334,18 @@ def main(argv: list[str] | None = None) -> int:
         prefix = args.csv
         if prefix is None and args.slo is not None and not args.web:
             prefix = str(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="facet-load-"))) / "run")
-        if prefix:
-            Path(prefix).parent.mkdir(parents=True, exist_ok=True)
-        if args.html:
-            Path(args.html).parent.mkdir(parents=True, exist_ok=True)
         status = run_locust(
             locust_command(args, services, prefix),
             locust_env(args, services),
             None if limit is None else limit + GRACE_S,
         )
-        if args.slo is None or args.web or status not in (0,):
+        if status == 130:
             return status
+        gone = still_serving(services, args.host)
+        if args.slo is None or args.web or status not in (0,):
+            return status or gone
         try:
-            return slo.run_check(prefix or "", args.slo)
+            return slo.run_check(prefix or "", args.slo) or gone
         except (OSError, ValueError) as exc:
             print(f"facet load: SLO check: {exc}", file=sys.stderr)
             return 2

@@ -29,12 +29,19 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import difflib
+import functools
 import math
 import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
+
+from google.protobuf import descriptor_pool
+
+import sdk  # noqa: F401 - registers the services' descriptors (their RPC names)
+from sdk._contract import CAPABILITIES
 
 OBJECTIVE_KEYS = ("p50_ms", "p99_ms", "error_rate")
 AGGREGATED = "Aggregated"
@@ -89,6 +96,31 @@ def _objective(table: object, where: str, base: Objective | None) -> Objective:
     return Objective(**values)
 
 
+@functools.cache
+def request_names() -> tuple[str, ...]:
+    """Every request name a load run can report: `<Service>/<Rpc>` for each RPC of each
+    capability's gRPC service, as in the proto (e.g. "Retrieval/Search"), sorted."""
+    pool = descriptor_pool.Default()
+    names = []
+    for row in CAPABILITIES:
+        service = pool.FindServiceByName(row.service_name)
+        names += [f"{service.name}/{method.name}" for method in service.methods]
+    return tuple(sorted(names))
+
+
+def _check_request_name(name: str, path: Path) -> None:
+    """A ValueError unless `name` is a request name a run can report (a typo would never match)."""
+    known = request_names()
+    if name in known:
+        return
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ValueError(
+        f'{path}: rpc."{name}" names no RPC, so it would never be checked; {hint}'
+        f"names are <Service>/<Rpc> as in the proto: {', '.join(known)}"
+    )
+
+
 def load_objectives(path: Path) -> Objectives:
     """Read an objectives file.
 
@@ -100,7 +132,7 @@ def load_objectives(path: Path) -> Objectives:
     Raises:
         FileNotFoundError: no such file.
         ValueError: invalid TOML, a missing or unknown key, a negative or non-numeric value
-            (the message names the key).
+            (the message names the key), an `rpc` table naming no RPC of any service.
     """
     try:
         data = tomllib.loads(Path(path).read_text())
@@ -113,6 +145,8 @@ def load_objectives(path: Path) -> Objectives:
     rpcs = data.get("rpc", {})
     if not isinstance(rpcs, dict):
         raise ValueError(f'{path}: rpc must hold tables, e.g. [rpc."Retrieval/Search"]')
+    for name in rpcs:
+        _check_request_name(name, path)
     return Objectives(defaults, {name: _objective(table, f'rpc."{name}"', defaults) for name, table in rpcs.items()})
 
 
@@ -158,25 +192,61 @@ def _number(text: str) -> float | None:
     return None if text in ("", "N/A", "0") else float(text)
 
 
+def _read_csv(path: Path, needed: Sequence[str], what: str) -> list[dict[str, str]]:
+    """The rows of one of locust's CSV files, each with every `needed` column filled.
+
+    Raises:
+        FileNotFoundError: no such file (the message says which `--csv` file it is).
+        ValueError: a missing column, or a row cut short (a truncated file), naming its line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {what} at {path}: give the --csv PREFIX of a finished run (facet load --csv PREFIX, or locust "
+            "--csv PREFIX --csv-full-history)"
+        )
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        columns = reader.fieldnames or []
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise ValueError(f"{path} is not a locust {what}: no column {', '.join(missing)}")
+    if not rows:  # locust writes an Aggregated row even for a run without calls
+        raise ValueError(f"{path} has a header and no rows (a truncated file?)")
+    for line, r in enumerate(rows, start=2):
+        if None in r or None in r.values():
+            raise ValueError(f"{path}: line {line} has too few or too many cells (a truncated file?)")
+    return rows
+
+
+def _int(r: dict[str, str], column: str, path: Path) -> int:
+    try:
+        return int(r[column])
+    except ValueError:
+        raise ValueError(f"{path}: {column} {r[column]!r} is not a whole number") from None
+
+
 def read_steps(history_csv: Path, min_rows: int = 2) -> list[Step]:
     """Split locust's stats history into steps of constant user count.
 
     Args:
         history_csv: `<prefix>_stats_history.csv` of a run with `--csv-full-history`.
-        min_rows: stretches with fewer seconds of history (the ramp between two counts) are
-            not steps; their calls count towards the next step.
+        min_rows: stretches with fewer seconds of history before another stretch (the ramp
+            between two counts) are not steps; their calls count towards the next step. The
+            last stretch is a step however short (a run of a few seconds has one or two rows).
     Returns:
         The steps in time order; those at 0 users left out.
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a locust stats history (the message names the missing column).
+        ValueError: not a locust stats history (the message names the missing column), or a
+            truncated one (naming the line).
     """
-    with Path(history_csv).open(newline="") as f:
-        rows = list(csv.DictReader(f))
     needed = ("Timestamp", "User Count", "Name", "50%", "99%", "Total Request Count", "Total Failure Count")
-    missing = [c for c in needed if rows and c not in rows[0]]
-    if missing:
-        raise ValueError(f"{history_csv} is not a locust stats history: no column {', '.join(missing)}")
+    rows = _read_csv(history_csv, needed, "stats history (PREFIX_stats_history.csv)")
+    for r in rows:
+        for column in ("Timestamp", "User Count", "Total Request Count", "Total Failure Count"):
+            _int(r, column, history_csv)
     # the user count of each second, from the Aggregated rows (written every interval)
     seconds = [(int(r["Timestamp"]), int(r["User Count"])) for r in rows if r["Name"] == AGGREGATED]
     stretches: list[list[int]] = []  # [users, first second, last second, rows]
@@ -192,8 +262,9 @@ def read_steps(history_csv: Path, min_rows: int = 2) -> list[Step]:
             by_name.setdefault(r["Name"], []).append(r)
     steps: list[Step] = []
     previous_end: int | None = None  # last second counted into an earlier step
-    for users, first, last, count in stretches:
-        if users == 0 or count < min_rows:
+    last_busy = max((i for i, stretch in enumerate(stretches) if stretch[0] > 0), default=-1)
+    for index, (users, first, last, count) in enumerate(stretches):
+        if users == 0 or (count < min_rows and index < last_busy):
             continue
         duration = float(last - previous_end) if previous_end is not None else float(last - first + 1)
         rpcs = []
@@ -227,14 +298,13 @@ def read_run(stats_csv: Path, users: int) -> Step:
         A Step with `start` and `end` 0 and `duration_s` NaN; calls/s is locust's run average.
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a locust stats file.
+        ValueError: not a locust stats file, or a truncated one (naming the line).
     """
-    with Path(stats_csv).open(newline="") as f:
-        rows = list(csv.DictReader(f))
     needed = ("Name", "Request Count", "Failure Count", "Requests/s", "50%", "99%")
-    missing = [c for c in needed if rows and c not in rows[0]]
-    if missing:
-        raise ValueError(f"{stats_csv} is not a locust stats file: no column {', '.join(missing)}")
+    rows = _read_csv(stats_csv, needed, "stats file (PREFIX_stats.csv)")
+    for r in rows:
+        for column in ("Request Count", "Failure Count"):
+            _int(r, column, stats_csv)
     rpcs = [
         RpcStep(
             r["Name"],
@@ -338,7 +408,11 @@ def run_check(prefix: str | Path, slo: Path, out: TextIO | None = None) -> int:
     whole = [read_run(stats_path(prefix), steps[0].users)] if len(steps) == 1 else []
     verdicts = check([*steps, *whole], objectives)
     if not verdicts:
-        print(f"SLO check: no calls in {history_path(prefix)}: nothing to judge (FAIL)", file=stream)
+        print(
+            f"SLO check: FAIL: no completed calls in {history_path(prefix)}: nothing to judge "
+            "(did the users reach the service? see the run's failures and log)",
+            file=stream,
+        )
         return 1
     print(format_table(verdicts), file=stream)
     failed = [v for v in verdicts if not v.passed]

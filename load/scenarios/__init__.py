@@ -12,6 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 SCENARIO_DIR = Path(__file__).resolve().parent
+# Environment variables naming a file a scenario writes during the run (retrieval's log of
+# acknowledged upserts): `facet load` checks each can be written before locust starts.
+ACK_LOG_ENV = "FACET_LOAD_ACK_LOG"
+OUTPUT_FILE_ENVS = (ACK_LOG_ENV,)
 
 
 def user_class_name(capability: str) -> str:

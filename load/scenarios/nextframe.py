@@ -31,7 +31,7 @@ class NextframeUser(FacetUser):
         self.models = sorted(self.clips)
 
     def _simulate(self) -> dict[str, np.ndarray] | None:
-        models = self.call("ListFrameModels", self.client.list_frame_models)
+        models = self.call("ListModels", self.client.list_frame_models)
         if not models:
             return None
         clips: dict[str, np.ndarray] = {}

@@ -18,10 +18,10 @@ import random
 from locust import task
 
 import sdk
+from load.scenarios import ACK_LOG_ENV
 from load.scenarios._data import rarb_sentences
 from load.scenarios._user import PROCESS_ID, FacetUser, address_for, shared, shared_value
 
-ACK_LOG_ENV = "FACET_LOAD_ACK_LOG"
 KEEP_ENV = "FACET_LOAD_KEEP_COLLECTIONS"
 PREFILL = 16  # documents in the collection before the tasks start (the users wait for them)
 UPSERT_BATCH = 8  # documents per Upsert task
