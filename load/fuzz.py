@@ -74,7 +74,9 @@ DOCUMENTED: frozenset[grpc.StatusCode] = frozenset(
 # A DEADLINE_EXCEEDED that arrives after this share of the call's deadline is a hang (the server
 # worked until the deadline); one that arrives earlier is the documented refusal at admission.
 HANG_SHARE = 0.9
-TRACEBACK_MARKERS = ("Traceback", 'File "')
+# A Python traceback in a status message: its header or one of its frame lines. A request's own
+# text echoed in a message ("collection 'Traceback' does not exist") is not one.
+TRACEBACK = re.compile(r'Traceback \(most recent call last\)|File "[^"]*", line \d+')
 MAX_DEPTH = 4  # nested messages generated below this depth are left empty (Struct recursion)
 MAX_REPEATED = 8
 MAX_TENSOR_BYTES = 1 << 20
@@ -587,8 +589,14 @@ class Fuzzer:
         except grpc.RpcError as error:
             return Outcome(error.code(), error.details() or "", time.monotonic() - start, replies)  # type: ignore[attr-defined]
 
-    def problem(self, outcome: Outcome, sent_bytes: int) -> str | None:
-        """What is wrong with `outcome`, or None when it keeps the property."""
+    def problem(self, outcome: Outcome, sent_bytes: int, sent: str = "") -> str | None:
+        """What is wrong with `outcome`, or None when it keeps the property.
+
+        Args:
+            outcome: the call's end.
+            sent_bytes: the serialized request's size, bytes.
+            sent: the request as text: what the message may echo without leaking a traceback.
+        """
         code = outcome.code
         if code not in DOCUMENTED:
             return f"status {code.name} is not in the README's error table"
@@ -596,7 +604,7 @@ class Fuzzer:
             return None
         if not outcome.details.strip():
             return "status without a message"
-        if any(marker in outcome.details for marker in TRACEBACK_MARKERS):
+        if any(match.group(0) not in sent for match in TRACEBACK.finditer(outcome.details)):
             return "traceback in the status message"
         if (
             code == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -614,7 +622,7 @@ class Fuzzer:
             shown = f"{shown} (x-request-id {request_id[:80]!r}, {len(request_id)} characters)"
         self.counts[rpc.name][outcome.code.name] += 1
         self.counts[rpc.name][kind] += 1
-        problem = self.problem(outcome, len(data))
+        problem = self.problem(outcome, len(data), shown)
         if problem:
             self.findings.append(Finding(rpc.name, kind, problem, outcome.code.name, outcome.details, shown))
         if outcome.code == grpc.StatusCode.INVALID_ARGUMENT and kind != "raw":

@@ -94,7 +94,10 @@ def test_coherent_tensors_hold_the_bytes_their_dtype_and_shape_say() -> None:
         (grpc.StatusCode.UNKNOWN, "Exception calling application", 0.1, True),
         (grpc.StatusCode.UNAVAILABLE, "connection reset", 0.1, True),
         (grpc.StatusCode.INVALID_ARGUMENT, "", 0.1, True),
-        (grpc.StatusCode.INVALID_ARGUMENT, 'Traceback (most recent call last):\n  File "x.py"', 0.1, True),
+        (grpc.StatusCode.INVALID_ARGUMENT, "Traceback (most recent call last):\n  boom", 0.1, True),
+        (grpc.StatusCode.INVALID_ARGUMENT, 'bad value\n  File "/srv/x.py", line 3, in run', 0.1, True),
+        # a name from the request echoed back is no traceback (a 34,646-call run flagged it once)
+        (grpc.StatusCode.NOT_FOUND, "collection 'Traceback' does not exist", 0.1, False),
         (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", 9.5, True),
         (grpc.StatusCode.DEADLINE_EXCEEDED, "refused: cannot finish before the deadline", 0.01, False),
         (grpc.StatusCode.INVALID_ARGUMENT, "texts[0] must not be blank", 0.1, False),
@@ -129,3 +132,12 @@ def test_every_rpc_answers_fuzzed_requests_with_a_documented_status(
     # past the first validation check: some request with fields got OK (the demo's, or a mutation)
     assert any(fuzzer.corpus[rpc.name] for rpc in fuzzer.rpcs if rpc.method.input_type.fields), fuzzer.table()
     assert server.alive() and unhealthy is None, (unhealthy, (server.data_dir / "server.log").read_text()[-3000:])
+
+
+def test_a_traceback_the_request_itself_holds_is_an_echo_not_a_leak() -> None:
+    fuzzer = Fuzzer({}, deadline_s=10.0)
+    echoed = Outcome(
+        grpc.StatusCode.NOT_FOUND, "collection 'Traceback (most recent call last)' does not exist", 0.1, []
+    )
+    assert fuzzer.problem(echoed, sent_bytes=40, sent='name: "Traceback (most recent call last)"') is None
+    assert fuzzer.problem(echoed, sent_bytes=40, sent='name: "x"') is not None
