@@ -40,6 +40,9 @@ DEFAULT_STEP_TIME = "15s"
 # Seconds locust gets beyond the planned run (start-up, the users' last calls, reports) before
 # `facet load` stops it.
 GRACE_S = 60.0
+# Shortest `--step-time`: a step needs at least 2 seconds of locust's per-second history after
+# the second of its ramp, or the SLO check counts it into the next step (`load.slo.read_steps`).
+MIN_STEP_S = 3.0
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 
 
@@ -224,8 +227,28 @@ def planned_s(args: argparse.Namespace) -> float | None:
     return parse_duration(args.run_time)
 
 
+class _Stopped(Exception):
+    """`facet load` got SIGTERM or SIGHUP (a job runner, a closed terminal) while locust ran."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, _frame: object) -> None:
+    raise _Stopped(signum)
+
+
 def run_locust(command: list[str], env: dict[str, str], limit_s: float | None) -> int:
-    """Run locust to its end (or `limit_s`, or Ctrl-C) and make sure it is gone. Returns its status."""
+    """Run locust to its end (or `limit_s`, or Ctrl-C, SIGTERM or SIGHUP) and make sure it is gone.
+    Returns its status (128 + the signal's number when stopped by one)."""
+    stop_signals = (signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.getsignal(signum) for signum in stop_signals}
+    try:
+        for signum in stop_signals:
+            signal.signal(signum, _raise_stopped)
+    except ValueError:  # not the main thread: the caller handles signals
+        previous = {}
     process = subprocess.Popen(command, env=env, cwd=REPO_ROOT)
     try:
         return process.wait(timeout=limit_s)
@@ -234,7 +257,12 @@ def run_locust(command: list[str], env: dict[str, str], limit_s: float | None) -
         return 1
     except KeyboardInterrupt:
         return 130
+    except _Stopped as stopped:
+        print(f"facet load: {stopped}: stopping locust", file=sys.stderr)
+        return 128 + stopped.signum
     finally:
+        for signum in previous:
+            signal.signal(signum, signal.SIG_IGN)  # stopping already: a second signal must not orphan locust
         if process.poll() is None:
             process.send_signal(signal.SIGINT)  # locust writes its reports on SIGINT
             try:
@@ -242,6 +270,8 @@ def run_locust(command: list[str], env: dict[str, str], limit_s: float | None) -
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def check_web_port(port: int) -> None:
@@ -309,6 +339,15 @@ def main(argv: list[str] | None = None) -> int:
         addresses = {name: address_of(name, args.host) for name in services}
         if args.shape == "steps":
             parse_steps(args.steps)
+            if parse_duration(args.step_time) < MIN_STEP_S:
+                raise ValueError(
+                    f"--step-time must be at least {MIN_STEP_S:g}s (each step needs 2 s of history after its ramp "
+                    f"to be a step of its own); got {args.step_time}"
+                )
+        if args.web and args.slo is not None:
+            raise ValueError(
+                "--slo checks a headless run; with --web give --csv PREFIX and run python -m load.slo PREFIX afterwards"
+            )
         limit = planned_s(args)
         if args.slo is not None:
             slo.load_objectives(args.slo)  # a bad file fails before the run, not after it
@@ -339,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             locust_env(args, services),
             None if limit is None else limit + GRACE_S,
         )
-        if status == 130:
+        if status > 128:  # stopped by a signal (130: Ctrl-C)
             return status
         gone = still_serving(services, args.host)
         if args.slo is None or args.web or status not in (0,):

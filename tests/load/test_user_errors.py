@@ -11,7 +11,11 @@ from __future__ import annotations
 import ast
 import io
 import os
+import signal
 import socket
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +67,53 @@ def refusal(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.mark.parametrize("rate", ["nan", "inf", "-1", "0"])
 def test_a_spawn_rate_that_is_not_a_positive_number_is_refused(rate: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert "--spawn-rate must be a number > 0" in refusal(["retrieval", f"--spawn-rate={rate}"], capsys)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--shape", "steps", "--step-time", "2s"], "--step-time must be at least 3s"),
+        (["--shape", "steps", "--step-time", "1"], "--step-time must be at least 3s"),
+        (["--web", "--slo"], "--slo checks a headless run"),
+    ],
+)
+def test_settings_that_would_give_a_misleading_check_are_refused(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert message in refusal(["retrieval", *argv], capsys)
+
+
+FAKE_LOCUST = """
+import pathlib, signal, sys, time
+out = pathlib.Path(sys.argv[1])
+def stop(*_):
+    out.write_text("stopped by SIGINT")
+    sys.exit(0)
+signal.signal(signal.SIGINT, stop)
+out.write_text("running")
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_terminated_facet_load_stops_locust_first(signum: int, tmp_path: Path) -> None:
+    """A job runner's SIGTERM (or a closed terminal's SIGHUP) to `facet load` used to leave locust running."""
+    marker = tmp_path / "locust"
+
+    def signal_when_running() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not marker.exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signum)
+
+    sender = threading.Thread(target=signal_when_running)
+    sender.start()
+    before = signal.getsignal(signum)
+    status = cli.run_locust([sys.executable, "-c", FAKE_LOCUST, str(marker)], dict(os.environ), 60.0)
+    sender.join()
+    assert status == 128 + signum
+    assert marker.read_text() == "stopped by SIGINT"  # asked to stop (and write its reports), and waited for
+    assert signal.getsignal(signum) == before
 
 
 def test_a_service_named_twice_is_loaded_once() -> None:
