@@ -29,6 +29,7 @@ from pathlib import Path
 from deploy.check import _TARGET_SCHEMES, check_address
 from load import slo
 from load.scenarios import OUTPUT_FILE_ENVS, has_scenario, user_class_name
+from load.scenarios._data import read_rarb
 from sdk._contract import capability as contract
 from services import registry
 
@@ -360,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
             f"facet load: no benchmark data at {data / 'rarb-mcr'}: pass --data DIR (the directory holding rarb-mcr/)",
             file=sys.stderr,
         )
+        return 2
+    try:
+        read_rarb(data / "rarb-mcr")  # what the users read: unusable data stops the run here, not in each user
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        print(f"facet load: {exc}", file=sys.stderr)
         return 2
     for name, address in addresses.items():
         why = unreachable(address)

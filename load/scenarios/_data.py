@@ -22,30 +22,52 @@ def data_dir() -> Path:
 
 @functools.cache
 def rarb_sentences(max_chars: int = 400) -> tuple[tuple[str, str], ...]:
+    """(sentence, source) pairs from RAR-b's multiple-choice files under the data directory
+    (`read_rarb(data_dir() / "rarb-mcr")`), read once per process.
+
+    Raises:
+        FileNotFoundError, ValueError: as `read_rarb`.
+    """
+    return read_rarb(data_dir() / "rarb-mcr", max_chars)
+
+
+def read_rarb(folder: Path, max_chars: int = 400) -> tuple[tuple[str, str], ...]:
     """(sentence, source) pairs from RAR-b's multiple-choice files: queries and candidate
     answers, without the task instructions; `source` is the file's task, e.g. "physicaliqa".
 
     Args:
+        folder: the `rarb-mcr` folder (its `*-test.csv` files are read, `ROWS_PER_FILE` rows each).
         max_chars: longer sentences are left out.
     Returns:
         The pairs, in file order (the same every run).
     Raises:
-        FileNotFoundError: no `rarb-mcr/*.csv` under the data directory (the message names it).
+        FileNotFoundError: no `*-test.csv` in `folder` (the message names it and `--data`).
+        ValueError: a file without RAR-b's `queries` and `documents` columns, or none with a
+            sentence (naming the file or folder).
     """
-    folder = data_dir() / "rarb-mcr"
     files = sorted(folder.glob("*-test.csv"))
     if not files:
         raise FileNotFoundError(
-            f"no RAR-b data in {folder}: pass `facet load --data DIR` (or set {DATA_ENV}) with rarb-mcr/ in it"
+            f"no RAR-b data in {folder} (no *-test.csv): pass `facet load --data DIR` (or set {DATA_ENV}) "
+            "with rarb-mcr/ in it"
         )
     csv.field_size_limit(1 << 24)
     pairs: list[tuple[str, str]] = []
     for path in files:
         source = path.name.removesuffix("-test.csv").split("-", 1)[0]
         with path.open(newline="", encoding="utf-8") as f:
-            for i, record in enumerate(csv.DictReader(f)):
+            reader = csv.DictReader(f)
+            if not {"queries", "documents"} <= set(reader.fieldnames or ()):
+                raise ValueError(f"{path} is not a RAR-b MCR file: it needs the columns queries and documents")
+            for i, record in enumerate(reader):
                 if i >= ROWS_PER_FILE:
                     break
-                texts = [record["queries"], *(str(d) for d in ast.literal_eval(record["documents"]))]
+                try:
+                    documents = [str(d) for d in ast.literal_eval(record["documents"])]
+                except (ValueError, SyntaxError, TypeError):
+                    raise ValueError(f"{path}: row {i + 1}'s documents is not a list of strings") from None
+                texts = [record["queries"] or "", *documents]
                 pairs.extend((t.strip(), source) for t in texts if t.strip() and len(t) <= max_chars)
+    if not pairs:
+        raise ValueError(f"no RAR-b sentence of at most {max_chars} characters in {folder}")
     return tuple(pairs)

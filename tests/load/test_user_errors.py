@@ -116,6 +116,27 @@ def test_a_terminated_facet_load_stops_locust_first(signum: int, tmp_path: Path)
     assert signal.getsignal(signum) == before
 
 
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({}, "no RAR-b data in {folder} (no *-test.csv)"),
+        ({"piqa-test.csv": "a,b\n1,2\n"}, "{folder}/piqa-test.csv is not a RAR-b MCR file"),
+        ({"piqa-test.csv": "queries,documents\nq,[1\n"}, "{folder}/piqa-test.csv: row 1's documents is not a list"),
+    ],
+)
+def test_unusable_benchmark_data_stops_facet_load_before_the_users_start(
+    files: dict[str, str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It used to pass the check and fail in every user, a traceback each, exit 1."""
+    folder = tmp_path / "rarb-mcr"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    assert refusal(["retrieval", "--data", str(tmp_path)], capsys).startswith(
+        "facet load: " + message.format(folder=folder)
+    )
+
+
 def test_a_service_named_twice_is_loaded_once() -> None:
     assert cli.services_for("retrieval, retrieval") == ["retrieval"]
     assert cli.services_for("sae,retrieval,sae") == ["sae", "retrieval"]
