@@ -27,7 +27,7 @@ grpc_gevent.init_gevent()  # before the SDK makes a channel
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from load.scenarios import has_scenario, user_class_name  # noqa: E402
-from load.scenarios._user import FacetUser, forget_shared  # noqa: E402
+from load.scenarios._user import FacetUser, forget_shared, take_in_flight_at_stop  # noqa: E402
 from services import registry  # noqa: E402 - the light half: names only
 
 SERVICES_ENV = "FACET_LOAD_SERVICES"
@@ -74,3 +74,20 @@ def _after_run(environment: Any, **_: Any) -> None:
         if isinstance(cls, type) and issubclass(cls, FacetUser):
             cls.after_run(environment.host)
     forget_shared()
+    options = getattr(environment, "parsed_options", None)
+    if environment.stats.total.num_requests == 0 and getattr(options, "headless", False):
+        # locust counts completed calls only: a service that accepts connections and never
+        # answers would otherwise end a run without a failure, exit status 0
+        print(
+            "load: no call completed during the run (each was still waiting when it stopped: a service that "
+            "accepts connections but does not answer, or a run too short for the first calls); not a pass",
+            file=sys.stderr,
+        )
+        environment.process_exit_code = 1
+    waits = take_in_flight_at_stop()
+    if waits:  # normal at the end of a closed-loop run (up to one per user); long waits are not
+        print(
+            f"load: {len(waits)} call(s) in flight when the run stopped are not in the stats "
+            f"(the longest had waited {max(waits):.1f} s)",
+            file=sys.stderr,
+        )

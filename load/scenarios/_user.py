@@ -103,6 +103,17 @@ def shared(key: str, make: Callable[[], T | None]) -> T | None:
         return _shared[key]  # type: ignore[no-any-return]
 
 
+_in_flight_at_stop: list[float] = []  # seconds each call cut off by the end of the run had waited
+
+
+def take_in_flight_at_stop() -> list[float]:
+    """The calls the end of the run cut off (not in locust's stats): how long each had waited,
+    seconds; emptied for the next run."""
+    waits = list(_in_flight_at_stop)
+    _in_flight_at_stop.clear()
+    return waits
+
+
 def shared_value(key: str) -> Any:
     """A shared value if some user made it, else None."""
     return _shared.get(key)
@@ -181,6 +192,9 @@ class FacetUser(User):
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, by status
             error = failure(exc)
             result = None
+        except BaseException:  # GreenletExit: the run stopped this user with the call in flight
+            _in_flight_at_stop.append(time.perf_counter() - start)
+            raise
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         self.environment.events.request.fire(
             request_type="grpc",

@@ -16,8 +16,10 @@ import socket
 import sys
 import threading
 import time
+from concurrent import futures
 from pathlib import Path
 
+import grpc
 import pytest
 
 from load import cli, slo
@@ -259,3 +261,38 @@ def test_a_prefix_without_files_names_the_csv_option(tmp_path: Path, capsys: pyt
     err = capsys.readouterr().err
     assert f"no stats history (PREFIX_stats_history.csv) at {tmp_path / 'nothing'}_stats_history.csv" in err
     assert "--csv PREFIX" in err
+
+
+class _Unanswered(grpc.GenericRpcHandler):
+    """Takes every call and answers none until `release` is set (a wedged service)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        def wait(request: bytes, context: grpc.ServicerContext) -> bytes:
+            self.release.wait(60)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "released")
+            return b""  # not reached: abort raises
+
+        return grpc.unary_unary_rpc_method_handler(wait)
+
+
+def test_a_run_where_no_call_completes_is_not_a_pass(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A service that accepts calls and never answers: locust counts completed calls only, so the
+    run used to end with no failure and exit status 0."""
+    handler = _Unanswered()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        monkeypatch.setenv("FACET_RETRIEVAL_ADDR", f"127.0.0.1:{port}")
+        assert cli.main(["retrieval", "--users", "1", "--run-time", "3s"]) == 1
+    finally:
+        handler.release.set()
+        server.stop(None)
+    err = capfd.readouterr().err
+    assert "load: no call completed during the run" in err
+    assert "load: 1 call(s) in flight when the run stopped are not in the stats" in err
