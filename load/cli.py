@@ -86,6 +86,15 @@ def services_for(target: str) -> list[str]:
     return wanted
 
 
+def _is_target(text: str) -> bool:
+    """Whether `text` names services as the positional argument does ("all", "sae,retrieval")."""
+    try:
+        services_for(text)
+    except ValueError:
+        return False
+    return True
+
+
 def address_of(name: str, host: str) -> str:
     """Where the load goes for a capability: FACET_<NAME>_ADDR, else host:default port (the same
     rule as the locust users, `load.scenarios._user.address_for`).
@@ -127,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "1 failed calls (no --slo) or an SLO breach (--slo); 2 bad arguments or a service not reachable.",
     )
     names = [name for name in registry.names() if has_scenario(name)]
-    parser.add_argument("service", help=f"{', '.join(names)}, a comma-separated list, or all")
+    parser.add_argument("service", nargs="?", default=None, help=f"{', '.join(names)}, a comma-separated list, or all")
     parser.add_argument(
         "--users", type=int, default=4, help="concurrent users per service (default 4); ignored with --shape steps"
     )
@@ -325,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     """`facet load <service|all> [options]`; returns the exit status (see `--help`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.service is None:
+        # `facet load --slo retrieval`: the bare --slo took the service as its file
+        if args.slo is not None and not args.slo.exists() and _is_target(str(args.slo)):
+            args.service, args.slo = str(args.slo), DEFAULT_SLO
+        else:
+            parser.error("the service to load is missing (e.g. facet load retrieval --slo, or facet load all)")
     try:
         services = services_for(args.service)
         if args.users < 1:

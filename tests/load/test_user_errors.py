@@ -139,6 +139,19 @@ def test_unusable_benchmark_data_stops_facet_load_before_the_users_start(
     )
 
 
+def test_a_bare_slo_before_the_service_does_not_swallow_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`facet load --slo retrieval` used to say "the following arguments are required: service"."""
+    port = free_port()
+    monkeypatch.setenv("FACET_RETRIEVAL_ADDR", f"localhost:{port}")
+    assert refusal(["--slo", "retrieval"], capsys).startswith(f"facet load: no retrieval service at localhost:{port}")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--slo"])
+    assert exited.value.code == 2
+    assert "the service to load is missing" in capsys.readouterr().err
+
+
 def test_a_service_named_twice_is_loaded_once() -> None:
     assert cli.services_for("retrieval, retrieval") == ["retrieval"]
     assert cli.services_for("sae,retrieval,sae") == ["sae", "retrieval"]
