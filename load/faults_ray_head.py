@@ -5,7 +5,8 @@ cores it takes 2-4 minutes).
     python load/faults_ray_head.py [--model-repository PATH] [--deadline-s 5] [--watch-s 120]
 
 Starts a local Ray head (its own temp dir and session) and a retrieval service on the ray
-backend; checks one Embed; kills every process of the head's session with SIGKILL (a crash of the
+backend, supervised as `facet up` runs it (the launcher's Supervisor restarts it when it exits);
+checks one Embed; kills every process of the head's session with SIGKILL (a crash of the
 head node); starts a new head on the same port; then sends one Embed (no retries, `--deadline-s`)
 every 0.5 s for `--watch-s` seconds, printing each outcome with the service's gRPC health status,
 until one succeeds. Everything it started is stopped at the end.
@@ -19,6 +20,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,9 +33,10 @@ import grpc  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 import sdk  # noqa: E402
+from deploy.launcher import Supervisor  # noqa: E402
 from deploy.lifetime import session_processes  # noqa: E402
 from deploy.ray_cluster import LocalRay  # noqa: E402
-from load.harness import BenchmarkService, default_model_repository, free_port, log  # noqa: E402
+from load.harness import default_model_repository, free_port, log  # noqa: E402
 
 
 def health(address: str) -> str:
@@ -59,6 +62,11 @@ def kill_head(head: LocalRay) -> int:
     return len(pids)
 
 
+class _Address:
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -72,15 +80,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
     port, dashboard = free_port(), free_port()
     heads = [LocalRay(port=port, dashboard_port=dashboard, temp_dir=temp).start()]
-    service = BenchmarkService(
-        "retrieval",
-        args.model_repository or default_model_repository(),
-        {"FACET_BACKEND": "ray", "FACET_RAY_ADDRESS": heads[0].address},
-        label="ray-head-fault",
-    )
+    work = Path(tempfile.mkdtemp(prefix="facet-ray-head-"))
+    service_port = free_port()
+    os.environ["FACET_RETRIEVAL_PORT"], os.environ["FACET_SERVER_METRICS_PORT"] = str(service_port), "-1"
+    env = {"FACET_BACKEND": "ray", "FACET_RAY_ADDRESS": heads[0].address, "FACET_DATA_DIR": str(work / "data"),
+           "FACET_MODEL_REPOSITORY": str(args.model_repository or default_model_repository())}  # fmt: skip
+    supervisor = Supervisor(["retrieval"], log_dir=work / "logs", env=env)
+    stop = threading.Event()
+    watcher = threading.Thread(target=supervisor.supervise, args=(stop.is_set,), daemon=True)
+    service = _Address(f"127.0.0.1:{service_port}")
     recovered = False
     try:
-        service.start()
+        supervisor.start(300)
+        watcher.start()
         with sdk.Client(service.address, timeout_s=args.deadline_s, retry=sdk.RetryPolicy(max_attempts=1)) as client:
             log(f"before: Embed OK {client.embed(['before']).shape}, health {health(service.address)}")
             killed_at = time.monotonic()
@@ -108,14 +120,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(f"first OK Embed {time.monotonic() - killed_at:.1f} s after the kill; before it: {outcomes}")
                 break
             if not recovered:
-                log(
-                    f"no OK Embed within {args.watch_s:.0f} s of the new head: {outcomes}; service alive: {service.alive()}"
-                )
+                log(f"no OK Embed within {args.watch_s:.0f} s of the new head: {outcomes}")
     finally:
-        service.stop()
+        stop.set()
+        watcher.join(10)
+        supervisor.stop()
+        lines = [line for line in supervisor.services["retrieval"].process.log().splitlines() if not line.startswith("[")]
+        log("the service's last log lines (Ray's own left out):\n" + "\n".join(line[:300] for line in lines[-15:]))
         for head in heads:
             head.stop()
         shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     return 0 if recovered else 1
 
 

@@ -15,11 +15,12 @@ on the service's own event loop (no hop to Ray's router thread).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -30,17 +31,48 @@ from services.backends.ray_auth import opt_in_token_auth
 from services.backends.ray_serve_app import ERROR_KEY
 from services.model_repository import ModelRepository, ModelVersion
 from services.runtime.config import FacetConfig
-from services.runtime.errors import InternalError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from services.runtime.errors import EngineLost, InternalError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 # Serve health-checks replicas every 10 s: its status changes no faster than that
 STATUS_INTERVAL_S = 5.0
+# A status call not answered by then means the cluster is unreachable (a dead head's status
+# call may never return: it is awaited once, never stacked up on worker threads)
+STATUS_TIMEOUT_S = 10.0
 # How often a call waiting on a replica checks whether its application went away: requests
 # pending on a deleted application's handle never fail by themselves (they wait for replicas).
 AWAY_CHECK_S = 1.0
 # between attempts to join a cluster that is not up yet
 CONNECT_RETRY_S = 1.0
+
+
+def _in_daemon_thread(call: Callable[[], T]) -> asyncio.Future[T]:
+    """`call()` on a daemon thread of its own, as a future of the running loop. Not the loop's
+    executor: a call that never returns (Serve's status on a dead head) would hold its thread,
+    and asyncio.run waits for the executor's threads before the process may exit."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if not future.done():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result, error = call(), None
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody awaits it
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="ray-serve-status", daemon=True).start()
+    return future
 
 
 class RayServeBackend(Backend):
@@ -57,6 +89,8 @@ class RayServeBackend(Backend):
         self._away: set[str] = set()  # loaded models whose application was not RUNNING at the last status
         self._deploying = threading.Lock()  # models load side by side; joining and deploying go one at a time
         self._redeploying: asyncio.Task[None] | None = None
+        self._status_call: asyncio.Future[set[str]] | None = None
+        self._unreachable_since: float | None = None
 
     def _connect(self) -> None:
         opt_in_token_auth()
@@ -145,7 +179,7 @@ class RayServeBackend(Backend):
 
     async def _redeploy(self) -> None:
         loop = asyncio.get_running_loop()
-        for model in sorted(set(self._handles) - await self._running()):
+        for model in sorted(set(self._handles) - (await self._running() or set())):
             try:
                 log.warning("model %s is not RUNNING on Ray Serve: deploying it again", model)
                 # the handle routes by application name: it finds the new replicas by itself
@@ -222,30 +256,51 @@ class RayServeBackend(Backend):
     async def ready(self, model: str) -> bool:
         if model not in self._handles:
             return False
-        if model in await self._running():
+        if model in (await self._running() or set()):
             return True
         self._schedule_redeploy()
         return False
 
     async def serving(self) -> bool:
         """One Serve status call for every model, at most every STATUS_INTERVAL_S (the health
-        watch asks each second; a status call costs the controller and this process tens of ms)."""
+        watch asks each second; a status call costs the controller and this process tens of ms).
+        While the cluster is unreachable every model is away: calls get UNAVAILABLE at once (the
+        SDK retries them) instead of waiting for their deadline.
+
+        Raises:
+            EngineLost: the cluster unreachable for `ray.cluster_lost_timeout_s` (its head died:
+                this process's Ray driver cannot join a new one), so the service restarts.
+        """
         now = time.monotonic()
         if now - self._status_at >= STATUS_INTERVAL_S:
-            self._away = set(self._handles) - await self._running()
+            running = await self._running()
+            if running is None:
+                self._unreachable_since = self._unreachable_since or now
+                lost_s = time.monotonic() - self._unreachable_since
+                if lost_s >= self._config.cluster_lost_timeout_s:
+                    raise EngineLost(
+                        f"the Ray cluster at {self._config.address!r} has not answered for {lost_s:.0f} s "
+                        f"(ray.cluster_lost_timeout_s = {self._config.cluster_lost_timeout_s:.0f} s)"
+                    )
+            else:
+                self._unreachable_since = None
+            self._away = set(self._handles) - (running or set())
             self._status_at, self._serving = now, not self._away
-            if not self._serving:
+            if not self._serving and running is not None:
                 self._schedule_redeploy()
         return self._serving
 
-    async def _running(self) -> set[str]:
-        """The models whose Serve application is RUNNING; none while the cluster is unreachable."""
+    async def _running(self) -> set[str] | None:
+        """The models whose Serve application is RUNNING; None while the cluster is unreachable
+        (the status call failed, or has not answered within STATUS_TIMEOUT_S)."""
         from services.backends.ray_serve_app import running_models
 
+        if self._status_call is None or self._status_call.done():
+            self._status_call = _in_daemon_thread(running_models)
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, running_models)
-        except Exception:  # noqa: BLE001 - the cluster is unreachable: not ready
-            return set()
+            return await asyncio.wait_for(asyncio.shield(self._status_call), STATUS_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - unreachable, or not answering: not ready
+            return None
 
     async def close(self) -> None:
         if self._redeploying is not None:

@@ -200,9 +200,13 @@ class RayConfig:
     max_batch_size: int = 32  # @serve.batch: calls run together
     batch_wait_timeout_s: float = 0.0  # @serve.batch: how long a batch that is not full waits
     load_timeout_s: float = 300.0
+    # the cluster unreachable this long while serving (its head died): the service exits 1 and
+    # its supervisor starts it again, which waits for a cluster and deploys the models on it
+    cluster_lost_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         check(bool(self.address), "ray.address must be set ('auto' for the local cluster)")
+        check(0 < self.cluster_lost_timeout_s < float("inf"), "ray.cluster_lost_timeout_s must be a finite number > 0")
         check(self.num_replicas >= 1, "ray.num_replicas must be >= 1")
         check(self.replica_num_cpus >= 0, "ray.replica_num_cpus must be >= 0")
         check(self.max_ongoing_requests >= 1, "ray.max_ongoing_requests must be >= 1")

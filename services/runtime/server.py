@@ -14,6 +14,7 @@ import abc
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from sdk._contract import capability
 from services.runtime.api_keys import KeyRing
 from services.runtime.config import FacetConfig
+from services.runtime.errors import EngineLost
 from services.runtime.interceptor import FacetInterceptor
 from services.runtime.logs import configure_logging
 from services.runtime.metrics import METRICS
@@ -96,6 +98,8 @@ class RunningServer:
             await asyncio.sleep(interval_s)
             try:
                 now = await self.service.healthy()
+            except EngineLost:
+                raise  # not recoverable here: the server stops (see _serve)
             except Exception:  # noqa: BLE001 - a failing check means not healthy
                 now = False
             if now != serving:
@@ -213,11 +217,18 @@ async def _serve(service: FacetService, config: FacetConfig, port_file: Path | N
         tmp.write_text(json.dumps(facts))
         tmp.replace(port_file)
     watch = asyncio.create_task(running.watch())
-    await stop.wait()
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({watch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    lost = watch.exception() if watch.done() else None  # the watch ends only by EngineLost
     watch.cancel()
+    stopping.cancel()
+    if lost is not None:
+        log.error("engine lost: draining and exiting so the service is started again", extra={"fields": {"error": str(lost)}})
     log.info("draining", extra={"fields": {"grace_period_s": config.server.grace_period_s}})
     await running.stop(config.server.grace_period_s)
     log.info("stopped")
+    if lost is not None:
+        raise lost
 
 
 def serve(service: FacetService, config: FacetConfig, port_file: Path | None = None) -> int:
@@ -229,7 +240,12 @@ def serve(service: FacetService, config: FacetConfig, port_file: Path | None = N
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
         what = "stopped with an error" if served else "cannot start"
         log.error("%s: %s", what, exc)
-        print(f"facet {service.name}: {what}: {exc}", file=sys.stderr)
+        print(f"facet {service.name}: {what}: {exc}", file=sys.stderr, flush=True)
+        if isinstance(exc, EngineLost):
+            # the engine's client library may hang at interpreter exit on a dead cluster (Ray's
+            # atexit shutdown waits for its lost head): the drain is done, nothing is left to save
+            logging.shutdown()
+            os._exit(1)
         return 1
     return 0
 

@@ -14,6 +14,7 @@ import pytest
 
 from sdk._proto.facet.v1 import common_pb2
 from services.runtime.config import ConfigError, FacetConfig, ServerConfig
+from services.runtime.errors import EngineLost
 from services.runtime.server import start_server
 from tests.services.runtime.test_interceptor import REPLY, RuntimeProbe
 
@@ -52,3 +53,28 @@ async def test_a_call_that_never_sends_ends_at_the_connection_age_and_others_are
 def test_connection_settings_out_of_range_are_one_config_error_naming_the_key(key: str, value: float) -> None:
     with pytest.raises(ConfigError, match=f"server.{key} must be"):
         ServerConfig(**{key: value})  # type: ignore[arg-type]
+
+
+class _LosesItsEngine(RuntimeProbe):
+    """The probe, whose engine is lost after its first health check (as the ray backend says
+    once its cluster has not answered for ray.cluster_lost_timeout_s)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checks = 0
+
+    async def healthy(self) -> bool:
+        self.checks += 1
+        if self.checks > 1:
+            raise EngineLost("the Ray cluster at 'x' has not answered for 30 s")
+        return True
+
+
+async def test_a_lost_engine_drains_the_server_and_stops_it_with_the_error() -> None:
+    """The server does not serve on with an engine it cannot reach again: it drains, closes its
+    port and ends with the error, which `serve` turns into exit status 1 for the supervisor."""
+    from services.runtime.server import _serve
+
+    config = FacetConfig(server=ServerConfig(port=0, grace_period_s=1.0))
+    with pytest.raises(EngineLost, match="has not answered"):
+        await asyncio.wait_for(_serve(_LosesItsEngine(), config, None, []), timeout=60)
