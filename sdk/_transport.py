@@ -29,7 +29,7 @@ import grpc.aio
 from sdk import _arguments as check
 from sdk._call import Call, Service
 from sdk._contract import API_KEY_ENV, MAX_MESSAGE_BYTES, REQUEST_ID_METADATA, default_address
-from sdk._errors import FacetError, ProtocolError, Unavailable, error_from_rpc
+from sdk._errors import FacetError, ProtocolError, ResourceExhausted, Unavailable, error_from_rpc
 from sdk._retry import RetryPolicy
 from sdk._tls import PemSource, channel_credentials, connection_hint
 
@@ -221,6 +221,7 @@ class _Transport:
             raise check.InvalidArgument(f"retry must be an sdk.RetryPolicy or None, got {type(retry).__name__}")
         self.retry = retry if retry is not None else RetryPolicy.from_env()
         message_bytes = check.integer(max_message_bytes, "max_message_bytes", low=1)
+        self.max_message_bytes = message_bytes
         self._options = _channel_options(message_bytes, self.retry)
         self._credentials = channel_credentials(tls, root_certificates, client_cert, client_key)
         self.tls = self._credentials is not None
@@ -258,6 +259,13 @@ class _Transport:
     def _attempts(self, call: Call[Any], timeout_s: float | None) -> _Attempts:
         """A new call's bookkeeping: `timeout_s` checked (None: the client's) and a request id."""
         seconds = check.timeout(timeout_s)
+        size = call.request.ByteSize()
+        if size > self.max_message_bytes:  # gRPC would say only "Sent message larger than max"
+            raise ResourceExhausted(
+                f"this {call.method} request is {size:,} bytes, over the client's message limit of "
+                f"{self.max_message_bytes:,} bytes (sdk.Client(max_message_bytes=...); the server's is "
+                "server.max_message_bytes): split it into smaller calls"
+            )
         return _Attempts(call, self.timeout_s if seconds is None else seconds, self.retry, self._rng, self.tls)
 
     def _send(self, attempts: _Attempts) -> Any:

@@ -246,3 +246,15 @@ def test_well_formed_variants_pass_the_checks() -> None:
     from sdk._arguments import integer, number
 
     assert integer(np.int32(5), "k") == 5 and number(np.float32(0.25), "x") == 0.25
+
+
+@pytest.mark.parametrize("cls", [sdk.Client, sdk.AsyncClient], ids=["sync", "async"])
+async def test_a_request_over_the_message_limit_is_refused_before_sending_naming_the_limit(cls: type) -> None:
+    """gRPC's own refusal ("CLIENT: Sent message larger than max") names no setting; the SDK
+    sizes each request first (a 25 MB metadata upsert was the case a user hit)."""
+    client = cls(NOWHERE, timeout_s=2, max_message_bytes=10_000, retry=sdk.RetryPolicy(max_attempts=1))
+    with pytest.raises(sdk.ResourceExhausted) as caught:
+        await _invoke(client, lambda c: c.upsert("c", ids=["a"], texts=["x"], metadata=[{"note": "y" * 20_000}]))
+    message = caught.value.message
+    assert "Upsert request is" in message and "10,000 bytes" in message and "max_message_bytes" in message
+    assert caught.value.request_id is None  # nothing was sent
