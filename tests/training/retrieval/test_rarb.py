@@ -25,9 +25,11 @@ from training.retrieval.rarb import (
 pytestmark = pytest.mark.integration
 
 ACCURACY_TOLERANCE = 0.005
-# The files whose reference accuracy the data folder's README records (measured there with
+# A file whose reference accuracy the data folder's README records (measured there with
 # sentence-transformers); the figures themselves are read from it, never from the code under test.
-ACCEPTANCE_FILES = ("alphanli-test.csv", "physicaliqa-test.csv")
+# One file: a second one (physicaliqa, also recorded) took another 83 s of CI and checks the same
+# path; `facet eval rarb-mcr` runs them all.
+ACCEPTANCE_FILES = ("alphanli-test.csv",)
 
 
 @pytest.fixture(scope="module")
