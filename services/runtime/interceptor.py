@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
@@ -92,6 +93,19 @@ def _safe_deserializer(deserialize: Callable[[bytes], Any] | None, method: str) 
             )
 
     return run
+
+
+# A client's request id is kept when it looks like one (the SDK sends 32 hex digits); anything
+# else (7,000 characters, spaces, line breaks) would be written into every log line of the call
+# and sent back, so the call gets an id of the server's own instead.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _request_id(metadata: Iterable[Any] | None) -> str:
+    """The call's request id: the client's `x-request-id` when it is 1-128 characters of
+    A-Z a-z 0-9 . _ : -, else a new one."""
+    given = _metadata_value(metadata, REQUEST_ID_METADATA)
+    return given if given is not None and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 def _metadata_value(metadata: Iterable[Any] | None, key: str) -> str | None:
@@ -240,7 +254,7 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
         """A handler that refuses the call without reading its request. Registered as
         client-streaming (the wire format of every call type is the same) so that grpc hands it
         the request stream unread instead of receiving and parsing the whole message first."""
-        request_id = _metadata_value(metadata, REQUEST_ID_METADATA) or uuid.uuid4().hex
+        request_id = _request_id(metadata)
 
         async def refuse(_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
             REQUEST_ID.set(request_id)  # this call's own task: never reset
@@ -253,7 +267,7 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
     def _begin(self, request: Any, context: grpc.aio.ServicerContext, method: str) -> None:
         """Tag the call with a request id, refuse it if the server drains or it is undecodable,
         else track it as in flight."""
-        request_id = _metadata_value(context.invocation_metadata(), REQUEST_ID_METADATA) or uuid.uuid4().hex
+        request_id = _request_id(context.invocation_metadata())
         REQUEST_ID.set(request_id)  # the call's own task and context (one per RPC): no reset needed
         deadline.enter_call(context.time_remaining())  # what the batcher admits work against
         context.set_trailing_metadata(((REQUEST_ID_METADATA, request_id),))

@@ -330,3 +330,20 @@ async def test_a_status_message_that_echoes_long_input_is_cut_not_a_transport_er
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, echoed
             details = info.value.details() or ""
             assert details.startswith("unknown name nnn") and len(details) <= MAX_STATUS_MESSAGE_CHARS
+
+
+# -- request ids: the client's is kept only when it looks like one --------------------------------
+
+
+async def test_a_client_request_id_is_kept_only_when_it_looks_like_one(probe) -> None:  # type: ignore[no-untyped-def]
+    """A well-formed id comes back as sent (the SDK's 32 hex digits, or an operator's own); a
+    7,000-character one, or one with spaces or line breaks, is replaced by the server's own on the
+    call (it would be written into every log line of the call and sent back)."""
+    _, start = probe
+    server = await start(max_concurrent_rpcs=64)
+    async with _channel(server) as channel:
+        for given, kept in (("0123abcd" * 4, True), ("trace-42.a:b_c", True), ("x" * 7000, False), ("a b", False), (" ", False)):
+            call = _unary(channel, REPLY)(common_pb2.Tensor(shape=[1]), metadata=((REQUEST_ID_METADATA, given),))
+            await call
+            returned = dict(await call.trailing_metadata() or ()).get(REQUEST_ID_METADATA)
+            assert (returned == given) is kept and returned and len(returned) <= 128, (given[:20], returned)
