@@ -39,7 +39,7 @@ TLS_CLIENT_KEY_ENV = "FACET_TLS_CLIENT_KEY"
 DEFAULT_TIMEOUT_S = 10.0
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 # gRPC target forms passed through as they are (a name resolver's scheme), not HOST:PORT.
-_TARGET_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
+TARGET_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
 
 
 class UsageError(ValueError):
@@ -323,7 +323,7 @@ def tls_options(args: argparse.Namespace) -> Tls:
 def check_address(address: str, source: str) -> str:
     """`address` when it is HOST:PORT with a port in 1-65535 (or a gRPC target with a scheme such
     as dns:/// or unix:), else a UsageError naming `source` (the flag, target or variable)."""
-    if address.startswith(_TARGET_SCHEMES):
+    if address.startswith(TARGET_SCHEMES):
         return address
     example = "e.g. localhost:50053 or [::1]:50053"
     if "://" in address:

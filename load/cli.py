@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from deploy.check import _TARGET_SCHEMES, check_address
+from deploy.check import TARGET_SCHEMES, check_address
 from load import slo
 from load.scenarios import OUTPUT_FILE_ENVS, has_scenario, user_class_name
 from load.scenarios._data import read_rarb
@@ -118,7 +118,7 @@ def address_of(name: str, host: str) -> str:
 def unreachable(address: str, timeout_s: float = 3.0) -> str | None:
     """Why nothing accepts connections at host:port, or None when something does (or when the
     address is a gRPC target such as dns:/// or unix:, which only gRPC resolves)."""
-    if address.startswith(_TARGET_SCHEMES):
+    if address.startswith(TARGET_SCHEMES):
         return None
     host, _, port = address.rpartition(":")
     try:
