@@ -31,7 +31,7 @@ from services.runtime.errors import EngineLost
 from services.runtime.interceptor import FacetInterceptor
 from services.runtime.logs import configure_logging
 from services.runtime.metrics import METRICS
-from services.runtime.tls import server_credentials
+from services.runtime.tls import certificate_names, server_credentials
 
 log = logging.getLogger("facet.server")
 
@@ -209,6 +209,8 @@ async def _serve(service: FacetService, config: FacetConfig, port_file: Path | N
         "metrics_port": metrics_port,
         "tls": bool(config.server.tls_cert_file),
         "mtls": bool(config.server.tls_client_ca_file),
+        # the names clients must connect to: a certificate for another host starts fine
+        "tls_names": certificate_names(config.server.tls_cert_file) if config.server.tls_cert_file else [],
         "api_keys": [k.name for k in running.interceptor.keys.keys],
     }
     log.info("serving", extra={"fields": facts})

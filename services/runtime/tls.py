@@ -87,6 +87,20 @@ def _check_not_expired(cert_file: str, now: float | None = None) -> None:
         )
 
 
+def certificate_names(cert_file: str) -> list[str]:
+    """The names the server's certificate (the file's first) carries, as "DNS:host" and
+    "IP Address:127.0.0.1" (its subjectAltName): clients must connect to one of them. Logged when
+    the service starts serving, since a certificate for the wrong host starts fine and then fails
+    every handshake. Empty when the file cannot be decoded here."""
+    decode = getattr(ssl._ssl, "_test_decode_cert", None)  # type: ignore[attr-defined]  # CPython's decoder
+    if decode is None:
+        return []
+    try:
+        return [f"{kind}:{value}" for kind, value in decode(cert_file).get("subjectAltName", ())]
+    except (ssl.SSLError, ValueError, OSError):
+        return []
+
+
 def _check_ca(ca_file: str) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:

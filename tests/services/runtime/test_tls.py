@@ -239,3 +239,13 @@ def test_a_service_with_a_bad_tls_setting_exits_with_one_clear_line(service_on, 
         f"facet retrieval: cannot start: server.tls_cert_file: cannot read {missing}: No such file or directory"
     ]
     assert "Traceback" not in server.log()
+
+
+def test_the_certificate_s_names_are_what_the_serving_line_reports(certs: TlsMaterial, tmp_path: Path) -> None:
+    """A certificate for another host starts fine and fails every handshake: the `serving` log
+    line lists the names clients must connect to (the test certificate's: localhost, 127.0.0.1)."""
+    from services.runtime.tls import certificate_names
+
+    names = certificate_names(str(certs.server.cert))
+    assert "DNS:localhost" in names and any(n.endswith(":127.0.0.1") for n in names), names
+    assert certificate_names(str(tmp_path / "missing.pem")) == []
