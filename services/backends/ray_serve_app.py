@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,6 +25,25 @@ REPLICA_MAX_MESSAGE_BYTES = 1 << 30
 os.environ.setdefault("RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH", str(REPLICA_MAX_MESSAGE_BYTES))
 
 from ray import serve  # noqa: E402
+from ray.serve.config import RequestRouterConfig  # noqa: E402
+
+# Ray Serve 2.60 builds every RequestRouterConfig (each deployment's options, each status it
+# parses) by registering the request router's module with cloudpickle for pickling by value,
+# dumping the class and unregistering it: global state, so two threads doing it at once break
+# each other ("Can't pickle <function RequestRouter.on_replica_actor_died>: it's not the same
+# object", "... is not registered for pickle by value"). A service loads its models side by side
+# (deploying one while polling another's status), so it did, now and then, and failed to start.
+# One lock around that step makes it safe (tests/services/backends/test_ray_serve_app.py).
+_ROUTER_SERIALIZATION = threading.Lock()
+_serialize_request_router_cls = RequestRouterConfig._serialize_request_router_cls
+
+
+def _serialize_request_router_cls_locked(self: RequestRouterConfig) -> None:
+    with _ROUTER_SERIALIZATION:
+        _serialize_request_router_cls(self)
+
+
+RequestRouterConfig._serialize_request_router_cls = _serialize_request_router_cls_locked  # type: ignore[method-assign]
 
 if TYPE_CHECKING:
     from services.model_repository import ModelVersion
