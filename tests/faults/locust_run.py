@@ -139,6 +139,12 @@ def ack_count(ack_log: Path) -> int:
     return ack_log.read_text().count("\n") if ack_log.exists() else 0
 
 
+def service_env(model_repository: Path, data_dir: Path) -> dict[str, str]:
+    """The FACET_* settings of a supervised test service: its models, its own data directory, no
+    API key (whatever this process's environment holds)."""
+    return {"FACET_MODEL_REPOSITORY": str(model_repository), "FACET_DATA_DIR": str(data_dir), "FACET_API_KEY": ""}
+
+
 class SupervisedService:
     """One service run by the launcher's `Supervisor` (as `facet up` runs it): on a free port,
     restarted when it exits, supervised by a thread until `stop()`.

@@ -29,6 +29,7 @@ from tests.faults.locust_run import (
     ack_count,
     acknowledged,
     lost_upserts,
+    service_env,
     wait_for,
 )
 
@@ -43,11 +44,7 @@ ACKS = 5  # acknowledged upserts (of 8 documents each) before the crash, and aga
 def test_a_killed_service_is_restarted_and_loses_no_acknowledged_upsert(
     model_repository: ModelRepository, tmp_path: Path
 ) -> None:
-    env = {
-        "FACET_MODEL_REPOSITORY": str(model_repository.root),
-        "FACET_DATA_DIR": str(tmp_path / "data"),
-        "FACET_API_KEY": "",
-    }
+    env = service_env(model_repository.root, tmp_path / "data")
     ack_log = tmp_path / "acks.jsonl"
     with SupervisedService("retrieval", env, tmp_path / "logs") as service:
         first_pid = service.pid

@@ -30,6 +30,7 @@ from tests.faults.locust_run import (
     acknowledged,
     lost_upserts,
     metric,
+    service_env,
     wait_for,
 )
 
@@ -48,11 +49,7 @@ NO_RETRY = sdk.RetryPolicy(max_attempts=1)
 def test_sigterm_drains_the_call_in_flight_and_later_calls_are_retried(
     model_repository: ModelRepository, tmp_path: Path
 ) -> None:
-    env = {
-        "FACET_MODEL_REPOSITORY": str(model_repository.root),
-        "FACET_DATA_DIR": str(tmp_path / "data"),
-        "FACET_API_KEY": "",
-    }
+    env = service_env(model_repository.root, tmp_path / "data")
     ack_log = tmp_path / "acks.jsonl"
     seen: dict[str, int] = {}
     in_flight_result: list[object] = []
