@@ -108,6 +108,7 @@ def test_the_property_flags_what_a_caller_must_never_see(
     code: grpc.StatusCode, details: str, elapsed_s: float, broken: bool
 ) -> None:
     fuzzer = Fuzzer({}, deadline_s=10.0)
+    # elapsed_s is an input of the classification, given above, never measured here
     assert (fuzzer.problem(Outcome(code, details, elapsed_s, []), sent_bytes=10) is not None) is broken
     assert (code in DOCUMENTED) or broken
 
