@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,27 +30,49 @@ from pathlib import Path
 
 __all__ = ["EngineRecord", "OwnedEngine", "Watchdog", "dying_with_parent", "process_start_time", "stop_session", "stop_stale"]
 
+# Sets PR_SET_PDEATHSIG (prctl option 1), then checks that the parent that asked for it still
+# runs: a parent that died between fork and prctl sends no signal, so the child sends itself one.
+# Then execs the command (same pid; the setting survives execve). Standard library only, `-S -I`.
+_PDEATHSIG_SHIM = (
+    "import ctypes, os, signal, sys\n"
+    "parent, sig = int(sys.argv[1]), signal.Signals['SIG' + sys.argv[2]]\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "if libc.prctl(1, int(sig), 0, 0, 0) != 0:\n"
+    "    raise OSError(ctypes.get_errno(), 'prctl(PR_SET_PDEATHSIG) failed')\n"
+    "if os.getppid() != parent:\n"
+    "    os.kill(os.getpid(), sig)\n"
+    "    sys.exit(128 + int(sig))\n"
+    "os.execvp(sys.argv[3], sys.argv[3:])\n"
+)
+
+
 def dying_with_parent(command: list[str], sig: str = "TERM") -> list[str]:
     """`command`, run so that it gets SIG`sig` when the process that starts it dies (even by SIGKILL).
 
-    It is prefixed with util-linux's `setpriv --pdeathsig`, which sets `PR_SET_PDEATHSIG` and
-    execs the command (same pid). Not a `preexec_fn`: that forces a plain fork() in a process
-    whose gRPC threads run, and gRPC's fork handlers can abort the child ("epoll_wait error:
-    Bad file descriptor"). The kernel sends the signal when the *thread* that spawned the child
-    exits, so spawn from a thread that lives as long as the launcher (the main thread). Without
-    `setpriv` (not Linux, a minimal image) the command is returned unchanged: the watchdog and
-    `stop_stale` still stop engines, and services stop when the launcher exits normally.
+    It is prefixed with a few lines of Python (`_PDEATHSIG_SHIM`, about 20 ms) that set
+    `PR_SET_PDEATHSIG`, check that this process is still their parent, and exec the command (same
+    pid). The check closes the race that util-linux's `setpriv --pdeathsig` leaves open: a parent
+    killed after the fork but before the `prctl` sends no signal, so its child ran on (seen in CI
+    when a parent was SIGKILLed right after starting its child). Not a `preexec_fn`: that forces a
+    plain fork() in a process whose gRPC threads run, and gRPC's fork handlers can abort the child
+    ("epoll_wait error: Bad file descriptor"). The kernel sends the signal when the *thread* that
+    spawned the child exits, so spawn from a thread that lives as long as the launcher (the main
+    thread). Off Linux the command is returned unchanged: the watchdog and `stop_stale` still stop
+    engines, and services stop when the launcher exits normally.
 
     Args:
         command: the argv to run.
         sig: the signal's name without SIG (TERM: services drain, then exit).
     Returns:
-        the argv to pass to `subprocess.Popen`.
+        the argv to pass to `subprocess.Popen`, to be started by this process.
+    Raises:
+        ValueError: `sig` is not a signal's name.
     """
-    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-    if setpriv is None:
+    if not hasattr(signal, f"SIG{sig}"):
+        raise ValueError(f"no signal SIG{sig}")
+    if not sys.platform.startswith("linux"):
         return list(command)
-    return [setpriv, "--pdeathsig", sig, "--", *command]
+    return [sys.executable, "-S", "-I", "-c", _PDEATHSIG_SHIM, str(os.getpid()), sig, *command]
 
 
 def _stat_fields(pid: int) -> list[str] | None:

@@ -15,7 +15,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from deploy.lifetime import EngineRecord, process_start_time, session_processes, stop_session, stop_stale
+import pytest
+
+from deploy.lifetime import (
+    EngineRecord,
+    dying_with_parent,
+    process_start_time,
+    session_processes,
+    stop_session,
+    stop_stale,
+)
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -54,6 +63,32 @@ def test_a_child_dies_when_its_parent_is_killed() -> None:
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+# the parent dies at once, most likely before the child's prctl runs: the race a plain
+# `setpriv --pdeathsig` leaves open (the child then runs on with no parent to die with)
+HASTY_PARENT = """
+import os, subprocess, sys
+from deploy.lifetime import dying_with_parent
+child = subprocess.Popen(dying_with_parent([sys.executable, "-c", "import time; time.sleep(120)"]))
+print(child.pid, flush=True)
+os._exit(0)
+"""
+
+
+def test_a_child_dies_when_its_parent_dies_before_the_child_is_set_up() -> None:
+    parent = subprocess.run([sys.executable, "-c", HASTY_PARENT], capture_output=True, text=True, cwd=CHECKOUT, check=True)
+    child = int(parent.stdout)
+    try:
+        assert _poll(lambda: _gone(child), 30), "the child outlived a parent that died as it started"
+    finally:
+        if not _gone(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_an_unknown_signal_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="no signal SIGTREM"):
+        dying_with_parent(["true"], sig="TREM")
 
 
 # an engine like `ray start`: its leader leaves a daemon running in the session and exits
