@@ -5,7 +5,7 @@ tokenized by the tokenizer stored beside it (`File.TOKENIZER`, a Hugging Face `t
 whose template makes `[CLS] query [SEP] document [SEP]` with token type ids 0 then 1):
 
     inputs:  input_ids, attention_mask, token_type_ids   int64 [batch, seq]  (both axes dynamic)
-    outputs: logits                                      float32 [batch]     (one relevance logit per pair)
+    outputs: logits                                      float32 [batch, 1]  (one relevance logit per pair)
 
 A probability is `sigmoid(logits / temperature)` (`Prop.TEMPERATURE`, fitted on the RAR-b dev
 split by temperature scaling, Guo et al. 2017, "On Calibration of Modern Neural Networks", §4.2).
@@ -19,7 +19,7 @@ from __future__ import annotations
 class Kind:
     """Model kinds (`facet.json` "kind")."""
 
-    CROSS_ENCODER = "cross-encoder"  # input_ids, attention_mask, token_type_ids int64 [n, t] -> logits float32 [n]
+    CROSS_ENCODER = "cross-encoder"  # input_ids, attention_mask, token_type_ids int64 [n, t] -> logits float32 [n, 1]
 
 
 class Tensor:
