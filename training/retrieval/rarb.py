@@ -25,6 +25,7 @@ import argparse
 import ast
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import re
@@ -117,6 +118,34 @@ def load_rows(path: Path, limit: int = 0) -> list[McrRow]:
                 raise ValueError(f"{where}: label {label} is outside 0..{len(candidates) - 1}")
             rows.append(McrRow(record["instructions"], record["queries"], tuple(candidates), label))
     return rows
+
+
+# The question-level split of RAR-b rows for training rerankers and bi-encoders (issue #14): a
+# fixed hash of the query text puts each row in train, dev or test, so rows sharing a query never
+# straddle the split and the split never changes with the order or number of rows read.
+SPLITS = ("train", "dev", "test")
+SPLIT_PERCENT = {"train": 60, "dev": 20, "test": 20}
+
+
+def split_of(query: str) -> str:
+    """The split ("train", "dev" or "test") of a row with this query (without its instruction):
+    the first 8 bytes of SHA-256 of its UTF-8, as an integer, modulo 100 — below 60 train, below
+    80 dev, else test (60/20/20)."""
+    bucket = int.from_bytes(hashlib.sha256(query.encode("utf-8")).digest()[:8], "big") % 100
+    if bucket < SPLIT_PERCENT["train"]:
+        return "train"
+    return "dev" if bucket < SPLIT_PERCENT["train"] + SPLIT_PERCENT["dev"] else "test"
+
+
+def rows_of_split(rows: Sequence[McrRow], split: str) -> list[McrRow]:
+    """The rows of `rows` in `split` (see `split_of`), in their order.
+
+    Raises:
+        ValueError: `split` is not one of train, dev, test.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    return [row for row in rows if split_of(row.query) == split]
 
 
 def needs_shuffle(path: Path) -> bool:
