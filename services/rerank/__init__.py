@@ -1,0 +1,1 @@
+"""Reranking: score and order candidate documents for a query with a cross-encoder."""

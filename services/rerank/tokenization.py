@@ -1,0 +1,152 @@
+"""(query, document) pairs → cross-encoder inputs, with long documents cut into windows.
+
+The model's own `tokenizer.json` tokenizes the query and each document once (a fast Rust
+tokenizer); its pair template then joins the query with each window of a document
+(`[CLS] query [SEP] window [SEP]`, token type ids 0 then 1). User text is text: special-token
+strings in it (`[CLS]`, `[SEP]`, ...) are split like any other characters, as in the embedding
+service (`services.retrieval.tokenization`).
+
+A window holds as many document tokens as the model's `max_seq_length` leaves beside the query
+and the template's special tokens. A document longer than one window is cut into windows that
+overlap by `overlap` tokens (at most half a window), as BERT's reading-comprehension fine-tuning
+does with its "doc_stride" (Devlin et al. 2019, "BERT", §4.2, SQuAD), or only its first window
+is kept (truncation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from services.runtime.errors import InvalidArgument
+
+
+@dataclasses.dataclass(frozen=True)
+class PairBatch:
+    """The pairs of one call, one row per (query, window).
+
+    Attributes:
+        input_ids: int64 [pairs, longest], padded with the pad id.
+        attention_mask: int64 [pairs, longest].
+        token_type_ids: int64 [pairs, longest] (0: query side, 1: document side; 0 on padding).
+        token_counts: int32 [pairs], special tokens included.
+        document: int32 [pairs], the index of the document each pair belongs to.
+        windowed: bool [documents], scored by more than one window.
+        truncated: bool [documents], cut to its first window.
+    """
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray
+    token_counts: np.ndarray
+    document: np.ndarray
+    windowed: np.ndarray
+    truncated: np.ndarray
+
+
+class PairTokenizer:
+    """Tokenizes a query with its documents into pairs of at most `max_seq_length` tokens.
+
+    Args:
+        tokenizer_file: the cross-encoder's `tokenizer.json` (with its pair template).
+        max_seq_length: tokens of one pair the model takes, special tokens included.
+    """
+
+    def __init__(self, tokenizer_file: str | Path, max_seq_length: int) -> None:
+        self.max_seq_length = max_seq_length
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        # Special-token strings in user text are matched as plain text, never as special tokens.
+        self._tokenizer.encode_special_tokens = True
+        processor = self._tokenizer.post_processor
+        self.pair_special_tokens = processor.num_special_tokens_to_add(True) if processor else 0
+        pad = self._tokenizer.token_to_id("[PAD]")
+        self.pad_id = 0 if pad is None else pad
+
+    def window_tokens(self, query: str) -> tuple[Encoding, int]:
+        """The query's tokens and how many document tokens fit beside it in one pair.
+
+        Raises:
+            InvalidArgument: the query has no token the model reads, or it fills the model's
+                max_seq_length alone (no room for a document).
+        """
+        encoding = self._tokenizer.encode(query, add_special_tokens=False)
+        if not encoding.ids:
+            raise InvalidArgument("query has no token the model reads (only characters the tokenizer drops)")
+        room = self.max_seq_length - self.pair_special_tokens - len(encoding.ids)
+        if room < 1:
+            most = self.max_seq_length - self.pair_special_tokens - 1
+            raise InvalidArgument(
+                f"query takes {len(encoding.ids)} tokens; the model reads {self.max_seq_length} tokens per (query, document) "
+                f"pair, {self.pair_special_tokens} of them special, so no room is left for a document: shorten the query "
+                f"to at most {most} tokens"
+            )
+        return encoding, room
+
+    def __call__(
+        self, query: str, documents: list[str], *, truncate: bool, windowing: bool, overlap: int, max_pairs: int
+    ) -> PairBatch:
+        """Tokenize `query` with every document.
+
+        Args:
+            query: the query, not blank.
+            documents: the documents, none blank.
+            truncate: keep only the first window of a longer document.
+            windowing: with truncate False, cut a longer document into overlapping windows
+                (else refuse it).
+            overlap: document tokens consecutive windows share (capped at half a window).
+            max_pairs: the most pairs the call may make (`rerank.max_pairs_per_request`).
+        Returns:
+            PairBatch: every pair, the documents' windows in order.
+        Raises:
+            InvalidArgument: see `window_tokens`; a document with no token the model reads; a
+                document longer than a window with truncate and windowing both off; more than
+                `max_pairs` pairs.
+        """
+        query_encoding, room = self.window_tokens(query)
+        stride = min(overlap, room // 2)
+        encodings = self._tokenizer.encode_batch(documents, add_special_tokens=False)
+        windows: list[Encoding] = []
+        owners: list[int] = []
+        windowed = np.zeros(len(documents), dtype=bool)
+        truncated = np.zeros(len(documents), dtype=bool)
+        for i, encoding in enumerate(encodings):
+            tokens = len(encoding.ids)
+            if tokens == 0:
+                raise InvalidArgument(f"documents[{i}] has no token the model reads (only characters the tokenizer drops)")
+            if tokens > room:
+                if truncate:
+                    truncated[i] = True
+                elif windowing:
+                    windowed[i] = True
+                else:
+                    raise InvalidArgument(
+                        f"documents[{i}] has {tokens} tokens; beside this query the model reads {room} (max_seq_length "
+                        f"{self.max_seq_length}) and windowing is off (rerank.windowing): shorten it or pass truncate=True"
+                    )
+                encoding.truncate(room, stride=stride if windowed[i] else 0)
+            parts = [encoding, *encoding.overflowing] if windowed[i] else [encoding]
+            windows += parts
+            owners += [i] * len(parts)
+            if len(windows) > max_pairs:
+                raise InvalidArgument(
+                    f"the documents make more than {max_pairs} (query, window) pairs (a document longer than the model's "
+                    f"{room}-token window beside this query is scored window by window); the limit is "
+                    f"rerank.max_pairs_per_request ({max_pairs}): send fewer or shorter documents, or pass truncate=True"
+                )
+        pairs = [self._tokenizer.post_process(query_encoding, w, add_special_tokens=True) for w in windows]
+        counts = np.array([len(p.ids) for p in pairs], dtype=np.int32)
+        width = int(counts.max())
+        ids = np.full((len(pairs), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(pairs), width), dtype=np.int64)
+        types = np.zeros((len(pairs), width), dtype=np.int64)
+        for row, pair in enumerate(pairs):
+            n = len(pair.ids)
+            ids[row, :n] = pair.ids
+            mask[row, :n] = 1
+            types[row, :n] = pair.type_ids
+        return PairBatch(ids, mask, types, counts, np.array(owners, dtype=np.int32), windowed, truncated)
