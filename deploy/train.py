@@ -42,10 +42,18 @@ def pinned_requirements() -> list[str]:
     return sorted(set(project["dependencies"]) | set(extras["serve"]) | set(extras["training"]))
 
 
+def upload_excludes(checkout: Path = CHECKOUT) -> list[str]:
+    """What the working-directory upload leaves out: `EXCLUDES`, and every virtualenv at the top of
+    the checkout whatever its name (a folder with a `pyvenv.cfg`: `venv/`, `.venv-infinity/`), which
+    would otherwise push the upload past Ray's limit (HTTP 413)."""
+    venvs = sorted(f"/{d.name}" for d in checkout.iterdir() if d.is_dir() and (d / "pyvenv.cfg").is_file())
+    return EXCLUDES + [v for v in venvs if v.lstrip("/") not in EXCLUDES]
+
+
 def runtime_env(repository: str, pip: bool) -> dict[str, Any]:
     env: dict[str, Any] = {
         "working_dir": str(CHECKOUT),
-        "excludes": EXCLUDES,
+        "excludes": upload_excludes(),
         "env_vars": {"FACET_MODEL_REPOSITORY": repository, "PYTHONUNBUFFERED": "1"},
     }
     if pip:

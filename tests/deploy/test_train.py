@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 
 import sdk
-from deploy.train import entrypoint, pinned_requirements, runtime_env
+from deploy.train import entrypoint, pinned_requirements, runtime_env, upload_excludes
 from services.model_repository import ModelRepository
 from tests.serving import ServerProcess
 
@@ -29,6 +29,16 @@ def test_the_job_runs_the_build_with_the_repository_and_pinned_requirements() ->
     env = runtime_env("/srv/models", pip=True)
     assert env["env_vars"]["FACET_MODEL_REPOSITORY"] == "/srv/models" and ".venv" in env["excludes"]
     assert "torch==2.13.0" in env["pip"]["packages"] and "onnxruntime==1.31.1" in pinned_requirements()
+
+
+def test_the_upload_leaves_out_every_virtualenv_in_the_checkout_whatever_its_name(tmp_path: Path) -> None:
+    for name in ("venv", ".venv-infinity"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (tmp_path / "services").mkdir()  # code: uploaded
+    excludes = upload_excludes(tmp_path)
+    assert "/venv" in excludes and "/.venv-infinity" in excludes and ".git" in excludes
+    assert not any("services" in e for e in excludes)
 
 
 def test_train_submits_a_job_and_the_new_version_is_served(ray_cluster, nextframe_repository: ModelRepository, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
