@@ -1,0 +1,84 @@
+"""Pairs and windows of the rerank tokenizer, on MiniLM's real tokenizer (the cross-encoders' own)."""
+
+from __future__ import annotations
+
+import string
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from services.rerank.tokenization import PairTokenizer
+from services.runtime.errors import InvalidArgument
+from training.retrieval.export import packaged_minilm_dir
+
+CLS, SEP = 101, 102
+MAX = 16  # tokens per pair: 3 special, the query's 3, so windows of 10 document tokens
+QUERY = "where is it"
+LETTERS = list(string.ascii_lowercase[:25])  # 25 one-token words
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> PairTokenizer:
+    return PairTokenizer(packaged_minilm_dir() / "tokenizer.json", MAX)
+
+
+@pytest.fixture(scope="module")
+def vocabulary() -> Tokenizer:
+    """The same tokenizer.json read on its own: what each word's id is."""
+    vocabulary = Tokenizer.from_file(str(packaged_minilm_dir() / "tokenizer.json"))
+    vocabulary.no_padding()
+    return vocabulary
+
+
+def _pairs(tokenizer: PairTokenizer, documents: list[str], **options: object) -> object:
+    settings = {"truncate": False, "windowing": True, "overlap": 4, "max_pairs": 100} | options
+    return tokenizer(QUERY, documents, **settings)  # type: ignore[arg-type]
+
+
+def test_a_long_document_becomes_overlapping_windows_that_cover_it(tokenizer: PairTokenizer, vocabulary: Tokenizer) -> None:
+    batch = _pairs(tokenizer, ["short one", " ".join(LETTERS)])
+    letter_ids = [vocabulary.token_to_id(t) for t in LETTERS]
+    query_ids = vocabulary.encode(QUERY, add_special_tokens=False).ids
+    assert len(query_ids) == 3
+    assert batch.document.tolist() == [0, 1, 1, 1, 1]  # 25 tokens, windows of 10 every 6: 0, 6, 12, 18
+    assert batch.windowed.tolist() == [False, True] and not batch.truncated.any()
+    windows = []
+    for row in range(1, 5):
+        ids = batch.input_ids[row, : batch.token_counts[row]].tolist()
+        assert ids[:5] == [CLS, *query_ids, SEP] and ids[-1] == SEP and len(ids) <= MAX
+        types = batch.token_type_ids[row, : batch.token_counts[row]].tolist()
+        assert types == [0] * 5 + [1] * (len(ids) - 5)
+        windows.append(ids[5:-1])
+    assert windows == [letter_ids[0:10], letter_ids[6:16], letter_ids[12:22], letter_ids[18:25]]
+    assert batch.attention_mask.sum(1).tolist() == batch.token_counts.tolist()
+
+
+def test_truncate_keeps_the_first_window(tokenizer: PairTokenizer, vocabulary: Tokenizer) -> None:
+    batch = _pairs(tokenizer, [" ".join(LETTERS)], truncate=True)
+    letter_ids = [vocabulary.token_to_id(t) for t in LETTERS]
+    assert batch.document.tolist() == [0] and batch.truncated.tolist() == [True] and not batch.windowed.any()
+    assert batch.input_ids[0, 5:-1].tolist() == letter_ids[:10]
+
+
+def test_the_overlap_is_at_most_half_a_window(tokenizer: PairTokenizer) -> None:
+    batch = _pairs(tokenizer, [" ".join(LETTERS)], overlap=50)  # 5 of the 10 tokens: windows at 0, 5, 10, 15
+    assert batch.document.tolist() == [0, 0, 0, 0]
+
+
+def test_limits_and_refusals(tokenizer: PairTokenizer) -> None:
+    with pytest.raises(InvalidArgument, match=r"windowing is off \(rerank.windowing\)"):
+        _pairs(tokenizer, [" ".join(LETTERS)], windowing=False)
+    with pytest.raises(InvalidArgument, match=r"rerank.max_pairs_per_request \(3\)"):
+        _pairs(tokenizer, [" ".join(LETTERS)], max_pairs=3)
+    with pytest.raises(InvalidArgument, match="no room is left for a document: shorten the query to at most 12 tokens"):
+        tokenizer(" ".join(LETTERS[:13]), ["a"], truncate=True, windowing=True, overlap=0, max_pairs=10)
+    with pytest.raises(InvalidArgument, match=r"documents\[0\] has no token"):
+        _pairs(tokenizer, ["\u0301"])  # a lone combining accent: stripped by the tokenizer's normalizer
+
+
+def test_special_token_strings_in_text_are_text(tokenizer: PairTokenizer) -> None:
+    batch = _pairs(tokenizer, ["[SEP] [CLS]"])
+    ids = batch.input_ids[0, : batch.token_counts[0]].tolist()
+    assert ids.count(SEP) == 2 and ids.count(CLS) == 1  # only the template's
+    assert np.all(batch.token_type_ids[0, ids.index(SEP) + 1 : batch.token_counts[0]] == 1)
