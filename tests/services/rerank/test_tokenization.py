@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from services.rerank.tokenization import PairTokenizer
+from services.rerank.tokenization import PairBatch, PairTokenizer
 from services.runtime.errors import InvalidArgument
 from training.retrieval.export import packaged_minilm_dir
 
@@ -31,9 +31,10 @@ def vocabulary() -> Tokenizer:
     return vocabulary
 
 
-def _pairs(tokenizer: PairTokenizer, documents: list[str], **options: object) -> object:
-    settings = {"truncate": False, "windowing": True, "overlap": 4, "max_pairs": 100} | options
-    return tokenizer(QUERY, documents, **settings)  # type: ignore[arg-type]
+def _pairs(
+    tokenizer: PairTokenizer, documents: list[str], *, truncate: bool = False, windowing: bool = True, overlap: int = 4, max_pairs: int = 100
+) -> PairBatch:
+    return tokenizer(QUERY, documents, truncate=truncate, windowing=windowing, overlap=overlap, max_pairs=max_pairs)
 
 
 def test_a_long_document_becomes_overlapping_windows_that_cover_it(tokenizer: PairTokenizer, vocabulary: Tokenizer) -> None:
