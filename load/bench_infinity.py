@@ -42,7 +42,7 @@ INFINITY_VENV = REPO_ROOT / ".venv-infinity"
 INSTALL_HINT = "make it with `bash load/install_infinity.sh`"
 INFINITY_STARTUP_TIMEOUT_S = 600.0  # loading plus Infinity's own warm-up (a 32 x 256-token batch), on 2 shared cores
 INFINITY_STOP_TIMEOUT_S = 30.0
-HTTP_TIMEOUT_S = 300.0  # one call under 32 concurrent callers on 2 cores
+HTTP_TIMEOUT_S = 300.0  # default per-call timeout: one call under 32 concurrent callers on 2 busy cores
 # torch: Infinity's default engine; optimum: ONNX Runtime, needs an .onnx file in the directory
 ENGINES = ("torch", "optimum")
 
@@ -297,15 +297,16 @@ class InfinityClient:
     Args:
         url: `http://127.0.0.1:<port>`.
         max_connections: the pool's size; at least the number of concurrent callers, so no call waits for a connection.
+        timeout_s: each call's timeout (connect, write, read) in seconds.
     """
 
-    def __init__(self, url: str, max_connections: int = 64) -> None:
+    def __init__(self, url: str, max_connections: int = 64, timeout_s: float = HTTP_TIMEOUT_S) -> None:
         import httpx
 
         self._httpx = httpx
         self.client = httpx.AsyncClient(
             base_url=url,
-            timeout=HTTP_TIMEOUT_S,
+            timeout=timeout_s,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 

@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 import sdk  # noqa: E402
 from load.bench_infinity import (  # noqa: E402
     ENGINES,
+    HTTP_TIMEOUT_S,
     INFINITY_VENV,
     InfinityClient,
     InfinityModel,
@@ -66,6 +67,7 @@ from load.harness import (  # noqa: E402
     rows_table,
     timed_ms,
 )
+from load.retrieval_embed import delta, histograms, mean_of  # noqa: E402
 
 PARTS = ("embed", "rerank")
 EMBED_TARGET = 1.0  # Facet / Infinity, every row (issue 14, part 7)
@@ -100,6 +102,8 @@ class Settings:
     infinity_venv: Path
     infinity_embed_dir: Path | None  # default: the packaged all-MiniLM-L6-v2
     latency_calls: int
+    timeout_s: float  # every call's deadline, both sides
+    server_settings: dict[str, str]  # FACET_* settings for Facet's services, on top of the thread count
     seed: int
     json_path: Path | None
 
@@ -167,6 +171,20 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
     parser.add_argument(
         "--latency-calls", type=int, help="single Rerank calls per side for the overhead row (default 200)"
     )
+    parser.add_argument(
+        "--timeout-s",
+        type=float,
+        default=HTTP_TIMEOUT_S,
+        help=f"every call's deadline, Facet's (SDK timeout_s) and Infinity's (httpx timeout) alike "
+        f"(default {HTTP_TIMEOUT_S:g}: throughput, not admission; the SDK's own default is 30)",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="FACET_KEY=VALUE",
+        help="a setting for Facet's services (repeatable), e.g. FACET_ONNXRUNTIME_ALLOW_SPINNING=0",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args(argv)
@@ -182,8 +200,10 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     duration = args.duration_s if args.duration_s is not None else (3.0 if args.quick else 20.0)
-    if duration <= 0:
-        parser.error("--duration-s must be > 0")
+    if any("=" not in item or not item.startswith("FACET_") for item in args.server_env):
+        parser.error("--server-env takes FACET_KEY=VALUE")
+    if duration <= 0 or args.timeout_s <= 0:
+        parser.error("--duration-s and --timeout-s must be > 0")
     return Settings(
         parts=parts,
         callers=callers,
@@ -202,6 +222,8 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
         infinity_venv=args.infinity_venv,
         infinity_embed_dir=args.infinity_embed_dir,
         latency_calls=args.latency_calls or (60 if args.quick else 200),
+        timeout_s=args.timeout_s,
+        server_settings=dict(item.split("=", 1) for item in args.server_env),
         seed=args.seed,
         json_path=args.json,
     )
@@ -278,18 +300,36 @@ Call = Callable[[int], Awaitable[object]]
 
 
 async def side_by_side(
-    sides: Mapping[str, Call], callers: int, seconds: float, rounds: int, callers_of: Mapping[str, int] | None = None
+    sides: Mapping[str, Call],
+    callers: int,
+    seconds: float,
+    rounds: int,
+    callers_of: Mapping[str, int] | None = None,
+    slices: list[dict[str, Any]] | None = None,
 ) -> dict[str, LoadResult]:
     """Each side under `callers` concurrent callers (`callers_of[side]` where given) for `seconds` in
     all, in `rounds` slices; the sides take turns, the first side of each round rotating, so
-    background load hits them alike."""
+    background load hits them alike. Each slice's side, calls, errors, seconds and 1-minute load
+    average are appended to `slices` when given (to judge the noise)."""
     results = {name: LoadResult() for name in sides}
     order = list(sides)
     for r in range(rounds):
         turn = order[r % len(order) :] + order[: r % len(order)]
         for name in turn:
             n = (callers_of or {}).get(name, callers)
-            results[name].add(await callers_for_duration(sides[name], n, seconds / rounds))
+            part = await callers_for_duration(sides[name], n, seconds / rounds)
+            results[name].add(part)
+            if slices is not None:
+                slices.append(
+                    {
+                        "side": name,
+                        "callers": n,
+                        "calls": part.calls,
+                        "errors": part.errors,
+                        "seconds": part.seconds,
+                        "load_1min": os.getloadavg()[0],
+                    }
+                )
     return results
 
 
@@ -354,8 +394,8 @@ def load_summary(result: LoadResult, items_per_call: int) -> dict[str, float]:
 async def measure_embed(s: Settings, facet: BenchmarkService, infinity: InfinityServer, out: Results) -> None:
     """Embed: Facet's retrieval service vs Infinity on the same calls, at each caller count."""
     batches = embed_batches(s.data, s.embed_per_call, s.seed)
-    http = InfinityClient(infinity.url, max_connections=max(s.callers) + 4)
-    async with sdk.AsyncClient(retrieval=facet.address) as client:
+    http = InfinityClient(infinity.url, max_connections=max(s.callers) + 4, timeout_s=s.timeout_s)
+    async with sdk.AsyncClient(retrieval=facet.address, timeout_s=s.timeout_s) as client:
         sides: dict[str, Call] = {
             "facet": lambda i: client.embed(batches[i % len(batches)]),
             "infinity": lambda i: http.embed(INFINITY_EMBED_NAME, batches[i % len(batches)]),
@@ -383,7 +423,10 @@ async def measure_embed(s: Settings, facet: BenchmarkService, infinity: Infinity
             "rows": {},
         }
         for n in s.callers:
-            results = await side_by_side(sides, n, s.duration_s, s.rounds)
+            slices: list[dict[str, Any]] = []
+            before = histograms(facet)
+            results = await side_by_side(sides, n, s.duration_s, s.rounds, slices=slices)
+            batching = delta(histograms(facet), before)
             row = ratio_row(
                 f"Embed {s.embed_per_call} texts/call, {n} caller{'s' if n > 1 else ''}: texts/s (p50 / p99 per call)",
                 results["facet"],
@@ -393,8 +436,16 @@ async def measure_embed(s: Settings, facet: BenchmarkService, infinity: Infinity
                 EMBED_TARGET,
             )
             out.rows.append(row)
-            out.raw["embed"]["rows"][n] = {k: load_summary(v, s.embed_per_call) for k, v in results.items()}
-            log(f"embed, {n} callers: Facet {row.facet}; {row.baseline}; {row.ratio}")
+            out.raw["embed"]["rows"][n] = {
+                **{k: load_summary(v, s.embed_per_call) for k, v in results.items()},
+                "slices": slices,
+                "facet_rows_per_batch": mean_of(batching, "batch_rows_sum", "batches"),
+                "facet_queue_ms": 1e3 * mean_of(batching, "queue_s_sum", "queued"),
+            }
+            log(
+                f"embed, {n} callers: Facet {row.facet}; {row.baseline}; {row.ratio}; Facet "
+                f"{out.raw['embed']['rows'][n]['facet_rows_per_batch']:.1f} rows/batch"
+            )
     await http.close()
 
 
@@ -452,7 +503,7 @@ async def measure_rerank(
     then single-call latency, Facet vs the same ONNX session in this process."""
     calls = rarb_rerank_calls(s.data, s.docs_per_call, s.seed)
     n_docs = s.docs_per_call
-    http = InfinityClient(infinity.url, max_connections=max(s.callers) + 4)
+    http = InfinityClient(infinity.url, max_connections=max(s.callers) + 4, timeout_s=s.timeout_s)
     log(f"rerank: loading CrossEncoder({cross_encoder_dir}) and the in-process ONNX session")
     cross_encoder = load_cross_encoder(cross_encoder_dir, s.threads)
     local = InProcessReranker(entry, s.threads)
@@ -463,7 +514,7 @@ async def measure_rerank(
             [(call.query, d) for d in call.documents], batch_size=n_docs, show_progress_bar=False
         )
 
-    async with sdk.AsyncClient(rerank=facet.address) as async_client:
+    async with sdk.AsyncClient(rerank=facet.address, timeout_s=s.timeout_s) as async_client:
         client: Any = async_client  # `rerank` per the SDK contract of issue 14 (sdk/_rerank.py)
 
         def facet_call(i: int, raw: bool = False) -> Awaitable[Any]:
@@ -511,12 +562,16 @@ async def measure_rerank(
             "rows": {},
         }
         cross_result: LoadResult | None = None
+        slices: list[dict[str, Any]]
         for n in s.callers:
             level_sides = dict(sides)
             # in-process predict: one caller (a process runs one predict at a time), measured with the first row only
             if cross_result is None:
                 level_sides["cross_encoder"] = lambda i: asyncio.to_thread(predict, i)
-            results = await side_by_side(level_sides, n, s.duration_s, s.rounds, {"cross_encoder": 1})
+            slices = []
+            before = histograms(facet)
+            results = await side_by_side(level_sides, n, s.duration_s, s.rounds, {"cross_encoder": 1}, slices)
+            batching = delta(histograms(facet), before)
             if "cross_encoder" in results:
                 cross_result = results.pop("cross_encoder")
             label = f"{n} caller{'s' if n > 1 else ''}"
@@ -541,7 +596,12 @@ async def measure_rerank(
                     CROSS_ENCODER_TARGET,
                 )
             )
-            out.raw["rerank"]["rows"][n] = {k: load_summary(v, n_docs) for k, v in results.items()}
+            out.raw["rerank"]["rows"][n] = {
+                **{k: load_summary(v, n_docs) for k, v in results.items()},
+                "slices": slices,
+                "facet_rows_per_batch": mean_of(batching, "batch_rows_sum", "batches"),
+                "facet_queue_ms": 1e3 * mean_of(batching, "queue_s_sum", "queued"),
+            }
             log(f"rerank, {n} callers: {out.rows[-2].facet} vs {out.rows[-2].baseline}; {out.rows[-2].ratio}")
         assert cross_result is not None
         out.raw["rerank"]["cross_encoder_predict"] = load_summary(cross_result, n_docs)
@@ -549,7 +609,7 @@ async def measure_rerank(
 
     # single-call latency: Facet over gRPC vs the same ONNX session in this process, blocks of 10 calls in turn
     latencies: dict[str, list[float]] = {"facet": [], "local": []}
-    with sdk.Client(rerank=facet.address) as client_:
+    with sdk.Client(rerank=facet.address, timeout_s=s.timeout_s) as client_:
         sync_client: Any = client_
         runs: dict[str, Callable[[RerankCall], object]] = {
             "facet": lambda c: sync_client.rerank(c.query, list(c.documents), truncate=True),
@@ -612,13 +672,15 @@ def run_benchmark(s: Settings) -> Results:
 
         cross_encoder_dir = rerank_entry.file(File.CROSS_ENCODER)
         models.append(InfinityModel(cross_encoder_dir, INFINITY_RERANK_NAME))
-    env = {"FACET_ONNXRUNTIME_INTRA_OP_NUM_THREADS": str(s.threads)}
+    env = {"FACET_ONNXRUNTIME_INTRA_OP_NUM_THREADS": str(s.threads), **s.server_settings}
     services: dict[str, BenchmarkService] = {}
     infinity = InfinityServer(models, engine=s.infinity_engine, batch_size=s.infinity_batch_size, venv=s.infinity_venv)
     try:
         for part, capability in (("embed", "retrieval"), ("rerank", "rerank")):
             if part in s.parts:
-                services[part] = BenchmarkService(capability, s.model_repository, env, label=capability).spawn()
+                services[part] = BenchmarkService(
+                    capability, s.model_repository, env, label=capability, metrics_port=0
+                ).spawn()  # /metrics: the batcher's rows per batch and queue time, for the report
         log(
             f"starting Infinity ({s.infinity_engine} engine, batch size {s.infinity_batch_size}): "
             + ", ".join(str(m.path) for m in models)
@@ -663,8 +725,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.notes[:0] = [
         f"machine: {os.cpu_count()} CPUs, load generator, Facet and Infinity on the same cores; before: {load_before}; "
         f"after: {uptime()}.",
-        f"Facet: ONNX Runtime intra_op={s.threads} inter_op=1, the services' default batching; calls through "
-        "sdk.AsyncClient (one client, one channel). Infinity "
+        f"Facet: ONNX Runtime intra_op={s.threads} inter_op=1, the services' default batching"
+        + "".join(f", {k}={v}" for k, v in s.server_settings.items())
+        + "; calls through "
+        f"sdk.AsyncClient (one client, one channel). Every call's deadline {s.timeout_s:g} s on both sides. Infinity "
         f"{versions.get('infinity-emb')} (torch {versions.get('torch')}, sentence-transformers "
         f"{versions.get('sentence-transformers')}, transformers {versions.get('transformers')}): "
         f"`--engine {s.infinity_engine} --batch-size {s.infinity_batch_size} --device cpu --no-vector-disk-cache`, "
