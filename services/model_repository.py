@@ -141,7 +141,8 @@ class ModelRepository:
     ) -> ModelVersion:
         """Copy a model and its files in as the next version; write config.pbtxt.
 
-        `extra_files` maps a key (recorded in metadata["files"]) to a file to copy.
+        `extra_files` maps a key (recorded in metadata["files"]) to a file to copy, or to a
+        directory, copied with its contents (e.g. a saved sentence-transformers model).
         The version directory is filled under a temporary name and renamed into
         place, so readers never see a half-written version.
         """
@@ -155,7 +156,10 @@ class ModelRepository:
         shutil.copyfile(model_file, staging / MODEL_FILE)
         files = {}
         for key, src in (extra_files or {}).items():
-            shutil.copyfile(src, staging / src.name)
+            if Path(src).is_dir():
+                shutil.copytree(src, staging / src.name)
+            else:
+                shutil.copyfile(src, staging / src.name)
             files[key] = src.name
         meta = dict(metadata)
         meta[Key.FILES] = files

@@ -66,6 +66,21 @@ def test_register_writes_triton_layout_and_versions(tmp_path: Path) -> None:
         repo.get("missing")
 
 
+def test_register_copies_a_directory_given_as_an_extra_file(tmp_path: Path) -> None:
+    """A saved model directory (e.g. a sentence-transformers CrossEncoder) is copied with its contents."""
+    saved = tmp_path / "cross-encoder"
+    (saved / "sub").mkdir(parents=True)
+    (saved / "config.json").write_text('{"a": 1}')
+    (saved / "sub" / "weights.bin").write_bytes(b"\x00\x01")
+    repo = ModelRepository(tmp_path / "repo")
+    meta = {"kind": "embedding", "source": "test", "inputs": [TensorSpec("input_ids", "int64", (-1,)).to_dict()],
+            "outputs": [TensorSpec("sentence_embedding", "float32", (8,)).to_dict()]}  # fmt: skip
+    entry = repo.register("toy", toy_onnx(tmp_path / "model.onnx"), meta, extra_files={"cross_encoder": saved})
+    copied = entry.file("cross_encoder")
+    assert copied.is_dir() and copied.parent == entry.path
+    assert (copied / "config.json").read_text() == '{"a": 1}' and (copied / "sub" / "weights.bin").read_bytes() == b"\x00\x01"
+
+
 def test_half_written_versions_are_invisible(tmp_path: Path) -> None:
     repo = ModelRepository(tmp_path)
     (tmp_path / "toy" / ".staging-1-99").mkdir(parents=True)

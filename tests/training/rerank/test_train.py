@@ -1,0 +1,44 @@
+"""The listwise loss and the group sampler."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from training.rerank.data import Group
+from training.rerank.train import GENERAL, GroupSampler, TrainingConfig, listwise_loss, lr_at, mixture_weights
+
+
+def test_listwise_loss_is_the_cross_entropy_of_each_groups_softmax() -> None:
+    # two groups: [2, 0, -1] with the gold first, [0.5, 1.5] with the gold second
+    logits = torch.tensor([2.0, 0.0, -1.0, 0.5, 1.5])
+    loss = listwise_loss(logits, [3, 2], torch.tensor([0, 1]))
+    first = -2.0 + math.log(math.exp(2.0) + 1.0 + math.exp(-1.0))
+    second = -1.5 + math.log(math.exp(0.5) + math.exp(1.5))
+    assert math.isclose(loss.item(), (first + second) / 2, rel_tol=1e-6)
+
+
+def test_listwise_loss_falls_when_the_gold_rises() -> None:
+    logits = torch.zeros(4, requires_grad=True)
+    listwise_loss(logits, [4], torch.tensor([2])).backward()
+    assert logits.grad is not None and logits.grad[2] < 0 < logits.grad[0]
+
+
+def test_sampler_is_reproducible_and_follows_the_weights() -> None:
+    sources = {
+        GENERAL: [Group(f"g{i}", ("a", "b"), 0, "quora") for i in range(10)],
+        "x.csv": [Group("x", ("a", "b"), 1, "x.csv")],
+    }
+    weights = mixture_weights(sources, 0.75)
+    assert weights == {GENERAL: 0.75, "x.csv": 0.25}
+    sampler = GroupSampler(sources, weights, seed=3)
+    assert sampler.batch(5, 8) == sampler.batch(5, 8) and sampler.batch(5, 8, rank=1) != sampler.batch(5, 8)
+    drawn = [g.source for step in range(200) for g in sampler.batch(step, 8)]
+    assert 0.70 < drawn.count("quora") / len(drawn) < 0.80
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    config = TrainingConfig(steps=100, lr=1e-4, warmup_fraction=0.1)
+    assert lr_at(0, config) == 1e-5 and lr_at(9, config) == 1e-4
+    assert lr_at(50, config) < lr_at(20, config) and lr_at(100, config) == 0.0
