@@ -466,6 +466,26 @@ class InProcessReranker:
         self.inputs = (Tensor.INPUT_IDS, Tensor.ATTENTION_MASK, Tensor.TOKEN_TYPE_IDS)
         self.output = Tensor.LOGITS
 
+    def fits(self, call: RerankCall) -> bool:
+        """Whether every (query, document) pair of the call fits the model's max_seq_length whole,
+        so no side truncates or windows it (their truncation rules differ: Facet keeps the query
+        whole, sentence-transformers and Infinity cut the longest side, Infinity at the tokenizer's
+        512 rather than the model's max_seq_length)."""
+        from services.runtime.errors import InvalidArgument
+
+        try:
+            self.tokenizer(
+                call.query,
+                list(call.documents),
+                truncate=False,
+                windowing=False,
+                overlap=0,
+                max_pairs=len(call.documents),
+            )
+        except InvalidArgument:
+            return False
+        return True
+
     def logits(self, query: str, documents: Sequence[str]) -> np.ndarray:
         """float32 [len(documents)]: each (query, document) pair's logit, documents cut to their first window."""
         batch = self.tokenizer(
@@ -501,17 +521,26 @@ async def measure_rerank(
 ) -> None:
     """Rerank: Facet vs Infinity vs CrossEncoder.predict in this process, pairs/s at each caller count;
     then single-call latency, Facet vs the same ONNX session in this process."""
-    calls = rarb_rerank_calls(s.data, s.docs_per_call, s.seed)
+    import torch
+
     n_docs = s.docs_per_call
     http = InfinityClient(infinity.url, max_connections=max(s.callers) + 4, timeout_s=s.timeout_s)
     log(f"rerank: loading CrossEncoder({cross_encoder_dir}) and the in-process ONNX session")
     cross_encoder = load_cross_encoder(cross_encoder_dir, s.threads)
     local = InProcessReranker(entry, s.threads)
+    every_call = rarb_rerank_calls(s.data, s.docs_per_call, s.seed)
+    calls = [call for call in every_call if local.fits(call)]  # the same work on every side: nothing cut
+    if not calls:
+        raise SystemExit(f"bench_rerank: no call of {n_docs} RAR-b documents fits {s.reranker}'s max_seq_length whole")
+    log(f"rerank: {len(calls)} of {len(every_call)} calls have every pair within the model's max_seq_length")
 
     def predict(i: int) -> object:
         call = calls[i % len(calls)]
         return cross_encoder.predict(
-            [(call.query, d) for d in call.documents], batch_size=n_docs, show_progress_bar=False
+            [(call.query, d) for d in call.documents],
+            batch_size=n_docs,
+            show_progress_bar=False,
+            activation_fn=torch.nn.Identity(),  # logits, whatever activation the directory names
         )
 
     async with sdk.AsyncClient(rerank=facet.address, timeout_s=s.timeout_s) as async_client:
@@ -534,7 +563,7 @@ async def measure_rerank(
             np.float64
         )
         theirs = sigmoid(theirs)
-        predicted = np.asarray(predict(0), dtype=np.float64).reshape(-1)
+        predicted = sigmoid(np.asarray(predict(0), dtype=np.float64).reshape(-1))
         in_process = sigmoid(local.logits(first.query, first.documents))
         diffs = {
             "infinity": float(np.max(np.abs(ours - theirs))),
@@ -558,6 +587,7 @@ async def measure_rerank(
         out.raw["rerank"] = {
             "docs_per_call": n_docs,
             "calls_available": len(calls),
+            "calls_dropped_too_long": len(every_call) - len(calls),
             "parity_max_diff": diffs,
             "rows": {},
         }
@@ -657,11 +687,12 @@ def run_benchmark(s: Settings) -> Results:
     out = Results()
     repository = ModelRepository(s.model_repository)
     try:
-        repository.get(s.embedding_model)
+        if "embed" in s.parts:
+            repository.get(s.embedding_model)
         rerank_entry = repository.get(s.reranker) if "rerank" in s.parts else None
     except LookupError as exc:
         raise SystemExit(
-            f"bench_rerank: {exc} in {s.model_repository}; build the models (`facet models build`), or pass --parts embed"
+            f"bench_rerank: {exc}; build the models (`facet models build`), or leave that part out (--parts)"
         ) from None
     models: list[InfinityModel] = []
     if "embed" in s.parts:
@@ -736,8 +767,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "calls over HTTP/1.1 with httpx (one keep-alive pool).",
         f"each row: {s.duration_s:g} s per side in {s.rounds} alternating slices; real RAR-b texts from {s.data} "
         "(Embed: unique texts <= 300 characters; Rerank: test-split queries, each with its candidates padded "
-        f"to {s.docs_per_call} documents with other rows' candidates; Facet called with truncate=True, as "
-        "Infinity and CrossEncoder truncate).",
+        f"to {s.docs_per_call} documents with other rows' candidates, only calls whose every pair fits the "
+        "model's max_seq_length whole, so every side runs the same tokens).",
     ]
     if "rerank" in s.parts and not search_rerank_available():
         out.notes.append("search(rerank=True, candidates=100) p50: not measured, the SDK's search has no `rerank` yet.")
