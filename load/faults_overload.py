@@ -108,10 +108,26 @@ async def nextframe_calls(client: sdk.AsyncClient, data: Path) -> ServiceCalls:
                         f"EstimateConstant of 64 frames ({model.id})")  # fmt: skip
 
 
+async def rerank_calls(client: sdk.AsyncClient, data: Path) -> ServiceCalls:
+    """Rerank of 32 real sentences (a search's hits) with the service's default reranker; the
+    probe reranks one sentence."""
+    sentences = real_sentences(data)
+    queries = sentences[:64]
+    candidates = sentences[64 : 64 + 32 * 8]
+
+    def large(i: int) -> Call:
+        query, documents = queries[i % len(queries)], [candidates[(i * 7 + j) % len(candidates)] for j in range(32)]
+        return lambda c, deadline_s: c.rerank(query, documents, timeout_s=deadline_s)
+
+    return ServiceCalls(large, lambda c, deadline_s: c.rerank(queries[0], [candidates[0]], timeout_s=deadline_s),
+                        "Rerank of 32 sentences")  # fmt: skip
+
+
 CALLS: dict[str, Callable[[sdk.AsyncClient, Path], Awaitable[ServiceCalls]]] = {
     "retrieval": retrieval_calls,
     "sae": sae_calls,
     "nextframe": nextframe_calls,
+    "rerank": rerank_calls,
 }
 
 

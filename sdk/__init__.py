@@ -4,6 +4,7 @@
     client = sdk.Client()
     print(client.decompose_latent(sae=client.list_saes()[-1].id, latent=1234))
     vectors = client.embed(["a sentence", "another"])
+    ranked = client.rerank("Where is the Eiffel Tower?", ["It is in Paris.", "Bananas are yellow."])
 
 Needs only grpcio, protobuf and numpy.
 """
@@ -25,6 +26,7 @@ from sdk._errors import (
     Unavailable,
 )
 from sdk._nextframe import ConstantEstimate, FrameModel, save_gif
+from sdk._rerank import RankedDocument, RerankerInfo, RerankResult
 from sdk._retrieval import Collection, Document, Hit, ModelInfo, UpsertResult
 from sdk._retry import RetryPolicy
 from sdk._sae import (
@@ -65,6 +67,9 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "ProtocolError",
+    "RankedDocument",
+    "RerankResult",
+    "RerankerInfo",
     "ResourceExhausted",
     "RetryPolicy",
     "Unauthenticated",

@@ -51,6 +51,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("sae", "facet.v1.Sae", 50051),
     Capability("nextframe", "facet.v1.NextFrame", 50052),
     Capability("retrieval", "facet.v1.Retrieval", 50053),
+    Capability("rerank", "facet.v1.Rerank", 50054),
 )
 BY_NAME: dict[str, Capability] = {c.name: c for c in CAPABILITIES}
 

@@ -127,6 +127,20 @@ CAPABILITIES: tuple[ServerCapability, ...] = (
             Command("eval", "rarb-mcr", "training.retrieval.rarb", "RAR-b multiple-choice retrieval through the SDK"),
         ),
     ),
+    ServerCapability(
+        name="rerank",
+        summary="reranking: score and order documents for a query with a cross-encoder",
+        servicer="services.rerank.servicer:RerankService",
+        config="services.rerank.config:RerankConfig",
+        build_defaults="training.rerank.build:build_defaults",
+        has_defaults="training.rerank.build:has_defaults",
+        train_module="training.rerank.ray_job",
+        demo="services.rerank.demo:run_demo",
+        default_build_s=300.0,  # train, calibrate and export the default cross-encoder (measured by the trainer)
+        commands=(
+            Command("rerank", "build", "training.rerank.build", "train, calibrate and export the default cross-encoder (reranker) into the model repository"),
+        ),
+    ),
 )  # fmt: skip
 BY_NAME: dict[str, ServerCapability] = {c.name: c for c in CAPABILITIES}
 

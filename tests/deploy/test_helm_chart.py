@@ -121,14 +121,13 @@ def test_retrieval_deployment_uses_native_grpc_probes_and_config(helm: Path) -> 
 
 
 def test_disabled_services_render_nothing(helm: Path) -> None:
-    docs = _render(
-        helm, "services.retrieval.enabled=false", "services.sae.enabled=false", "services.nextframe.enabled=false"
-    )
+    docs = _render(helm, *(f"services.{name}.enabled=false" for name in registry.names()))
     assert _by_kind(docs, "Deployment") == [] and _by_kind(docs, "Service") == []
 
 
 @pytest.mark.parametrize(
-    ("service", "port", "grpc_service"), [("sae", 50051, "facet.v1.Sae"), ("nextframe", 50052, "facet.v1.NextFrame")]
+    ("service", "port", "grpc_service"),
+    [("sae", 50051, "facet.v1.Sae"), ("nextframe", 50052, "facet.v1.NextFrame"), ("rerank", 50054, "facet.v1.Rerank")],
 )
 def test_stateless_services_have_their_own_probes(helm: Path, service: str, port: int, grpc_service: str) -> None:
     docs = _render(helm)
@@ -141,11 +140,7 @@ def test_stateless_services_have_their_own_probes(helm: Path, service: str, port
     assert "strategy" not in deployment["spec"]  # no SQLite volume: rolling updates
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert "emptyDir" in volumes["data"] and "persistentVolumeClaim" in volumes["models"]
-    assert {s["metadata"]["name"] for s in _by_kind(docs, "Service")} == {
-        "demo-facet-sae",
-        "demo-facet-nextframe",
-        "demo-facet-retrieval",
-    }
+    assert {s["metadata"]["name"] for s in _by_kind(docs, "Service")} == {f"demo-facet-{name}" for name in registry.names()}
 
 
 # --- TLS and API keys from Secrets ----------------------------------------------------------------
@@ -266,7 +261,7 @@ def test_network_policy_opens_only_the_grpc_and_metrics_ports_to_the_given_peers
     [components] = [
         e["values"] for e in spec["podSelector"]["matchExpressions"] if e["key"] == "app.kubernetes.io/component"
     ]
-    assert sorted(components) == ["nextframe", "retrieval"]
+    assert sorted(components) == sorted(set(registry.names()) - {"sae"})
     grpc_rule, metrics_rule = spec["ingress"]
     assert grpc_rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
     assert metrics_rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
@@ -374,7 +369,7 @@ def test_unknown_or_mistyped_values_are_refused_with_where_and_why(
 
 
 def test_helm_test_pod_runs_facet_check_on_every_enabled_service(helm: Path) -> None:
-    docs = _render(helm, "services.nextframe.enabled=false", "apiKey.existingSecret=facet-key")
+    docs = _render(helm, "services.nextframe.enabled=false", "services.rerank.enabled=false", "apiKey.existingSecret=facet-key")
     [pod] = [d for d in docs if d["kind"] == "Pod"]
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert pod["spec"]["restartPolicy"] == "Never"
@@ -415,13 +410,7 @@ def test_helm_test_pod_brings_the_tls_material_and_its_own_key(helm: Path) -> No
 
 
 def test_no_enabled_service_no_test_pod(helm: Path) -> None:
-    docs = _render(
-        helm,
-        "services.retrieval.enabled=false",
-        "services.sae.enabled=false",
-        "services.nextframe.enabled=false",
-        "networkPolicy.enabled=true",
-    )
+    docs = _render(helm, *(f"services.{name}.enabled=false" for name in registry.names()), "networkPolicy.enabled=true")
     assert not [d for d in docs if d["kind"] in ("Pod", "NetworkPolicy")]
 
 

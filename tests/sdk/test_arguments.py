@@ -1,6 +1,6 @@
 """Malformed SDK calls raise sdk.InvalidArgument naming the argument, before anything is sent.
 
-One table of malformed calls across every public method of the three capabilities and the
+One table of malformed calls across every public method of every capability and the
 constructor, run on `Client` and `AsyncClient`. The client points at a port where nothing listens,
 with retries off: a check that does not fire client-side shows as Unavailable, and a check that
 lets Python's own TypeError / ValueError / UnicodeEncodeError / RecursionError escape fails too."""
@@ -174,6 +174,23 @@ CASES: list[Case] = [
     ("rollout: model surrogate", lambda c: c.rollout("m\ud800", CLIP, horizon=3), "model"),
     ("estimate_constant: frames None", lambda c: c.estimate_constant("m", None), "frames"),
     ("estimate_constant: model bytes", lambda c: c.estimate_constant(b"m", CLIP), "model"),
+    # rerank
+    ("rerank: documents one string", lambda c: c.rerank("q", "abc"), "documents must be a list of strings, not one string"),
+    ("rerank: query None", lambda c: c.rerank(None, ["a"]), "query"),
+    ("rerank: a None document", lambda c: c.rerank("q", ["a", None]), "documents[1]"),
+    ("rerank: document surrogate", lambda c: c.rerank("q", ["\ud800"]), "documents[0]"),
+    ("rerank: top_n float", lambda c: c.rerank("q", ["a"], top_n=2.0), "top_n"),
+    ("rerank: top_n beyond int32", lambda c: c.rerank("q", ["a"], top_n=2**31), "top_n"),
+    ("rerank: min_probability above 1", lambda c: c.rerank("q", ["a"], min_probability=1.5), "min_probability"),
+    ("rerank: min_probability negative", lambda c: c.rerank("q", ["a"], min_probability=-0.01), "min_probability"),
+    ("rerank: min_probability NaN", lambda c: c.rerank("q", ["a"], min_probability=float("nan")), "min_probability"),
+    ("rerank: min_probability str", lambda c: c.rerank("q", ["a"], min_probability="0.5"), "min_probability"),
+    ("rerank: raw_scores str", lambda c: c.rerank("q", ["a"], raw_scores="yes"), "raw_scores"),
+    ("rerank: truncate int", lambda c: c.rerank("q", ["a"], truncate=1), "truncate"),
+    ("rerank: return_documents None", lambda c: c.rerank("q", ["a"], return_documents=None), "return_documents"),
+    ("rerank: model int", lambda c: c.rerank("q", ["a"], model=3), "model"),
+    ("list_rerankers: timeout 0", lambda c: c.list_rerankers(timeout_s=0), "timeout_s"),
+    ("get_reranker: name None", lambda c: c.get_reranker(None), "name"),
 ]  # fmt: skip
 
 CONSTRUCTOR_CASES: list[tuple[str, dict[str, Any], str]] = [

@@ -44,6 +44,9 @@ def test_public_names_are_pinned() -> None:
             "NotFound",
             "PermissionDenied",
             "ProtocolError",
+            "RankedDocument",
+            "RerankResult",
+            "RerankerInfo",
             "ResourceExhausted",
             "RetryPolicy",
             "SaeComparison",
@@ -65,6 +68,7 @@ PUBLIC_METHODS = {
     "list_saes", "get_sae", "encode_text", "encode_activations", "reconstruct", "top_activations", "decompose_latent",
     "get_meta_latent", "compare_saes",
     "list_frame_models", "simulate", "predict_next", "rollout", "estimate_constant",
+    "rerank", "list_rerankers", "get_reranker",
 }  # fmt: skip
 
 
@@ -159,12 +163,12 @@ def test_one_address_keyword_per_capability(monkeypatch: pytest.MonkeyPatch) -> 
         assert {name: client.address(name) for name in addresses} == addresses
         assert cls().address("sae") == "localhost:50051"
         assert cls("h:1").address("retrieval") == cls(retrieval="h:1").address("retrieval") == "h:1"
-        with pytest.raises(TypeError, match="rerank.*sae, nextframe, retrieval"):
-            cls(rerank="h:2")
+        with pytest.raises(TypeError, match="nonexistent.*sae, nextframe, retrieval, rerank"):
+            cls(nonexistent="h:2")
         with pytest.raises(TypeError, match="twice"):
             cls("h:1", retrieval="h:2")
-        with pytest.raises(KeyError, match="unknown capability 'rerank'"):
-            cls().address("rerank")
+        with pytest.raises(KeyError, match="unknown capability 'nonexistent'"):
+            cls().address("nonexistent")
 
 
 def test_every_error_is_a_facet_error_with_its_status_code() -> None:
