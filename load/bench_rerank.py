@@ -69,13 +69,15 @@ from load.harness import (  # noqa: E402
 )
 from load.retrieval_embed import delta, histograms, mean_of  # noqa: E402
 
-PARTS = ("embed", "rerank")
+PARTS = ("embed", "rerank", "search")
 EMBED_TARGET = 1.0  # Facet / Infinity, every row (issue 14, part 7)
 RERANK_TARGET = 1.0
 CROSS_ENCODER_TARGET = 1.5  # Facet / CrossEncoder.predict in-process
 OVERHEAD_TARGET_MS = 1.0  # single-call p50, Facet minus the same ONNX session in-process
 PARITY_MIN_COSINE = 0.999
 PARITY_MAX_PROBABILITY_DIFF = 1e-3
+SEARCH_CANDIDATES = 100
+SEARCH_TOP_K = 10
 INFINITY_EMBED_NAME = "minilm"
 INFINITY_RERANK_NAME = "reranker"
 
@@ -102,6 +104,8 @@ class Settings:
     infinity_venv: Path
     infinity_embed_dir: Path | None  # default: the packaged all-MiniLM-L6-v2
     latency_calls: int
+    search_documents: int  # the collection `search(rerank=True)` searches
+    search_calls: int  # timed searches per side
     timeout_s: float  # every call's deadline, both sides
     server_settings: dict[str, str]  # FACET_* settings for Facet's services, on top of the thread count
     seed: int
@@ -137,7 +141,10 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
     from services.retrieval.config import RetrievalConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default=",".join(PARTS), help="embed, rerank or both (default both)")
+    parser.add_argument(
+        "--parts",
+        help="embed, rerank, search (search(rerank=True)), comma-separated (default all; search only once the SDK has it)",
+    )
     parser.add_argument("--callers", help="concurrent callers per row (default 1,8,32; 1,8 with --quick)")
     parser.add_argument("--duration-s", type=float, help="seconds per side per row (default 20; 3 with --quick)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating slices per row (default 2)")
@@ -185,19 +192,36 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
         metavar="FACET_KEY=VALUE",
         help="a setting for Facet's services (repeatable), e.g. FACET_ONNXRUNTIME_ALLOW_SPINNING=0",
     )
+    parser.add_argument(
+        "--search-documents",
+        type=int,
+        help="real RAR-b texts in the searched collection (default 1000; 300 with --quick)",
+    )
+    parser.add_argument("--search-calls", type=int, help="timed searches per side (default 40; 10 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args(argv)
     try:
-        parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+        default_parts = ",".join(p for p in PARTS if p != "search" or search_rerank_available())
+        parts = tuple(p.strip() for p in (args.parts or default_parts).split(",") if p.strip())
         unknown = sorted(set(parts) - set(PARTS))
         if unknown or not parts:
             raise ValueError(f"--parts: {', '.join(unknown) or 'none given'}; use {', '.join(PARTS)}")
+        if "search" in parts and not search_rerank_available():
+            raise ValueError("--parts search: the SDK's search has no `rerank` yet")
         callers = parse_int_list(args.callers or ("1,8" if args.quick else "1,8,32"), "--callers")
     except ValueError as exc:
         parser.error(str(exc))
-    for name in ("threads", "embed_per_call", "docs_per_call", "rounds", "infinity_batch_size"):
-        if getattr(args, name) < 1:
+    for name in (
+        "threads",
+        "embed_per_call",
+        "docs_per_call",
+        "rounds",
+        "infinity_batch_size",
+        "search_documents",
+        "search_calls",
+    ):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     duration = args.duration_s if args.duration_s is not None else (3.0 if args.quick else 20.0)
     if any("=" not in item or not item.startswith("FACET_") for item in args.server_env):
@@ -222,6 +246,8 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
         infinity_venv=args.infinity_venv,
         infinity_embed_dir=args.infinity_embed_dir,
         latency_calls=args.latency_calls or (60 if args.quick else 200),
+        search_documents=args.search_documents or (300 if args.quick else 1000),
+        search_calls=args.search_calls or (10 if args.quick else 40),
         timeout_s=args.timeout_s,
         server_settings=dict(item.split("=", 1) for item in args.server_env),
         seed=args.seed,
@@ -666,6 +692,56 @@ async def measure_rerank(
     }
 
 
+async def measure_search(s: Settings, retrieval: BenchmarkService, out: Results) -> None:
+    """`search(rerank=True, candidates=100)` top-10 p50 / p99 against a collection of real RAR-b texts,
+    beside the same searches without rerank (blocks of 10 calls in turn), one caller."""
+    texts = real_sentences(s.data, 300, s.seed)
+    documents, queries = texts[: s.search_documents], texts[s.search_documents :][: s.search_calls]
+    if len(documents) < s.search_documents or len(queries) < s.search_calls:
+        raise SystemExit(
+            f"bench_rerank: the data has {len(texts)} texts; search needs {s.search_documents + s.search_calls}"
+        )
+    candidates = min(SEARCH_CANDIDATES, s.search_documents)
+    async with sdk.AsyncClient(retrieval=retrieval.address, timeout_s=s.timeout_s) as async_client:
+        client: Any = async_client  # `search(rerank=..., candidates=...)` per issue 14, part 5
+        await client.create_collection("bench")
+        for start in range(0, len(documents), 256):
+            chunk = documents[start : start + 256]
+            await client.upsert("bench", [f"d{start + i}" for i in range(len(chunk))], texts=chunk)
+        log(f"search: {len(documents)} documents stored; {len(queries)} searches per side")
+        runs: dict[str, Callable[[str], Awaitable[object]]] = {
+            "rerank": lambda q: client.search("bench", q, top_k=SEARCH_TOP_K, rerank=True, candidates=candidates),
+            "plain": lambda q: client.search("bench", q, top_k=SEARCH_TOP_K),
+        }
+        for run in runs.values():
+            await run(queries[0])
+        latencies: dict[str, list[float]] = {"rerank": [], "plain": []}
+        for b, start in enumerate(range(0, len(queries), 10)):
+            for name in ("rerank", "plain") if b % 2 == 0 else ("plain", "rerank"):
+                for query in queries[start : start + 10]:
+                    began = time.perf_counter()
+                    await runs[name](query)
+                    latencies[name].append((time.perf_counter() - began) * 1e3)
+    rerank_ms, plain_ms = latencies["rerank"], latencies["plain"]
+    out.rows.append(
+        Row(
+            f"search(rerank=True, candidates={candidates}) top-{SEARCH_TOP_K}, {len(documents)} docs: p50 / p99 (ms)",
+            f"{percentile(rerank_ms, 50):.1f} / {percentile(rerank_ms, 99):.1f}",
+            f"search without rerank {percentile(plain_ms, 50):.1f} / {percentile(plain_ms, 99):.1f}",
+            f"{percentile(rerank_ms, 50) - percentile(plain_ms, 50):+.1f} ms for the rerank",
+        )
+    )
+    out.raw["search"] = {
+        "documents": len(documents),
+        "candidates": candidates,
+        "top_k": SEARCH_TOP_K,
+        **{
+            f"{k}_ms": {"p50": percentile(v, 50), "p99": percentile(v, 99), "calls": len(v)}
+            for k, v in latencies.items()
+        },
+    }
+
+
 def search_rerank_available() -> bool:
     """Whether the SDK's `search` takes `rerank=` yet (the retrieve-then-rerank path of issue 14, part 5)."""
     import inspect
@@ -705,33 +781,41 @@ def run_benchmark(s: Settings) -> Results:
         models.append(InfinityModel(cross_encoder_dir, INFINITY_RERANK_NAME))
     env = {"FACET_ONNXRUNTIME_INTRA_OP_NUM_THREADS": str(s.threads), **s.server_settings}
     services: dict[str, BenchmarkService] = {}
-    infinity = InfinityServer(models, engine=s.infinity_engine, batch_size=s.infinity_batch_size, venv=s.infinity_venv)
+    infinity = (
+        InfinityServer(models, engine=s.infinity_engine, batch_size=s.infinity_batch_size, venv=s.infinity_venv)
+        if models
+        else None
+    )
     try:
-        for part, capability in (("embed", "retrieval"), ("rerank", "rerank")):
-            if part in s.parts:
-                services[part] = BenchmarkService(
-                    capability, s.model_repository, env, label=capability, metrics_port=0
-                ).spawn()  # /metrics: the batcher's rows per batch and queue time, for the report
-        log(
-            f"starting Infinity ({s.infinity_engine} engine, batch size {s.infinity_batch_size}): "
-            + ", ".join(str(m.path) for m in models)
-        )
-        infinity.start()
-        log(f"Infinity serving at {infinity.url} after {infinity.startup_seconds:.1f} s")
+        wanted = {"retrieval": bool({"embed", "search"} & set(s.parts)), "rerank": "rerank" in s.parts}
+        for capability in (c for c, on in wanted.items() if on):
+            services[capability] = BenchmarkService(
+                capability, s.model_repository, env, label=capability, metrics_port=0
+            ).spawn()  # /metrics: the batcher's rows per batch and queue time, for the report
+        if infinity is not None:
+            log(
+                f"starting Infinity ({s.infinity_engine} engine, batch size {s.infinity_batch_size}): "
+                + ", ".join(str(m.path) for m in models)
+            )
+            infinity.start()
+            log(f"Infinity serving at {infinity.url} after {infinity.startup_seconds:.1f} s")
+            out.raw["infinity"] = {
+                "argv": infinity.argv,
+                "startup_s": infinity.startup_seconds,
+                "versions": infinity.versions(),
+            }
         for service in services.values():
             service.wait_until_serving()
         log("Facet serving: " + ", ".join(f"{k} at {v.address}" for k, v in services.items()))
-        out.raw["infinity"] = {
-            "argv": infinity.argv,
-            "startup_s": infinity.startup_seconds,
-            "versions": infinity.versions(),
-        }
-        if "embed" in s.parts:
-            asyncio.run(measure_embed(s, services["embed"], infinity, out))
-        if rerank_entry is not None and cross_encoder_dir is not None:
+        if infinity is not None and "embed" in s.parts:
+            asyncio.run(measure_embed(s, services["retrieval"], infinity, out))
+        if infinity is not None and rerank_entry is not None and cross_encoder_dir is not None:
             asyncio.run(measure_rerank(s, services["rerank"], infinity, rerank_entry, cross_encoder_dir, out))
+        if "search" in s.parts:
+            asyncio.run(measure_search(s, services["retrieval"], out))
     finally:
-        infinity.stop()
+        if infinity is not None:
+            infinity.stop()
         for service in services.values():
             service.stop()
     out.raw["servers"] = {
@@ -743,7 +827,7 @@ def run_benchmark(s: Settings) -> Results:
 
 def main(argv: Sequence[str] | None = None) -> int:
     s = parse_settings(argv)
-    if not (s.infinity_venv / "bin" / "infinity_emb").is_file():
+    if {"embed", "rerank"} & set(s.parts) and not (s.infinity_venv / "bin" / "infinity_emb").is_file():
         raise SystemExit(
             f"bench_rerank: no Infinity in {s.infinity_venv}; make it with `bash load/install_infinity.sh`"
         )
@@ -752,25 +836,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.perf_counter()
     out = run_benchmark(s)
     wall = time.perf_counter() - began
-    versions = out.raw["infinity"]["versions"]
     out.notes[:0] = [
         f"machine: {os.cpu_count()} CPUs, load generator, Facet and Infinity on the same cores; before: {load_before}; "
         f"after: {uptime()}.",
         f"Facet: ONNX Runtime intra_op={s.threads} inter_op=1, the services' default batching"
         + "".join(f", {k}={v}" for k, v in s.server_settings.items())
-        + "; calls through "
-        f"sdk.AsyncClient (one client, one channel). Every call's deadline {s.timeout_s:g} s on both sides. Infinity "
-        f"{versions.get('infinity-emb')} (torch {versions.get('torch')}, sentence-transformers "
-        f"{versions.get('sentence-transformers')}, transformers {versions.get('transformers')}): "
-        f"`--engine {s.infinity_engine} --batch-size {s.infinity_batch_size} --device cpu --no-vector-disk-cache`, "
-        f"its other defaults; started in {out.raw['infinity']['startup_s']:.0f} s (load + its warm-up); "
-        "calls over HTTP/1.1 with httpx (one keep-alive pool).",
-        f"each row: {s.duration_s:g} s per side in {s.rounds} alternating slices; real RAR-b texts from {s.data} "
-        "(Embed: unique texts <= 300 characters; Rerank: test-split queries, each with its candidates padded "
-        f"to {s.docs_per_call} documents with other rows' candidates, only calls whose every pair fits the "
-        "model's max_seq_length whole, so every side runs the same tokens).",
+        + f"; calls through sdk.AsyncClient (one client, one channel). Every call's deadline {s.timeout_s:g} s.",
     ]
-    if "rerank" in s.parts and not search_rerank_available():
+    if "infinity" in out.raw:
+        versions = out.raw["infinity"]["versions"]
+        out.notes.append(
+            f"Infinity {versions.get('infinity-emb')} (torch {versions.get('torch')}, sentence-transformers "
+            f"{versions.get('sentence-transformers')}, transformers {versions.get('transformers')}): "
+            f"`--engine {s.infinity_engine} --batch-size {s.infinity_batch_size} --device cpu --no-vector-disk-cache`, "
+            f"its other defaults; started in {out.raw['infinity']['startup_s']:.0f} s (load + its warm-up); "
+            "calls over HTTP/1.1 with httpx (one keep-alive pool), the same deadline."
+        )
+    if {"embed", "rerank"} & set(s.parts):
+        out.notes.append(
+            f"each row: {s.duration_s:g} s per side in {s.rounds} alternating slices; real RAR-b texts from {s.data} "
+            "(Embed: unique texts <= 300 characters; Rerank: test-split queries, each with its candidates padded "
+            f"to {s.docs_per_call} documents with other rows' candidates, only calls whose every pair fits the "
+            "model's max_seq_length whole, so every side runs the same tokens)."
+        )
+    if "search" not in s.parts and not search_rerank_available():
         out.notes.append("search(rerank=True, candidates=100) p50: not measured, the SDK's search has no `rerank` yet.")
     print()
     print(f"Facet vs Infinity ({'quick' if s.quick else 'full'}: parts {', '.join(s.parts)}), wall time {wall:.0f} s")
