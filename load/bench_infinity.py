@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -167,6 +168,8 @@ class InfinityServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
         self.exit_code: int | None = None
+        self.problems: list[str] = []
+        self.stopped = False
 
     @property
     def url(self) -> str:
@@ -220,20 +223,27 @@ class InfinityServer:
             return False
 
     def stop(self, timeout_s: float = INFINITY_STOP_TIMEOUT_S) -> None:
-        """SIGTERM to its process group, SIGKILL after `timeout_s`; records `exit_code`. Idempotent."""
-        if self.process is None or self.process.poll() is not None:
+        """SIGTERM to its process group, SIGKILL after `timeout_s`; records `exit_code` and the log's
+        warnings and errors (`problems`), then removes its temporary folder. Idempotent."""
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            if self.process is not None and self.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGTERM)
+                try:
+                    self.process.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    self.problems.append(f"did not stop within {timeout_s:.0f} s of SIGTERM; killed")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.process.pid, signal.SIGKILL)
+                    self.process.wait()
             if self.process is not None:
                 self.exit_code = self.process.returncode
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self.exit_code = self.process.returncode
+            self.problems += log_problems(self.log_path)
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log_tail(self, lines: int = 30) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -253,6 +263,21 @@ class InfinityServer:
     def versions(self) -> dict[str, str]:
         """Versions of infinity-emb and the libraries it computes with, from its virtualenv."""
         return infinity_versions(self.venv)
+
+
+def log_problems(log_path: Path, limit: int = 12) -> list[str]:
+    """Infinity's log lines at WARNING, ERROR or CRITICAL, and tracebacks' last lines, deduplicated with counts."""
+    counts: dict[str, int] = {}
+    lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
+    for i, line in enumerate(lines):
+        text = line.strip()
+        if any(f" {level} " in f" {text} " for level in ("WARNING", "ERROR", "CRITICAL")) or (
+            text.startswith("Traceback") and i + 1 < len(lines)
+        ):
+            key = " ".join(text.split()[:40])[:300]
+            counts[key] = counts.get(key, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: -item[1])[:limit]
+    return [f"{message} (x{n})" if n > 1 else message for message, n in ranked]
 
 
 def infinity_versions(venv: Path = INFINITY_VENV) -> dict[str, str]:

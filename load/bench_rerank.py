@@ -816,6 +816,7 @@ def run_benchmark(s: Settings) -> Results:
     finally:
         if infinity is not None:
             infinity.stop()
+            out.raw.setdefault("infinity", {}).update(exit_code=infinity.exit_code, problems=infinity.problems)
         for service in services.values():
             service.stop()
     out.raw["servers"] = {
@@ -871,6 +872,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("- Facet service problems seen in logs / exit codes: " + ("none" if not problems else ""))
     for label, problem in problems:
         print(f"  - [{label}] {problem}")
+    if "infinity" in out.raw:
+        infinity_problems = out.raw["infinity"].get("problems", [])
+        print(
+            f"- Infinity stopped with exit code {out.raw['infinity'].get('exit_code')} after SIGTERM; warnings/errors "
+            "in its log: " + ("none" if not infinity_problems else "")
+        )
+        for problem in infinity_problems:
+            print(f"  - {problem}")
     if s.json_path is not None:
         payload = {
             "settings": dataclasses.asdict(s),
