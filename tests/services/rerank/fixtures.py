@@ -59,7 +59,8 @@ def start_rerank_server(rerank_repository: ModelRepository, tmp_path_factory: py
     def start(env: dict[str, str] | None = None) -> ServerProcess:
         server = ServerProcess(rerank_repository.root, tmp_path_factory.mktemp("rerank-data"), env, service="rerank")
         started.append(server)
-        return server.start()
+        server.start()
+        return server
 
     yield start
     for server in started:

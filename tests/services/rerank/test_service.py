@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import urllib.request
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -36,7 +37,7 @@ RELEVANT = (
 
 
 @pytest.fixture(scope="module")
-def client(rerank_server) -> sdk.Client:  # type: ignore[no-untyped-def]
+def client(rerank_server) -> Iterator[sdk.Client]:  # type: ignore[no-untyped-def]
     with sdk.Client(rerank=rerank_server.address) as c:
         yield c
 
