@@ -46,6 +46,11 @@ class Hit:
         text: the document's text ("" for a document stored by vector alone).
         metadata: the document's metadata; numbers come back as floats (protobuf Struct).
         vector: float32 [dimension], the stored vector, when asked for with include_vectors.
+        rerank_probability: with `search(rerank=True)`, the reranker's calibrated probability
+            (0..1) that the document is relevant; hits come ordered by it. None without rerank,
+            and for a document without text (the reranker reads text).
+        retrieval_rank: with `search(rerank=True)`, the hit's 0-based position in the vector
+            search before reranking; None without rerank.
     """
 
     id: str
@@ -53,6 +58,8 @@ class Hit:
     text: str
     metadata: dict[str, Any]
     vector: np.ndarray | None = None
+    rerank_probability: float | None = None
+    retrieval_rank: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +160,13 @@ def _vector(values: Sequence[float]) -> np.ndarray | None:
 
 def _hit(h: retrieval_pb2.Hit) -> Hit:
     return Hit(
-        id=h.id, score=h.score, text=h.text, metadata=json_format.MessageToDict(h.metadata), vector=_vector(h.vector)
+        id=h.id,
+        score=h.score,
+        text=h.text,
+        metadata=json_format.MessageToDict(h.metadata),
+        vector=_vector(h.vector),
+        rerank_probability=h.rerank_probability if h.HasField("rerank_probability") else None,
+        retrieval_rank=h.retrieval_rank if h.HasField("retrieval_rank") else None,
     )
 
 
@@ -242,13 +255,21 @@ def _search_call(
     filter: Mapping[str, Any] | None,
     prompt: str,
     include_vectors: bool,
+    rerank: bool = False,
+    candidates: int | None = None,
+    reranker: str | None = None,
 ) -> Call[list[Hit]]:
     request = retrieval_pb2.SearchRequest(
         collection=check.text(collection, "collection"),
         top_k=check.integer(top_k, "top_k", low=1),
         prompt=check.text(prompt, "prompt"),
         include_vectors=check.flag(include_vectors, "include_vectors"),
+        rerank=check.flag(rerank, "rerank"),
+        reranker=check.text(reranker or "", "reranker"),
     )
+    count = check.optional_integer(candidates, "candidates", low=1)
+    if count is not None:
+        request.candidates = count
     if isinstance(query, str):
         request.text = check.text(query, "query")
     else:
@@ -504,6 +525,9 @@ class RetrievalMethods(SyncTransport):
         filter: Mapping[str, Any] | None = None,
         prompt: str = "",
         include_vectors: bool = False,
+        rerank: bool = False,
+        candidates: int | None = None,
+        reranker: str | None = None,
         timeout_s: float | None = None,
     ) -> list[Hit]:
         """Nearest documents to a text (embedded by the service) or a vector.
@@ -518,23 +542,39 @@ class RetrievalMethods(SyncTransport):
                 `retrieval.max_filter_keys` keys.
             prompt: prepended to a text query before embedding, e.g. a RAR-b instruction.
             include_vectors: also return each hit's stored vector.
+            rerank: retrieve, then rerank: the `candidates` nearest documents are scored
+                against the text query by a cross-encoder (run by the retrieval service through
+                its backend, long documents by their best window) and the top_k best are
+                returned, ordered by `Hit.rerank_probability`. Needs a text query; the
+                reranker reads it without `prompt`.
+            candidates: with rerank, how many nearest documents the reranker reads: top_k to
+                `retrieval.max_top_k`; None: max(top_k, `retrieval.rerank_candidates`, 100).
+            reranker: with rerank, a reranker's name (`client.list_rerankers()`); None: the
+                default (`rerank.model`).
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
-            At most top_k hits, closest first (highest score; lowest for "l2").
+            At most top_k hits, closest first (highest score; lowest for "l2"); with rerank,
+            most probably relevant first, then any hit without text.
         Raises:
             InvalidArgument: filter not JSON-like or with an integer beyond +-2**53 (before
                 sending); top_k out of range, a blank text query, a vector of the wrong
                 dimension or with norm above `retrieval.max_vector_norm`, a text query on a
                 collection whose dimension is not the model's, a filter value that is not a
-                scalar, too many filter keys.
-            NotFound: no collection of that name.
+                scalar, too many filter keys; rerank with a vector query, candidates below top_k
+                or above `retrieval.max_top_k`, candidates or reranker without rerank, candidates
+                over a `[rerank]` limit (e.g. `rerank.max_request_chars`).
+            NotFound: no collection of that name; with rerank, no reranker of that name.
+            FailedPrecondition: rerank, and no reranker in the model repository (the message
+                says `facet rerank build`).
             FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
 
         Example:
             >>> hits = client.search("notes", "greeting", top_k=5, filter={"lang": "en"})
             >>> hits[0].id, hits[0].score, hits[0].text, hits[0].metadata
+            >>> best = client.search("notes", "greeting", top_k=5, rerank=True, candidates=100)
+            >>> best[0].rerank_probability, best[0].retrieval_rank
         """
-        return self._run(_search_call(collection, query, top_k, filter, prompt, include_vectors), timeout_s)
+        return self._run(_search_call(collection, query, top_k, filter, prompt, include_vectors, rerank, candidates, reranker), timeout_s)
 
 
 @docstrings_from(RetrievalMethods)
@@ -607,6 +647,9 @@ class AsyncRetrievalMethods(AsyncTransport):
         filter: Mapping[str, Any] | None = None,
         prompt: str = "",
         include_vectors: bool = False,
+        rerank: bool = False,
+        candidates: int | None = None,
+        reranker: str | None = None,
         timeout_s: float | None = None,
     ) -> list[Hit]:
-        return await self._run(_search_call(collection, query, top_k, filter, prompt, include_vectors), timeout_s)
+        return await self._run(_search_call(collection, query, top_k, filter, prompt, include_vectors, rerank, candidates, reranker), timeout_s)

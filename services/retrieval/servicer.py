@@ -16,8 +16,10 @@ from google.protobuf import json_format, struct_pb2
 from sdk._proto.facet.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
 from services.backends import create_backend
+from services.rerank.config import RerankConfig
 from services.retrieval.config import RetrievalConfig
 from services.retrieval.embedder import Embedder
+from services.retrieval.reranking import RerankedHit, SearchReranker
 from services.retrieval.store import (
     COLLECTION_NAME,
     MAX_ID_CHARS,
@@ -74,6 +76,14 @@ def _hit_message(h: ScoredDocument) -> retrieval_pb2.Hit:
         metadata=_struct(h.metadata),
         vector=h.vector.tolist() if h.vector is not None else [],
     )
+
+
+def _reranked_hit_message(r: RerankedHit) -> retrieval_pb2.Hit:
+    message = _hit_message(r.hit)
+    message.retrieval_rank = r.retrieval_rank
+    if r.probability is not None:
+        message.rerank_probability = r.probability
+    return message
 
 
 def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
@@ -153,6 +163,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
         self._limits = config.section(RetrievalConfig)
         self._backend = create_backend(config)
         self._embedder = Embedder(self._backend, self._limits)
+        self._reranking = SearchReranker(self._backend, config.section(RerankConfig), config.model_repository)
         self._store: DocumentStore | None = None
         # Every store call runs on this one thread: SQLite and FAISS see one caller at a time.
         self._store_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
@@ -392,6 +403,11 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
                     )
                 _check_json(value, f"filter.{key}", 0, 0)
         which = request.WhichOneof("query")
+        candidates = self._candidates(request, top_k)
+        if request.rerank:
+            if which != "text":
+                raise InvalidArgument("rerank needs a text query: the reranker reads the query's text, not a vector")
+            await self._reranking.ready(request.reranker)  # before any embedding: no reranker, no work
         if which == "text":
             self._embedder.validate([request.text], "text", prompt=request.prompt)
             info = await self._on_store(lambda s: s.collection(request.collection))
@@ -414,6 +430,27 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
                     f"top_k {top_k} with include_vectors: at most {fit} hits with {info.dimension}-dimensional vectors "
                     "fit in one reply; ask for fewer"
                 )
-        hits = await self._on_store(lambda s: s.search(request.collection, query, top_k, filter, request.include_vectors))
+        hits = await self._on_store(lambda s: s.search(request.collection, query, candidates, filter, request.include_vectors))
         finite_output(f"the scores of a search of collection '{request.collection}'", [h.score for h in hits])
-        return retrieval_pb2.SearchResponse(hits=await asyncio.to_thread(lambda: [_hit_message(h) for h in hits]))
+        if not request.rerank:
+            return retrieval_pb2.SearchResponse(hits=await asyncio.to_thread(lambda: [_hit_message(h) for h in hits]))
+        reranked, reranker = await self._reranking.rerank(request.text, hits, top_k, request.reranker)
+        return retrieval_pb2.SearchResponse(
+            hits=await asyncio.to_thread(lambda: [_reranked_hit_message(h) for h in reranked]), reranker=reranker
+        )
+
+    def _candidates(self, request: retrieval_pb2.SearchRequest, top_k: int) -> int:
+        """How many nearest documents the store returns: top_k, or with rerank the candidates the
+        reranker reads. Raises InvalidArgument for candidates out of range, or set without rerank."""
+        limits = self._limits
+        if not request.rerank:
+            for field, given in (("candidates", request.HasField("candidates")), ("reranker", bool(request.reranker))):
+                if given:
+                    raise InvalidArgument(f"{field} is read only with rerank=true; set rerank, or leave {field} out")
+            return top_k
+        candidates = request.candidates if request.HasField("candidates") else max(top_k, limits.rerank_candidates)
+        if not top_k <= candidates <= limits.max_top_k:
+            raise InvalidArgument(
+                f"candidates must be top_k ({top_k})..{limits.max_top_k} (retrieval.max_top_k), got {candidates}"
+            )
+        return candidates

@@ -1,0 +1,104 @@
+"""Retrieve, then rerank: a Search's nearest documents reordered by a cross-encoder.
+
+The retrieval service runs the reranker itself, through its own backend, with the rerank
+service's `Scorer` (the same validation, pair tokenization, best-window scoring of long documents
+and calibrated probabilities), rather than calling the rerank service over gRPC: a search then
+needs no second service up, no address, TLS or API key of one service for another, and no
+second network hop with its own deadline. With the Triton or Ray backend the cross-encoder is
+hosted once by the engine and batched across both services' calls; with the in-process ONNX
+Runtime backend this process holds its own session of it (~90 MB for MiniLM-L6).
+
+The cross-encoders are loaded on the first Search with `rerank` (not at start-up: `facet up`
+builds the reranker after the embedding model, and a service that never reranks never pays for
+it); while none is in the model repository, such a Search is FAILED_PRECONDITION naming the
+command that builds one, and the next one looks again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+from services.backends.base import Backend
+from services.rerank.config import RerankConfig
+from services.rerank.scorer import Scorer
+from services.retrieval.store import ScoredDocument
+from services.retrieval.tokenization import is_blank
+from services.runtime.errors import InvalidArgument
+
+
+@dataclasses.dataclass(frozen=True)
+class RerankedHit:
+    """A search hit after reranking.
+
+    Attributes:
+        hit: the stored document and its vector-search score.
+        retrieval_rank: its 0-based position in the vector search.
+        probability: the reranker's calibrated probability that it is relevant, or None for a
+            document without text (the reranker reads text; such hits follow the reranked ones).
+    """
+
+    hit: ScoredDocument
+    retrieval_rank: int
+    probability: float | None
+
+
+class SearchReranker:
+    """Reorders search hits with a cross-encoder of the model repository.
+
+    Args:
+        backend: the retrieval service's backend (it loads the cross-encoders too).
+        config: the `[rerank]` section: the default reranker (`rerank.model`) and the limits of
+            one reranking (`rerank.max_request_chars`, `rerank.max_pairs_per_request`, ...).
+        repository: the model repository the backend serves.
+    """
+
+    def __init__(self, backend: Backend, config: RerankConfig, repository: Path) -> None:
+        self._scorer = Scorer(backend, config, repository)
+        self._lock = asyncio.Lock()
+
+    async def ready(self, reranker: str) -> None:
+        """Load the cross-encoders on first use and check that `reranker` is one of them.
+
+        Args:
+            reranker: a cross-encoder's name; "" = the default (`rerank.model`).
+        Raises:
+            FailedPrecondition: the default reranker is not in the model repository (the
+                message gives `facet rerank build`).
+            NotFound: no cross-encoder called `reranker`.
+        """
+        async with self._lock:
+            if not self._scorer.rerankers:
+                await self._scorer.load()
+        self._scorer.reranker(reranker)
+
+    async def rerank(self, query: str, hits: list[ScoredDocument], top_k: int, reranker: str) -> tuple[list[RerankedHit], str]:
+        """The `top_k` best of `hits` by the reranker's score, then hits without text.
+
+        Args:
+            query: the search's text query (without the embedding prompt: the reranker reads
+                the query as a user wrote it).
+            hits: the vector search's hits, nearest first.
+            top_k: hits to return.
+            reranker: a cross-encoder's name; "" = the default.
+        Returns:
+            The reranked hits, best first, and the reranker's name.
+        Raises:
+            InvalidArgument: the query or the candidates exceed a `[rerank]` limit (the message
+                says to lower `candidates`).
+            FailedPrecondition, NotFound: see `ready`.
+        """
+        await self.ready(reranker)
+        readable = [i for i, h in enumerate(hits) if not is_blank(h.text)]
+        unreadable = [RerankedHit(h, i, None) for i, h in enumerate(hits) if is_blank(h.text)]
+        if not readable:
+            return unreadable[:top_k], self._scorer.reranker(reranker).name
+        try:
+            ranking = await self._scorer.rerank(query, [hits[i].text for i in readable], model=reranker, top_n=top_k)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"reranking {len(readable)} candidates: {exc.message} (or ask for fewer candidates)") from None
+        reranked = [
+            RerankedHit(hits[readable[int(j)]], readable[int(j)], float(p)) for j, p in zip(ranking.index, ranking.probability, strict=True)
+        ]
+        return (reranked + unreadable)[:top_k], ranking.model
