@@ -20,7 +20,8 @@ QUERIES = [
 
 
 def run_demo(client: sdk.Client) -> None:
-    """Embed two sentences, fill a collection `demo` and search it with and without a filter."""
+    """Embed two sentences, fill a collection `demo`, search it with and without a filter, and
+    once more with the reranker (`search(rerank=True)`; skipped with a hint when none is built)."""
     model = client.model_info()
     print(f"model: {model.name} v{model.version} ({model.properties.get('dimension')}-d) from {model.source}")
     vectors = client.embed(["a sentence", "another"])
@@ -39,6 +40,21 @@ def run_demo(client: sdk.Client) -> None:
         print(f"\nsearch: {query!r}{suffix}")
         for hit in hits:
             print(f"  {hit.score:6.3f}  {hit.id:<15} {hit.text}")
+    _search_then_rerank(client, "How do plants make sugar?")
+
+
+def _search_then_rerank(client: sdk.Client, query: str) -> None:
+    """The same search before and after reranking its candidates with the cross-encoder."""
+    before = client.search("demo", query, top_k=3)
+    try:
+        after = client.search("demo", query, top_k=3, rerank=True, candidates=len(SENTENCES))
+    except sdk.FailedPrecondition as exc:  # no reranker built: say how to get one
+        print(f"\nsearch then rerank: skipped ({exc.message})")
+        return
+    print(f"\nsearch then rerank: {query!r} (the {len(SENTENCES)} nearest documents, reordered by the reranker)")
+    print("  before (cosine)                  after (reranker probability)")
+    for b, a in zip(before, after, strict=False):
+        print(f"  {b.score:6.3f}  {b.id:<22}  {a.rerank_probability or 0.0:6.3f}  {a.id:<15} (was #{(a.retrieval_rank or 0) + 1})")
 
 
 def check(client: sdk.Client) -> str:
