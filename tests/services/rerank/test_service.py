@@ -123,7 +123,8 @@ def test_a_long_document_is_scored_by_its_best_window(client: sdk.Client, info: 
     """A relevant paragraph after more unrelated text than one window holds: the document's score
     is the highest of its windows' scores (each window scored alone gives the same logits), so
     windowing finds the paragraph; truncation scores the unrelated start only."""
-    long_document = f"{' '.join([UNRELATED] * 12)} {RELEVANT}"  # only whole-word tokens: windows decode to themselves
+    # only whole-word tokens, so windows decode to themselves; the relevant part fills the last window alone
+    long_document = f"{' '.join([UNRELATED] * 12)} {' '.join([RELEVANT] * 4)}"
     windowed = client.rerank(QUERY, [long_document], raw_scores=True)[0]
     truncated = client.rerank(QUERY, [long_document], raw_scores=True, truncate=True)[0]
     assert windowed.windowed and not windowed.truncated
