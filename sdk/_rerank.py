@@ -258,8 +258,10 @@ class RerankMethods(SyncTransport):
         Example:
             >>> ranked = client.rerank("Where is the Eiffel Tower?",
             ...                        ["It is in Paris.", "Bananas are yellow."], top_n=1, return_documents=True)
-            >>> ranked[0].index, ranked[0].document, round(ranked[0].probability, 2)
-            (0, 'It is in Paris.', 0.97)
+            >>> ranked[0].index, ranked[0].document           # the best document
+            (0, 'It is in Paris.')
+            >>> 0.0 <= ranked[0].probability <= 1.0, ranked.model
+            (True, 'minilm-l6-rerank')
         """
         return self._run(
             _rerank_call(query, documents, top_n, return_documents, raw_scores, truncate, min_probability, model), timeout_s
@@ -277,8 +279,8 @@ class RerankMethods(SyncTransport):
             FacetError: as every call: Unavailable, DeadlineExceeded, Unauthenticated.
 
         Example:
-            >>> [(r.name, r.default, r.max_seq_length) for r in client.list_rerankers()]
-            [('minilm-l6-rerank', True, 256)]
+            >>> [(r.name, r.default) for r in client.list_rerankers()]
+            [('minilm-l6-rerank', True)]
         """
         return self._run(_list_rerankers_call(), timeout_s)
 
