@@ -569,8 +569,7 @@ async def measure_rerank(
             activation_fn=torch.nn.Identity(),  # logits, whatever activation the directory names
         )
 
-    async with sdk.AsyncClient(rerank=facet.address, timeout_s=s.timeout_s) as async_client:
-        client: Any = async_client  # `rerank` per the SDK contract of issue 14 (sdk/_rerank.py)
+    async with sdk.AsyncClient(rerank=facet.address, timeout_s=s.timeout_s) as client:
 
         def facet_call(i: int, raw: bool = False) -> Awaitable[Any]:
             call = calls[i % len(calls)]
@@ -665,8 +664,7 @@ async def measure_rerank(
 
     # single-call latency: Facet over gRPC vs the same ONNX session in this process, blocks of 10 calls in turn
     latencies: dict[str, list[float]] = {"facet": [], "local": []}
-    with sdk.Client(rerank=facet.address, timeout_s=s.timeout_s) as client_:
-        sync_client: Any = client_
+    with sdk.Client(rerank=facet.address, timeout_s=s.timeout_s) as sync_client:
         runs: dict[str, Callable[[RerankCall], object]] = {
             "facet": lambda c: sync_client.rerank(c.query, list(c.documents), truncate=True),
             "local": lambda c: local.logits(c.query, c.documents),
