@@ -61,11 +61,12 @@ class BuildOptions:
     name: str = option(DEFAULT_RERANK_MODEL, help="model name in the repository")
     layers: int = option(FULL_LAYERS, help="MiniLM layers kept (1..6)")
     max_length: int = option(DEFAULT_MAX_LENGTH, help="tokens of a (query, document) pair, special tokens included")
-    steps: int = option(240, help="optimiser steps")
+    train_max_length: int = option(128, help="pairs truncated to this while training (0: --max-length); time grows with it")
+    steps: int = option(100, help="optimiser steps")
     batch_groups: int = option(8, help="groups (a query and its candidates) per step")
     lr: float = option(TrainingConfig.lr)
-    quora: int = option(1500, help="Quora duplicate train pairs taken (of 50,000)")
-    mrpc: int = option(500, help="MRPC positive train pairs taken (of 2,753)")
+    quora: int = option(600, help="Quora duplicate train pairs taken (of 50,000)")
+    mrpc: int = option(200, help="MRPC positive train pairs taken (of 2,753)")
     negatives: int = option(3, help="bi-encoder-mined hard negatives per general pair")
     random_negatives: int = option(1, help="random pool texts per general pair, beside the mined ones")
     rarb: bool = option(True, help="train on the RAR-b MCR train split too (--no-rarb: general data only)")
@@ -81,6 +82,9 @@ class BuildOptions:
     repository: Path | None = option(None, help="model repository (default: the configured one)")
     work_dir: Path | None = option(
         None, help="where the CrossEncoder directory is saved (default: a temporary directory)"
+    )
+    evaluate_rows: int = option(
+        0, help="then RAR-b test-split MCR accuracy and ECE on the first N rows per file, into the metrics (0: none, -1: all)"
     )
     progress: bool = option(True, cli=False)
 
@@ -100,6 +104,7 @@ class BuildOptions:
             batch_groups=self.batch_groups,
             lr=self.lr,
             general_share=self.general_share,
+            train_max_length=self.train_max_length,
             seed=self.seed,
         )
 
@@ -162,7 +167,8 @@ def fit_locally(
     """
     sampler = GroupSampler(sources, mixture_weights(sources, training.general_share), seed=training.seed)
     model = new_cross_encoder(config, seed=training.seed)
-    losses = train(model, load_tokenizer(config.max_length), sampler, training, config.max_length, progress=progress)
+    length = training.train_max_length or config.max_length
+    losses = train(model, load_tokenizer(config.max_length), sampler, training, length, progress=progress)
     return model, losses
 
 
@@ -259,6 +265,90 @@ def build_cross_encoder(
     return repository.update_metadata(entry.name, entry.version, properties={**entry.properties, **properties})
 
 
+def onnx_scorer(entry: ModelVersion, batch: int = 32) -> Callable[[list[tuple[str, str]]], np.ndarray]:
+    """Logits of (query, document) pairs from a registered cross-encoder's ONNX model and stored
+    tokenizer (as the service computes them), `batch` pairs per run, pairs sorted by length.
+
+    Returns:
+        a function: pairs -> float32 [len(pairs)].
+    """
+    from services.backends.onnx_session import create_session
+    from services.rerank.catalog import File, Tensor
+    from training.rerank.export import tokenize_pairs
+
+    session = create_session(entry.model_file, providers="cpu")
+    tokenizer_file = entry.file(File.TOKENIZER)
+
+    def score(pairs: list[tuple[str, str]]) -> np.ndarray:
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        out = np.zeros(len(pairs), dtype=np.float32)
+        for start in range(0, len(order), batch):
+            chunk = order[start : start + batch]
+            feed = tokenize_pairs(tokenizer_file, [pairs[i] for i in chunk])
+            out[chunk] = session.run([Tensor.LOGITS], feed)[0][:, 0]
+        return out
+
+    return score
+
+
+def evaluate_rarb(entry: ModelVersion, data_dir: Path, *, split: str = "test", rows_per_file: int = 0, seed: int = 0,
+                  progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """MCR accuracy per RAR-b file with and without the instruction, and ECE before/after the
+    temperature, on a split the model never trained on.
+
+    MCR as `facet eval rarb-mcr`: every candidate scored against the query, the argmax (first
+    index on ties) is the prediction; TempReason's candidates shuffled by
+    `training.retrieval.rarb.shuffle_candidates(rows, seed)` (its gold is always first). ECE over
+    all scored pairs of both settings (gold = 1), 15 bins (`training.rerank.calibration`).
+
+    Args:
+        entry: a registered cross-encoder.
+        data_dir: the shared benchmark data (`../shared/data`).
+        split: "test" (or "dev").
+        rows_per_file: the first rows of each file's split (0: all).
+        seed: the TempReason shuffle's seed.
+        progress: a progress bar over the files.
+    Returns:
+        {"split", "rows_per_file", "accuracy": {file: {"rows", "without_instruction",
+        "with_instruction", "tied_rows_without_instruction", "tied_rows_with_instruction"}}, "ece": {"pairs", "ece_uncalibrated", "ece_calibrated"}}.
+    """
+    from tqdm import tqdm
+
+    from training.rerank.calibration import evaluate_calibration
+    from training.rerank.data import rarb_files
+    from training.retrieval.rarb import load_rows, needs_shuffle, rows_of_split, shuffle_candidates
+
+    score = onnx_scorer(entry)
+    temperature = float(entry.properties.get(Prop.TEMPERATURE, 1.0))
+    accuracy_by_file: dict[str, dict[str, float]] = {}
+    all_logits: list[np.ndarray] = []
+    all_labels: list[int] = []
+    for path in tqdm(rarb_files(data_dir), desc="RAR-b MCR", unit="file", disable=not progress):
+        rows = rows_of_split(load_rows(path), split)
+        rows = rows[:rows_per_file] if rows_per_file > 0 else rows
+        if needs_shuffle(path):
+            rows = shuffle_candidates(rows, seed)
+        result: dict[str, float] = {"rows": len(rows)}
+        for with_instruction in (False, True):
+            key = "with_instruction" if with_instruction else "without_instruction"
+            tied = 0
+            pairs = [(row.query_text(with_instruction), c) for row in rows for c in row.candidates]
+            logits = score(pairs)
+            correct, start = 0, 0
+            for row in rows:
+                part = logits[start : start + len(row.candidates)]
+                correct += int(np.argmax(part) == row.label)
+                tied += int(np.sum(part == part.max()) > 1)
+                all_labels.extend(int(i == row.label) for i in range(len(row.candidates)))
+                start += len(row.candidates)
+            all_logits.append(logits)
+            result[key] = correct / max(len(rows), 1)
+            result[f"tied_rows_{key}"] = tied
+        accuracy_by_file[path.name] = result
+    ece = evaluate_calibration(np.concatenate(all_logits), np.array(all_labels), temperature)
+    return {"split": split, "rows_per_file": rows_per_file or "all", "accuracy": accuracy_by_file, "ece": ece}
+
+
 def build_test_model(repository: ModelRepository, work_dir: Path, name: str = TEST_MODEL) -> ModelVersion:
     """The tiny cross-encoder the tests serve (`tiny_options`): MiniLM's first 2 layers, max length
     128, 60 steps of 8 groups on real Quora/MRPC train pairs, calibrated on RAR-b dev pairs and
@@ -332,6 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
+    if options.evaluate_rows:
+        repository = ModelRepository(root)
+        test = evaluate_rarb(entry, options.data, rows_per_file=max(options.evaluate_rows, 0), progress=options.progress)
+        metrics = {**entry.properties.get(Prop.METRICS, {}), "rarb_test": test}
+        entry = repository.update_metadata(entry.name, entry.version, properties={**entry.properties, Prop.METRICS: metrics})
     props = entry.properties
     print(f"registered {entry.name} v{entry.version} at {entry.path}")
     print(

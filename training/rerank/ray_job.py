@@ -95,7 +95,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             groups,
             step,
             training,
-            config.max_length,
+            training.train_max_length or config.max_length,
             model_forward=model_ddp,
             device=device,
         )

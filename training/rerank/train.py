@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from transformers import BertForSequenceClassification, PreTrainedTokenizerFast
 
 HEAD_PREFIXES = ("bert.pooler.", "classifier.")  # the pooler over [CLS] and the one-logit layer
+CHUNK_PAIRS = 16  # pairs per forward pass in `train` (length-sorted)
 GENERAL = "general"  # the source name of the Quora + MRPC groups
 
 
@@ -52,6 +53,9 @@ class TrainingConfig:
         freeze_embeddings: keep the word embeddings fixed.
         head_lr_multiplier: the pooler and classifier learn this many times faster (the head is new
             and must amplify the small input-dependence of MiniLM's `[CLS]`, see `CrossEncoderConfig.dropout`).
+        train_max_length: pairs are truncated to this many tokens while training (0: the model's
+            max length): attention's cost grows with it, and on 2 CPU cores a step at 256 tokens
+            costs several times one at 128. The served model keeps its own max length.
         seed: batches, dropout and the head's initialisation.
     """
 
@@ -64,6 +68,7 @@ class TrainingConfig:
     general_share: float = 0.5
     freeze_embeddings: bool = True
     head_lr_multiplier: float = 10.0
+    train_max_length: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -135,15 +140,6 @@ def listwise_loss(logits: torch.Tensor, sizes: Sequence[int], labels: torch.Tens
     return torch.nn.functional.cross_entropy(padded, labels)
 
 
-def group_batch(
-    tokenizer: PreTrainedTokenizerFast, groups: Sequence[Group], max_length: int
-) -> tuple[dict[str, torch.Tensor], list[int], torch.Tensor]:
-    """The tokenized pairs of `groups` (group after group), their sizes and labels (int64 [groups])."""
-    pairs = [pair for g in groups for pair in g.pairs()]
-    batch = encode_pairs(tokenizer, [q for q, _ in pairs], [d for _, d in pairs], max_length)
-    return batch, [len(g.candidates) for g in groups], torch.tensor([g.label for g in groups], dtype=torch.int64)
-
-
 def make_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; no decay on biases and LayerNorm weights (BERT's practice).
 
@@ -176,21 +172,38 @@ def lr_at(step: int, config: TrainingConfig) -> float:
 
 def train_step(model: BertForSequenceClassification, optimizer: torch.optim.Optimizer, tokenizer: PreTrainedTokenizerFast,
                groups: Sequence[Group], step: int, config: TrainingConfig, max_length: int,
-               model_forward: torch.nn.Module | None = None, device: torch.device | None = None) -> float:  # fmt: skip
+               model_forward: torch.nn.Module | None = None, device: torch.device | None = None,
+               chunk_pairs: int = 0) -> float:  # fmt: skip
     """One optimiser step on `groups`; returns the loss (nats).
 
     Args:
         model_forward: the module to call (e.g. its DistributedDataParallel wrapper); `model` when None.
         device: where the batch goes (the model's device); the CPU when None.
+        chunk_pairs: > 0: the pairs go through the model in length-sorted chunks of this many (less
+            padding; the same loss); 0: one forward pass (DistributedDataParallel needs one per backward).
     """
     for param_group in optimizer.param_groups:
         param_group["lr"] = lr_at(step, config) * param_group.get("lr_scale", 1.0)
-    batch, sizes, labels = group_batch(tokenizer, groups, max_length)
-    if device is not None:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        labels = labels.to(device)
     forward = model_forward if model_forward is not None else model
-    logits = forward(**batch).logits.squeeze(-1)
+    sizes = [len(g.candidates) for g in groups]
+    labels = torch.tensor([g.label for g in groups], dtype=torch.int64, device=device)
+    pairs = [pair for g in groups for pair in g.pairs()]
+    if chunk_pairs <= 0:
+        chunks = [list(range(len(pairs)))]
+    else:  # by length, so a long RAR-b pair pads only its own chunk (one backward over all chunks)
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        chunks = [order[i : i + chunk_pairs] for i in range(0, len(order), chunk_pairs)]
+    parts = []
+    for chunk in chunks:
+        batch = encode_pairs(tokenizer, [pairs[i][0] for i in chunk], [pairs[i][1] for i in chunk], max_length)
+        if device is not None:
+            batch = {k: v.to(device) for k, v in batch.items()}
+        parts.append(forward(**batch).logits.squeeze(-1))
+    logits = torch.cat(parts)
+    if len(chunks) > 1:
+        position = torch.empty(len(pairs), dtype=torch.int64)
+        position[torch.tensor([i for c in chunks for i in c])] = torch.arange(len(pairs))
+        logits = logits[position.to(logits.device)]  # back to group order
     loss = listwise_loss(logits, sizes, labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -220,9 +233,8 @@ def train(model: BertForSequenceClassification, tokenizer: PreTrainedTokenizerFa
     losses = []
     with tqdm(total=config.steps, desc="train cross-encoder", unit="step", disable=not progress, leave=False) as bar:
         for step in range(config.steps):
-            loss = train_step(
-                model, optimizer, tokenizer, sampler.batch(step, config.batch_groups), step, config, max_length
-            )
+            groups = sampler.batch(step, config.batch_groups)
+            loss = train_step(model, optimizer, tokenizer, groups, step, config, max_length, chunk_pairs=CHUNK_PAIRS)
             losses.append(loss)
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")

@@ -20,6 +20,10 @@ from training.rerank.calibration import expected_calibration_error, sigmoid
 from training.rerank.data import quora_pairs, rarb_groups
 from training.rerank.export import tokenize_pairs
 
+# The first test here builds the tiny model when no session fixture has (about 2 CPU-minutes of
+# training; several wall-clock minutes on a busy 2-core machine), past the suite's 300 s default.
+pytestmark = pytest.mark.timeout(900)
+
 RERANKER = RerankConfig().model  # the rerank fixtures register the test model under the served default's name
 
 
@@ -119,3 +123,13 @@ def test_temperature_lowers_ece_on_held_out_dev_pairs(tiny: ModelVersion, rarb_d
     before = expected_calibration_error(sigmoid(logits), labels)
     after = expected_calibration_error(sigmoid(logits / temperature), labels)
     assert after < before, f"ECE {before:.3f} at T=1, {after:.3f} at T={temperature:.3f} on {len(pairs)} held-out pairs"
+
+
+def test_rarb_evaluation_reports_both_settings_per_file(tiny: ModelVersion, rarb_data: Path) -> None:
+    from training.rerank.build import evaluate_rarb
+
+    result = evaluate_rarb(tiny, rarb_data.parent, rows_per_file=3, progress=False)
+    assert result["split"] == "test" and len(result["accuracy"]) == 6
+    for scores in result["accuracy"].values():
+        assert scores["rows"] == 3 and {scores["without_instruction"], scores["with_instruction"]} <= {0.0, 1 / 3, 2 / 3, 1.0}
+    assert result["ece"]["pairs"] > 36 and 0.0 <= result["ece"]["ece_calibrated"] <= 1.0

@@ -42,3 +42,22 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
     config = TrainingConfig(steps=100, lr=1e-4, warmup_fraction=0.1)
     assert lr_at(0, config) == 1e-5 and lr_at(9, config) == 1e-4
     assert lr_at(50, config) < lr_at(20, config) and lr_at(100, config) == 0.0
+
+
+def test_length_sorted_chunks_give_the_loss_of_one_forward_pass() -> None:
+    import copy
+
+    from training.rerank.model import CrossEncoderConfig, load_tokenizer, new_cross_encoder
+    from training.rerank.train import make_optimizer, train_step
+
+    groups = [
+        Group("Where is the Eiffel Tower?", ("It is in Paris, the capital of France, on the Champ de Mars.", "Bananas are yellow."), 0, "t"),
+        Group("How do I learn Python?", ("Snakes shed their skin.", "Start with the official tutorial.", "It rains."), 1, "t"),
+    ]
+    config = TrainingConfig(steps=1, lr=0.0)
+    tokenizer = load_tokenizer(64)
+    model = new_cross_encoder(CrossEncoderConfig(layers=1, max_length=64)).eval()
+    other = copy.deepcopy(model)
+    whole = train_step(model, make_optimizer(model, config), tokenizer, groups, 0, config, 64, chunk_pairs=0)
+    chunked = train_step(other, make_optimizer(other, config), tokenizer, groups, 0, config, 64, chunk_pairs=2)
+    assert math.isclose(whole, chunked, rel_tol=1e-5)
