@@ -2,6 +2,7 @@
 
     facet eval rarb-mcr --data ../shared/data/rarb-mcr [--address HOST:PORT] [--limit N]
                         [--seed S] [--full] [--json results.json]
+                        [--split train|dev|test] [--reranker NAME ...] [--rerank-address HOST:PORT]
 
 MCR protocol (RAR-b): every candidate of a row is scored against the row's query by cosine
 (normalised embeddings, dot product) and the argmax is the prediction; the metric is accuracy.
@@ -17,6 +18,13 @@ rows is reported.
 The "full" setting (`--full`): per file, every distinct candidate of the file goes into a
 temporary collection; each query searches it (top 10) and the labelled candidate is the one
 relevant document: nDCG@10 and Recall@10.
+
+Rerankers (`--reranker NAME`, repeatable): MCR is also scored by each cross-encoder through the
+rerank service (one Rerank call per row, `raw_scores`: the argmax of the logits, the first index
+winning a tie as above); with `--full`, each query also searches with `rerank=True` (the
+bi-encoder's top `RERANK_CANDIDATES` = 100, reordered by the reranker in the retrieval service):
+nDCG@10 and Recall@10 before and after reranking. `--split` keeps one part of the question-level
+split (`split_of`): rerankers are trained on `train`, calibrated on `dev`, compared on `test`.
 """
 
 from __future__ import annotations
@@ -66,6 +74,8 @@ FULL_TOP_K = 10
 # Two candidate scores closer than this count as a tie (identical texts give identical scores).
 TIE_TOLERANCE = 1e-6
 FULL_COLLECTION_PREFIX = "rarb-full-"
+RERANK_CANDIDATES = 100  # the full setting's reranking: the bi-encoder's top 100 (RAR-b's "full" reranking setting)
+RERANK_TIMEOUT_S = 600.0
 _COLLECTION_NAME_MAX_CHARS = 128
 
 
@@ -243,7 +253,7 @@ class McrScore:
 
 @dataclasses.dataclass(frozen=True)
 class McrResult:
-    """MCR accuracy of one file without and with the instruction."""
+    """MCR accuracy of one file without and with the instruction, by one scorer."""
 
     file: str
     rows: int
@@ -251,6 +261,7 @@ class McrResult:
     without_instruction: McrScore
     with_instruction: McrScore
     reference: tuple[float, float] | None  # (without, with) accuracy from sentence-transformers
+    scorer: str = "bi-encoder"  # "bi-encoder" (cosine of the service's embeddings) or "reranker <name>"
 
 
 def score_mcr(rows: Sequence[McrRow], table: EmbeddingTable, with_instruction: bool) -> McrScore:
@@ -263,6 +274,38 @@ def score_mcr(rows: Sequence[McrRow], table: EmbeddingTable, with_instruction: b
         best = int(np.argmax(scores))
         correct += best == row.label
         tied += int(np.count_nonzero(scores >= scores[best] - TIE_TOLERANCE)) > 1
+    return McrScore(correct / len(rows) if rows else float("nan"), correct, len(rows), tied)
+
+
+def score_mcr_reranked(
+    client: sdk.Client, rows: Sequence[McrRow], reranker: str, with_instruction: bool, *, desc: str = "rerank", progress: bool = True
+) -> McrScore:
+    """Argmax of a reranker's logits over each row's candidates (the first index wins a tie), against
+    the label: one Rerank call per row through the rerank service, `SEARCH_REQUESTS_IN_FLIGHT` at once.
+
+    Args:
+        client: a client whose `rerank` address is the rerank service.
+        rows: the rows (TempReason's already shuffled).
+        reranker: the reranker's name ("" = the service's default).
+        with_instruction: the query variant.
+    Returns:
+        The accuracy, correct rows and rows whose top logit is shared (within `TIE_TOLERANCE`).
+    Raises:
+        sdk.FacetError: a Rerank call failed (e.g. NotFound for an unknown reranker).
+    """
+
+    def best(row: McrRow) -> tuple[int, bool]:
+        result = client.rerank(row.query_text(with_instruction), list(row.candidates), raw_scores=True, model=reranker or None, timeout_s=RERANK_TIMEOUT_S)
+        logits = np.empty(len(row.candidates), dtype=np.float64)
+        for ranked in result:
+            logits[ranked.index] = ranked.score
+        top = int(np.argmax(logits))
+        return top, int(np.count_nonzero(logits >= logits[top] - TIE_TOLERANCE)) > 1
+
+    with tqdm(total=len(rows), desc=desc, unit="row", disable=not progress, leave=False) as bar:
+        picks = _map_in_threads(best, rows, SEARCH_REQUESTS_IN_FLIGHT, bar, lambda _: 1)
+    correct = sum(top == row.label for (top, _), row in zip(picks, rows, strict=True))
+    tied = sum(tie for _, tie in picks)
     return McrScore(correct / len(rows) if rows else float("nan"), correct, len(rows), tied)
 
 
@@ -311,6 +354,22 @@ def evaluate_mcr(path: Path, rows: Sequence[McrRow], table: EmbeddingTable, seed
     )
 
 
+def evaluate_mcr_reranked(
+    client: sdk.Client, path: Path, rows: Sequence[McrRow], reranker: str, seed: int, *, progress: bool = True
+) -> McrResult:
+    """MCR accuracy of one file's rows by a reranker (TempReason shuffled with `seed`, as for the
+    bi-encoder: the same candidate orders), both query variants."""
+    shuffled = needs_shuffle(path)
+    scored = shuffle_candidates(rows, seed) if shuffled else list(rows)
+    variants = {
+        with_instruction: score_mcr_reranked(
+            client, scored, reranker, with_instruction, desc=f"{path.stem}: {reranker} {'with' if with_instruction else 'w/o'}", progress=progress
+        )
+        for with_instruction in (False, True)
+    }
+    return McrResult(path.name, len(scored), shuffled, variants[False], variants[True], None, scorer=f"reranker {reranker}")
+
+
 # -- full setting ------------------------------------------------------------------------------
 
 
@@ -325,7 +384,8 @@ class FullScore:
 
 @dataclasses.dataclass(frozen=True)
 class FullResult:
-    """The full setting of one file: corpus size and both query variants."""
+    """The full setting of one file: corpus size and both query variants; `reranked`: the same
+    searches with each reranker reordering the top `RERANK_CANDIDATES`, {name: (w/o, with)}."""
 
     file: str
     rows: int
@@ -333,6 +393,15 @@ class FullResult:
     collection: str
     without_instruction: FullScore
     with_instruction: FullScore
+    reranked: dict[str, tuple[FullScore, FullScore]] = dataclasses.field(default_factory=dict)
+
+
+def _full_score(ranks: Sequence[int | None]) -> FullScore:
+    return FullScore(
+        ndcg_at_10=float(np.mean([ndcg_at_k(r) for r in ranks])) if ranks else float("nan"),
+        recall_at_10=float(np.mean([recall_at_k(r) for r in ranks])) if ranks else float("nan"),
+        queries=len(ranks),
+    )
 
 
 def ndcg_at_k(rank: int | None, k: int = FULL_TOP_K) -> float:
@@ -361,13 +430,21 @@ def _drop_collection(client: sdk.Client, name: str) -> None:
 
 
 def evaluate_full(
-    client: sdk.Client, path: Path, rows: Sequence[McrRow], table: EmbeddingTable, *, progress: bool = True
+    client: sdk.Client,
+    path: Path,
+    rows: Sequence[McrRow],
+    table: EmbeddingTable,
+    *,
+    rerankers: Sequence[str] = (),
+    progress: bool = True,
 ) -> FullResult:
     """The full setting of one file: every distinct candidate in a temporary collection, each query searches it.
 
     Documents and queries use the embeddings in `table` (made by the service's Embed); the collection
-    is stored and searched by the service. The collection is deleted first (left over from an aborted
-    run) and afterwards, also on failure.
+    is stored and searched by the service. With `rerankers`, each query also searches with
+    `rerank=True` (the top `RERANK_CANDIDATES` reordered by that reranker in the retrieval service;
+    the query is embedded by the service). The collection is deleted first (left over from an
+    aborted run) and afterwards, also on failure.
     """
     corpus = list(dict.fromkeys(c for row in rows for c in row.candidates))
     doc_ids = {text: f"d{i}" for i, text in enumerate(corpus)}
@@ -381,6 +458,7 @@ def evaluate_full(
                 client.upsert(name, ids=[doc_ids[t] for t in chunk], texts=chunk, vectors=table.of(chunk))
                 bar.update(len(chunk))
         scores: dict[bool, FullScore] = {}
+        reranked: dict[str, dict[bool, FullScore]] = {}
         for with_instruction in (False, True):
             variant = "with instruction" if with_instruction else "without instruction"
             queries = [(row.query_text(with_instruction), doc_ids[row.gold]) for row in rows]
@@ -392,14 +470,24 @@ def evaluate_full(
             desc = f"{path.stem}: search {variant}"
             with tqdm(total=len(queries), desc=desc, unit="query", disable=not progress, leave=False) as bar:
                 ranks = _map_in_threads(gold_rank, queries, SEARCH_REQUESTS_IN_FLIGHT, bar, lambda _: 1)
-            scores[with_instruction] = FullScore(
-                ndcg_at_10=float(np.mean([ndcg_at_k(r) for r in ranks])) if ranks else float("nan"),
-                recall_at_10=float(np.mean([recall_at_k(r) for r in ranks])) if ranks else float("nan"),
-                queries=len(ranks),
-            )
+            scores[with_instruction] = _full_score(ranks)
+            for reranker in rerankers:
+
+                def reranked_rank(query: tuple[str, str], reranker: str = reranker) -> int | None:
+                    hits = client.search(
+                        name, query[0], top_k=FULL_TOP_K, rerank=True, candidates=RERANK_CANDIDATES, reranker=reranker,
+                        timeout_s=RERANK_TIMEOUT_S,
+                    )  # fmt: skip
+                    return next((i + 1 for i, hit in enumerate(hits) if hit.id == query[1]), None)
+
+                desc = f"{path.stem}: search + {reranker} {variant}"
+                with tqdm(total=len(queries), desc=desc, unit="query", disable=not progress, leave=False) as bar:
+                    ranks = _map_in_threads(reranked_rank, queries, SEARCH_REQUESTS_IN_FLIGHT, bar, lambda _: 1)
+                reranked.setdefault(reranker, {})[with_instruction] = _full_score(ranks)
     finally:
         _drop_collection(client, name)
-    return FullResult(path.name, len(rows), len(corpus), name, scores[False], scores[True])
+    pairs = {r: (v[False], v[True]) for r, v in reranked.items()}
+    return FullResult(path.name, len(rows), len(corpus), name, scores[False], scores[True], pairs)
 
 
 # -- one file, many files ----------------------------------------------------------------------
@@ -407,23 +495,48 @@ def evaluate_full(
 
 @dataclasses.dataclass(frozen=True)
 class FileResult:
-    """Everything measured on one file."""
+    """Everything measured on one file: the bi-encoder's MCR, each reranker's, the full setting."""
 
     mcr: McrResult
     full: FullResult | None
     elapsed_s: float
+    reranked: tuple[McrResult, ...] = ()
 
 
 def evaluate_file(
-    client: sdk.Client, path: Path, *, limit: int = 0, seed: int = 0, full: bool = False, progress: bool = True
+    client: sdk.Client,
+    path: Path,
+    *,
+    limit: int = 0,
+    seed: int = 0,
+    full: bool = False,
+    progress: bool = True,
+    split: str | None = None,
+    rerankers: Sequence[str] = (),
 ) -> FileResult:
-    """MCR (and with `full` the full setting) of one RAR-b MCR file through the service."""
+    """MCR (and with `full` the full setting) of one RAR-b MCR file through the services.
+
+    Args:
+        client: its `retrieval` address serves the bi-encoder (and the reranked searches); its
+            `rerank` address the rerankers.
+        path: an RAR-b MCR CSV.
+        limit: > 0 keeps the first rows (of the split).
+        seed: of the TempReason candidate shuffle.
+        full: also the full setting.
+        split: keep only the rows of this part of `split_of` ("train", "dev", "test"); None: all.
+        rerankers: also score MCR (and the full setting) with these rerankers.
+    """
     started = time.perf_counter()
-    rows = load_rows(path, limit)
+    rows = load_rows(path)
+    if split is not None:
+        rows = rows_of_split(rows, split)
+    if limit > 0:
+        rows = rows[:limit]
     table = embed_texts(client, texts_to_embed(rows), desc=f"{path.stem}: embed", progress=progress)
     mcr = evaluate_mcr(path, rows, table, seed)
-    full_result = evaluate_full(client, path, rows, table, progress=progress) if full else None
-    return FileResult(mcr, full_result, time.perf_counter() - started)
+    reranked = tuple(evaluate_mcr_reranked(client, path, rows, r, seed, progress=progress) for r in rerankers)
+    full_result = evaluate_full(client, path, rows, table, rerankers=rerankers, progress=progress) if full else None
+    return FileResult(mcr, full_result, time.perf_counter() - started, reranked)
 
 
 def data_files(data_dir: Path) -> list[Path]:
@@ -454,7 +567,9 @@ def _table(header: list[str], lines: list[list[str]]) -> str:
 
 
 def format_mcr_table(results: Sequence[McrResult]) -> str:
-    """Accuracy without / with instruction per file, the reference and |difference| where known, ties."""
+    """Accuracy without / with instruction per file (and scorer, when there are several), the
+    reference and |difference| where known, ties."""
+    several = len({r.scorer for r in results}) > 1
     lines = []
     for r in results:
         ref_without, ref_with = r.reference if r.reference else (None, None)
@@ -462,35 +577,50 @@ def format_mcr_table(results: Sequence[McrResult]) -> str:
         lines.append(
             [
                 _display(r.file) + (" (shuffled)" if r.shuffled else ""),
+                *([r.scorer] if several else []),
                 f"{r.rows:,}",
                 _accuracy_cell(r.without_instruction, ref_without),
                 _accuracy_cell(r.with_instruction, ref_with),
                 ties,
             ]
         )
-    return _table(["file", "rows", "acc w/o instruction", "acc with instruction", "tied rows w/o / with"], lines)
+    header = ["file", *(["scorer"] if several else []), "rows", "acc w/o instruction", "acc with instruction", "tied rows w/o / with"]
+    return _table(header, lines)
 
 
 def format_full_table(results: Sequence[FullResult]) -> str:
-    """nDCG@10 and Recall@10 per file, without and with instruction."""
-    lines = [
-        [
-            _display(r.file),
-            f"{r.rows:,}",
-            f"{r.corpus_documents:,}",
-            f"{r.without_instruction.ndcg_at_10:.4f}",
-            f"{r.without_instruction.recall_at_10:.4f}",
-            f"{r.with_instruction.ndcg_at_10:.4f}",
-            f"{r.with_instruction.recall_at_10:.4f}",
-        ]
-        for r in results
-    ]
-    header = ["file", "queries", "corpus", "nDCG@10 w/o", "R@10 w/o", "nDCG@10 with", "R@10 with"]
+    """nDCG@10 and Recall@10 per file, without and with instruction: the bi-encoder's search, then
+    each reranker's reordering of its top `RERANK_CANDIDATES` ("+ rerank NAME")."""
+    lines = []
+    for r in results:
+        scored = [("bi-encoder", r.without_instruction, r.with_instruction)]
+        scored += [(f"+ rerank {name}", without, with_) for name, (without, with_) in r.reranked.items()]
+        for label, without, with_ in scored:
+            lines.append(
+                [
+                    _display(r.file),
+                    label,
+                    f"{r.rows:,}",
+                    f"{r.corpus_documents:,}",
+                    f"{without.ndcg_at_10:.4f}",
+                    f"{without.recall_at_10:.4f}",
+                    f"{with_.ndcg_at_10:.4f}",
+                    f"{with_.recall_at_10:.4f}",
+                ]
+            )
+    header = ["file", "ranking", "queries", "corpus", "nDCG@10 w/o", "R@10 w/o", "nDCG@10 with", "R@10 with"]
     return _table(header, lines)
 
 
 def results_json(
-    results: Sequence[FileResult], *, model: sdk.ModelInfo, address: str, seed: int, limit: int
+    results: Sequence[FileResult],
+    *,
+    model: sdk.ModelInfo,
+    address: str,
+    seed: int,
+    limit: int,
+    split: str | None = None,
+    rerankers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The results as plain JSON-ready data."""
     return {
@@ -499,6 +629,9 @@ def results_json(
         "model": {"name": model.name, "version": model.version},
         "seed": seed,
         "limit": limit,
+        "split": split,
+        "rerankers": list(rerankers),
+        "rerank_candidates": RERANK_CANDIDATES,
         "tie_tolerance": TIE_TOLERANCE,
         "files": [dataclasses.asdict(r) for r in results],
     }
@@ -516,6 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the TempReason candidate shuffle")
     parser.add_argument("--full", action="store_true", help="also the 'full' setting (nDCG@10, Recall@10)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--split", choices=SPLITS, help="only this part of the question-level split (rerankers train on train, compare on test)")
+    parser.add_argument(
+        "--reranker", action="append", default=[], metavar="NAME",
+        help="also score with this reranker through the rerank service (repeatable; with --full, also rerank the searches)",
+    )  # fmt: skip
+    parser.add_argument("--rerank-address", help="rerank service host:port (default: FACET_RERANK_ADDR or localhost)")
     return parser
 
 
@@ -541,23 +680,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit < 0:
         print("facet eval rarb-mcr: --limit must be >= 0 (0: all rows)", file=sys.stderr)
         return 2
-    client = sdk.Client(retrieval=args.address)
+    client = sdk.Client(retrieval=args.address, rerank=args.rerank_address)
     address = client.address("retrieval")
     started = time.perf_counter()
     results: list[FileResult] = []
     try:
         model = client.model_info()
-        print(f"RAR-b MCR through {address}: model {model.name} v{model.version}, seed {args.seed}", flush=True)
+        split = f", {args.split} split" if args.split else ""
+        print(f"RAR-b MCR through {address}: model {model.name} v{model.version}, seed {args.seed}{split}", flush=True)
+        for reranker in args.reranker:
+            info = client.get_reranker(reranker)
+            print(f"  reranker {info.name} v{info.version} through {client.address('rerank')}", flush=True)
         for path in tqdm(files, desc="files", unit="file"):
-            result = evaluate_file(client, path, limit=args.limit, seed=args.seed, full=args.full)
+            result = evaluate_file(
+                client, path, limit=args.limit, seed=args.seed, full=args.full, split=args.split, rerankers=args.reranker
+            )
             tqdm.write(f"  {_display(path.name)}: {result.mcr.rows:,} rows in {result.elapsed_s:.1f} s")
             results.append(result)
     except sdk.Unavailable as exc:
         print(
-            f"facet eval rarb-mcr: the retrieval service at {address} is unreachable ({exc.message}); "
-            "start it with `facet up`, or pass --address / set FACET_RETRIEVAL_ADDR",
+            f"facet eval rarb-mcr: a service is unreachable ({exc.message}); retrieval at {address}"
+            + (f", rerank at {client.address('rerank')}" if args.reranker else "")
+            + ": start them with `facet up`, or pass --address / --rerank-address (FACET_RETRIEVAL_ADDR, FACET_RERANK_ADDR)",
             file=sys.stderr,
         )
+        return 1
+    except sdk.NotFound as exc:
+        print(f"facet eval rarb-mcr: {exc.message}", file=sys.stderr)
         return 1
     except sdk.FacetError as exc:
         print(f"facet eval rarb-mcr: the retrieval service at {address} failed: {exc}", file=sys.stderr)
@@ -570,16 +719,21 @@ def main(argv: list[str] | None = None) -> int:
     elapsed_s = time.perf_counter() - started
 
     print()
-    print("MCR accuracy (cosine argmax; TempReason candidates shuffled, ties = rows whose top score is shared)")
-    print(format_mcr_table([r.mcr for r in results]))
+    print("MCR accuracy (argmax of cosine or reranker logits; TempReason candidates shuffled, ties = rows whose top score is shared)")
+    print(format_mcr_table([m for r in results for m in (r.mcr, *r.reranked)]))
     full_results = [r.full for r in results if r.full is not None]
     if full_results:
         print()
-        print(f"Full setting (all distinct candidates of a file as the corpus, top {FULL_TOP_K})")
+        print(
+            f"Full setting (all distinct candidates of a file as the corpus, top {FULL_TOP_K}; "
+            f"+ rerank: the bi-encoder's top {RERANK_CANDIDATES} reordered)"
+        )
         print(format_full_table(full_results))
     print(f"\n{sum(r.mcr.rows for r in results):,} rows in {elapsed_s:.1f} s")
     if args.json is not None:
-        payload = results_json(results, model=model, address=address, seed=args.seed, limit=args.limit)
+        payload = results_json(
+            results, model=model, address=address, seed=args.seed, limit=args.limit, split=args.split, rerankers=args.reranker
+        )
         payload["elapsed_s"] = elapsed_s
         args.json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
         print(f"results written to {args.json}")

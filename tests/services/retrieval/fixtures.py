@@ -55,3 +55,26 @@ def retrieval_server(request: pytest.FixtureRequest, model_repository: ModelRepo
 def retrieval_address(retrieval_server: ServerProcess) -> str:
     """host:port of a real retrieval server with the real default model, shared by the session."""
     return retrieval_server.address
+
+
+# The [rerank] limit of `search_rerank_server`: a few long candidates exceed it.
+SEARCH_RERANK_MAX_REQUEST_CHARS = 2000
+
+
+@pytest.fixture(scope="session")
+def search_rerank_server(
+    model_repository: ModelRepository, rerank_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A retrieval server (ONNX Runtime) whose model repository holds the embedding model and the
+    test rerankers (links to the session's builds: nothing is copied or rebuilt), for
+    `search(rerank=True)`; `rerank.max_request_chars` is SEARCH_RERANK_MAX_REQUEST_CHARS."""
+    root = tmp_path_factory.mktemp("search-rerank-models")
+    for repository in (model_repository, rerank_repository):
+        for name in repository.models():
+            (root / name).symlink_to(repository.root / name, target_is_directory=True)
+    env = {"FACET_RERANK_MAX_REQUEST_CHARS": str(SEARCH_RERANK_MAX_REQUEST_CHARS)}
+    server = ServerProcess(root, tmp_path_factory.mktemp("data"), env)
+    server.start()
+    yield server
+    with contextlib.suppress(Exception):
+        server.terminate(10.0)

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 import sdk
-from services.model_repository import ModelRepository
 from tests.services.rerank.fixtures import RERANKER
+from tests.services.retrieval.fixtures import SEARCH_RERANK_MAX_REQUEST_CHARS
 from tests.serving import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -27,28 +27,11 @@ DOCUMENTS = [
     "Coffee is made from roasted beans.",
 ]
 QUERY = "Where is the Eiffel Tower?"
-MAX_REQUEST_CHARS = 2000  # [rerank] limit of the server below: a few long candidates exceed it
 
 
 @pytest.fixture(scope="module")
-def search_and_rerank(
-    model_repository: ModelRepository, rerank_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    """A retrieval server on a repository with the embedding model and the rerankers (links to the
-    session's builds: nothing is copied or rebuilt)."""
-    root = tmp_path_factory.mktemp("search-rerank-models")
-    for repository in (model_repository, rerank_repository):
-        for name in repository.models():
-            (root / name).symlink_to(repository.root / name, target_is_directory=True)
-    server = ServerProcess(root, tmp_path_factory.mktemp("data"), {"FACET_RERANK_MAX_REQUEST_CHARS": str(MAX_REQUEST_CHARS)})
-    server.start()
-    yield server
-    server.terminate(10.0)
-
-
-@pytest.fixture(scope="module")
-def client(search_and_rerank: ServerProcess) -> Iterator[sdk.Client]:
-    with sdk.Client(search_and_rerank.address) as c:
+def client(search_rerank_server: ServerProcess) -> Iterator[sdk.Client]:
+    with sdk.Client(search_rerank_server.address) as c:
         yield c
 
 
@@ -119,7 +102,7 @@ def test_candidates_over_a_rerank_limit_say_to_ask_for_fewer(client: sdk.Client)
     client.create_collection(name)
     long_texts = [f"{DOCUMENTS[i % len(DOCUMENTS)]} " * 12 for i in range(8)]  # ~8 x 600 characters
     client.upsert(name, ids=[f"l{i}" for i in range(8)], texts=long_texts)
-    with pytest.raises(sdk.InvalidArgument, match=r"reranking 8 candidates: .*rerank.max_request_chars \(2000\).*ask for fewer candidates"):
+    with pytest.raises(sdk.InvalidArgument, match=rf"reranking 8 candidates: .*rerank.max_request_chars \({SEARCH_RERANK_MAX_REQUEST_CHARS}\).*ask for fewer candidates"):
         client.search(name, QUERY, rerank=True)
     assert len(client.search(name, QUERY, top_k=2, rerank=True, candidates=2)) == 2
 
