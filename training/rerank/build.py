@@ -349,6 +349,16 @@ def evaluate_rarb(entry: ModelVersion, data_dir: Path, *, split: str = "test", r
     return {"split": split, "rows_per_file": rows_per_file or "all", "accuracy": accuracy_by_file, "ece": ece}
 
 
+def record_test_evaluation(repository: ModelRepository, entry: ModelVersion, options: BuildOptions) -> ModelVersion:
+    """With `options.evaluate_rows` != 0: `evaluate_rarb` on the RAR-b test split, stored in the
+    version's metrics as "rarb_test". Returns the (updated) version."""
+    if not options.evaluate_rows:
+        return entry
+    test = evaluate_rarb(entry, options.data, rows_per_file=max(options.evaluate_rows, 0), progress=options.progress)
+    metrics = {**entry.properties.get(Prop.METRICS, {}), "rarb_test": test}
+    return repository.update_metadata(entry.name, entry.version, properties={**entry.properties, Prop.METRICS: metrics})
+
+
 def build_test_model(repository: ModelRepository, work_dir: Path, name: str = TEST_MODEL) -> ModelVersion:
     """The tiny cross-encoder the tests serve (`tiny_options`): MiniLM's first 2 layers, max length
     128, 60 steps of 8 groups on real Quora/MRPC train pairs, calibrated on RAR-b dev pairs and
@@ -422,11 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
-    if options.evaluate_rows:
-        repository = ModelRepository(root)
-        test = evaluate_rarb(entry, options.data, rows_per_file=max(options.evaluate_rows, 0), progress=options.progress)
-        metrics = {**entry.properties.get(Prop.METRICS, {}), "rarb_test": test}
-        entry = repository.update_metadata(entry.name, entry.version, properties={**entry.properties, Prop.METRICS: metrics})
+    entry = record_test_evaluation(ModelRepository(root), entry, options)
     props = entry.properties
     print(f"registered {entry.name} v{entry.version} at {entry.path}")
     print(

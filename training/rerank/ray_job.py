@@ -28,7 +28,7 @@ import torch
 from training.device import ray_use_gpu
 from training.options import add_options, option, parse_options
 from training.ray_train import fit_on_ray, report, restore_checkpoint, worker_device, worker_rank
-from training.rerank.build import BuildOptions, build_cross_encoder
+from training.rerank.build import BuildOptions, build_cross_encoder, record_test_evaluation
 from training.rerank.data import Group
 from training.rerank.model import CrossEncoderConfig, load_tokenizer, new_cross_encoder
 from training.rerank.train import GroupSampler, TrainingConfig, make_optimizer, mixture_weights, train_step
@@ -179,8 +179,9 @@ def build_on_ray(
         reported.update(metrics)
         return model, []
 
-    entry = build_cross_encoder(ModelRepository(repository_root), work_dir, build, fit=fit)
-    return entry, reported
+    repository = ModelRepository(repository_root)
+    entry = build_cross_encoder(repository, work_dir, build, fit=fit)
+    return record_test_evaluation(repository, entry, build), reported
 
 
 def main(argv: list[str] | None = None) -> int:
