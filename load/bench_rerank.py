@@ -616,19 +616,13 @@ async def measure_rerank(
             "parity_max_diff": diffs,
             "rows": {},
         }
-        cross_result: LoadResult | None = None
-        slices: list[dict[str, Any]]
+        sides["cross_encoder"] = lambda i: asyncio.to_thread(predict, i)
         for n in s.callers:
-            level_sides = dict(sides)
-            # in-process predict: one caller (a process runs one predict at a time), measured with the first row only
-            if cross_result is None:
-                level_sides["cross_encoder"] = lambda i: asyncio.to_thread(predict, i)
-            slices = []
+            # in-process predict: one caller (a process runs one predict at a time), in every row's turns
+            slices: list[dict[str, Any]] = []
             before = histograms(facet)
-            results = await side_by_side(level_sides, n, s.duration_s, s.rounds, {"cross_encoder": 1}, slices)
+            results = await side_by_side(sides, n, s.duration_s, s.rounds, {"cross_encoder": 1}, slices)
             batching = delta(histograms(facet), before)
-            if "cross_encoder" in results:
-                cross_result = results.pop("cross_encoder")
             label = f"{n} caller{'s' if n > 1 else ''}"
             out.rows.append(
                 ratio_row(
@@ -640,12 +634,11 @@ async def measure_rerank(
                     RERANK_TARGET,
                 )
             )
-            assert cross_result is not None
             out.rows.append(
                 ratio_row(
                     f"Rerank {n_docs} docs/call, {label} vs in-process: pairs/s",
                     results["facet"],
-                    cross_result,
+                    results["cross_encoder"],
                     n_docs,
                     "CrossEncoder.predict (1 caller)",
                     CROSS_ENCODER_TARGET,
@@ -658,23 +651,23 @@ async def measure_rerank(
                 "facet_queue_ms": 1e3 * mean_of(batching, "queue_s_sum", "queued"),
             }
             log(f"rerank, {n} callers: {out.rows[-2].facet} vs {out.rows[-2].baseline}; {out.rows[-2].ratio}")
-        assert cross_result is not None
-        out.raw["rerank"]["cross_encoder_predict"] = load_summary(cross_result, n_docs)
     await http.close()
 
     # single-call latency: Facet over gRPC vs the same ONNX session in this process, blocks of 10 calls in turn
-    latencies: dict[str, list[float]] = {"facet": [], "local": []}
+    latencies: dict[str, list[float]] = {"facet": [], "local": [], "floor": []}
     with sdk.Client(rerank=facet.address, timeout_s=s.timeout_s) as sync_client:
         runs: dict[str, Callable[[RerankCall], object]] = {
             "facet": lambda c: sync_client.rerank(c.query, list(c.documents), truncate=True),
             "local": lambda c: local.logits(c.query, c.documents),
+            "floor": lambda c: sync_client.get_reranker(s.reranker),  # an RPC without model work
         }
         for run in runs.values():
             for call in calls[:5]:
                 run(call)
         chosen = calls[: s.latency_calls]
         for b, start in enumerate(range(0, len(chosen), 10)):
-            for name in ("facet", "local") if b % 2 == 0 else ("local", "facet"):
+            order = ["facet", "local", "floor"]
+            for name in order[b % 3 :] + order[: b % 3]:
                 latencies[name] += [timed_ms(functools.partial(runs[name], c)) for c in chosen[start : start + 10]]
     out.rows.append(
         overhead_row(
@@ -683,6 +676,14 @@ async def measure_rerank(
             latencies["local"],
             "same ONNX session in-process",
             OVERHEAD_TARGET_MS,
+        )
+    )
+    out.rows.append(
+        Row(
+            "GetReranker round trip, no model work: p50 / p99 (ms)",
+            f"{percentile(latencies['floor'], 50):.2f} / {percentile(latencies['floor'], 99):.2f}",
+            "",
+            "per-call floor of gRPC + SDK + interceptors",
         )
     )
     out.raw["rerank"]["single_call_ms"] = {
