@@ -62,7 +62,7 @@ class BuildOptions:
     layers: int = option(FULL_LAYERS, help="MiniLM layers kept (1..6)")
     max_length: int = option(DEFAULT_MAX_LENGTH, help="tokens of a (query, document) pair, special tokens included")
     train_max_length: int = option(128, help="pairs truncated to this while training (0: --max-length); time grows with it")
-    steps: int = option(100, help="optimiser steps")
+    steps: int = option(40, help="optimiser steps")
     batch_groups: int = option(8, help="groups (a query and its candidates) per step")
     lr: float = option(TrainingConfig.lr)
     quora: int = option(600, help="Quora duplicate train pairs taken (of 50,000)")
@@ -75,7 +75,7 @@ class BuildOptions:
     general_share: float = option(
         TrainingConfig.general_share, help="share of groups from the general data when RAR-b is on"
     )
-    calibration_rows: int = option(64, help="RAR-b dev rows per file the temperature is fitted on")
+    calibration_rows: int = option(32, help="RAR-b dev rows per file the temperature is fitted on")
     calibration_candidates: int = option(8, help="candidates per dev row at most in the calibration pairs")
     seed: int = option(0)
     data: Path = option(DEFAULT_DATA_DIR, help="the shared benchmark data (paraphrase/, rarb-mcr/)")
