@@ -9,7 +9,7 @@
 # infinity-emb with the extras that serve embeddings and rerank on the CPU: server (FastAPI, uvicorn),
 # torch (its default engine: sentence-transformers) and optimum (ONNX Runtime, --engine optimum).
 # The versions below are the ones the benchmark's figures were measured with. Nothing downloads a
-# model: the benchmark serves local directories with HF_HUB_OFFLINE=1. About 2 minutes, ~1.5 GB.
+# model: the benchmark serves local directories with HF_HUB_OFFLINE=1. 2-6 minutes on this project's 2-core machine, ~1.5 GB.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
