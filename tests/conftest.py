@@ -23,6 +23,19 @@ from tests.serving import RARB_DATA, LocalTriton, ServerProcess, backend_env, de
 
 pytest_plugins = [f"tests.services.{name}.fixtures" for name in registry.names()]
 
+# The session fixtures that train a capability's test models (`<name>_repository`, and the
+# embedding export's `model_repository`) run inside the first test that asks for one: that test
+# may take this long (the suite's default, pytest.ini's 300 s, is for everything else). A shared
+# 2-core machine took 4-9 minutes for the tiny reranker alone.
+MODEL_BUILD_TIMEOUT_S = 900
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        builds = [f for f in getattr(item, "fixturenames", ()) if f == "model_repository" or f.endswith("_repository")]
+        if builds and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(MODEL_BUILD_TIMEOUT_S))
+
 
 @pytest.fixture(scope="session")
 def rarb_data() -> Path:
