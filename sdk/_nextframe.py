@@ -20,7 +20,7 @@ import numpy as np
 from sdk import _arguments as check
 from sdk._call import Call, Service
 from sdk._proto.facet.v1 import common_pb2, nextframe_pb2, nextframe_pb2_grpc
-from sdk._tensors import tensor_from_numpy, tensor_to_numpy
+from sdk._tensors import finite_float, tensor_from_numpy, tensor_to_numpy
 from sdk._transport import AsyncTransport, SyncTransport, docstrings_from
 
 # Every next-frame RPC computes from its request alone (Simulate is seeded): all are retried on
@@ -159,20 +159,13 @@ def _rollout_call(model: str, frames: np.ndarray, horizon: int) -> Call[np.ndarr
     return Call(SERVICE, "Rollout", request, _frame)
 
 
-def _finite(value: float, field: str) -> float:
-    """A reply's number, checked (a non-finite one is the server's fault: the transport turns this
-    ValueError into ProtocolError)."""
-    if not np.isfinite(value):
-        raise ValueError(f"{field} is not finite ({value})")
-    return float(value)
-
 
 def _constant_estimate(r: nextframe_pb2.EstimateConstantResponse) -> ConstantEstimate:
     scored = r.HasField("ood_score") and r.HasField("ood_threshold")
     return ConstantEstimate(
-        _finite(r.value, "value"), r.constant, r.units, (_finite(r.trained_low, "trained_low"), _finite(r.trained_high, "trained_high")),
-        r.in_trained_range, _finite(r.ood_score, "ood_score") if scored else None,
-        _finite(r.ood_threshold, "ood_threshold") if scored else None, r.out_of_distribution,
+        finite_float(r.value, "value"), r.constant, r.units, (finite_float(r.trained_low, "trained_low"), finite_float(r.trained_high, "trained_high")),
+        r.in_trained_range, finite_float(r.ood_score, "ood_score") if scored else None,
+        finite_float(r.ood_threshold, "ood_threshold") if scored else None, r.out_of_distribution,
     )  # fmt: skip
 
 

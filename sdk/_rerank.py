@@ -11,7 +11,6 @@ Limits named below are keys of the service's `[rerank]` config section.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
@@ -20,6 +19,7 @@ from google.protobuf import json_format
 from sdk import _arguments as check
 from sdk._call import Call, Service
 from sdk._proto.facet.v1 import rerank_pb2, rerank_pb2_grpc
+from sdk._tensors import finite_float
 from sdk._transport import AsyncTransport, SyncTransport, docstrings_from
 
 # Every RPC only reads: each is safe to send again after UNAVAILABLE (sdk._retry).
@@ -117,13 +117,6 @@ class RerankerInfo:
 # -- requests and responses ---------------------------------------------------------------------
 
 
-def _finite(value: float, field: str) -> float:
-    """A reply's number, checked (a non-finite one is the server's fault: the transport turns this
-    ValueError into ProtocolError)."""
-    if not math.isfinite(value):
-        raise ValueError(f"{field} is not finite ({value})")
-    return float(value)
-
 
 def _info(r: rerank_pb2.Reranker) -> RerankerInfo:
     return RerankerInfo(
@@ -171,8 +164,8 @@ def _rerank_call(
             results.append(
                 RankedDocument(
                     index=int(x.index),
-                    score=_finite(x.score, f"results[{i}].score"),
-                    probability=_finite(x.probability, f"results[{i}].probability"),
+                    score=finite_float(x.score, f"results[{i}].score"),
+                    probability=finite_float(x.probability, f"results[{i}].probability"),
                     document=x.document if x.HasField("document") else None,
                     windowed=x.windowed,
                     truncated=x.truncated,

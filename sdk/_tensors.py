@@ -39,6 +39,14 @@ def finite_floats(values: Iterable[float], what: str) -> np.ndarray:
     return array
 
 
+def finite_float(value: float, what: str) -> float:
+    """A float field of a reply, checked finite. Raises InvalidArgument (the transport reports it
+    as ProtocolError: a bad reply is the server's fault)."""
+    if not math.isfinite(value):
+        raise InvalidArgument(f"{what} is not finite ({value})")
+    return float(value)
+
+
 def tensor_to_numpy(tensor: common_pb2.Tensor, what: str = "tensor") -> np.ndarray:
     """Decode and check a Tensor; non-finite floats are rejected. Raises InvalidArgument."""
     if tensor.dtype not in _TO_NUMPY:

@@ -14,6 +14,7 @@ ONNX Runtime in-process, Triton and Ray Serve all serve from this one directory.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -91,6 +92,15 @@ class ModelVersion:
         if key not in files:
             raise KeyError(f"model {self.name} v{self.version} has no '{key}' file")
         return self.path / files[key]
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, hex (read in 1 MiB chunks): `Key.SOURCE_SHA256` of a model's weights."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class ModelRepository:

@@ -17,7 +17,6 @@ truncation longest-first at the model's max length, no padding) and the CrossEnc
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 import warnings
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from services.model_repository import Key, ModelRepository, ModelVersion, TensorSpec
+from services.model_repository import Key, ModelRepository, ModelVersion, TensorSpec, file_sha256
 from services.rerank.catalog import File, Kind, Prop, Tensor
 from training.rerank.model import load_cross_encoder, quiet_transformers
 
@@ -155,14 +154,6 @@ def parity_check(cross_encoder_dir: Path, onnx_file: Path, tokenizer_file: Path,
     }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def export_cross_encoder(
     cross_encoder_dir: Path,
     repository: ModelRepository,
@@ -209,7 +200,7 @@ def export_cross_encoder(
         metadata = {
             Key.KIND: Kind.CROSS_ENCODER,
             Key.SOURCE: source,
-            Key.SOURCE_SHA256: _sha256(weights) if weights.is_file() else None,
+            Key.SOURCE_SHA256: file_sha256(weights) if weights.is_file() else None,
             Key.INPUTS: [TensorSpec(n, "int64", (-1,)).to_dict() for n in INPUTS],
             Key.OUTPUTS: [TensorSpec(Tensor.LOGITS, "float32", (1,)).to_dict()],
             Key.PROPERTIES: dict(properties),

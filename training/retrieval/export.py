@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
-import hashlib
 import json
 import logging
 import sys
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from services.model_repository import Key, ModelRepository, ModelVersion, TensorSpec
+from services.model_repository import Key, ModelRepository, ModelVersion, TensorSpec, file_sha256
 from services.retrieval.catalog import File, Kind, Prop
 
 log = logging.getLogger(__name__)
@@ -178,14 +177,6 @@ def parity_check(model_dir: Path, onnx_file: Path, tokenizer_file: Path, max_seq
     }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _export_onnx(torch: Any, module: Any, example: tuple[Any, ...], onnx_file: Path) -> None:
     torch.onnx.export(
         module,
@@ -255,7 +246,7 @@ def export_embedding_model(
         metadata = {
             Key.KIND: Kind.EMBEDDING,
             Key.SOURCE: source or str(model_dir),
-            Key.SOURCE_SHA256: _sha256(weights) if weights else None,
+            Key.SOURCE_SHA256: file_sha256(weights) if weights else None,
             Key.INPUTS: [TensorSpec("input_ids", "int64", (-1,)).to_dict(), TensorSpec("attention_mask", "int64", (-1,)).to_dict()],
             Key.OUTPUTS: [
                 TensorSpec("sentence_embedding", "float32", (facts[Prop.DIMENSION],)).to_dict(),
