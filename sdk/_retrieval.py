@@ -548,9 +548,10 @@ class RetrievalMethods(SyncTransport):
                 returned, ordered by `Hit.rerank_probability`. Needs a text query; the
                 reranker reads it without `prompt`.
             candidates: with rerank, how many nearest documents the reranker reads: top_k to
-                `retrieval.max_top_k`; None: max(top_k, `retrieval.rerank_candidates`, 100).
-            reranker: with rerank, a reranker's name (`client.list_rerankers()`); None: the
-                default (`rerank.model`).
+                `retrieval.max_top_k`; None: max(top_k, `retrieval.rerank_candidates`), 100 by default.
+            reranker: with rerank, the name of a cross-encoder in the retrieval service's model
+                repository (under `facet up` the rerank service's too: `client.list_rerankers()`);
+                None: the default (`rerank.model`).
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
             At most top_k hits, closest first (highest score; lowest for "l2"); with rerank,

@@ -68,6 +68,8 @@ class Ranking:
         truncated: bool [k], scored on its first window only.
         model: the reranker's name.
         none_relevant: a min_probability was given and no document reached it (k is 0).
+        unreadable: int32 [u], documents left out for having no token the model reads (only
+            with `skip_unreadable`), in their order.
     """
 
     index: np.ndarray
@@ -77,6 +79,7 @@ class Ranking:
     truncated: np.ndarray
     model: str
     none_relevant: bool
+    unreadable: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int32))
 
 
 def probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -104,6 +107,11 @@ class Scorer:
     @property
     def default(self) -> str:
         return self._config.model
+
+    @property
+    def max_query_chars(self) -> int:
+        """`rerank.max_query_chars`."""
+        return self._config.max_query_chars
 
     async def load(self) -> list[str]:
         """Load the default reranker (`rerank.model`) and every other cross-encoder in the repository.
@@ -189,6 +197,7 @@ class Scorer:
         top_n: int | None = None,
         truncate: bool = False,
         min_probability: float | None = None,
+        skip_unreadable: bool = False,
     ) -> Ranking:
         """Score every document against `query` and order them, best first.
 
@@ -203,6 +212,8 @@ class Scorer:
             top_n: results to keep; None, <= 0 or above len(documents): all (as Cohere's API).
             truncate: cut long documents to their first window instead of windowing them.
             min_probability: in [0, 1]; drop documents whose probability is below it.
+            skip_unreadable: leave out (`Ranking.unreadable`) a document with no token the
+                model reads instead of refusing the call (a search's stored texts).
         Returns:
             Ranking: sorted by logit, descending (ties by index); probabilities follow the same order.
         Raises:
@@ -227,8 +238,9 @@ class Scorer:
             windowing=limits.windowing,
             overlap=limits.window_overlap_tokens,
             max_pairs=limits.max_pairs_per_request,
+            skip_unreadable=skip_unreadable,
         )
-        groups = [np.array(g) for g in length_groups(batch.token_counts.tolist(), max_rows=RERANK_GROUP_MAX_ROWS)]
+        groups = [np.array(g) for g in length_groups(batch.token_counts.tolist(), max_rows=RERANK_GROUP_MAX_ROWS)] if len(batch.token_counts) else []
         outputs = await asyncio.gather(
             *(
                 self._backend.infer(
@@ -250,6 +262,7 @@ class Scorer:
         np.maximum.at(logits, batch.document, pair_logits)  # a document's score is its best window's
         probability = probabilities(logits, reranker.temperature)
         order = np.lexsort((np.arange(len(documents)), -logits))
+        order = order[~batch.unreadable[order]]
         none_relevant = False
         if min_probability is not None:
             order = order[probability[order] >= min_probability]
@@ -264,5 +277,6 @@ class Scorer:
             truncated=batch.truncated[order],
             model=reranker.name,
             none_relevant=none_relevant,
+            unreadable=np.flatnonzero(batch.unreadable).astype(np.int32),
         )
 

@@ -36,6 +36,8 @@ class PairBatch:
         document: int32 [pairs], the index of the document each pair belongs to.
         windowed: bool [documents], scored by more than one window.
         truncated: bool [documents], cut to its first window.
+        unreadable: bool [documents], no token the model reads (no pair; only with
+            `skip_unreadable`, else such a document is refused).
     """
 
     input_ids: np.ndarray
@@ -45,6 +47,7 @@ class PairBatch:
     document: np.ndarray
     windowed: np.ndarray
     truncated: np.ndarray
+    unreadable: np.ndarray
 
 
 class PairTokenizer:
@@ -88,7 +91,15 @@ class PairTokenizer:
         return encoding, room
 
     def __call__(
-        self, query: str, documents: list[str], *, truncate: bool, windowing: bool, overlap: int, max_pairs: int
+        self,
+        query: str,
+        documents: list[str],
+        *,
+        truncate: bool,
+        windowing: bool,
+        overlap: int,
+        max_pairs: int,
+        skip_unreadable: bool = False,
     ) -> PairBatch:
         """Tokenize `query` with every document.
 
@@ -100,10 +111,14 @@ class PairTokenizer:
                 (else refuse it).
             overlap: document tokens consecutive windows share (capped at half a window).
             max_pairs: the most pairs the call may make (`rerank.max_pairs_per_request`).
+            skip_unreadable: mark a document with no token the model reads (`unreadable`)
+                instead of refusing it: stored texts a search reranks, which the caller did not
+                send and cannot change.
         Returns:
-            PairBatch: every pair, the documents' windows in order.
+            PairBatch: every pair, the documents' windows in order (none for an unreadable one).
         Raises:
-            InvalidArgument: see `window_tokens`; a document with no token the model reads; a
+            InvalidArgument: see `window_tokens`; a document with no token the model reads
+                (unless skip_unreadable); a
                 document longer than a window with truncate and windowing both off; more than
                 `max_pairs` pairs.
         """
@@ -114,9 +129,13 @@ class PairTokenizer:
         owners: list[int] = []
         windowed = np.zeros(len(documents), dtype=bool)
         truncated = np.zeros(len(documents), dtype=bool)
+        unreadable = np.zeros(len(documents), dtype=bool)
         for i, encoding in enumerate(encodings):
             tokens = len(encoding.ids)
             if tokens == 0:
+                if skip_unreadable:
+                    unreadable[i] = True
+                    continue
                 raise InvalidArgument(f"documents[{i}] has no token the model reads (only characters the tokenizer drops)")
             if tokens > room:
                 if truncate:
@@ -140,7 +159,7 @@ class PairTokenizer:
                 )
         pairs = [self._tokenizer.post_process(query_encoding, w, add_special_tokens=True) for w in windows]
         counts = np.array([len(p.ids) for p in pairs], dtype=np.int32)
-        width = int(counts.max())
+        width = int(counts.max()) if len(counts) else 0
         ids = np.full((len(pairs), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(pairs), width), dtype=np.int64)
         types = np.zeros((len(pairs), width), dtype=np.int64)
@@ -149,4 +168,4 @@ class PairTokenizer:
             ids[row, :n] = pair.ids
             mask[row, :n] = 1
             types[row, :n] = pair.type_ids
-        return PairBatch(ids, mask, types, counts, np.array(owners, dtype=np.int32), windowed, truncated)
+        return PairBatch(ids, mask, types, counts, np.array(owners, dtype=np.int32), windowed, truncated, unreadable)

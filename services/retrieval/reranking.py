@@ -36,7 +36,8 @@ class RerankedHit:
         hit: the stored document and its vector-search score.
         retrieval_rank: its 0-based position in the vector search.
         probability: the reranker's calibrated probability that it is relevant, or None for a
-            document without text (the reranker reads text; such hits follow the reranked ones).
+            document the reranker cannot read — no text, or only characters its tokenizer drops
+            (such hits follow the reranked ones, in search order).
     """
 
     hit: ScoredDocument
@@ -58,20 +59,31 @@ class SearchReranker:
         self._scorer = Scorer(backend, config, repository)
         self._lock = asyncio.Lock()
 
-    async def ready(self, reranker: str) -> None:
-        """Load the cross-encoders on first use and check that `reranker` is one of them.
+    async def ready(self, reranker: str, query: str) -> None:
+        """Load the cross-encoders on first use, check that `reranker` is one of them and that it
+        can read `query` (before the search embeds anything).
 
         Args:
             reranker: a cross-encoder's name; "" = the default (`rerank.model`).
+            query: the search's text query.
         Raises:
             FailedPrecondition: the default reranker is not in the model repository (the
                 message gives `facet rerank build`).
             NotFound: no cross-encoder called `reranker`.
+            InvalidArgument: the query is over `rerank.max_query_chars`, or fills the
+                reranker's window alone (the message says so; no candidates would help).
         """
         async with self._lock:
             if not self._scorer.rerankers:
                 await self._scorer.load()
-        self._scorer.reranker(reranker)
+        found = self._scorer.reranker(reranker)
+        limit = self._scorer.max_query_chars
+        try:
+            if len(query) > limit:
+                raise InvalidArgument(f"query has {len(query)} characters; the limit is rerank.max_query_chars ({limit})")
+            await asyncio.to_thread(found.pairs.window_tokens, query)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"the reranker '{found.name}' cannot read this query: {exc.message}") from None
 
     async def rerank(self, query: str, hits: list[ScoredDocument], top_k: int, reranker: str) -> tuple[list[RerankedHit], str]:
         """The `top_k` best of `hits` by the reranker's score, then hits without text.
@@ -85,20 +97,23 @@ class SearchReranker:
         Returns:
             The reranked hits, best first, and the reranker's name.
         Raises:
-            InvalidArgument: the query or the candidates exceed a `[rerank]` limit (the message
-                says to lower `candidates`).
+            InvalidArgument: see `ready`; the candidates exceed a `[rerank]` limit (the message
+                says to ask for fewer candidates).
             FailedPrecondition, NotFound: see `ready`.
         """
-        await self.ready(reranker)
+        await self.ready(reranker, query)
         readable = [i for i, h in enumerate(hits) if not is_blank(h.text)]
-        unreadable = [RerankedHit(h, i, None) for i, h in enumerate(hits) if is_blank(h.text)]
         if not readable:
-            return unreadable[:top_k], self._scorer.reranker(reranker).name
+            return [RerankedHit(h, i, None) for i, h in enumerate(hits)][:top_k], self._scorer.reranker(reranker).name
         try:
-            ranking = await self._scorer.rerank(query, [hits[i].text for i in readable], model=reranker, top_n=top_k)
-        except InvalidArgument as exc:
-            raise InvalidArgument(f"reranking {len(readable)} candidates: {exc.message} (or ask for fewer candidates)") from None
+            ranking = await self._scorer.rerank(
+                query, [hits[i].text for i in readable], model=reranker, top_n=top_k, skip_unreadable=True
+            )
+        except InvalidArgument as exc:  # the query was checked by `ready`: the candidates are too much
+            raise InvalidArgument(f"reranking {len(readable)} candidate(s): {exc.message} (or ask for fewer candidates)") from None
         reranked = [
             RerankedHit(hits[readable[int(j)]], readable[int(j)], float(p)) for j, p in zip(ranking.index, ranking.probability, strict=True)
         ]
-        return (reranked + unreadable)[:top_k], ranking.model
+        # hits the reranker cannot read (no text, or no token it reads) follow, in search order
+        unreadable = sorted({i for i, h in enumerate(hits) if is_blank(h.text)} | {readable[int(j)] for j in ranking.unreadable})
+        return (reranked + [RerankedHit(hits[i], i, None) for i in unreadable])[:top_k], ranking.model

@@ -404,12 +404,12 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
                 _check_json(value, f"filter.{key}", 0, 0)
         which = request.WhichOneof("query")
         candidates = self._candidates(request, top_k)
-        if request.rerank:
-            if which != "text":
-                raise InvalidArgument("rerank needs a text query: the reranker reads the query's text, not a vector")
-            await self._reranking.ready(request.reranker)  # before any embedding: no reranker, no work
+        if request.rerank and which != "text":
+            raise InvalidArgument("rerank needs a text query: the reranker reads the query's text, not a vector")
         if which == "text":
             self._embedder.validate([request.text], "text", prompt=request.prompt)
+            if request.rerank:  # before any embedding: no reranker (or a query it cannot read), no work
+                await self._reranking.ready(request.reranker, request.text)
             info = await self._on_store(lambda s: s.collection(request.collection))
             if info.dimension != self._embedder.dimension:
                 raise InvalidArgument(

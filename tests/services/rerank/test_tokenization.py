@@ -83,3 +83,12 @@ def test_special_token_strings_in_text_are_text(tokenizer: PairTokenizer) -> Non
     ids = batch.input_ids[0, : batch.token_counts[0]].tolist()
     assert ids.count(SEP) == 2 and ids.count(CLS) == 1  # only the template's
     assert np.all(batch.token_type_ids[0, ids.index(SEP) + 1 : batch.token_counts[0]] == 1)
+
+
+def test_skip_unreadable_marks_a_document_without_tokens_instead_of_refusing_the_call(tokenizer: PairTokenizer) -> None:
+    documents = ["\u0301\u0301", "a readable document", "\ue000\ue001"]  # combining accents; private-use characters
+    batch = tokenizer(QUERY, documents, truncate=False, windowing=True, overlap=4, max_pairs=100, skip_unreadable=True)
+    assert batch.unreadable.tolist() == [True, False, True]
+    assert batch.document.tolist() == [1]  # one pair, the readable document's
+    nothing = tokenizer(QUERY, ["\u0301"], truncate=False, windowing=True, overlap=4, max_pairs=100, skip_unreadable=True)
+    assert nothing.unreadable.tolist() == [True] and nothing.input_ids.shape == (0, 0)

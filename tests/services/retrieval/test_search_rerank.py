@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 import sdk
@@ -102,7 +103,7 @@ def test_candidates_over_a_rerank_limit_say_to_ask_for_fewer(client: sdk.Client)
     client.create_collection(name)
     long_texts = [f"{DOCUMENTS[i % len(DOCUMENTS)]} " * 12 for i in range(8)]  # ~8 x 600 characters
     client.upsert(name, ids=[f"l{i}" for i in range(8)], texts=long_texts)
-    with pytest.raises(sdk.InvalidArgument, match=rf"reranking 8 candidates: .*rerank.max_request_chars \({SEARCH_RERANK_MAX_REQUEST_CHARS}\).*ask for fewer candidates"):
+    with pytest.raises(sdk.InvalidArgument, match=rf"reranking 8 candidate\(s\): .*rerank.max_request_chars \({SEARCH_RERANK_MAX_REQUEST_CHARS}\).*ask for fewer candidates"):
         client.search(name, QUERY, rerank=True)
     assert len(client.search(name, QUERY, top_k=2, rerank=True, candidates=2)) == 2
 
@@ -116,3 +117,26 @@ def test_without_a_reranker_in_the_repository_rerank_is_failed_precondition_nami
             plain_client.search(name, QUERY, rerank=True)
         assert [h.id for h in plain_client.search(name, QUERY)] == ["a"]  # plain search is unaffected
 
+
+
+def test_a_stored_text_the_reranker_cannot_read_follows_the_reranked_hits(client: sdk.Client) -> None:
+    """A text of only characters the tokenizer drops (combining accents, private-use characters),
+    stored with a vector: a search that retrieves it still reranks the others."""
+    name = f"c-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name)
+    client.upsert(name, ids=["a", "b"], texts=DOCUMENTS[:2])
+    vector = client.embed([QUERY])[0]
+    client.upsert(name, ids=["accents", "private-use"], texts=["\u0301\u0301", "\ue000\ue001"], vectors=np.stack([vector, vector * 0.9 + 0.01]))
+    hits = client.search(name, QUERY, top_k=4, rerank=True)
+    assert {h.id for h in hits[:2]} == {"a", "b"} and all(h.rerank_probability is not None for h in hits[:2])
+    assert [h.id for h in hits[2:]] == sorted((h.id for h in hits[2:]), key=lambda i: next(x.retrieval_rank for x in hits if x.id == i))
+    assert {h.id for h in hits[2:]} == {"accents", "private-use"} and all(h.rerank_probability is None for h in hits[2:])
+
+
+def test_a_query_the_reranker_cannot_read_is_refused_as_such_before_any_work(client: sdk.Client, notes: str) -> None:
+    with pytest.raises(sdk.InvalidArgument, match=r"cannot read this query: query has 4097 characters; the limit is rerank.max_query_chars \(4096\)") as info:
+        client.search(notes, "a" * 4097, rerank=True)
+    assert "fewer candidates" not in info.value.message
+    with pytest.raises(sdk.InvalidArgument, match="cannot read this query: query takes .* tokens.*no room is left for a document"):
+        client.search(notes, "word " * 600, rerank=True)
+    assert client.search(notes, "a" * 4097)  # without rerank, the same query searches
