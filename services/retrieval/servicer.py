@@ -448,7 +448,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
                 if given:
                     raise InvalidArgument(f"{field} is read only with rerank=true; set rerank, or leave {field} out")
             return top_k
-        candidates = request.candidates if request.HasField("candidates") else max(top_k, limits.rerank_candidates)
+        candidates = request.candidates if request.HasField("candidates") else max(top_k, min(limits.rerank_candidates, limits.max_top_k))
         if not top_k <= candidates <= limits.max_top_k:
             raise InvalidArgument(
                 f"candidates must be top_k ({top_k})..{limits.max_top_k} (retrieval.max_top_k), got {candidates}"

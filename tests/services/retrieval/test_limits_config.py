@@ -31,3 +31,11 @@ def test_defaults_let_a_full_get_and_search_of_the_largest_documents_fit_in_one_
 def test_unsafe_limits_are_refused_naming_the_key(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         load_config(env=env).section(RetrievalConfig)
+
+
+def test_a_max_top_k_below_the_default_rerank_candidates_is_accepted() -> None:
+    """A deployment that lowers retrieval.max_top_k need not lower rerank_candidates too: the
+    default candidates of a reranked search are capped at max_top_k (the servicer's `_candidates`)."""
+    assert RetrievalConfig(max_top_k=50).rerank_candidates == 100
+    with pytest.raises(ConfigError, match="retrieval.rerank_candidates must be >= 1, got 0"):
+        RetrievalConfig(rerank_candidates=0)
