@@ -376,6 +376,15 @@ def build_test_model(repository: ModelRepository, work_dir: Path, name: str = TE
     return build_cross_encoder(repository, work_dir, tiny_options(name))
 
 
+def repository_root(options: BuildOptions) -> Path:
+    """`--repository`, else the configured model repository (`FACET_MODEL_REPOSITORY` / config file)."""
+    if options.repository is not None:
+        return Path(options.repository)
+    from services.runtime.config import load_config
+
+    return load_config().model_repository
+
+
 def has_defaults(repository: ModelRepository) -> bool:
     """Whether `repository` has the default reranker (`DEFAULT_RERANK_MODEL`).
 
@@ -421,11 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     add_options(parser, BuildOptions)
     options, _ = parse_options(parser, BuildOptions, argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    root = options.repository
-    if root is None:
-        from services.runtime.config import load_config
-
-        root = load_config().model_repository
+    root = repository_root(options)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             entry = build_cross_encoder(ModelRepository(root), options.work_dir or Path(tmp), options)

@@ -28,7 +28,7 @@ import torch
 from training.device import ray_use_gpu
 from training.options import add_options, option, parse_options
 from training.ray_train import fit_on_ray, report, restore_checkpoint, worker_device, worker_rank
-from training.rerank.build import BuildOptions, build_cross_encoder, record_test_evaluation
+from training.rerank.build import BuildOptions, build_cross_encoder, record_test_evaluation, repository_root
 from training.rerank.data import Group
 from training.rerank.model import CrossEncoderConfig, load_tokenizer, new_cross_encoder
 from training.rerank.train import GroupSampler, TrainingConfig, make_optimizer, mixture_weights, train_step
@@ -194,11 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     build, _ = parse_options(parser, BuildOptions, argv)
     del rest
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    root = build.repository
-    if root is None:
-        from services.runtime.config import load_config
-
-        root = load_config().model_repository
+    root = repository_root(build)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             entry, metrics = build_on_ray(root, build, job, build.work_dir or Path(tmp))
