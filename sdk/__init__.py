@@ -27,7 +27,7 @@ from sdk._errors import (
 )
 from sdk._nextframe import ConstantEstimate, FrameModel, save_gif
 from sdk._rerank import RankedDocument, RerankerInfo, RerankResult
-from sdk._retrieval import Collection, Document, Hit, ModelInfo, UpsertResult
+from sdk._retrieval import Collection, Document, Hit, ModelInfo, SearchResult, UpsertResult
 from sdk._retry import RetryPolicy
 from sdk._sae import (
     ActivatingContext,
@@ -72,6 +72,7 @@ __all__ = [
     "RerankerInfo",
     "ResourceExhausted",
     "RetryPolicy",
+    "SearchResult",
     "Unauthenticated",
     "Unavailable",
     "UpsertResult",

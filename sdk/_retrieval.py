@@ -9,7 +9,7 @@ only. Limits named below are keys of the service's `[retrieval]` config section.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,26 @@ class Hit:
     vector: np.ndarray | None = None
     rerank_probability: float | None = None
     retrieval_rank: int | None = None
+
+
+class SearchResult(list[Hit]):
+    """The hits of one `search`: a list (indexing, slicing, `len`, `==` with a list of hits all
+    work as before), plus which reranker ordered them, as `RerankResult.model` says for `rerank`.
+
+    Attributes:
+        reranker: with `search(rerank=True)`, the name of the cross-encoder that ordered the hits
+            (the one named by `reranker=`, or the service's default, `rerank.model`); None
+            without rerank.
+    """
+
+    reranker: str | None
+
+    def __init__(self, hits: Iterable[Hit] = (), reranker: str | None = None) -> None:
+        super().__init__(hits)
+        self.reranker = reranker
+
+    def __repr__(self) -> str:
+        return f"SearchResult({list.__repr__(self)}, reranker={self.reranker!r})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,7 +278,7 @@ def _search_call(
     rerank: bool = False,
     candidates: int | None = None,
     reranker: str | None = None,
-) -> Call[list[Hit]]:
+) -> Call[SearchResult]:
     request = retrieval_pb2.SearchRequest(
         collection=check.text(collection, "collection"),
         top_k=check.integer(top_k, "top_k", low=1),
@@ -280,7 +300,9 @@ def _search_call(
     struct = _struct(None if filter is None else check.json_object(filter, "filter"), "filter")
     if struct is not None:
         request.filter.CopyFrom(struct)
-    return Call(SERVICE, "Search", request, lambda r: [_hit(h) for h in r.hits])
+    return Call(
+        SERVICE, "Search", request, lambda r: SearchResult((_hit(h) for h in r.hits), reranker=r.reranker or None)
+    )
 
 
 def _list_collections_call() -> Call[list[Collection]]:
@@ -529,7 +551,7 @@ class RetrievalMethods(SyncTransport):
         candidates: int | None = None,
         reranker: str | None = None,
         timeout_s: float | None = None,
-    ) -> list[Hit]:
+    ) -> SearchResult:
         """Nearest documents to a text (embedded by the service) or a vector.
 
         Args:
@@ -548,14 +570,16 @@ class RetrievalMethods(SyncTransport):
                 returned, ordered by `Hit.rerank_probability`. Needs a text query; the
                 reranker reads it without `prompt`.
             candidates: with rerank, how many nearest documents the reranker reads: top_k to
-                `retrieval.max_top_k`; None: max(top_k, `retrieval.rerank_candidates`), 100 by default.
+                `retrieval.max_top_k`; None: max(top_k, min(`retrieval.rerank_candidates`,
+                `retrieval.max_top_k`)), i.e. max(top_k, 100) with the default config.
             reranker: with rerank, the name of a cross-encoder in the retrieval service's model
                 repository (under `facet up` the rerank service's too: `client.list_rerankers()`);
                 None: the default (`rerank.model`).
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
-            At most top_k hits, closest first (highest score; lowest for "l2"); with rerank,
-            most probably relevant first, then any hit without text.
+            A `SearchResult`: a list of at most top_k `Hit`s, closest first (highest score;
+            lowest for "l2"); with rerank, most probably relevant first, then any hit without
+            text, and `.reranker` names the cross-encoder that ordered them (None without rerank).
         Raises:
             InvalidArgument: filter not JSON-like or with an integer beyond +-2**53 (before
                 sending); top_k out of range, a blank text query, a vector of the wrong
@@ -573,7 +597,7 @@ class RetrievalMethods(SyncTransport):
             >>> hits = client.search("notes", "greeting", top_k=5, filter={"lang": "en"})
             >>> hits[0].id, hits[0].score, hits[0].text, hits[0].metadata
             >>> best = client.search("notes", "greeting", top_k=5, rerank=True, candidates=100)
-            >>> best[0].rerank_probability, best[0].retrieval_rank
+            >>> best[0].rerank_probability, best[0].retrieval_rank, best.reranker
         """
         return self._run(_search_call(collection, query, top_k, filter, prompt, include_vectors, rerank, candidates, reranker), timeout_s)
 
@@ -652,5 +676,5 @@ class AsyncRetrievalMethods(AsyncTransport):
         candidates: int | None = None,
         reranker: str | None = None,
         timeout_s: float | None = None,
-    ) -> list[Hit]:
+    ) -> SearchResult:
         return await self._run(_search_call(collection, query, top_k, filter, prompt, include_vectors, rerank, candidates, reranker), timeout_s)

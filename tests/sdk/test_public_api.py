@@ -51,6 +51,7 @@ def test_public_names_are_pinned() -> None:
             "RetryPolicy",
             "SaeComparison",
             "SaeInfo",
+            "SearchResult",
             "TokenLatents",
             "Unauthenticated",
             "Unavailable",
