@@ -17,9 +17,9 @@ from services.model_repository import ModelRepository
 from services.rerank.catalog import File, Kind, Prop, Tensor
 from services.rerank.config import RerankConfig
 from services.rerank.tokenization import PairTokenizer
-from services.retrieval.tokenization import TextTokenizer, is_blank
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, shown
 from services.runtime.outputs import finite_output
+from services.text import is_blank, tokens_at_least
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ class Reranker:
 
     metadata: ModelMetadata
     pairs: PairTokenizer
-    single: TextTokenizer  # only for the admission estimate (`tokens_at_least`)
 
     @property
     def name(self) -> str:
@@ -133,7 +132,7 @@ class Scorer:
         for name, meta in (await self._backend.load_all(names)).items():
             max_seq_length = int(meta.properties[Prop.MAX_SEQ_LENGTH])
             tokenizer = meta.files[File.TOKENIZER]
-            self.rerankers[name] = Reranker(meta, PairTokenizer(tokenizer, max_seq_length), TextTokenizer(tokenizer, max_seq_length))
+            self.rerankers[name] = Reranker(meta, PairTokenizer(tokenizer, max_seq_length))
         log.info("serving %d rerankers: %s (default %s)", len(names), ", ".join(names), self.default)
         return names
 
@@ -227,7 +226,8 @@ class Scorer:
         self.validate(query, documents, min_probability)
         # Admission before tokenizing, on lower bounds (one pair per document, each at least its
         # letter-or-digit chunks long): nothing the batcher could run is refused.
-        width = reranker.single.tokens_at_least(documents, query + " ") // len(documents)
+        pairs = reranker.pairs
+        width = tokens_at_least(documents, query + " ", pairs.max_seq_length, pairs.pair_special_tokens) // len(documents)
         self._backend.admit(reranker.name, len(documents), max(1, width))
         limits = self._config
         batch = await asyncio.to_thread(

@@ -12,9 +12,10 @@ from services.backends.base import Backend, ModelMetadata
 from services.backends.padding import length_groups
 from services.retrieval.catalog import File, Kind, Prop
 from services.retrieval.config import RetrievalConfig
-from services.retrieval.tokenization import TextTokenizer, TokenBatch, is_blank
+from services.retrieval.tokenization import TextTokenizer, TokenBatch
 from services.runtime.errors import FailedPrecondition, InvalidArgument
 from services.runtime.outputs import finite_output
+from services.text import is_blank
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class Embedder:
             prompt: prepended verbatim to every text.
         Raises:
             InvalidArgument: no texts or too many; a text or the prompt too long; a blank text
-                (see `tokenization.is_blank`); all texts with their prompts over
+                (see `services.text.is_blank`); all texts with their prompts over
                 `retrieval.max_request_chars` characters.
         """
         if not texts:

@@ -24,8 +24,8 @@ from services.backends.base import Backend
 from services.rerank.config import RerankConfig
 from services.rerank.scorer import Scorer
 from services.retrieval.store import ScoredDocument
-from services.retrieval.tokenization import is_blank
 from services.runtime.errors import InvalidArgument
+from services.text import is_blank
 
 
 @dataclasses.dataclass(frozen=True)

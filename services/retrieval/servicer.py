@@ -28,11 +28,11 @@ from services.retrieval.store import (
     ScoredDocument,
     StoredDocument,
 )
-from services.retrieval.tokenization import is_blank
 from services.runtime.config import FacetConfig
 from services.runtime.errors import FacetError, InvalidArgument, shown
 from services.runtime.outputs import finite_output
 from services.runtime.server import FacetService
+from services.text import is_blank
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -8,51 +8,17 @@ sees are the ones the tokenizer's template adds around each text.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
-import sys
-import unicodedata
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from services.runtime.errors import InvalidArgument
-
-# Characters that show nothing: Unicode whitespace and separators (Zs, Zl, Zp), controls (Cc),
-# format characters (Cf: zero-width space and joiners, BOM, bidi marks, ...), and the Hangul and
-# Braille fillers, which render as blank.
-BLANK_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
-_BLANK_EXTRA = "\u115f\u1160\u2800\u3164\uffa0"
-
-
-@functools.cache
-def _visible_pattern() -> re.Pattern[str]:
-    ranges: list[tuple[int, int]] = []
-    for code in range(sys.maxunicode + 1):
-        char = chr(code)
-        if unicodedata.category(char) in BLANK_CATEGORIES or char in _BLANK_EXTRA:
-            if ranges and ranges[-1][1] == code - 1:
-                ranges[-1] = (ranges[-1][0], code)
-            else:
-                ranges.append((code, code))
-    members = "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
-    return re.compile(f"[^{members}]")
-
+from services.text import tokens_at_least
 
 _WHITESPACE = re.compile(r"\s")
-# A run of non-space characters with at least one letter or digit (greedy: one match per
-# space-separated chunk that has one). WordPiece, byte-level BPE and SentencePiece all split at a
-# plain space and keep letters and digits, so each such chunk is at least one token.
-_ALNUM_CHUNK = re.compile(r"[^ ]*[^\W_]")
 _CUT_WORD_SEARCH_CHARS = 1024
-
-
-def is_blank(text: str) -> bool:
-    """True when `text` has no visible character: it is empty, or every character is Unicode
-    whitespace, a control or format character (categories Zs, Zl, Zp, Cc, Cf: e.g. U+200B
-    zero-width space, U+FEFF) or a blank filler (U+115F, U+1160, U+2800, U+3164, U+FFA0)."""
-    return _visible_pattern().search(text) is None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,11 +56,9 @@ class TextTokenizer:
 
     def tokens_at_least(self, texts: list[str], prompt: str = "") -> int:
         """A lower bound of the tokens (special tokens included, each text capped at
-        max_seq_length) that `texts`, each after `prompt`, tokenize to, known without tokenizing:
-        one per space-separated chunk holding a letter or digit. Admission control sizes a call
-        with it before tokenizing, so a call is never refused for work it would not have done.
-        On English prose it is about three quarters of the real count (RAR-b sentences)."""
-        return sum(min(self.max_seq_length, len(_ALNUM_CHUNK.findall(prompt + t)) + self.special_tokens) for t in texts)
+        max_seq_length) that `texts`, each after `prompt`, tokenize to, known without tokenizing
+        (`services.text.tokens_at_least`)."""
+        return tokens_at_least(texts, prompt, self.max_seq_length, self.special_tokens)
 
     def content_tokens(self, text: str) -> int:
         """Tokens of `text` alone, without the template's special tokens and without truncation

@@ -92,3 +92,16 @@ def test_skip_unreadable_marks_a_document_without_tokens_instead_of_refusing_the
     assert batch.document.tolist() == [1]  # one pair, the readable document's
     nothing = tokenizer(QUERY, ["\u0301"], truncate=False, windowing=True, overlap=4, max_pairs=100, skip_unreadable=True)
     assert nothing.unreadable.tolist() == [True] and nothing.input_ids.shape == (0, 0)
+
+
+def test_the_admission_bound_never_exceeds_the_real_pairs(tokenizer: PairTokenizer) -> None:
+    """Rerank sizes a call before tokenizing it with the shared `services.text.tokens_at_least`
+    (one row per document, each capped at the pair length): a call is never refused for work it
+    would not do, so the bound stays at or under each document's first real pair."""
+    from services.text import tokens_at_least
+
+    documents = ["paris is the capital of france", "a " * 40, "e=mc^2, (einstein 1905)", "naïve café's crème brûlée", "x"]
+    real = _pairs(tokenizer, documents, truncate=True).token_counts  # one pair per document: its first window
+    for document, count in zip(documents, real, strict=True):
+        assert tokens_at_least([document], QUERY + " ", tokenizer.max_seq_length, tokenizer.pair_special_tokens) <= count
+    assert tokens_at_least(documents, QUERY + " ", tokenizer.max_seq_length, tokenizer.pair_special_tokens) <= real.sum()

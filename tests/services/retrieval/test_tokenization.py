@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from tokenizers import Tokenizer
 
-from services.retrieval.tokenization import TextTokenizer, is_blank
+from services.retrieval.tokenization import TextTokenizer
 from services.runtime.errors import InvalidArgument
+from services.text import is_blank
 from training.retrieval.export import packaged_minilm_dir
 
 MAX_SEQ_LENGTH = 256
