@@ -277,11 +277,12 @@ class RerankMethods(SyncTransport):
         """
         return self._run(_list_rerankers_call(), timeout_s)
 
-    def get_reranker(self, name: str, *, timeout_s: float | None = None) -> RerankerInfo:
+    def get_reranker(self, name: str = "", *, timeout_s: float | None = None) -> RerankerInfo:
         """One reranker by name.
 
         Args:
-            name: a name from `list_rerankers()`; "" is the default reranker.
+            name: a name from `list_rerankers()`; "" (the default) is the service's default
+                reranker (`rerank.model`).
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
             Its description, as in `list_rerankers()`.
@@ -291,6 +292,7 @@ class RerankMethods(SyncTransport):
 
         Example:
             >>> client.get_reranker("minilm-l6-rerank").temperature
+            >>> client.get_reranker().name  # the default reranker
         """
         return self._run(_get_reranker_call(name), timeout_s)
 
@@ -321,5 +323,5 @@ class AsyncRerankMethods(AsyncTransport):
     async def list_rerankers(self, *, timeout_s: float | None = None) -> list[RerankerInfo]:
         return await self._run(_list_rerankers_call(), timeout_s)
 
-    async def get_reranker(self, name: str, *, timeout_s: float | None = None) -> RerankerInfo:
+    async def get_reranker(self, name: str = "", *, timeout_s: float | None = None) -> RerankerInfo:
         return await self._run(_get_reranker_call(name), timeout_s)
