@@ -14,11 +14,10 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
-from google.protobuf import json_format
-
 from sdk import _arguments as check
 from sdk._call import Call, Service
 from sdk._proto.facet.v1 import rerank_pb2, rerank_pb2_grpc
+from sdk._struct import from_struct
 from sdk._tensors import finite_float
 from sdk._transport import AsyncTransport, SyncTransport, docstrings_from
 
@@ -96,7 +95,7 @@ class RerankerInfo:
         source: where the weights came from (the build that trained them).
         training_data: the data sets it was trained on, e.g. [{"name": ..., "pairs": ..., "split": ...}].
         training: the training settings (steps, batch, learning rate, seed, time_s, ...).
-        metrics: its evaluation results (e.g. RAR-b MCR accuracy per task); numbers are floats.
+        metrics: its evaluation results (e.g. RAR-b MCR accuracy per task).
         calibration: what the temperature was fitted on, and the expected calibration error
             before and after.
     """
@@ -127,10 +126,10 @@ def _info(r: rerank_pb2.Reranker) -> RerankerInfo:
         temperature=float(r.temperature),
         base_model=r.base_model,
         source=r.source,
-        training_data=json_format.MessageToDict(r.training_data) if r.HasField("training_data") else [],
-        training=json_format.MessageToDict(r.training),
-        metrics=json_format.MessageToDict(r.metrics),
-        calibration=json_format.MessageToDict(r.calibration),
+        training_data=from_struct(r.training_data) if r.HasField("training_data") else [],
+        training=from_struct(r.training),
+        metrics=from_struct(r.metrics),
+        calibration=from_struct(r.calibration),
     )
 
 

@@ -13,12 +13,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from google.protobuf import json_format, struct_pb2
 
 from sdk import _arguments as check
 from sdk._call import Call, Service
 from sdk._errors import InvalidArgument
 from sdk._proto.facet.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
+from sdk._struct import from_struct, to_struct
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
 from sdk._transport import AsyncTransport, SyncTransport, docstrings_from
 
@@ -44,7 +44,8 @@ class Hit:
         score: similarity to the query under the collection's metric: cosine or dot product
             (higher is closer), or squared Euclidean distance for "l2" (lower is closer).
         text: the document's text ("" for a document stored by vector alone).
-        metadata: the document's metadata; numbers come back as floats (protobuf Struct).
+        metadata: the document's metadata, JSON-like; integral numbers come back as int, others
+            as float (protobuf Struct keeps doubles: 3.0 stored comes back 3).
         vector: float32 [dimension], the stored vector, when asked for with include_vectors.
         rerank_probability: with `search(rerank=True)`, the reranker's calibrated probability
             (0..1) that the document is relevant; hits come ordered by it. None without rerank,
@@ -89,7 +90,8 @@ class Document:
     Attributes:
         id: unique in its collection.
         text: the document's text ("" for a document stored by vector alone).
-        metadata: JSON-like; numbers come back as floats (protobuf Struct).
+        metadata: JSON-like; integral numbers come back as int, others as float (protobuf
+            Struct keeps doubles: 3.0 stored comes back 3).
         vector: float32 [dimension], the stored vector, when asked for with include_vectors.
     """
 
@@ -163,17 +165,6 @@ _INDEX_TYPES = {"flat": retrieval_pb2.INDEX_TYPE_FLAT, "hnsw": retrieval_pb2.IND
 _INDEX_NAMES = {v: k for k, v in _INDEX_TYPES.items()}
 
 
-def _struct(data: Mapping[str, Any] | None, what: str) -> struct_pb2.Struct | None:
-    if data is None:
-        return None
-    struct = struct_pb2.Struct()
-    try:
-        struct.update(dict(data))
-    except (ValueError, TypeError) as exc:
-        raise InvalidArgument(f"{what} must be JSON-like (str, number, bool, None, list, dict): {exc}") from None
-    return struct
-
-
 def _vector(values: Sequence[float]) -> np.ndarray | None:
     return None if len(values) == 0 else np.asarray(values, dtype=np.float32)
 
@@ -183,7 +174,7 @@ def _hit(h: retrieval_pb2.Hit) -> Hit:
         id=h.id,
         score=h.score,
         text=h.text,
-        metadata=json_format.MessageToDict(h.metadata),
+        metadata=from_struct(h.metadata),
         vector=_vector(h.vector),
         rerank_probability=h.rerank_probability if h.HasField("rerank_probability") else None,
         retrieval_rank=h.retrieval_rank if h.HasField("retrieval_rank") else None,
@@ -191,7 +182,7 @@ def _hit(h: retrieval_pb2.Hit) -> Hit:
 
 
 def _document(d: retrieval_pb2.Document) -> Document:
-    return Document(id=d.id, text=d.text, metadata=json_format.MessageToDict(d.metadata), vector=_vector(d.vector))
+    return Document(id=d.id, text=d.text, metadata=from_struct(d.metadata), vector=_vector(d.vector))
 
 
 def _collection(c: retrieval_pb2.Collection) -> Collection:
@@ -260,7 +251,7 @@ def _upsert_call(
         doc = retrieval_pb2.Document(id=doc_id, text=texts[i] if texts is not None else "")
         if array is not None:
             doc.vector.extend(array[i].tolist())
-        meta = _struct(metas[i] if metas is not None else None, f"metadata[{i}]")
+        meta = to_struct(metas[i] if metas is not None else None, f"metadata[{i}]")
         if meta is not None:
             doc.metadata.CopyFrom(meta)
         documents.append(doc)
@@ -297,7 +288,7 @@ def _search_call(
         if not (vector.ndim == 1 or (vector.ndim == 2 and len(vector) == 1)):
             raise InvalidArgument(f"query must be a text or a vector [dimension], got shape {list(vector.shape)}")
         request.vector.CopyFrom(tensor_from_numpy(vector.reshape(-1)))
-    struct = _struct(None if filter is None else check.json_object(filter, "filter"), "filter")
+    struct = to_struct(None if filter is None else check.json_object(filter, "filter"), "filter")
     if struct is not None:
         request.filter.CopyFrom(struct)
     return Call(

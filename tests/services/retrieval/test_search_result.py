@@ -76,3 +76,16 @@ def test_the_async_client_returns_the_same(search_rerank_server: ServerProcess, 
     reranked, plain = asyncio.run(main())
     assert reranked.reranker == SECOND_RERANKER and len(reranked) == 2
     assert plain.reranker is None and len(plain) == 2
+
+
+def test_metadata_integers_come_back_as_int(client: sdk.Client) -> None:
+    name = f"m-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name)
+    metadata = {"year": 2024, "big": 2**53, "neg": -7, "ratio": 0.25, "tags": [1, 2.5, {"n": 3}], "ok": True, "none": None}
+    client.upsert(name, ids=["a"], texts=["The Eiffel Tower is in Paris."], metadata=[metadata])
+    [stored] = client.get(name, ["a"])
+    [hit] = client.search(name, QUERY, top_k=1, rerank=True)
+    for got in (stored.metadata, hit.metadata):
+        assert got == metadata
+        assert [type(got[k]) for k in metadata] == [int, int, int, float, list, bool, type(None)]
+        assert [type(v) for v in got["tags"]] == [int, float, dict] and type(got["tags"][2]["n"]) is int
