@@ -142,7 +142,7 @@ class RayJobOptions:
 
 def main(argv: list[str] | None = None) -> int:
     """`facet nextframe train`: train a frame model on Ray Train and print the final metrics."""
-    parser = argparse.ArgumentParser(prog="facet nextframe train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="facet nextframe train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_options(parser, RayJobOptions)
     options, _ = parse_options(parser, RayJobOptions, argv)
     config = FrameModelConfig(base_channels=options.base_channels, depth=options.depth)

@@ -187,7 +187,7 @@ def build_on_ray(
 def main(argv: list[str] | None = None) -> int:
     """`facet train rerank` / `python -m training.rerank.ray_job`: train on Ray Train, register, print the metrics."""
     prog = "python -m training.rerank.ray_job"
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_options(parser, RayJobOptions)
     add_options(parser, BuildOptions)
     job, rest = parse_options(parser, RayJobOptions, argv)

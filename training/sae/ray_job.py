@@ -169,7 +169,7 @@ class RayJobOptions:
 
 def main(argv: list[str] | None = None) -> int:
     """`facet sae train`: train a family from a cache on Ray Train and print the final metrics."""
-    parser = argparse.ArgumentParser(prog="facet sae train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="facet sae train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_options(parser, RayJobOptions)
     options, _ = parse_options(parser, RayJobOptions, argv)
     cache = ActivationCache(options.cache)
