@@ -21,16 +21,17 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services import registry
-from services.model_repository import ModelRepository
+from services.model_repository import Key, ModelRepository
 
 if TYPE_CHECKING:
 
@@ -90,17 +91,42 @@ def build_default_models(services: list[str], benchmark_data: Path | None) -> li
                 failed.append(row.name)
                 continue
             for entry in built:
-                tqdm.write(f"  {row.name}: {entry.name} v{entry.version}, parity {_parity_text(entry.metadata.get('parity', {}))}")
+                tqdm.write(f"  {row.name}: {entry.name} v{entry.version}, parity {_parity_text(entry.metadata.get(Key.PARITY, {}))}")
             bar.update()
     return failed
 
 
-def _parity_text(parity: dict[str, float]) -> str:
-    if "min_cosine" in parity:
-        return f"cos≥{parity['min_cosine']:.7f}"
-    if "max_relative_error" in parity:
-        return f"rel.err≤{parity['max_relative_error']:.1e}"
-    return "-"
+# A parity record's bound figures: `min_<what>` / `<part>_min_<what>` (a lower bound the export
+# reached, e.g. min_cosine), `max_<what>` / `<part>_max_<what>` (an upper bound on an error, e.g.
+# max_abs_diff_torch, frame_max_abs_error).
+_BOUND = re.compile(r"(?:^|_)(min|max)_")
+
+
+def _parity_text(parity: Mapping[str, Any]) -> str:
+    """The export's parity check (`Key.PARITY`) as one cell, from whatever figures it recorded.
+
+    Every kind's export writes its own record; they share one convention, read here for every
+    kind alike: `passed` is the verdict ("ok" / "FAILED"), and each number named with a `min_` or
+    `max_` part is a bound, shown as `<name without it>≥<value>` (7 decimals: lower bounds such as
+    cosines sit just under 1) or `≤<value>` (1 significant digit and exponent: errors near 0).
+    Other entries (counts, data, reference, threshold) stay in `facet models list --json`.
+
+    Args:
+        parity: the record of one model version's facet.json; {} when it has none.
+    Returns:
+        e.g. "ok cosine≥0.9999995", "ok abs_diff_torch≤1.4e-05 abs_diff_cross_encoder≤1.4e-05",
+        "relative_error≤2.1e-07"; "-" when it records neither a verdict nor a bound.
+    """
+    parts = []
+    if isinstance(parity.get("passed"), bool):
+        parts.append("ok" if parity["passed"] else "FAILED")
+    for key, value in parity.items():
+        bound = _BOUND.search(key)
+        if bound is None or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        label = _BOUND.sub("_", key, count=1).strip("_")
+        parts.append(f"{label}≥{value:.7f}" if bound.group(1) == "min" else f"{label}≤{value:.1e}")
+    return " ".join(parts) or "-"
 
 
 def _services(args: argparse.Namespace, command: str) -> list[str] | None:
@@ -384,12 +410,14 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         print(f"no models in {repo.root}; build the defaults with `facet models build`")
         return 0
     print(f"model repository: {repo.root}")
+    entries = [repo.get(n) for n in names]
+    checks = [_parity_text(e.metadata.get(Key.PARITY, {})) for e in entries]
     width = max(len(n) for n in names)
-    print(f"{'name':<{width}} {'version':>7}  {'kind':<12} {'parity':<18} source")
-    for name in names:
-        entry = repo.get(name)
-        check = _parity_text(entry.metadata.get("parity", {}))
-        print(f"{name:<{width}} {entry.version:>7}  {entry.kind:<12} {check:<18} {entry.metadata.get('source', '')}")
+    kinds = max(len("kind"), *(len(e.kind) for e in entries))
+    parities = max(len("parity"), *(len(c) for c in checks))
+    print(f"{'name':<{width}} {'version':>7}  {'kind':<{kinds}} {'parity':<{parities}} source")
+    for name, entry, check in zip(names, entries, checks, strict=True):
+        print(f"{name:<{width}} {entry.version:>7}  {entry.kind:<{kinds}} {check:<{parities}} {entry.metadata.get(Key.SOURCE, '')}")
     return 0
 
 
