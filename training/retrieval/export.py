@@ -74,21 +74,26 @@ def describe_sentence_transformer(model_dir: Path) -> dict[str, Any]:
             normalize = True
         elif not kind.endswith("Transformer"):
             raise ValueError(f"{model_dir}: module {kind} is not supported (Transformer, Pooling, Normalize are)")
-    if pooling.get("pooling_mode_cls_token"):
+    # sentence-transformers < 6 writes pooling_mode_<mode>_tokens flags and word_embedding_dimension,
+    # 6 writes "pooling_mode" and "embedding_dimension" (and the max length only in the tokenizer's config)
+    if pooling.get("pooling_mode_cls_token") or pooling.get("pooling_mode") == "cls":
         mode = "cls"
-    elif pooling.get("pooling_mode_mean_tokens", False):
+    elif pooling.get("pooling_mode", "mean" if pooling.get("pooling_mode_mean_tokens", False) else None) == "mean":
         mode = "mean"
     else:
         raise ValueError(f"{model_dir}: only mean or CLS pooling is supported, got {pooling}")
     max_len = _read_json(model_dir / "sentence_bert_config.json").get("max_seq_length")
     config = _read_json(model_dir / "config.json")
     if max_len is None:
+        max_len = _read_json(model_dir / "tokenizer_config.json").get("model_max_length")
+    if max_len is None:
         max_len = config.get("max_position_embeddings", 512)
+    dimension = pooling.get("word_embedding_dimension") or pooling.get("embedding_dimension") or config["hidden_size"]
     return {
         Prop.POOLING: mode,
         "normalize_in_model": normalize,
         Prop.MAX_SEQ_LENGTH: int(max_len),
-        Prop.DIMENSION: int(pooling.get("word_embedding_dimension") or config["hidden_size"]),
+        Prop.DIMENSION: int(dimension),
     }
 
 

@@ -1,7 +1,7 @@
 """RAR-b multiple-choice retrieval (MCR) evaluation through the retrieval service and the SDK.
 
     facet eval rarb-mcr --data ../shared/data/rarb-mcr [--address HOST:PORT] [--limit N]
-                        [--seed S] [--full] [--json results.json]
+                        [--seed S] [--full] [--json results.json] [--model NAME]
                         [--split train|dev|test] [--reranker NAME ...] [--rerank-address HOST:PORT]
 
 MCR protocol (RAR-b): every candidate of a row is scored against the row's query by cosine
@@ -25,6 +25,12 @@ winning a tie as above); with `--full`, each query also searches with `rerank=Tr
 bi-encoder's top `RERANK_CANDIDATES` = 100, reordered by the reranker in the retrieval service):
 nDCG@10 and Recall@10 before and after reranking. `--split` keeps one part of the question-level
 split (`split_of`): rerankers are trained on `train`, calibrated on `dev`, compared on `test`.
+
+The bi-encoder is the retrieval service's embedding model (`retrieval.embedding_model`; Embed and
+Search take no model name). `--model NAME` names the one to score: the evaluation stops before any
+work when the service at `--address` serves another (start one with
+`FACET_RETRIEVAL_EMBEDDING_MODEL=NAME`), so a table is never labelled with the wrong model. The
+data folder's reference figures are all-MiniLM-L6-v2's: shown beside the default model only.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ import numpy as np
 from tqdm import tqdm
 
 import sdk
-from training.retrieval.export import RARB_MCR
+from training.retrieval.export import DEFAULT_EMBEDDING_MODEL, RARB_MCR
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -655,15 +661,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="also score with this reranker through the rerank service (repeatable; with --full, also rerank the searches)",
     )  # fmt: skip
     parser.add_argument("--rerank-address", help="rerank service host:port (default: FACET_RERANK_ADDR or localhost)")
+    parser.add_argument(
+        "--model", metavar="NAME",
+        help="the embedding model to score with; the retrieval service at --address must serve it "
+        "(FACET_RETRIEVAL_EMBEDDING_MODEL=NAME; default: whichever it serves)",
+    )  # fmt: skip
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`facet eval rarb-mcr [--data DIR] [--address HOST:PORT] [--limit N] [--seed S] [--full] [--json PATH]`.
+    """`facet eval rarb-mcr [--data DIR] [--address HOST:PORT] [--limit N] [--seed S] [--full] [--json PATH] [--model NAME]`.
 
     Returns:
-        0 when evaluated; 1 when the service is unreachable or fails; 2 for a missing or empty
-        data folder, a negative --limit or malformed rows (the reason on stderr).
+        0 when evaluated; 1 when the service is unreachable or fails, or serves another embedding
+        model than --model; 2 for a missing or empty data folder, a negative --limit or malformed
+        rows (the reason on stderr).
     """
     args = build_parser().parse_args(argv)
     data_dir: Path = args.data
@@ -686,6 +698,14 @@ def main(argv: list[str] | None = None) -> int:
     results: list[FileResult] = []
     try:
         model = client.model_info()
+        if args.model is not None and model.name != args.model:
+            print(
+                f"facet eval rarb-mcr: the retrieval service at {address} serves the embedding model {model.name} "
+                f"v{model.version}, not {args.model}; serve it with FACET_RETRIEVAL_EMBEDDING_MODEL={args.model} "
+                "(e.g. `python -m services.retrieval --port N`) and pass --address",
+                file=sys.stderr,
+            )
+            return 1
         split = f", {args.split} split" if args.split else ""
         print(f"RAR-b MCR through {address}: model {model.name} v{model.version}, seed {args.seed}{split}", flush=True)
         for reranker in args.reranker:
@@ -695,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
             result = evaluate_file(
                 client, path, limit=args.limit, seed=args.seed, full=args.full, split=args.split, rerankers=args.reranker
             )
+            if model.name != DEFAULT_EMBEDDING_MODEL:  # the reference figures are the default model's
+                result = dataclasses.replace(result, mcr=dataclasses.replace(result.mcr, reference=None))
             tqdm.write(f"  {_display(path.name)}: {result.mcr.rows:,} rows in {result.elapsed_s:.1f} s")
             results.append(result)
     except sdk.Unavailable as exc:
