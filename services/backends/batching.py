@@ -23,10 +23,16 @@ that names the limit's config key:
   chunk finishes (the running batches' remaining time, the queued work scheduled ahead of it,
   its own chunks; divided among `in_flight` runners) is estimated to end after the call's
   deadline (`services.backends.deadline`: the interceptor records each RPC's deadline). Overload:
-  the SDK's caller may retry later;
-- DEADLINE_EXCEEDED, `batching.deadline_admission`: its own chunks alone, on an idle model, are
-  estimated to take longer than its deadline allows. Not overload: a retry would fail the same
-  way, the call needs a longer deadline or fewer rows.
+  the SDK's caller may retry later; the message counts other calls' rows apart from this call's;
+- DEADLINE_EXCEEDED, `batching.deadline_admission`: the call's own work alone, on an idle model,
+  is estimated to take longer than its deadline allows. Its own work is every request of the call
+  (the same `CallScope`): a service that submits one call as several requests (a long document's
+  windows, in length groups) is judged on all of them, never refused as overload by its own
+  earlier requests. Not overload: a retry would fail the same way, the call needs a longer
+  deadline or less work (the service may add its own remedy to the message).
+
+Every estimate is the cost model's (`services.backends.cost`), fitted on the model's recent
+batches: the messages say "about" and where the figure comes from.
 
 Scheduling. Requests are queued per call and served in order of virtual finish time by cost
 (`services.backends.fair_queue`): a small call goes ahead of the later chunks of the large
@@ -166,6 +172,9 @@ class DynamicBatcher:
         self._reserved_rows = 0
         self._reserved_cells = 0.0
         self._next_seq = 0
+        # each call's place among announcements (its first `admit`), kept after it submits: the
+        # call's later requests, and a second `admit` with its real size, keep that place
+        self._seqs: weakref.WeakKeyDictionary[CallScope, int] = weakref.WeakKeyDictionary()
         self._queued_rows_gauge = QUEUED_ROWS.labels(model)
         self._backlog_gauge = BACKLOG_S.labels(model)
 
@@ -235,7 +244,8 @@ class DynamicBatcher:
         tokenizing is refused as promptly as one whose work is already queued. When the call
         submits, it is checked again (with its real width) against the work queued and the work
         announced *before* its own: calls announced later never refuse an earlier one, so a
-        burst cannot refuse itself whole.
+        burst cannot refuse itself whole. A call may `admit` again once it knows its real size
+        (after tokenizing, before its first submit): it keeps its first place among announcements.
 
         Args:
             rows: the request's rows (>= 1).
@@ -249,12 +259,16 @@ class DynamicBatcher:
                 call's deadline (names `batching.deadline_admission`).
         """
         scope = scope if scope is not None else current_call()
+        seq = None
         if scope is not None:
             self._release(scope)
-        self._admit(rows, row_width, scope)
+            seq = self._seqs.get(scope)
+        self._admit(rows, row_width, scope, seq)
         if scope is not None:
-            reservation = _Reservation(rows, float(rows * row_width), self._next_seq)
-            self._next_seq += 1
+            if seq is None:
+                seq = self._seqs[scope] = self._next_seq
+                self._next_seq += 1
+            reservation = _Reservation(rows, float(rows * row_width), seq)
             self._reservations[scope] = reservation
             self._reserved_rows += rows
             self._reserved_cells += reservation.cells
@@ -307,25 +321,36 @@ class DynamicBatcher:
         per_chunk = self._chunk_rows(row_width)
         costs = [float(min(per_chunk, rows - start) * row_width) for start in range(0, rows, per_chunk)]
         last_tag = self._queue.finish_tags(scope, costs)[-1]
-        ahead = list(self._queue.ahead_of(last_tag))
-        cells = sum(costs) + sum(e.cost for e in ahead) + reserved_cells
-        ahead_rows = sum(e.item.rows for e in ahead) + reserved_rows
-        alone = self._estimate_s(sum(costs), rows, len(costs)) / self._in_flight
+        # What runs before its last chunk: its own earlier requests (a service submits a call's
+        # rows as several requests, e.g. a long document's windows by length group) and other calls'.
+        own: list[Entry[_Request]] = []
+        others: list[Entry[_Request]] = []
+        for e in self._queue.ahead_of(last_tag):
+            (own if e.item.scope is scope else others).append(e)
+        own_rows = rows + sum(e.item.rows for e in own)
+        own_cells = sum(costs) + sum(e.cost for e in own)
+        other_rows = sum(e.item.rows for e in others) + reserved_rows
+        cells = own_cells + sum(e.cost for e in others) + reserved_cells
+        alone = self._estimate_s(own_cells, own_rows, len(costs) + len(own)) / self._in_flight
+        left = max(0.0, remaining)
+        earlier = f" ({own_rows - rows} of them in its earlier requests, still queued)" if own else ""
         if alone > remaining:  # not an overload: retrying will not help
             REJECTED.labels(self.model, DEADLINE_LIMIT_KEY).inc()
             raise DeadlineExceeded(
-                f"model {self.model} needs about {alone:.2f} s for this call's {rows} rows even when idle, more than "
-                f"the {max(0.0, remaining):.2f} s left before its deadline; refused before running "
-                f"({DEADLINE_LIMIT_KEY}): give the call a longer deadline or split it"
+                f"model {self.model} needs about {alone:.2f} s for this call's {own_rows} rows{earlier} even when idle "
+                f"(estimated from its recent batches), more than the {left:.2f} s left before its deadline; refused "
+                f"before running ({DEADLINE_LIMIT_KEY}): this call alone cannot finish in time, so a retry would fail "
+                "the same way: give it a longer deadline (the SDK's timeout_s) or split it into smaller calls"
             )
-        requests = len(costs) + len(ahead) + reserved_calls
-        estimate = (self._running_remaining_s(now) + self._estimate_s(cells, rows + ahead_rows, requests)) / self._in_flight
+        requests = len(costs) + len(own) + len(others) + reserved_calls
+        estimate = (self._running_remaining_s(now) + self._estimate_s(cells, own_rows + other_rows, requests)) / self._in_flight
         if estimate > remaining:
             REJECTED.labels(self.model, DEADLINE_LIMIT_KEY).inc()
             raise ResourceExhausted(
                 f"model {self.model} cannot finish this call before its deadline: about {estimate:.2f} s of work "
-                f"({ahead_rows} rows queued or announced ahead of its {rows}) against {max(0.0, remaining):.2f} s left, refused "
-                f"before running ({DEADLINE_LIMIT_KEY}); retry later or with a longer deadline"
+                f"(estimated from its recent batches; {other_rows} rows of other calls queued or announced ahead of "
+                f"this call's {own_rows}{earlier}) against {left:.2f} s left, refused before running "
+                f"({DEADLINE_LIMIT_KEY}): the model is busy; retry later or with a longer deadline"
             )
 
     # -- queueing --------------------------------------------------------------------------
@@ -347,7 +372,10 @@ class DynamicBatcher:
         rows = _rows(inputs)
         row_width = width(list(inputs.values()))
         scope = current_call()
-        announced_as = self._release(scope) if scope is not None else None  # its announced work arrives now
+        announced_as = None
+        if scope is not None:
+            self._release(scope)  # its announced work arrives now
+            announced_as = self._seqs.get(scope)
         self._admit(rows, row_width, scope, announced_as)
         self._start_workers()
         loop = asyncio.get_running_loop()

@@ -17,7 +17,7 @@ from services.model_repository import ModelRepository
 from services.rerank.catalog import File, Kind, Prop, Tensor
 from services.rerank.config import RerankConfig
 from services.rerank.tokenization import PairTokenizer
-from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, shown
+from services.runtime.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, shown
 from services.runtime.outputs import finite_output
 from services.text import is_blank, tokens_at_least
 
@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 # and `batching.max_batch_duration_ms` of estimated work: a token budget, rows x length).
 RERANK_GROUP_MAX_ROWS = 16
 BUILD_COMMAND = "facet rerank build"
+# What a Rerank caller can do when its call alone cannot finish before its deadline (added to the
+# batcher's DEADLINE_EXCEEDED, which knows rows, not documents).
+RERANK_REMEDY = (
+    "for Rerank: pass truncate=True (each document scored on its first window only), or send fewer or "
+    "shorter documents (a document longer than the model's window costs one pair per window)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +193,14 @@ class Scorer:
                     "send text with at least one visible character, or leave it out"
                 )
 
+    def _admit(self, reranker: Reranker, rows: int, width: int, remedy: str) -> None:
+        """The backend's admission of `rows` pairs of `width` tokens; a call too large for its
+        deadline on its own (DEADLINE_EXCEEDED) gets `remedy` added to the message."""
+        try:
+            self._backend.admit(reranker.name, rows, width)
+        except DeadlineExceeded as exc:
+            raise DeadlineExceeded(f"{exc.message}; {remedy}") from None
+
     async def rerank(
         self,
         query: str,
@@ -197,6 +211,7 @@ class Scorer:
         truncate: bool = False,
         min_probability: float | None = None,
         skip_unreadable: bool = False,
+        remedy: str = RERANK_REMEDY,
     ) -> Ranking:
         """Score every document against `query` and order them, best first.
 
@@ -213,13 +228,16 @@ class Scorer:
             min_probability: in [0, 1]; drop documents whose probability is below it.
             skip_unreadable: leave out (`Ranking.unreadable`) a document with no token the
                 model reads instead of refusing the call (a search's stored texts).
+            remedy: what the caller can change when the call alone cannot finish before its
+                deadline (appended to the admission's DEADLINE_EXCEEDED message).
         Returns:
             Ranking: sorted by logit, descending (ties by index); probabilities follow the same order.
         Raises:
             NotFound: an unknown model.
             InvalidArgument: see `validate` and `PairTokenizer.__call__`.
             ResourceExhausted, DeadlineExceeded: the backend's admission refuses the call before
-                it is tokenized (`batching.max_queue_size`, `batching.deadline_admission`).
+                it is tokenized, on a lower bound of its size, or after tokenizing, on its real
+                pairs before any runs (`batching.max_queue_size`, `batching.deadline_admission`).
             InternalError: the model returned a non-finite logit (a server fault).
         """
         reranker = self.reranker(model)
@@ -228,7 +246,7 @@ class Scorer:
         # letter-or-digit chunks long): nothing the batcher could run is refused.
         pairs = reranker.pairs
         width = tokens_at_least(documents, query + " ", pairs.max_seq_length, pairs.pair_special_tokens) // len(documents)
-        self._backend.admit(reranker.name, len(documents), max(1, width))
+        self._admit(reranker, len(documents), max(1, width), remedy)
         limits = self._config
         batch = await asyncio.to_thread(
             reranker.pairs,
@@ -240,6 +258,8 @@ class Scorer:
             max_pairs=limits.max_pairs_per_request,
             skip_unreadable=skip_unreadable,
         )
+        if len(batch.token_counts):  # its real work (every window), before any of it is queued
+            self._admit(reranker, len(batch.token_counts), int(np.ceil(batch.token_counts.mean())), remedy)
         groups = [np.array(g) for g in length_groups(batch.token_counts.tolist(), max_rows=RERANK_GROUP_MAX_ROWS)] if len(batch.token_counts) else []
         outputs = await asyncio.gather(
             *(

@@ -27,6 +27,13 @@ from services.retrieval.store import ScoredDocument
 from services.runtime.errors import InvalidArgument
 from services.text import is_blank
 
+# What a reranked Search can change when reranking its candidates alone cannot finish before its
+# deadline (added to the batcher's DEADLINE_EXCEEDED): a search has no `truncate`.
+SEARCH_REMEDY = (
+    "for a reranked search: ask for fewer candidates (candidates=; each stored text longer than the reranker's "
+    "window is scored window by window)"
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class RerankedHit:
@@ -107,7 +114,7 @@ class SearchReranker:
             return [RerankedHit(h, i, None) for i, h in enumerate(hits)][:top_k], self._scorer.reranker(reranker).name
         try:
             ranking = await self._scorer.rerank(
-                query, [hits[i].text for i in readable], model=reranker, top_n=top_k, skip_unreadable=True
+                query, [hits[i].text for i in readable], model=reranker, top_n=top_k, skip_unreadable=True, remedy=SEARCH_REMEDY
             )
         except InvalidArgument as exc:  # the query was checked by `ready`: the candidates are too much
             raise InvalidArgument(f"reranking {len(readable)} candidate(s): {exc.message} (or ask for fewer candidates)") from None

@@ -227,7 +227,7 @@ async def test_a_call_whose_deadline_cannot_be_met_is_refused_at_once_and_never_
     await until(lambda: batcher.queued_rows == 8)
     assert batcher.backlog_s() > 1.0
 
-    with pytest.raises(ResourceExhausted, match=rf"before its deadline.*8 rows queued or announced ahead of its 4.*{DEADLINE_LIMIT_KEY}"):
+    with pytest.raises(ResourceExhausted, match=rf"before its deadline.*8 rows of other calls queued or announced ahead of this call's 4\).*{DEADLINE_LIMIT_KEY}.*retry later"):
         await in_call(1.0, lambda: batcher.submit(_request(4, 1, 99)))
     assert batcher.queued_rows == 8  # nothing of it was queued
     with pytest.raises(DeadlineExceeded, match=rf"20 rows even when idle.*{DEADLINE_LIMIT_KEY}"):
@@ -241,6 +241,59 @@ async def test_a_call_whose_deadline_cannot_be_met_is_refused_at_once_and_never_
     await batcher.close()
     assert runner.ran(60) and runner.ran(70)
     assert not runner.ran(99) and not runner.ran(98), "the refused calls' rows were run"
+
+
+async def test_a_call_sent_as_several_requests_is_refused_for_its_own_work_not_as_overload() -> None:
+    """A service sends one call as several requests (a long document's windows, in length
+    groups). On an idle model, five 4-row requests at 0.1 s per row with 1 s left: the first two
+    fit; the third would finish after 1.2 s of the call's own work. Nothing else is queued, so it
+    is DEADLINE_EXCEEDED (a retry fails the same way) naming the call's own earlier rows, never
+    RESOURCE_EXHAUSTED "retry later" for rows that are its own."""
+    runner = RecordingRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=4, max_batch_duration_ms=0), cost=Taught(0.1))
+
+    async def windows() -> list[object]:
+        return await asyncio.gather(*(batcher.submit(_request(4, 1, v)) for v in range(1, 6)), return_exceptions=True)
+
+    results = await in_call(1.0, windows)
+    await batcher.close()
+    assert [type(r).__name__ for r in results] == ["dict", "dict", "DeadlineExceeded", "DeadlineExceeded", "DeadlineExceeded"]
+    message = str(results[2])
+    assert "this call's 12 rows (8 of them in its earlier requests, still queued) even when idle" in message
+    assert "estimated from its recent batches" in message and DEADLINE_LIMIT_KEY in message
+    assert "this call alone cannot finish in time" in message and "timeout_s" in message
+    assert "retry later" not in message and "other calls" not in message
+
+
+async def test_overload_counts_other_calls_rows_apart_from_the_call_s_own() -> None:
+    """Another call's 4 rows running and 8 queued; this call sends two 4-row requests with 1.7 s
+    left. The first fits (0.4 + 0.8 + 0.4 s); the second would end after 2.0 s: overload, and the
+    refusal names the other calls' 8 rows apart from this call's own 8 (4 in its earlier request)."""
+    runner = GatedRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=4, max_batch_duration_ms=0), cost=Taught(0.1))
+    blockers = [call(None, batcher, _request(4, 1, v)) for v in (1, 2, 3)]
+    await runner.started.get()
+    await until(lambda: batcher.queued_rows == 8)
+    refused: list[BaseException] = []
+
+    async def two_requests() -> dict[str, np.ndarray]:
+        first = asyncio.ensure_future(batcher.submit(_request(4, 1, 50)))
+        await until(lambda: batcher.queued_rows == 12)
+        with pytest.raises(ResourceExhausted) as second:
+            await batcher.submit(_request(4, 1, 51))
+        refused.append(second.value)
+        return await first
+
+    both = asyncio.ensure_future(in_call(1.7, two_requests))
+    await until(lambda: bool(refused))
+    message = str(refused[0])
+    assert "8 rows of other calls queued or announced ahead of this call's 8 (4 of them in its earlier requests, still queued))" in message
+    assert "retry later" in message and DEADLINE_LIMIT_KEY in message
+    runner.release(10)
+    assert (await both)["sum"].tolist() == [[50]] * 4
+    await asyncio.gather(*blockers)
+    await batcher.close()
+    assert not runner.ran(51)
 
 
 async def test_a_small_call_is_admitted_when_only_a_little_is_scheduled_ahead_of_it() -> None:
@@ -293,7 +346,7 @@ async def test_a_call_whose_deadline_passed_while_queued_is_not_run() -> None:
 def test_admit_checks_without_queueing() -> None:
     batcher = DynamicBatcher("m", RecordingRunner(), BatchingConfig(max_batch_size=4), cost=Taught(0.1))
     batcher.admit(rows=5, row_width=1, scope=deadline.CallScope(time.monotonic() + 10))
-    with pytest.raises(DeadlineExceeded, match=rf"200 rows even when idle.*{DEADLINE_LIMIT_KEY}.*longer deadline or split"):
+    with pytest.raises(DeadlineExceeded, match=rf"200 rows even when idle.*{DEADLINE_LIMIT_KEY}.*longer deadline.*or split"):
         batcher.admit(rows=200, row_width=1, scope=deadline.CallScope(time.monotonic() + 10))  # 20 s of work
     batcher.admit(rows=200, row_width=1, scope=deadline.CallScope(None))
     assert batcher.queued_rows == 0
@@ -316,7 +369,7 @@ async def test_work_announced_by_admit_counts_ahead_until_the_call_submits_or_en
 
     calls = [asyncio.ensure_future(preparing(submits)) for submits in (True, False, True)]
     await until(lambda: batcher.announced_rows == 12)
-    with pytest.raises(ResourceExhausted, match=rf"12 rows queued or announced ahead of its 1.*{DEADLINE_LIMIT_KEY}"):
+    with pytest.raises(ResourceExhausted, match=rf"12 rows of other calls queued or announced ahead of this call's 1\).*{DEADLINE_LIMIT_KEY}"):
         batcher.admit(rows=1, scope=deadline.CallScope(time.monotonic() + 1.0))  # 1.3 s ahead of it
     go.set()
     await asyncio.gather(*calls)  # the one that did not submit is freed when its task ends
