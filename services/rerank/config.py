@@ -26,6 +26,10 @@ class RerankConfig:
         window: with a long query the window is short, and the overlap shrinks with it).
     max_pairs_per_request: (query, window) pairs one call may score, every document's windows
         together: bounds the model's work per call when documents are long.
+    min_window_tokens: the fewest document tokens a query may leave beside it in one (query,
+        document) pair; a longer query is INVALID_ARGUMENT (in Rerank and in a reranked Search),
+        since windows of a few tokens score as noise. With MiniLM's 128 tokens and 3 special ones,
+        16 allows queries of up to 109 tokens.
     """
 
     model: str = "minilm-l6-rerank"
@@ -36,10 +40,11 @@ class RerankConfig:
     windowing: bool = True
     window_overlap_tokens: int = 32
     max_pairs_per_request: int = 4096
+    min_window_tokens: int = 16
 
     def __post_init__(self) -> None:
         check(bool(self.model), "rerank.model must be set")
-        for key in ("max_documents_per_request", "max_query_chars", "max_document_chars", "max_request_chars", "max_pairs_per_request"):
+        for key in ("max_documents_per_request", "max_query_chars", "max_document_chars", "max_request_chars", "max_pairs_per_request", "min_window_tokens"):
             check(getattr(self, key) >= 1, f"rerank.{key} must be >= 1")
         check(self.window_overlap_tokens >= 0, "rerank.window_overlap_tokens must be >= 0")
         check(

@@ -138,7 +138,7 @@ class Scorer:
         for name, meta in (await self._backend.load_all(names)).items():
             max_seq_length = int(meta.properties[Prop.MAX_SEQ_LENGTH])
             tokenizer = meta.files[File.TOKENIZER]
-            self.rerankers[name] = Reranker(meta, PairTokenizer(tokenizer, max_seq_length))
+            self.rerankers[name] = Reranker(meta, PairTokenizer(tokenizer, max_seq_length, self._config.min_window_tokens))
         log.info("serving %d rerankers: %s (default %s)", len(names), ", ".join(names), self.default)
         return names
 

@@ -56,10 +56,14 @@ class PairTokenizer:
     Args:
         tokenizer_file: the cross-encoder's `tokenizer.json` (with its pair template).
         max_seq_length: tokens of one pair the model takes, special tokens included.
+        min_window_tokens: the fewest document tokens a query may leave in one pair
+            (`rerank.min_window_tokens`; 1: any room at all). A query longer than that leaves
+            windows too short to mean anything (a 2-token window of a document scores as noise).
     """
 
-    def __init__(self, tokenizer_file: str | Path, max_seq_length: int) -> None:
+    def __init__(self, tokenizer_file: str | Path, max_seq_length: int, min_window_tokens: int = 1) -> None:
         self.max_seq_length = max_seq_length
+        self.min_window_tokens = max(1, min_window_tokens)
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
@@ -74,19 +78,30 @@ class PairTokenizer:
         """The query's tokens and how many document tokens fit beside it in one pair.
 
         Raises:
-            InvalidArgument: the query has no token the model reads, or it fills the model's
-                max_seq_length alone (no room for a document).
+            InvalidArgument: the query has no token the model reads, or it leaves fewer than
+                `min_window_tokens` document tokens in a pair (none: no room for a document).
         """
         encoding = self._tokenizer.encode(query, add_special_tokens=False)
         if not encoding.ids:
             raise InvalidArgument("query has no token the model reads (only characters the tokenizer drops)")
         room = self.max_seq_length - self.pair_special_tokens - len(encoding.ids)
-        if room < 1:
-            most = self.max_seq_length - self.pair_special_tokens - 1
+        least = self.min_window_tokens
+        if room < least:
+            most = self.max_seq_length - self.pair_special_tokens - least
+            left = (
+                "no room is left for a document"
+                if room < 1
+                else f"only {room} document token{'s' if room != 1 else ''} per window {'are' if room != 1 else 'is'} left, "
+                f"under rerank.min_window_tokens ({least}) (a shorter window cannot carry a document's meaning)"
+            )
+            fix = (
+                f"shorten the query to at most {most} tokens"
+                if most >= 1
+                else f"no query fits this model with rerank.min_window_tokens ({least}): lower it"
+            )
             raise InvalidArgument(
                 f"query takes {len(encoding.ids)} tokens; the model reads {self.max_seq_length} tokens per (query, document) "
-                f"pair, {self.pair_special_tokens} of them special, so no room is left for a document: shorten the query "
-                f"to at most {most} tokens"
+                f"pair, {self.pair_special_tokens} of them special, so {left}: {fix}"
             )
         return encoding, room
 

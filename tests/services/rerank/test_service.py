@@ -196,6 +196,13 @@ _BAD_CALLS = [
     ("rerank: blank query", lambda c: c.rerank(" \u200b\t", ["a"]), sdk.InvalidArgument, "query is blank"),
     ("rerank: query too long", lambda c: c.rerank("q" * 4097, ["a"]), sdk.InvalidArgument, "rerank.max_query_chars (4096)"),
     ("rerank: query fills the model", lambda c: c.rerank("word " * 800, ["a"]), sdk.InvalidArgument, "no room is left for a document"),
+    (
+        "rerank: query leaves too short a window",
+        lambda c: c.rerank("paris " * 122, ["a " * 1000]),
+        sdk.InvalidArgument,
+        "query takes 122 tokens; the model reads 128 tokens per (query, document) pair, 3 of them special, so only 3 document "
+        "tokens per window are left, under rerank.min_window_tokens (16)",
+    ),
     ("rerank: no documents", lambda c: c.rerank("q", []), sdk.InvalidArgument, "at least one document"),
     ("rerank: too many documents", lambda c: c.rerank("q", ["a"] * 1001), sdk.InvalidArgument, "rerank.max_documents_per_request (1000)"),
     ("rerank: blank document", lambda c: c.rerank("q", ["a", " \n"]), sdk.InvalidArgument, "documents[1] is blank"),

@@ -105,3 +105,14 @@ def test_the_admission_bound_never_exceeds_the_real_pairs(tokenizer: PairTokeniz
     for document, count in zip(documents, real, strict=True):
         assert tokens_at_least([document], QUERY + " ", tokenizer.max_seq_length, tokenizer.pair_special_tokens) <= count
     assert tokens_at_least(documents, QUERY + " ", tokenizer.max_seq_length, tokenizer.pair_special_tokens) <= real.sum()
+
+
+def test_a_query_that_leaves_windows_under_the_minimum_is_refused_naming_the_limit() -> None:
+    """With 16 tokens per pair and at least 8 per window (`rerank.min_window_tokens`), the
+    3-token QUERY leaves 10 and is read; a 6-token query leaves 7 and is refused, naming its
+    tokens, what is left, the key and the longest query that fits (16 - 3 special - 8 = 5)."""
+    strict = PairTokenizer(packaged_minilm_dir() / "tokenizer.json", MAX, min_window_tokens=8)
+    assert strict.window_tokens(QUERY)[1] == 10
+    assert strict.window_tokens("a b c d e")[1] == 8
+    with pytest.raises(InvalidArgument, match=r"query takes 6 tokens.*only 7 document tokens per window are left, under rerank.min_window_tokens \(8\).*at most 5 tokens"):
+        strict.window_tokens("a b c d e f")

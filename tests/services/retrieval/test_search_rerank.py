@@ -139,4 +139,6 @@ def test_a_query_the_reranker_cannot_read_is_refused_as_such_before_any_work(cli
     assert "fewer candidates" not in info.value.message
     with pytest.raises(sdk.InvalidArgument, match="cannot read this query: query takes .* tokens.*no room is left for a document"):
         client.search(notes, "word " * 600, rerank=True)
+    with pytest.raises(sdk.InvalidArgument, match=r"cannot read this query: query takes 122 tokens.*only 3 document tokens per window are left, under rerank.min_window_tokens \(16\).*at most 109 tokens"):
+        client.search(notes, "paris " * 122, rerank=True)  # 3-token windows would score as noise
     assert client.search(notes, "a" * 4097)  # without rerank, the same query searches
