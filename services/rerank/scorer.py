@@ -16,7 +16,7 @@ from services.backends.padding import length_groups
 from services.model_repository import ModelRepository
 from services.rerank.catalog import File, Kind, Prop, Tensor
 from services.rerank.config import RerankConfig
-from services.rerank.tokenization import PairTokenizer
+from services.rerank.tokenization import CallTooLarge, PairTokenizer
 from services.runtime.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, shown
 from services.runtime.outputs import finite_output
 from services.text import is_blank, tokens_at_least
@@ -171,9 +171,10 @@ class Scorer:
         if not documents:
             raise InvalidArgument("documents is empty; send at least one document")
         if len(documents) > limits.max_documents_per_request:
-            raise InvalidArgument(
+            raise CallTooLarge(
                 f"{len(documents)} documents in one call; the limit is rerank.max_documents_per_request "
-                f"({limits.max_documents_per_request}): split the call"
+                f"({limits.max_documents_per_request})",
+                "split the call",
             )
         for i, document in enumerate(documents):
             if len(document) > limits.max_document_chars:
@@ -182,9 +183,10 @@ class Scorer:
                 )
         chars = len(query) + sum(len(d) for d in documents)
         if chars > limits.max_request_chars:
-            raise InvalidArgument(
+            raise CallTooLarge(
                 f"query and documents have {chars} characters in all; the limit is rerank.max_request_chars "
-                f"({limits.max_request_chars}): split the call"
+                f"({limits.max_request_chars})",
+                "split the call",
             )
         for i, document in enumerate(documents):  # after the budget: this one reads the characters
             if is_blank(document):

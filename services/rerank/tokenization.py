@@ -24,6 +24,21 @@ from tokenizers import Encoding, Tokenizer
 from services.runtime.errors import InvalidArgument
 
 
+class CallTooLarge(InvalidArgument):
+    """INVALID_ARGUMENT for the documents of one call taken together (their number, characters or
+    pairs over a `[rerank]` per-call limit), not for one document or the query: fewer documents
+    fix it (a reranked search: fewer candidates).
+
+    Args:
+        limit: what is over which limit (names the config key).
+        remedy: what a Rerank caller can do about it.
+    """
+
+    def __init__(self, limit: str, remedy: str) -> None:
+        super().__init__(f"{limit}: {remedy}")
+        self.limit = limit
+
+
 @dataclasses.dataclass(frozen=True)
 class PairBatch:
     """The pairs of one call, one row per (query, window).
@@ -167,10 +182,11 @@ class PairTokenizer:
             windows += parts
             owners += [i] * len(parts)
             if len(windows) > max_pairs:
-                raise InvalidArgument(
+                raise CallTooLarge(
                     f"the documents make more than {max_pairs} (query, window) pairs (a document longer than the model's "
                     f"{room}-token window beside this query is scored window by window); the limit is "
-                    f"rerank.max_pairs_per_request ({max_pairs}): send fewer or shorter documents, or pass truncate=True"
+                    f"rerank.max_pairs_per_request ({max_pairs})",
+                    "send fewer or shorter documents, or pass truncate=True",
                 )
         pairs = [self._tokenizer.post_process(query_encoding, w, add_special_tokens=True) for w in windows]
         counts = np.array([len(p.ids) for p in pairs], dtype=np.int32)

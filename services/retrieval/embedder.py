@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -56,13 +57,15 @@ class Embedder:
         assert self.metadata is not None, "load() first"
         return int(self.metadata.properties[Prop.DIMENSION])
 
-    def validate(self, texts: list[str], what: str = "texts", prompt: str = "") -> None:
+    def validate(self, texts: list[str], what: str = "texts", prompt: str = "", names: Sequence[str] | None = None) -> None:
         """The cheap checks of an embedding request, before any tokenizing.
 
         Args:
             texts: the texts to embed (the prompt is prepended to each).
             what: the request field the texts came from, for messages (e.g. "documents.text").
             prompt: prepended verbatim to every text.
+            names: each text's name in messages (e.g. "query" for a search's one text); default
+                "<what>[<i>]".
         Raises:
             InvalidArgument: no texts or too many; a text or the prompt too long; a blank text
                 (see `services.text.is_blank`); all texts with their prompts over
@@ -80,13 +83,13 @@ class Embedder:
         for i, text in enumerate(texts):
             if len(prompt) + len(text) > limit:
                 raise InvalidArgument(
-                    f"{what}[{i}] has {len(text)} characters (with the prompt {len(prompt) + len(text)}); the limit is {limit}"
+                    f"{names[i] if names is not None else f'{what}[{i}]'} has {len(text)} characters (with the prompt {len(prompt) + len(text)}); the limit is {limit}"
                 )
         self.check_budget(sum(len(t) for t in texts) + len(prompt) * len(texts), what)
         for i, text in enumerate(texts):  # after the budget: this one reads the characters
             if is_blank(text):
                 raise InvalidArgument(
-                    f"{what}[{i}] is blank (empty, or only whitespace, control or zero-width characters); "
+                    f"{names[i] if names is not None else f'{what}[{i}]'} is blank (empty, or only whitespace, control or zero-width characters); "
                     "send text with at least one visible character"
                 )
 
@@ -108,13 +111,15 @@ class Embedder:
                 f"for the text: shorten the prompt to under {room} tokens"
             )
 
-    def _tokenize(self, texts: list[str], prompt: str, truncate: bool) -> TokenBatch:
+    def _tokenize(self, texts: list[str], prompt: str, truncate: bool, names: Sequence[str]) -> TokenBatch:
         assert self._tokenizer is not None, "load() first"
         if prompt:
             self._check_prompt(prompt)
-        return self._tokenizer([prompt + t for t in texts] if prompt else texts, truncate=truncate)
+        return self._tokenizer([prompt + t for t in texts] if prompt else texts, truncate=truncate, names=names)
 
-    async def embed(self, texts: list[str], *, normalize: bool = True, truncate: bool = True, prompt: str = "") -> Embeddings:
+    async def embed(
+        self, texts: list[str], *, normalize: bool = True, truncate: bool = True, prompt: str = "", names: Sequence[str] | None = None
+    ) -> Embeddings:
         """Embed `texts`, each with `prompt` prepended.
 
         Tokenizing runs on a worker thread, so a large request never stalls the event loop.
@@ -124,6 +129,8 @@ class Embedder:
             normalize: L2-normalise each embedding.
             truncate: cut texts past the model's max_seq_length tokens (else reject them).
             prompt: prepended verbatim to every text; it must leave room for the text.
+            names: each text's name in messages, the request field it came from (e.g.
+                "documents[7].text", "query"); default "texts[<i>]".
         Returns:
             Embeddings: float32 vectors [len(texts), dimension], int32 token counts, bool truncated.
         Raises:
@@ -133,13 +140,14 @@ class Embedder:
                 it is tokenized (`batching.max_queue_size`, `batching.deadline_admission`).
             InternalError: the model returned a non-finite embedding (a server fault).
         """
-        self.validate(texts, prompt=prompt)
+        names = list(names) if names is not None else [f"texts[{i}]" for i in range(len(texts))]
+        self.validate(texts, prompt=prompt, names=names)
         assert self._tokenizer is not None, "load() first"
         # Admission before tokenizing: a call the batcher would refuse is refused now, not after
         # tokenizing (its size is a lower bound, so nothing it could run is refused).
         width = self._tokenizer.tokens_at_least(texts, prompt) // len(texts)
         self._backend.admit(self._model, len(texts), max(1, width))
-        batch = await asyncio.to_thread(self._tokenize, texts, prompt, truncate)
+        batch = await asyncio.to_thread(self._tokenize, texts, prompt, truncate, names)
         key = "sentence_embedding_normalized" if normalize else "sentence_embedding"
         groups = [np.array(g) for g in length_groups(batch.token_counts.tolist(), max_rows=EMBED_GROUP_MAX_ROWS)]
         outputs = await asyncio.gather(

@@ -23,6 +23,7 @@ from pathlib import Path
 from services.backends.base import Backend
 from services.rerank.config import RerankConfig
 from services.rerank.scorer import Scorer
+from services.rerank.tokenization import CallTooLarge
 from services.retrieval.store import ScoredDocument
 from services.runtime.errors import InvalidArgument
 from services.text import is_blank
@@ -33,6 +34,10 @@ SEARCH_REMEDY = (
     "for a reranked search: ask for fewer candidates (candidates=; each stored text longer than the reranker's "
     "window is scored window by window)"
 )
+
+
+def _candidates(count: int) -> str:
+    return f"{count} candidate{'' if count == 1 else 's'}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +109,9 @@ class SearchReranker:
         Returns:
             The reranked hits, best first, and the reranker's name.
         Raises:
-            InvalidArgument: see `ready`; the candidates exceed a `[rerank]` limit (the message
-                says to ask for fewer candidates).
+            InvalidArgument: see `ready`; the candidates together exceed a `[rerank]` per-call
+                limit (the message says to ask for fewer candidates); a stored text the reranker
+                refuses.
             FailedPrecondition, NotFound: see `ready`.
         """
         await self.ready(reranker, query)
@@ -116,8 +122,15 @@ class SearchReranker:
             ranking = await self._scorer.rerank(
                 query, [hits[i].text for i in readable], model=reranker, top_n=top_k, skip_unreadable=True, remedy=SEARCH_REMEDY
             )
-        except InvalidArgument as exc:  # the query was checked by `ready`: the candidates are too much
-            raise InvalidArgument(f"reranking {len(readable)} candidate(s): {exc.message} (or ask for fewer candidates)") from None
+        except CallTooLarge as exc:  # the candidates together are over a per-call limit
+            fix = (
+                "ask for fewer candidates"
+                if len(readable) > 1
+                else "this one stored text is over it alone: shorten the stored text, or raise that limit of the retrieval service"
+            )
+            raise InvalidArgument(f"reranking {_candidates(len(readable))}: {exc.limit}: {fix}") from None
+        except InvalidArgument as exc:  # one stored text (the query was checked by `ready`)
+            raise InvalidArgument(f"reranking {_candidates(len(readable))}: {exc.message}") from None
         reranked = [
             RerankedHit(hits[readable[int(j)]], readable[int(j)], float(p)) for j, p in zip(ranking.index, ranking.probability, strict=True)
         ]

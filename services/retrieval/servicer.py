@@ -46,6 +46,9 @@ _METRIC_FROM_PROTO = {v: k for k, v in _METRIC_TO_PROTO.items()} | {retrieval_pb
 _INDEX_TO_PROTO = {"flat": retrieval_pb2.INDEX_TYPE_FLAT, "hnsw": retrieval_pb2.INDEX_TYPE_HNSW}
 _INDEX_FROM_PROTO = {v: k for k, v in _INDEX_TO_PROTO.items()} | {retrieval_pb2.INDEX_TYPE_UNSPECIFIED: "flat"}
 DEFAULT_TOP_K = 10
+# How a Search's text is named in messages: the request's `query` oneof (its `text` case), the
+# SDK's `search(collection, query, ...)` argument, and the rerank service's own word for it.
+QUERY_FIELD = "query"
 _VECTOR_BYTES_PER_DIMENSION = 4  # float32, packed; its tag and length are in DOCUMENT_OVERHEAD_BYTES
 MAX_EXACT_INTEGER = 2**53  # a double holds every integer up to here exactly
 
@@ -312,7 +315,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
                 )
             for start in range(0, len(to_embed), limits.max_texts_per_request):
                 rows = to_embed[start : start + limits.max_texts_per_request]
-                embedded = await self._embedder.embed([docs[i].text for i in rows])
+                embedded = await self._embedder.embed([docs[i].text for i in rows], names=[f"documents[{i}].text" for i in rows])
                 vectors[rows] = embedded.vectors
         ids = [d.id for d in docs]
         texts = [d.text for d in docs]
@@ -407,7 +410,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
         if request.rerank and which != "text":
             raise InvalidArgument("rerank needs a text query: the reranker reads the query's text, not a vector")
         if which == "text":
-            self._embedder.validate([request.text], "text", prompt=request.prompt)
+            self._embedder.validate([request.text], prompt=request.prompt, names=[QUERY_FIELD])
             if request.rerank:  # before any embedding: no reranker (or a query it cannot read), no work
                 await self._reranking.ready(request.reranker, request.text)
             info = await self._on_store(lambda s: s.collection(request.collection))
@@ -416,7 +419,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
                     f"collection '{info.name}' has dimension {info.dimension}; a text query embeds to "
                     f"{self._embedder.dimension}: send a vector"
                 )
-            query = (await self._embedder.embed([request.text], prompt=request.prompt)).vectors[0]
+            query = (await self._embedder.embed([request.text], prompt=request.prompt, names=[QUERY_FIELD])).vectors[0]
         elif which == "vector":
             query = tensor_to_numpy(request.vector, "vector").astype(np.float32, copy=False).reshape(-1)
             _check_vectors(query, "vector", limits.max_vector_norm)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -87,9 +88,14 @@ class TextTokenizer:
                 encodings[i] = encoding
         return encodings
 
-    def __call__(self, texts: list[str], *, truncate: bool = True) -> TokenBatch:
+    def __call__(self, texts: list[str], *, truncate: bool = True, names: Sequence[str] | None = None) -> TokenBatch:
         """Tokenize `texts`.
 
+        Args:
+            texts: the texts.
+            truncate: cut each to max_seq_length tokens (else refuse a longer one).
+            names: each text's name in messages, the request field it came from (e.g.
+                "texts[3]", "documents[7].text", "query"); default "text <i>".
         Returns:
             TokenBatch: int64 ids and mask [len(texts), longest], counts and truncation flags.
         Raises:
@@ -105,13 +111,14 @@ class TextTokenizer:
         if not truncate and truncated.any():
             i = int(np.argmax(truncated))
             raise InvalidArgument(
-                f"text {i} is longer than the model's {self.max_seq_length} tokens; "
+                f"{names[i] if names is not None else f'text {i}'} is longer than the model's {self.max_seq_length} tokens; "
                 "shorten it or allow truncation (truncate=True)"
             )
         counts = np.array([len(e.ids) for e in encodings], dtype=np.int32)
         for i, count in enumerate(counts):
             if count <= self.special_tokens:
-                raise InvalidArgument(f"text {i} has no token the model reads (only characters the tokenizer drops)")
+                name = names[i] if names is not None else f"text {i}"
+                raise InvalidArgument(f"{name} has no token the model reads (only characters the tokenizer drops)")
         width = int(counts.max()) if len(counts) else 0
         ids = np.full((len(texts), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(texts), width), dtype=np.int64)

@@ -103,7 +103,7 @@ def test_candidates_over_a_rerank_limit_say_to_ask_for_fewer(client: sdk.Client)
     client.create_collection(name)
     long_texts = [f"{DOCUMENTS[i % len(DOCUMENTS)]} " * 12 for i in range(8)]  # ~8 x 600 characters
     client.upsert(name, ids=[f"l{i}" for i in range(8)], texts=long_texts)
-    with pytest.raises(sdk.InvalidArgument, match=rf"reranking 8 candidate\(s\): .*rerank.max_request_chars \({SEARCH_RERANK_MAX_REQUEST_CHARS}\).*ask for fewer candidates"):
+    with pytest.raises(sdk.InvalidArgument, match=rf"reranking 8 candidates: .*rerank.max_request_chars \({SEARCH_RERANK_MAX_REQUEST_CHARS}\): ask for fewer candidates"):
         client.search(name, QUERY, rerank=True)
     assert len(client.search(name, QUERY, top_k=2, rerank=True, candidates=2)) == 2
 
@@ -129,7 +129,7 @@ def test_a_stored_text_the_reranker_cannot_read_follows_the_reranked_hits(client
     client.upsert(name, ids=["accents", "private-use"], texts=["\u0301\u0301", "\ue000\ue001"], vectors=np.stack([vector, vector * 0.9 + 0.01]))
     hits = client.search(name, QUERY, top_k=4, rerank=True)
     assert {h.id for h in hits[:2]} == {"a", "b"} and all(h.rerank_probability is not None for h in hits[:2])
-    assert [h.id for h in hits[2:]] == sorted((h.id for h in hits[2:]), key=lambda i: next(x.retrieval_rank for x in hits if x.id == i))
+    assert [h.id for h in hits[2:]] == sorted((h.id for h in hits[2:]), key=lambda i: next(x.retrieval_rank or 0 for x in hits if x.id == i))
     assert {h.id for h in hits[2:]} == {"accents", "private-use"} and all(h.rerank_probability is None for h in hits[2:])
 
 
@@ -142,3 +142,28 @@ def test_a_query_the_reranker_cannot_read_is_refused_as_such_before_any_work(cli
     with pytest.raises(sdk.InvalidArgument, match=r"cannot read this query: query takes 122 tokens.*only 3 document tokens per window are left, under rerank.min_window_tokens \(16\).*at most 109 tokens"):
         client.search(notes, "paris " * 122, rerank=True)  # 3-token windows would score as noise
     assert client.search(notes, "a" * 4097)  # without rerank, the same query searches
+
+
+def test_one_candidate_is_one_candidate(client: sdk.Client) -> None:
+    name = f"c-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name)
+    client.upsert(name, ids=["long"], texts=[DOCUMENTS[0] + " " + "word " * (SEARCH_RERANK_MAX_REQUEST_CHARS // 5)])
+    with pytest.raises(sdk.InvalidArgument, match=r"reranking 1 candidate: .*rerank.max_request_chars \(2000\): this one stored text is over it alone"):
+        client.search(name, QUERY, top_k=1, rerank=True)
+
+
+def test_each_rpc_names_its_own_field_in_text_errors(client: sdk.Client, notes: str) -> None:
+    """Search's text is the `query` (the SDK's argument, the request's oneof), with or without
+    rerank; Embed's are texts[i], Upsert's documents[i].text, by their index in the request."""
+    for rerank in (False, True):
+        with pytest.raises(sdk.InvalidArgument, match=r"INVALID_ARGUMENT: query is blank") as blank:
+            client.search(notes, " \u200b ", rerank=rerank)
+        assert "text" not in blank.value.message.split(" is blank")[0]
+    with pytest.raises(sdk.InvalidArgument, match=r"INVALID_ARGUMENT: query has no token the model reads"):
+        client.search(notes, "\u0301")
+    with pytest.raises(sdk.InvalidArgument, match=r"cannot read this query: query has no token the model reads"):
+        client.search(notes, "\u0301", rerank=True)
+    with pytest.raises(sdk.InvalidArgument, match=r"INVALID_ARGUMENT: texts\[1\] has no token the model reads"):
+        client.embed(["fine", "\u0301"])
+    with pytest.raises(sdk.InvalidArgument, match=r"INVALID_ARGUMENT: documents\[1\]\.text has no token the model reads"):
+        client.upsert(notes, ids=["v", "w", "x"], texts=["fine", "\u0301\u0301", "\u0301"])
