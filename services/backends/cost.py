@@ -5,9 +5,13 @@ the batch's padded size: rows times the row's width (the sequence length of toke
 element count of fixed-size rows; `services.backends.padding.width`). The two coefficients
 are fitted by exponentially weighted least squares over the measured batches (each new batch
 has weight ALPHA, older ones fade geometrically), so the estimate follows a machine whose load
-changes. Until two batches of different sizes have been seen, the cost is taken as
-proportional to size (no overhead), which overestimates small batches: the safe side for
-admission, which refuses only what the estimate says cannot finish.
+changes. Until batches of different sizes have been seen, the cost is taken as proportional to
+size (no overhead): the measured batch's fixed overhead is then charged per cell, so a batch much
+larger than the ones measured (a call of long texts after only short ones, or after the ONNX
+Runtime warm-up's 2 x 16 tokens) is overestimated, by several times (the new-user review of
+issue #14 saw ~4x on a first upsert of 10 kB texts; a 100,000-character rerank document was
+estimated at ~141 s where such calls took 15-48 s). Admission messages therefore say "about" and
+that the figure is an estimate from recent batches.
 """
 
 from __future__ import annotations
