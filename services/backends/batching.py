@@ -165,7 +165,8 @@ class DynamicBatcher:
         self._queued_rows = 0
         self._workers: list[asyncio.Task[None]] = []
         self._wakeup = asyncio.Event()
-        self._running: dict[object, tuple[float, float]] = {}  # run -> (started, estimated seconds)
+        # run -> (started, estimated seconds, each call's share of its cells)
+        self._running: dict[object, tuple[float, float, dict[CallScope | None, float]]] = {}
         self.cost = cost if cost is not None else CostModel()
         # work announced by `admit` and not submitted yet, per call; released on submit or when the call ends
         self._reservations: weakref.WeakKeyDictionary[CallScope, _Reservation] = weakref.WeakKeyDictionary()
@@ -210,8 +211,12 @@ class DynamicBatcher:
         batches = max(1, math.ceil(rows / self._config.max_batch_size), math.ceil(cells / cap) if cap else 1)
         return self.cost.estimate_s(cells, min(batches, max(1, requests)))
 
-    def _running_remaining_s(self, now: float) -> float:
-        return sum(max(0.0, estimate - (now - started)) for started, estimate in self._running.values())
+    def _running_remaining_s(self, now: float, scope: CallScope | None = None) -> float:
+        """Estimated seconds left of the batches running; with `scope`, only that call's share of them."""
+        return sum(
+            max(0.0, estimate - (now - started)) * (1.0 if scope is None else shares.get(scope, 0.0))
+            for started, estimate, shares in self._running.values()
+        )
 
     @property
     def queued_rows(self) -> int:
@@ -331,7 +336,8 @@ class DynamicBatcher:
         own_cells = sum(costs) + sum(e.cost for e in own)
         other_rows = sum(e.item.rows for e in others) + reserved_rows
         cells = own_cells + sum(e.cost for e in others) + reserved_cells
-        alone = self._estimate_s(own_cells, own_rows, len(costs) + len(own)) / self._in_flight
+        own_running = self._running_remaining_s(now, scope)  # its requests already running
+        alone = (own_running + self._estimate_s(own_cells, own_rows, len(costs) + len(own))) / self._in_flight
         left = max(0.0, remaining)
         earlier = f" ({own_rows - rows} of them in its earlier requests, still queued)" if own else ""
         if alone > remaining:  # not an overload: retrying will not help
@@ -473,7 +479,10 @@ class DynamicBatcher:
                 raise InvalidArgument(str(exc)) from None
             cells = _rows(merged) * width(list(merged.values()))
             started = time.monotonic()
-            self._running[run] = (started, self.cost.estimate_s(cells))
+            shares: dict[CallScope | None, float] = {}
+            for p in group:
+                shares[p.scope] = shares.get(p.scope, 0.0) + p.rows * p.width / max(1, cells)
+            self._running[run] = (started, self.cost.estimate_s(cells), shares)
             self._publish()
             outputs = await self._run(merged)
             self.cost.observe(cells, time.monotonic() - started)

@@ -265,6 +265,30 @@ async def test_a_call_sent_as_several_requests_is_refused_for_its_own_work_not_a
     assert "retry later" not in message and "other calls" not in message
 
 
+async def test_a_call_s_own_running_request_counts_as_its_own_work() -> None:
+    """The call's first request (4 rows, 0.4 s) is running when it sends 8 more rows (0.8 s) with
+    1 s left: nothing of other calls runs or waits, so the refusal is DEADLINE_EXCEEDED for its own
+    work, not RESOURCE_EXHAUSTED "the model is busy"."""
+    runner = GatedRunner()
+    batcher = DynamicBatcher("m", runner, BatchingConfig(max_batch_size=8, max_batch_duration_ms=0), cost=Taught(0.1))
+
+    async def two_requests() -> BaseException | None:
+        first = asyncio.ensure_future(batcher.submit(_request(4, 1, 1)))
+        await runner.started.get()  # running
+        try:
+            await batcher.submit(_request(8, 1, 2))
+        except (DeadlineExceeded, ResourceExhausted) as exc:
+            runner.release()
+            await first
+            return exc
+        return None
+
+    refusal = await in_call(1.0, two_requests)
+    await batcher.close()
+    assert isinstance(refusal, DeadlineExceeded), refusal
+    assert "this call alone cannot finish in time" in str(refusal) and not runner.ran(2)
+
+
 async def test_overload_counts_other_calls_rows_apart_from_the_call_s_own() -> None:
     """Another call's 4 rows running and 8 queued; this call sends two 4-row requests with 1.7 s
     left. The first fits (0.4 + 0.8 + 0.4 s); the second would end after 2.0 s: overload, and the
