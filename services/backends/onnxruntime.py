@@ -20,7 +20,11 @@ from services.runtime.errors import InvalidArgument, NotFound
 log = logging.getLogger(__name__)
 
 _WARMUP_ROWS = 2
-_WARMUP_LENGTH = 16
+# Two widths for a dynamic (sequence) axis: measured at one width only, the cost model charges the
+# batch's fixed overhead per cell and overestimates long batches several times (`services.backends.cost`),
+# which refuses calls of long texts that would finish and cuts batches short; two widths let its first
+# fit separate the overhead from the per-cell cost. Models without a dynamic axis warm up at their shape.
+_WARMUP_LENGTHS = (16, 64)
 
 
 class _LoadedModel:
@@ -37,13 +41,20 @@ class _LoadedModel:
         outputs = self.session.run(self.output_names, dict(inputs))
         return dict(zip(self.output_names, outputs, strict=True))
 
-    def warmup_inputs(self) -> dict[str, np.ndarray]:
-        arrays = {}
-        for spec in self.session.get_inputs():
-            dims = [_WARMUP_ROWS] + [d if isinstance(d, int) and d > 0 else _WARMUP_LENGTH for d in spec.shape[1:]]
-            dtype = np.int64 if "int64" in spec.type else np.float32
-            arrays[spec.name] = np.ones(dims, dtype=dtype)
-        return arrays
+    def warmup_inputs(self) -> list[dict[str, np.ndarray]]:
+        """The warm-up batches: `_WARMUP_ROWS` rows of ones at each of `_WARMUP_LENGTHS` when an input
+        has a dynamic non-batch axis, else one batch at the inputs' fixed shape."""
+        specs = self.session.get_inputs()
+        dynamic = any(not (isinstance(d, int) and d > 0) for spec in specs for d in spec.shape[1:])
+        batches = []
+        for length in _WARMUP_LENGTHS if dynamic else _WARMUP_LENGTHS[:1]:
+            arrays = {}
+            for spec in specs:
+                dims = [_WARMUP_ROWS] + [d if isinstance(d, int) and d > 0 else length for d in spec.shape[1:]]
+                dtype = np.int64 if "int64" in spec.type else np.float32
+                arrays[spec.name] = np.ones(dims, dtype=dtype)
+            batches.append(arrays)
+        return batches
 
 
 class OnnxRuntimeBackend(Backend):
@@ -61,12 +72,12 @@ class OnnxRuntimeBackend(Backend):
             loaded = await loop.run_in_executor(None, _LoadedModel, entry, self._config)
             if self._config.batching.enabled:
                 loaded.batcher = DynamicBatcher(model, self._batch_runner(loaded), self._config.batching)
-            for run in range(self._config.onnxruntime.warmup_runs):
-                inputs = loaded.warmup_inputs()
-                started = time.monotonic()
-                await loop.run_in_executor(loaded.executor, loaded.run, inputs)
-                if run > 0 and loaded.batcher is not None:  # the first run allocates: not a fair measure
-                    loaded.batcher.observe(inputs, time.monotonic() - started)
+            for inputs in loaded.warmup_inputs():
+                for run in range(self._config.onnxruntime.warmup_runs):
+                    started = time.monotonic()
+                    await loop.run_in_executor(loaded.executor, loaded.run, inputs)
+                    if run > 0 and loaded.batcher is not None:  # a shape's first run allocates: not a fair measure
+                        loaded.batcher.observe(inputs, time.monotonic() - started)
             self._models[model] = loaded
             log.info("loaded model %s v%d from %s", model, entry.version, entry.path)
         entry = self._models[model].entry

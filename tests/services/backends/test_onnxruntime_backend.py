@@ -68,3 +68,24 @@ async def test_warm_up_calibrates_admission_before_the_first_call(model_reposito
     await asyncio.ensure_future(admit(None))  # no deadline: nothing to refuse
     backend.admit(MODEL, rows=256, row_width=256)  # outside any call: likewise
     await backend.close()
+
+
+async def test_warm_up_teaches_the_cost_model_two_widths(model_repository: ModelRepository, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Taught one width only, the cost model charges a batch's fixed overhead per cell and
+    overestimates long batches several times (refusing long calls that would finish): the warm-up
+    measures the model at two sequence lengths, so the first fit separates overhead from per-cell cost."""
+    from services.backends.batching import DynamicBatcher
+    from services.backends.padding import width
+
+    seen: list[tuple[int, int]] = []
+    observe = DynamicBatcher.observe
+
+    def spy(self: DynamicBatcher, inputs: dict[str, np.ndarray], seconds: float) -> None:
+        seen.append((len(next(iter(inputs.values()))), width(list(inputs.values()))))
+        observe(self, inputs, seconds)
+
+    monkeypatch.setattr(DynamicBatcher, "observe", spy)
+    backend = OnnxRuntimeBackend(FacetConfig(model_repository=model_repository.root))
+    await backend.load(MODEL)
+    assert len(seen) == 2 and len({w for _, w in seen}) == 2, seen  # two widths measured, each after its allocating run
+    await backend.close()
