@@ -441,8 +441,6 @@ PLATFORM_COMMANDS = (
     registry.Command("triton", "configs", "deploy.triton", "rewrite the model repository's config.pbtxt files (--kind gpu: KIND_GPU)", ("configs",)),
     registry.Command("load", "", "load.cli", "load-test the running services with locust through the SDK"),
     registry.Command("check", "", "deploy.check", "check each service's health and make one SDK call (the Helm test)"),
-    # the retrieval row's (services.registry) until it lists it: issue #14's bi-encoder comparison model
-    registry.Command("retrieval", "finetune-rarb", "training.retrieval.finetune", "fine-tune the embedding model on the RAR-b MCR train split (contrastive) into the model repository"),
 )
 GROUP_HELP = {"train": "submit a capability's training to a Ray cluster as a job", "triton": "a local Triton Inference Server on the model repository",
               "data": "datasets", "eval": "evaluations through the SDK", "models": "the model repository"}  # fmt: skip

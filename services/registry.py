@@ -125,6 +125,7 @@ CAPABILITIES: tuple[ServerCapability, ...] = (
         commands=(
             Command("models", "export-embedding", "training.retrieval.export", "export a sentence-transformers directory to ONNX into the model repository"),
             Command("eval", "rarb-mcr", "training.retrieval.rarb", "RAR-b multiple-choice retrieval through the SDK"),
+            Command("retrieval", "finetune-rarb", "training.retrieval.finetune", "fine-tune the embedding model on the RAR-b MCR train split (contrastive) into the model repository"),
         ),
     ),
     ServerCapability(
