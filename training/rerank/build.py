@@ -27,12 +27,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from services.model_repository import ModelRepository, ModelVersion
 from services.rerank.catalog import Prop
 from training.options import add_options, option, parse_options
 from training.rerank.calibration import calibrate
-from training.rerank.data import DEFAULT_DATA_DIR, Group, describe, general_groups, quora_pairs, rarb_groups
+from training.rerank.data import (
+    DEFAULT_DATA_DIR,
+    Group,
+    describe,
+    general_groups,
+    quora_held_out_groups,
+    quora_pairs,
+    rarb_groups,
+)
 from training.rerank.model import (
     BASE_MODEL,
     DEFAULT_MAX_LENGTH,
@@ -77,6 +86,9 @@ class BuildOptions:
     )
     calibration_rows: int = option(32, help="RAR-b dev rows per file the temperature is fitted on")
     calibration_candidates: int = option(8, help="candidates per dev row at most in the calibration pairs")
+    calibration_general: int = option(
+        96, help="Quora test-split groups (a question, its duplicate, 3 random others) beside the RAR-b dev rows in the calibration pairs (0: RAR-b dev only)"
+    )
     seed: int = option(0)
     data: Path = option(DEFAULT_DATA_DIR, help="the shared benchmark data (paraphrase/, rarb-mcr/)")
     repository: Path | None = option(None, help="model repository (default: the configured one)")
@@ -95,8 +107,8 @@ class BuildOptions:
             raise ValueError("quora and mrpc must be >= 0, negatives >= 1, max_candidates >= 2")
         if not self.rarb and self.quora + self.mrpc == 0:
             raise ValueError("no training data: --no-rarb with --quora 0 --mrpc 0")
-        if self.calibration_rows < 1:
-            raise ValueError("calibration_rows must be >= 1")
+        if self.calibration_rows < 1 or self.calibration_general < 0:
+            raise ValueError("calibration_rows must be >= 1 and calibration_general >= 0")
 
     def training(self) -> TrainingConfig:
         return TrainingConfig(
@@ -211,18 +223,26 @@ def build_cross_encoder(
     train_s = time.perf_counter() - train_started
     tokenizer = load_tokenizer(config.max_length)
 
-    # calibration on RAR-b dev rows, half with the instruction (as served: either setting)
+    # calibration on RAR-b dev rows, half with the instruction (as served: either setting), and on
+    # held-out general groups: probabilities fitted on reasoning rows alone, where the model is near
+    # chance, say ~0.25 for every document, also for the general queries it ranks well
     dev = rarb_groups(options.data, "dev", max_candidates=options.calibration_candidates, instruction_share=0.5,
                       per_file=options.calibration_rows, seed=options.seed + 1)  # fmt: skip
-    pairs, labels = calibration_pairs(dev)
+    general_dev = quora_held_out_groups(options.data, options.calibration_general, seed=options.seed + 1)
+    held_out = {**dev, **({"quora-test": general_dev} if general_dev else {})}
+    pairs, labels = calibration_pairs(held_out)
     logits = score_pairs(model, tokenizer, pairs, config.max_length).numpy()
     calibration = calibrate(
         logits,
         labels,
-        f"RAR-b MCR dev split: {options.calibration_rows} rows per file, <= {options.calibration_candidates} candidates per row",
+        f"RAR-b MCR dev split: {options.calibration_rows} rows per file, <= {options.calibration_candidates} candidates per row; "
+        f"Quora test split: {len(general_dev)} groups of a question, its duplicate and 3 random others",
     )
+    # the fitted logit level goes into the head (training.rerank.calibration): served logits are logit - shift
+    with torch.no_grad():
+        model.classifier.bias.sub_(float(calibration["logit_shift"]))
     dev_accuracy, start = {}, 0
-    for file_name, groups in dev.items():
+    for file_name, groups in held_out.items():  # in the order of the calibration pairs
         n = sum(len(g.candidates) for g in groups)
         dev_accuracy[file_name] = accuracy(logits[start : start + n].tolist(), groups)
         start += n
@@ -255,7 +275,11 @@ def build_cross_encoder(
             "objective": "listwise softmax cross-entropy over each group's candidates",
         },  # fmt: skip
         Prop.CALIBRATION: calibration,
-        Prop.METRICS: {"rarb_dev_mcr_accuracy": dev_accuracy, "rarb_dev_rows_per_file": options.calibration_rows},
+        Prop.METRICS: {
+            "rarb_dev_mcr_accuracy": {k: v for k, v in dev_accuracy.items() if k != "quora-test"},
+            "rarb_dev_rows_per_file": options.calibration_rows,
+            **({"quora_test_accuracy": dev_accuracy["quora-test"], "quora_test_groups": len(general_dev)} if general_dev else {}),
+        },
     }
     entry = export_cross_encoder(ce_dir, repository, name=options.name, properties=properties, parity_pairs=parity_pairs(options.data, dev),
                                  source=f"trained by Facet (training.rerank.build) from {BASE_MODEL}")  # fmt: skip
@@ -345,7 +369,9 @@ def evaluate_rarb(entry: ModelVersion, data_dir: Path, *, split: str = "test", r
             result[key] = correct / max(len(rows), 1)
             result[f"tied_rows_{key}"] = tied
         accuracy_by_file[path.name] = result
-    ece = evaluate_calibration(np.concatenate(all_logits), np.array(all_labels), temperature)
+    # "uncalibrated": the logits as trained, before the calibration's shift went into the head
+    shift = float(entry.properties.get(Prop.CALIBRATION, {}).get("logit_shift", 0.0))
+    ece = evaluate_calibration(np.concatenate(all_logits) + shift, np.array(all_labels), temperature, shift)
     return {"split": split, "rows_per_file": rows_per_file or "all", "accuracy": accuracy_by_file, "ece": ece}
 
 

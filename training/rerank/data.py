@@ -80,6 +80,33 @@ def quora_pairs(data_dir: Path, split: str = "train") -> list[tuple[str, str]]:
     return list(zip(_lines(folder / f"{split}_source.txt"), _lines(folder / f"{split}_target.txt"), strict=True))
 
 
+def quora_held_out_groups(data_dir: Path, count: int, candidates: int = 4, seed: int = 0) -> list[Group]:
+    """`count` groups from Quora's test split (the training takes train pairs only; some question
+    texts recur across Quora's splits): a question, its duplicate and
+    `candidates` - 1 other test-split questions drawn at random (not the question or its duplicate).
+    The general half of the calibration pairs (`training.rerank.build`).
+
+    Raises:
+        FileNotFoundError: the files are missing.
+        ValueError: count < 0 or candidates < 2.
+    """
+    if count < 0 or candidates < 2:
+        raise ValueError(f"count must be >= 0 and candidates >= 2, got {count} and {candidates}")
+    pairs = quora_pairs(data_dir, "test")
+    rng = random.Random(seed)
+    groups = []
+    for query, duplicate in rng.sample(pairs, min(count, len(pairs))):
+        others: list[str] = []
+        while len(others) < candidates - 1:
+            other = rng.choice(pairs)[1]
+            if _norm(other) not in {_norm(query), _norm(duplicate)} and other not in others:
+                others.append(other)
+        slot = rng.randrange(candidates)
+        texts = others[:slot] + [duplicate] + others[slot:]
+        groups.append(Group(query, tuple(texts), slot, "quora-test"))
+    return groups
+
+
 def mrpc_positives(data_dir: Path, split: str = "train") -> list[tuple[str, str]]:
     """MRPC paraphrase pairs (Quality == 1) of `split` ("train": 2,753, "test": 1,147): (sentence 1, sentence 2)."""
     path = Path(data_dir) / MRPC / f"msr_paraphrase_{split}.txt"

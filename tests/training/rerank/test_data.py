@@ -53,3 +53,19 @@ def test_a_group_needs_two_candidates() -> None:
 
     with pytest.raises(ValueError, match="2 candidates"):
         Group("q", ("only",), 0, "t")
+
+
+def test_calibration_s_general_groups_come_from_quora_held_out_pairs(rarb_data: Path) -> None:
+    """The general half of the calibration pairs: Quora test-split pairs, the duplicate
+    at the label among 3 other test questions, none of them the question or its duplicate again."""
+    from training.rerank.data import quora_held_out_groups, quora_pairs
+
+    data_dir = rarb_data.parent
+    test_pairs = dict(quora_pairs(data_dir, "test"))
+    groups = quora_held_out_groups(data_dir, 40, seed=3)
+    assert len(groups) == 40 and len({g.query for g in groups}) == 40
+    for g in groups:
+        assert len(g.candidates) == 4 and g.candidates[g.label] == test_pairs[g.query]
+        assert len(set(g.candidates)) == 4 and g.query not in g.candidates
+    assert {g.label for g in groups} == {0, 1, 2, 3}  # the duplicate is not always in one place
+    assert quora_held_out_groups(data_dir, 40, seed=3) == groups  # seeded
