@@ -89,20 +89,31 @@ class PairTokenizer:
         pad = self._tokenizer.token_to_id("[PAD]")
         self.pad_id = 0 if pad is None else pad
 
-    def window_tokens(self, query: str) -> tuple[Encoding, int]:
+    def window_tokens(self, query: str, truncate: bool | None = None) -> tuple[Encoding, int]:
         """The query's tokens and how many document tokens fit beside it in one pair.
 
+        Args:
+            query: the query, not blank.
+            truncate: True: cut a query that leaves fewer than `min_window_tokens` document tokens
+                to its first tokens, so that exactly that many are left (sentence-transformers'
+                CrossEncoder likewise truncates the longer text of a pair that does not fit);
+                False: refuse it, naming truncate=True; None: refuse it (a caller without that
+                option, a reranked search).
         Raises:
-            InvalidArgument: the query has no token the model reads, or it leaves fewer than
-                `min_window_tokens` document tokens in a pair (none: no room for a document).
+            InvalidArgument: the query has no token the model reads, or (without truncate) it
+                leaves fewer than `min_window_tokens` document tokens in a pair (none: no room
+                for a document).
         """
         encoding = self._tokenizer.encode(query, add_special_tokens=False)
         if not encoding.ids:
             raise InvalidArgument("query has no token the model reads (only characters the tokenizer drops)")
         room = self.max_seq_length - self.pair_special_tokens - len(encoding.ids)
         least = self.min_window_tokens
+        most = self.max_seq_length - self.pair_special_tokens - least
+        if room < least and truncate and most >= 1:
+            encoding.truncate(most)
+            return encoding, least
         if room < least:
-            most = self.max_seq_length - self.pair_special_tokens - least
             left = (
                 "no room is left for a document"
                 if room < 1
@@ -110,7 +121,7 @@ class PairTokenizer:
                 f"under rerank.min_window_tokens ({least}) (a shorter window cannot carry a document's meaning)"
             )
             fix = (
-                f"shorten the query to at most {most} tokens"
+                f"shorten the query to at most {most} tokens" + (" (or pass truncate=True to cut it there)" if truncate is False else "")
                 if most >= 1
                 else f"no query fits this model with rerank.min_window_tokens ({least}): lower it"
             )
@@ -136,7 +147,8 @@ class PairTokenizer:
         Args:
             query: the query, not blank.
             documents: the documents, none blank.
-            truncate: keep only the first window of a longer document.
+            truncate: keep only the first window of a longer document, and cut a query that
+                leaves fewer than `min_window_tokens` document tokens (`window_tokens`).
             windowing: with truncate False, cut a longer document into overlapping windows
                 (else refuse it).
             overlap: document tokens consecutive windows share (capped at half a window).
@@ -152,7 +164,7 @@ class PairTokenizer:
                 document longer than a window with truncate and windowing both off; more than
                 `max_pairs` pairs.
         """
-        query_encoding, room = self.window_tokens(query)
+        query_encoding, room = self.window_tokens(query, truncate)
         stride = min(overlap, room // 2)
         encodings = self._tokenizer.encode_batch(documents, add_special_tokens=False)
         windows: list[Encoding] = []

@@ -301,7 +301,10 @@ def score_mcr_reranked(
     """
 
     def best(row: McrRow) -> tuple[int, bool]:
-        result = client.rerank(row.query_text(with_instruction), list(row.candidates), raw_scores=True, model=reranker or None, timeout_s=RERANK_TIMEOUT_S)
+        # truncate: a query (a SpartQA story) too long for the reranker's window is cut to fit, as
+        # sentence-transformers' CrossEncoder.predict truncates a pair
+        result = client.rerank(row.query_text(with_instruction), list(row.candidates), raw_scores=True, truncate=True,
+                               model=reranker or None, timeout_s=RERANK_TIMEOUT_S)  # fmt: skip
         logits = np.empty(len(row.candidates), dtype=np.float64)
         for ranked in result:
             logits[ranked.index] = ranked.score
@@ -386,6 +389,9 @@ class FullScore:
     ndcg_at_10: float
     recall_at_10: float
     queries: int
+    # reranked searches only: queries the reranker could not read (too long for its window beside
+    # `rerank.min_window_tokens`; search has no truncate), counted in retrieval order
+    unreranked: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,11 +408,12 @@ class FullResult:
     reranked: dict[str, tuple[FullScore, FullScore]] = dataclasses.field(default_factory=dict)
 
 
-def _full_score(ranks: Sequence[int | None]) -> FullScore:
+def _full_score(ranks: Sequence[int | None], unreranked: int = 0) -> FullScore:
     return FullScore(
         ndcg_at_10=float(np.mean([ndcg_at_k(r) for r in ranks])) if ranks else float("nan"),
         recall_at_10=float(np.mean([recall_at_k(r) for r in ranks])) if ranks else float("nan"),
         queries=len(ranks),
+        unreranked=unreranked,
     )
 
 
@@ -479,17 +486,23 @@ def evaluate_full(
             scores[with_instruction] = _full_score(ranks)
             for reranker in rerankers:
 
-                def reranked_rank(query: tuple[str, str], reranker: str = reranker) -> int | None:
-                    hits = client.search(
-                        name, query[0], top_k=FULL_TOP_K, rerank=True, candidates=RERANK_CANDIDATES, reranker=reranker,
-                        timeout_s=RERANK_TIMEOUT_S,
-                    )  # fmt: skip
-                    return next((i + 1 for i, hit in enumerate(hits) if hit.id == query[1]), None)
+                def reranked_rank(query: tuple[str, str], reranker: str = reranker) -> tuple[int | None, bool]:
+                    try:
+                        hits = client.search(
+                            name, query[0], top_k=FULL_TOP_K, rerank=True, candidates=RERANK_CANDIDATES, reranker=reranker,
+                            timeout_s=RERANK_TIMEOUT_S,
+                        )  # fmt: skip
+                    except sdk.InvalidArgument as exc:
+                        if "cannot read this query" not in str(exc):
+                            raise
+                        return gold_rank(query), True  # a query over the reranker's window: the retrieval order
+                    return next((i + 1 for i, hit in enumerate(hits) if hit.id == query[1]), None), False
 
                 desc = f"{path.stem}: search + {reranker} {variant}"
                 with tqdm(total=len(queries), desc=desc, unit="query", disable=not progress, leave=False) as bar:
-                    ranks = _map_in_threads(reranked_rank, queries, SEARCH_REQUESTS_IN_FLIGHT, bar, lambda _: 1)
-                reranked.setdefault(reranker, {})[with_instruction] = _full_score(ranks)
+                    outcomes = _map_in_threads(reranked_rank, queries, SEARCH_REQUESTS_IN_FLIGHT, bar, lambda _: 1)
+                unread = sum(kept for _, kept in outcomes)
+                reranked.setdefault(reranker, {})[with_instruction] = _full_score([r for r, _ in outcomes], unread)
     finally:
         _drop_collection(client, name)
     pairs = {r: (v[False], v[True]) for r, v in reranked.items()}

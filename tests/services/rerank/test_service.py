@@ -138,6 +138,21 @@ def test_a_long_document_is_scored_by_its_best_window(client: sdk.Client, info: 
     assert windowed.score > truncated.score + 1.0  # the relevant paragraph's window wins
 
 
+def test_truncate_cuts_a_query_too_long_for_the_window(client: sdk.Client, info: sdk.RerankerInfo) -> None:
+    """A query that leaves fewer than `rerank.min_window_tokens` document tokens is refused
+    without truncate, naming truncate=True, and with it is cut to fit; the result is that of
+    the query's first tokens (what CrossEncoder.predict's truncation scores)."""
+    long_query = "paris " * (info.max_seq_length + 2)  # one token per word
+    documents = ["The Eiffel Tower is in Paris.", "Bananas are yellow."]
+    with pytest.raises(sdk.InvalidArgument, match=r"pass truncate=True to cut it there"):
+        client.rerank(long_query, documents)
+    cut = client.rerank(long_query, documents, truncate=True, raw_scores=True)
+    assert sorted(r.index for r in cut) == [0, 1] and not any(r.truncated or r.windowed for r in cut)
+    # max_seq_length - 3 special - rerank.min_window_tokens (16) query tokens, sent as they are
+    same = client.rerank("paris " * (info.max_seq_length - 3 - 16), documents, raw_scores=True)
+    assert {r.index: round(r.score, 4) for r in cut} == {r.index: round(r.score, 4) for r in same}
+
+
 def test_rerankers_are_listed_and_served_by_name(client: sdk.Client, rerank_repository: ModelRepository) -> None:
     listed = client.list_rerankers()
     assert [r.name for r in listed] == [RERANKER, SECOND_RERANKER]

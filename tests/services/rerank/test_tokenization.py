@@ -73,7 +73,7 @@ def test_limits_and_refusals(tokenizer: PairTokenizer) -> None:
     with pytest.raises(InvalidArgument, match=r"rerank.max_pairs_per_request \(3\)"):
         _pairs(tokenizer, [" ".join(LETTERS)], max_pairs=3)
     with pytest.raises(InvalidArgument, match="no room is left for a document: shorten the query to at most 12 tokens"):
-        tokenizer(" ".join(LETTERS[:13]), ["a"], truncate=True, windowing=True, overlap=0, max_pairs=10)
+        tokenizer(" ".join(LETTERS[:13]), ["a"], truncate=False, windowing=True, overlap=0, max_pairs=10)
     with pytest.raises(InvalidArgument, match=r"documents\[0\] has no token"):
         _pairs(tokenizer, ["\u0301"])  # a lone combining accent: stripped by the tokenizer's normalizer
 
@@ -116,3 +116,20 @@ def test_a_query_that_leaves_windows_under_the_minimum_is_refused_naming_the_lim
     assert strict.window_tokens("a b c d e")[1] == 8
     with pytest.raises(InvalidArgument, match=r"query takes 6 tokens.*only 7 document tokens per window are left, under rerank.min_window_tokens \(8\).*at most 5 tokens"):
         strict.window_tokens("a b c d e f")
+
+
+def test_truncate_cuts_a_query_that_leaves_too_short_a_window() -> None:
+    """With truncate=True a query too long for `rerank.min_window_tokens` is cut to its first
+    tokens so that exactly that many document tokens are left (as CrossEncoder truncates a pair
+    that does not fit); without it the refusal names truncate=True; a caller without the option
+    (truncate None: a reranked search) is not told to pass it."""
+    strict = PairTokenizer(packaged_minilm_dir() / "tokenizer.json", MAX, min_window_tokens=8)
+    encoding, room = strict.window_tokens("a b c d e f g h i j k l m n", truncate=True)
+    assert room == 8 and encoding.tokens == ["a", "b", "c", "d", "e"]  # 16 - 3 special - 8
+    with pytest.raises(InvalidArgument, match=r"at most 5 tokens \(or pass truncate=True to cut it there\)"):
+        strict.window_tokens("a b c d e f", truncate=False)
+    with pytest.raises(InvalidArgument, match=r"at most 5 tokens$"):
+        strict.window_tokens("a b c d e f")
+    batch = strict("a b c d e f g h i j k l m n", ["paris is the capital of france and a big city"], truncate=True,
+                   windowing=True, overlap=2, max_pairs=10)  # fmt: skip
+    assert batch.input_ids.shape == (1, MAX) and bool(batch.truncated[0])
