@@ -60,11 +60,14 @@ class RerankResult(Sequence[RankedDocument]):
         model: the reranker that scored them.
         none_relevant: `min_probability` was given and no document reached it (the sequence is
             then empty): "no relevant document".
+        query_truncated: `truncate=True` cut the query to its first tokens (it left fewer than
+            `rerank.min_window_tokens` document tokens per pair).
     """
 
     results: tuple[RankedDocument, ...]
     model: str
     none_relevant: bool = False
+    query_truncated: bool = False
 
     @overload
     def __getitem__(self, i: int) -> RankedDocument: ...
@@ -170,7 +173,7 @@ def _rerank_call(
                     truncated=x.truncated,
                 )
             )
-        return RerankResult(tuple(results), model=r.model, none_relevant=r.none_relevant)
+        return RerankResult(tuple(results), model=r.model, none_relevant=r.none_relevant, query_truncated=r.query_truncated)
 
     return Call(SERVICE, "Rerank", request, parse)
 
@@ -226,8 +229,10 @@ class RerankMethods(SyncTransport):
             raw_scores: `score` is the model's logit (unbounded, float) instead of the
                 calibrated probability; the order is the same.
             truncate: cut long documents to their first window instead of scoring their best
-                window. With False and the service's `rerank.windowing` off, a long document
-                raises InvalidArgument.
+                window, and a query too long to leave `rerank.min_window_tokens` document tokens
+                to its first tokens (the result's `query_truncated`). With False and the
+                service's `rerank.windowing` off, a long document raises InvalidArgument; so
+                does such a query.
             min_probability: in [0, 1]: leave out documents whose probability is below it;
                 when none is left, the result is empty and its `none_relevant` is True.
             model: a reranker's name from `list_rerankers()`; None: the service's default.

@@ -75,6 +75,7 @@ class Ranking:
         none_relevant: a min_probability was given and no document reached it (k is 0).
         unreadable: int32 [u], documents left out for having no token the model reads (only
             with `skip_unreadable`), in their order.
+        query_truncated: truncate cut the query to fit beside `rerank.min_window_tokens`.
     """
 
     index: np.ndarray
@@ -85,6 +86,7 @@ class Ranking:
     model: str
     none_relevant: bool
     unreadable: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    query_truncated: bool = False
 
 
 def probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -300,5 +302,6 @@ class Scorer:
             model=reranker.name,
             none_relevant=none_relevant,
             unreadable=np.flatnonzero(batch.unreadable).astype(np.int32),
+            query_truncated=batch.query_truncated,
         )
 

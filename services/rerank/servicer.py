@@ -88,7 +88,9 @@ class RerankService(rerank_pb2_grpc.RerankServicer, FacetService):
             )
             for i, s, p, w, t in zip(ranking.index, scores, ranking.probability, ranking.windowed, ranking.truncated, strict=True)
         ]
-        return rerank_pb2.RerankResponse(results=results, model=ranking.model, none_relevant=ranking.none_relevant)
+        return rerank_pb2.RerankResponse(
+            results=results, model=ranking.model, none_relevant=ranking.none_relevant, query_truncated=ranking.query_truncated
+        )
 
     async def ListRerankers(
         self, request: rerank_pb2.ListRerankersRequest, context: grpc.aio.ServicerContext

@@ -53,6 +53,7 @@ class PairBatch:
         truncated: bool [documents], cut to its first window.
         unreadable: bool [documents], no token the model reads (no pair; only with
             `skip_unreadable`, else such a document is refused).
+        query_truncated: the query was cut to fit (`window_tokens` with truncate).
     """
 
     input_ids: np.ndarray
@@ -63,6 +64,7 @@ class PairBatch:
     windowed: np.ndarray
     truncated: np.ndarray
     unreadable: np.ndarray
+    query_truncated: bool = False
 
 
 class PairTokenizer:
@@ -165,6 +167,7 @@ class PairTokenizer:
                 `max_pairs` pairs.
         """
         query_encoding, room = self.window_tokens(query, truncate)
+        query_truncated = bool(query_encoding.overflowing)
         stride = min(overlap, room // 2)
         encodings = self._tokenizer.encode_batch(documents, add_special_tokens=False)
         windows: list[Encoding] = []
@@ -211,4 +214,4 @@ class PairTokenizer:
             ids[row, :n] = pair.ids
             mask[row, :n] = 1
             types[row, :n] = pair.type_ids
-        return PairBatch(ids, mask, types, counts, np.array(owners, dtype=np.int32), windowed, truncated, unreadable)
+        return PairBatch(ids, mask, types, counts, np.array(owners, dtype=np.int32), windowed, truncated, unreadable, query_truncated)

@@ -148,6 +148,7 @@ def test_truncate_cuts_a_query_too_long_for_the_window(client: sdk.Client, info:
         client.rerank(long_query, documents)
     cut = client.rerank(long_query, documents, truncate=True, raw_scores=True)
     assert sorted(r.index for r in cut) == [0, 1] and not any(r.truncated or r.windowed for r in cut)
+    assert cut.query_truncated and not client.rerank("paris", documents, truncate=True).query_truncated
     # max_seq_length - 3 special - rerank.min_window_tokens (16) query tokens, sent as they are
     same = client.rerank("paris " * (info.max_seq_length - 3 - 16), documents, raw_scores=True)
     assert {r.index: round(r.score, 4) for r in cut} == {r.index: round(r.score, 4) for r in same}

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66\x61\x63\x65t/v1/rerank.proto\x12\x08\x66\x61\x63\x65t.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xd0\x01\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tdocuments\x18\x02 \x03(\t\x12\x12\n\x05top_n\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x10return_documents\x18\x04 \x01(\x08\x12\x12\n\nraw_scores\x18\x05 \x01(\x08\x12\x10\n\x08truncate\x18\x06 \x01(\x08\x12\x1c\n\x0fmin_probability\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\r\n\x05model\x18\x08 \x01(\tB\x08\n\x06_top_nB\x12\n\x10_min_probability\"\x8a\x01\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x13\n\x0bprobability\x18\x03 \x01(\x01\x12\x15\n\x08\x64ocument\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x10\n\x08windowed\x18\x05 \x01(\x08\x12\x11\n\ttruncated\x18\x06 \x01(\x08\x42\x0b\n\t_document\"_\n\x0eRerankResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.facet.v1.RerankResult\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rnone_relevant\x18\x03 \x01(\x08\"\x16\n\x14ListRerankersRequest\">\n\x15ListRerankersResponse\x12%\n\trerankers\x18\x01 \x03(\x0b\x32\x12.facet.v1.Reranker\"\"\n\x12GetRerankerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xc1\x02\n\x08Reranker\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\x08\x12\x16\n\x0emax_seq_length\x18\x04 \x01(\x05\x12\x13\n\x0btemperature\x18\x05 \x01(\x01\x12\x12\n\nbase_model\x18\x06 \x01(\t\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x31\n\rtraining_data\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12)\n\x08training\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07metrics\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x0b\x63\x61libration\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct2\xd8\x01\n\x06Rerank\x12;\n\x06Rerank\x12\x17.facet.v1.RerankRequest\x1a\x18.facet.v1.RerankResponse\x12P\n\rListRerankers\x12\x1e.facet.v1.ListRerankersRequest\x1a\x1f.facet.v1.ListRerankersResponse\x12?\n\x0bGetReranker\x12\x1c.facet.v1.GetRerankerRequest\x1a\x12.facet.v1.Rerankerb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66\x61\x63\x65t/v1/rerank.proto\x12\x08\x66\x61\x63\x65t.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xd0\x01\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tdocuments\x18\x02 \x03(\t\x12\x12\n\x05top_n\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x10return_documents\x18\x04 \x01(\x08\x12\x12\n\nraw_scores\x18\x05 \x01(\x08\x12\x10\n\x08truncate\x18\x06 \x01(\x08\x12\x1c\n\x0fmin_probability\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\r\n\x05model\x18\x08 \x01(\tB\x08\n\x06_top_nB\x12\n\x10_min_probability\"\x8a\x01\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x13\n\x0bprobability\x18\x03 \x01(\x01\x12\x15\n\x08\x64ocument\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x10\n\x08windowed\x18\x05 \x01(\x08\x12\x11\n\ttruncated\x18\x06 \x01(\x08\x42\x0b\n\t_document\"x\n\x0eRerankResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.facet.v1.RerankResult\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rnone_relevant\x18\x03 \x01(\x08\x12\x17\n\x0fquery_truncated\x18\x04 \x01(\x08\"\x16\n\x14ListRerankersRequest\">\n\x15ListRerankersResponse\x12%\n\trerankers\x18\x01 \x03(\x0b\x32\x12.facet.v1.Reranker\"\"\n\x12GetRerankerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xc1\x02\n\x08Reranker\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\x08\x12\x16\n\x0emax_seq_length\x18\x04 \x01(\x05\x12\x13\n\x0btemperature\x18\x05 \x01(\x01\x12\x12\n\nbase_model\x18\x06 \x01(\t\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x31\n\rtraining_data\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12)\n\x08training\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07metrics\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x0b\x63\x61libration\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct2\xd8\x01\n\x06Rerank\x12;\n\x06Rerank\x12\x17.facet.v1.RerankRequest\x1a\x18.facet.v1.RerankResponse\x12P\n\rListRerankers\x12\x1e.facet.v1.ListRerankersRequest\x1a\x1f.facet.v1.ListRerankersResponse\x12?\n\x0bGetReranker\x12\x1c.facet.v1.GetRerankerRequest\x1a\x12.facet.v1.Rerankerb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,15 +37,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RERANKRESULT']._serialized_start=277
   _globals['_RERANKRESULT']._serialized_end=415
   _globals['_RERANKRESPONSE']._serialized_start=417
-  _globals['_RERANKRESPONSE']._serialized_end=512
-  _globals['_LISTRERANKERSREQUEST']._serialized_start=514
-  _globals['_LISTRERANKERSREQUEST']._serialized_end=536
-  _globals['_LISTRERANKERSRESPONSE']._serialized_start=538
-  _globals['_LISTRERANKERSRESPONSE']._serialized_end=600
-  _globals['_GETRERANKERREQUEST']._serialized_start=602
-  _globals['_GETRERANKERREQUEST']._serialized_end=636
-  _globals['_RERANKER']._serialized_start=639
-  _globals['_RERANKER']._serialized_end=960
-  _globals['_RERANK']._serialized_start=963
-  _globals['_RERANK']._serialized_end=1179
+  _globals['_RERANKRESPONSE']._serialized_end=537
+  _globals['_LISTRERANKERSREQUEST']._serialized_start=539
+  _globals['_LISTRERANKERSREQUEST']._serialized_end=561
+  _globals['_LISTRERANKERSRESPONSE']._serialized_start=563
+  _globals['_LISTRERANKERSRESPONSE']._serialized_end=625
+  _globals['_GETRERANKERREQUEST']._serialized_start=627
+  _globals['_GETRERANKERREQUEST']._serialized_end=661
+  _globals['_RERANKER']._serialized_start=664
+  _globals['_RERANKER']._serialized_end=985
+  _globals['_RERANK']._serialized_start=988
+  _globals['_RERANK']._serialized_end=1204
 # @@protoc_insertion_point(module_scope)

@@ -44,14 +44,16 @@ class RerankResult(_message.Message):
     def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., probability: _Optional[float] = ..., document: _Optional[str] = ..., windowed: bool = ..., truncated: bool = ...) -> None: ...
 
 class RerankResponse(_message.Message):
-    __slots__ = ("results", "model", "none_relevant")
+    __slots__ = ("results", "model", "none_relevant", "query_truncated")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     NONE_RELEVANT_FIELD_NUMBER: _ClassVar[int]
+    QUERY_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[RerankResult]
     model: str
     none_relevant: bool
-    def __init__(self, results: _Optional[_Iterable[_Union[RerankResult, _Mapping]]] = ..., model: _Optional[str] = ..., none_relevant: bool = ...) -> None: ...
+    query_truncated: bool
+    def __init__(self, results: _Optional[_Iterable[_Union[RerankResult, _Mapping]]] = ..., model: _Optional[str] = ..., none_relevant: bool = ..., query_truncated: bool = ...) -> None: ...
 
 class ListRerankersRequest(_message.Message):
     __slots__ = ()
