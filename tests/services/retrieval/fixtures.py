@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+import sdk
 from services.model_repository import ModelRepository
 from tests.serving import SERVICE_BACKENDS, ServerProcess
 
@@ -38,7 +40,8 @@ def start_server(model_repository: ModelRepository, tmp_path_factory: pytest.Tem
     def start(env: dict[str, str] | None = None, data_dir: Path | None = None, wait: bool = True) -> ServerProcess:
         server = ServerProcess(model_repository.root, data_dir or tmp_path_factory.mktemp("data"), env)
         started.append(server)
-        return server.start(wait=wait)
+        server.start(wait=wait)
+        return server
 
     yield start
     for server in started:
@@ -78,3 +81,11 @@ def search_rerank_server(
     yield server
     with contextlib.suppress(Exception):
         server.terminate(10.0)
+
+
+def new_collection(client: sdk.Client, documents: list[str]) -> str:
+    """A new cosine collection holding `documents` as d0, d1, ... (embedded by the service); its name."""
+    name = f"c-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name)
+    client.upsert(name, ids=[f"d{i}" for i in range(len(documents))], texts=documents)
+    return name

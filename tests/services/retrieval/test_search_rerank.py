@@ -11,7 +11,7 @@ import pytest
 
 import sdk
 from tests.services.rerank.fixtures import RERANKER
-from tests.services.retrieval.fixtures import SEARCH_RERANK_MAX_REQUEST_CHARS
+from tests.services.retrieval.fixtures import SEARCH_RERANK_MAX_REQUEST_CHARS, new_collection
 from tests.serving import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -38,10 +38,7 @@ def client(search_rerank_server: ServerProcess) -> Iterator[sdk.Client]:
 
 @pytest.fixture(scope="module")
 def notes(client: sdk.Client) -> str:
-    name = f"c-{uuid.uuid4().hex[:8]}"
-    client.create_collection(name)
-    client.upsert(name, ids=[f"d{i}" for i in range(len(DOCUMENTS))], texts=DOCUMENTS)
-    return name
+    return new_collection(client, DOCUMENTS)
 
 
 def test_the_top_k_are_the_best_candidates_by_the_rerankers_probability(client: sdk.Client, notes: str) -> None:

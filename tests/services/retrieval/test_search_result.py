@@ -14,6 +14,7 @@ import pytest
 
 import sdk
 from tests.services.rerank.fixtures import RERANKER, SECOND_RERANKER
+from tests.services.retrieval.fixtures import new_collection
 from tests.serving import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -35,10 +36,7 @@ def client(search_rerank_server: ServerProcess) -> Iterator[sdk.Client]:
 
 @pytest.fixture(scope="module")
 def notes(client: sdk.Client) -> str:
-    name = f"c-{uuid.uuid4().hex[:8]}"
-    client.create_collection(name)
-    client.upsert(name, ids=[f"d{i}" for i in range(len(DOCUMENTS))], texts=DOCUMENTS)
-    return name
+    return new_collection(client, DOCUMENTS)
 
 
 def test_a_reranked_search_names_the_reranker_that_ordered_its_hits(client: sdk.Client, notes: str) -> None:
