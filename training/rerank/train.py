@@ -76,6 +76,8 @@ class TrainingConfig:
             raise ValueError(f"steps and batch_groups must be >= 1, got {self.steps}, {self.batch_groups}")
         if not 0.0 <= self.general_share <= 1.0 or not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError("general_share must be in [0, 1] and warmup_fraction in [0, 1)")
+        if not 0.0 <= self.lr < 1.0 or not 0.0 < self.head_lr_multiplier < 1e6:  # False for NaN too (lr 0: no update)
+            raise ValueError(f"lr must be in [0, 1) and head_lr_multiplier > 0, got {self.lr}, {self.head_lr_multiplier}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

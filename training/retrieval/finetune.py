@@ -105,8 +105,8 @@ class FinetuneOptions:
             raise ValueError(f"layers must be in 1..{FULL_LAYERS}, got {self.layers}")
         if self.max_candidates < 2 or not 0.0 <= self.instruction_share <= 1.0:
             raise ValueError("max_candidates must be >= 2 and instruction_share in [0, 1]")
-        if self.lr <= 0 or self.scale <= 0 or self.train_max_length < 0 or self.parity_sentences < 1:
-            raise ValueError("lr and scale must be > 0, train_max_length >= 0, parity_sentences >= 1")
+        if not 0 < self.lr < 1 or not 0 < self.scale < 1e6 or self.train_max_length < 0 or self.parity_sentences < 1:  # NaN fails too
+            raise ValueError("lr must be in (0, 1), scale > 0, train_max_length >= 0, parity_sentences >= 1")
 
     def training(self) -> TrainingConfig:
         """The optimiser and schedule config (`training.rerank.train.TrainingConfig`, its other fields at their defaults)."""

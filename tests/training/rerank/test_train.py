@@ -61,3 +61,12 @@ def test_length_sorted_chunks_give_the_loss_of_one_forward_pass() -> None:
     whole = train_step(model, make_optimizer(model, config), tokenizer, groups, 0, config, 64, chunk_pairs=0)
     chunked = train_step(other, make_optimizer(other, config), tokenizer, groups, 0, config, 64, chunk_pairs=2)
     assert math.isclose(whole, chunked, rel_tol=1e-5)
+
+
+def test_a_learning_rate_that_is_not_a_positive_number_is_refused_before_training() -> None:
+    """NaN passes a `<= 0` check; it reached torch's optimiser as a traceback (new-user review)."""
+    import pytest
+
+    for lr in (float("nan"), -1e-4, float("inf"), 1.5):
+        with pytest.raises(ValueError, match="lr must be in"):
+            TrainingConfig(lr=lr)
