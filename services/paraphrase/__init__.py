@@ -1,0 +1,1 @@
+"""Paraphrase generation: n diverse paraphrases of a sentence from a DDL + VSAR Transformer."""
