@@ -71,3 +71,21 @@ def read_rarb(folder: Path, max_chars: int = 400) -> tuple[tuple[str, str], ...]
     if not pairs:
         raise ValueError(f"no RAR-b sentence of at most {max_chars} characters in {folder}")
     return tuple(pairs)
+
+
+@functools.cache
+def quora_questions(max_chars: int = 200) -> tuple[str, ...]:
+    """Questions of the Quora paraphrase test split (`paraphrase/quora_50k/test_source.txt` under
+    the data directory), read once per process: the sentences a paraphrase user sends.
+
+    Raises:
+        FileNotFoundError: the file is missing (the message names it and `--data`).
+        ValueError: no question of at most `max_chars` characters in it.
+    """
+    path = data_dir() / "paraphrase" / "quora_50k" / "test_source.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no Quora paraphrase data at {path}: pass `facet load --data DIR` (or set {DATA_ENV})")
+    questions = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if 0 < len(line.strip()) <= max_chars)
+    if not questions:
+        raise ValueError(f"no question of at most {max_chars} characters in {path}")
+    return questions
