@@ -372,6 +372,104 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+# -- side by side ---------------------------------------------------------------------------
+
+
+Call = Callable[[int], Awaitable[object]]
+
+
+async def side_by_side(
+    sides: Mapping[str, Call],
+    callers: int,
+    seconds: float,
+    rounds: int,
+    callers_of: Mapping[str, int] | None = None,
+    slices: list[dict[str, Any]] | None = None,
+) -> dict[str, LoadResult]:
+    """Each side under `callers` concurrent callers (`callers_of[side]` where given) for `seconds` in
+    all, in `rounds` slices; the sides take turns, the first side of each round rotating, so
+    background load hits them alike. Each slice's side, calls, errors, seconds and 1-minute load
+    average are appended to `slices` when given (to judge the noise)."""
+    results = {name: LoadResult() for name in sides}
+    order = list(sides)
+    for r in range(rounds):
+        turn = order[r % len(order) :] + order[: r % len(order)]
+        for name in turn:
+            n = (callers_of or {}).get(name, callers)
+            part = await callers_for_duration(sides[name], n, seconds / rounds)
+            results[name].add(part)
+            if slices is not None:
+                slices.append(
+                    {
+                        "side": name,
+                        "callers": n,
+                        "calls": part.calls,
+                        "errors": part.errors,
+                        "seconds": part.seconds,
+                        "load_1min": os.getloadavg()[0],
+                    }
+                )
+    return results
+
+
+def rate(result: LoadResult, items_per_call: int) -> float:
+    """Items (texts, pairs) per second of a load: successful calls x items per call / seconds."""
+    return result.calls * items_per_call / result.seconds if result.seconds else 0.0
+
+
+def throughput_cell(result: LoadResult, items_per_call: int) -> str:
+    """Items/s and per-call p50 / p99, as "412.3 (p50 / p99 20.11 / 40.20 ms)", with ", N failed" when calls failed."""
+    failed = f", {result.errors} failed" if result.errors else ""
+    return (
+        f"{rate(result, items_per_call):.1f} (p50 / p99 {percentile(result.latencies_ms, 50):.2f} / "
+        f"{percentile(result.latencies_ms, 99):.2f} ms{failed})"
+    )
+
+
+def ratio_row(
+    measure: str, facet: LoadResult, baseline: LoadResult, items_per_call: int, baseline_label: str, target: float
+) -> Row:
+    """A table row: Facet's and the baseline's items/s with p50/p99, their ratio, and whether it meets `target`
+    (never met when a side had failed calls or no calls)."""
+    facet_rate, base_rate = rate(facet, items_per_call), rate(baseline, items_per_call)
+    ratio = facet_rate / base_rate if base_rate else float("nan")
+    met = bool(ratio >= target) and not facet.errors and not baseline.errors and facet.calls > 0
+    return Row(
+        measure,
+        throughput_cell(facet, items_per_call),
+        f"{baseline_label} {throughput_cell(baseline, items_per_call)}",
+        f"{ratio:.2f}x",
+        f">= {target:.1f}x",
+        met,
+    )
+
+
+def overhead_row(
+    measure: str, facet_ms: Sequence[float], local_ms: Sequence[float], local_label: str, target_ms: float
+) -> Row:
+    """A table row: Facet's p50 / p99 against the in-process one, and the p50 difference against `target_ms`."""
+    overhead = percentile(facet_ms, 50) - percentile(local_ms, 50)
+    return Row(
+        measure,
+        f"{percentile(facet_ms, 50):.2f} / {percentile(facet_ms, 99):.2f}",
+        f"{local_label} {percentile(local_ms, 50):.2f} / {percentile(local_ms, 99):.2f}",
+        f"{overhead:+.2f} ms",
+        f"<= +{target_ms:g} ms",
+        bool(overhead <= target_ms),
+    )
+
+
+def load_summary(result: LoadResult, items_per_call: int) -> dict[str, float]:
+    return {
+        "calls": result.calls,
+        "errors": result.errors,
+        "seconds": result.seconds,
+        "items_per_s": rate(result, items_per_call),
+        "p50_ms": percentile(result.latencies_ms, 50),
+        "p99_ms": percentile(result.latencies_ms, 99),
+    }
+
+
 # -- data ----------------------------------------------------------------------------------
 
 

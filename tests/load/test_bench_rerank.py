@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from load.bench_infinity import HTTPCallError, InfinityModel, infinity_command
-from load.bench_rerank import overhead_row, parse_int_list, ratio_row, rerank_calls
-from load.harness import LoadResult, callers_for_duration
+from load.bench_rerank import parse_int_list, rerank_calls
+from load.harness import LoadResult, callers_for_duration, overhead_row, ratio_row
 
 
 def test_caller_counts_parse_in_order_without_duplicates() -> None:
