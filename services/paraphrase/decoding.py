@@ -31,12 +31,16 @@ at each step the `beam_width` live hypotheses are extended by every token; of th
 ranked by cumulative log-probability, the first `2 * beam_width` are looked at in order: one that
 ends in [SEP] within the first `beam_width` ranks becomes a finished hypothesis, the first
 `beam_width` that do not end in [SEP] are the next live beams. The `beam_width` best finished
-hypotheses (by score) are kept. Search stops when `beam_width` hypotheses have finished and the
-worst of them scores at least as well as any live beam still could (an exact bound: log-probs
-are <= 0, so a live beam's sum can only fall; with `length_penalty > 0` its best possible score is
-its sum divided by `max_length ** length_penalty`), or at `max_length`, where the live beams are
-kept as cut hypotheses. With `length_penalty=0` the best hypothesis is the one of the rule "stop
-when the best finished score >= the best live score" (continuing past that cannot change it).
+hypotheses (by score) are kept (ties: the one finished first). Search stops when `beam_width`
+hypotheses have finished and the worst of them scores at least as well as the best live beam
+would if it ended now (its sum with a certain [SEP] next: `sum / (tokens + 1) ** length_penalty`),
+or at `max_length`, where the live beams are kept as cut hypotheses. For `length_penalty <= 0`
+that is an exact bound (log-probs are <= 0: a live beam's sum can only fall, and its length only
+grow), so stopping never changes the result; for `length_penalty > 0` it is Hugging Face's default
+(`early_stopping=False`) heuristic, which saves running every search to `max_length`.
+With `length_penalty=0` this is, token for token, the rule of the PyTorch reference
+`training.paraphrase.generate.beam_search` (ties to the lower beam, then the lower token id), except
+that [PAD]/[CLS] and a first-step [SEP] are never chosen here (above).
 
 Diverse beam search: Vijayakumar et al. 2018, "Diverse Beam Search: Decoding Diverse Solutions
 from Neural Sequence Models" (AAAI), Algorithm 1 with Hamming diversity (§4): the beams are
@@ -357,14 +361,19 @@ class _Beam:
 
 
 def _best_possible(logprob: float, length: int, options: DecodingOptions) -> float:
-    """The highest score a live beam of `length` tokens and log-prob sum `logprob` can still reach.
-
-    Its sum can only fall (log-probs <= 0) and its final length is in [length + 1, max_length]; the
-    score `sum / L ** alpha` of a sum <= 0 is highest at the largest `L ** alpha`.
-    """
+    """The stopping test's score of a live beam of `length` tokens and log-prob sum `logprob`:
+    its score if it ended now with a certain [SEP] (module docstring)."""
     assert options.max_length is not None
-    final = options.max_length if options.length_penalty > 0 else min(length + 1, options.max_length)
-    return _score(logprob, final, options.length_penalty)
+    return _score(logprob, min(length + 1, options.max_length), options.length_penalty)
+
+
+def _top_candidates(scores: np.ndarray, count: int) -> np.ndarray:
+    """Flat indices of the `count` highest of `scores` (1-D), highest first; exact ties to the lower
+    index (the earlier beam, then the lower token id), also at the cut."""
+    count = min(count, scores.size)
+    threshold = scores[np.argpartition(-scores, count - 1)[:count]].min()
+    chosen = np.flatnonzero(scores >= threshold)  # every tie at the cut, so that the lower index wins
+    return chosen[np.lexsort((chosen, -scores[chosen]))][:count]
 
 
 def _keep_finished(finished: list[_Scored], new: _Scored, size: int) -> None:
@@ -398,9 +407,7 @@ async def _beam_search(model: StepModel, source_ids: Sequence[int], options: Dec
             beams = live[g]
             cumulative = np.array([b.logprob for b in beams])[:, None] + scores[[b.row for b in beams]]
             choice = (cumulative - penalty * chosen_before[None, :]).ravel()
-            k = min(2 * per_group, choice.size)
-            top = np.argpartition(-choice, k - 1)[:k]
-            top = top[np.lexsort((top, -choice[top]))]  # best first, ties by index
+            top = _top_candidates(choice, 2 * per_group)
             extended: list[_Beam] = []
             for rank, index in enumerate(top.tolist()):
                 if not math.isfinite(choice[index]):

@@ -288,3 +288,79 @@ async def test_generate_and_stream_refuse_options_the_model_cannot_honour() -> N
         await anext(stream(myopic(), [7], DecodingOptions(strategy="beam")))
     with pytest.raises(ValueError, match="^n must be 1"):
         await anext(stream(myopic(), [7], DecodingOptions(strategy="sample", n=2)))
+
+
+class RandomModel:
+    """log p(next | prefix): a fixed random table per prefix (seeded by the prefix), over 12 tokens;
+    [PAD], [CLS] and a first-step [SEP] get ~e-20 so that the service's masks never bind, and
+    [SEP] grows likelier with length so that sentences end."""
+
+    vocab_size = 12
+    bos_id = CLS
+    eos_id = SEP
+    pad_id = PAD
+
+    def __init__(self, seed: int, max_length: int) -> None:
+        self.seed = seed
+        self.max_length = max_length
+
+    def log_probs(self, prefixes: list[tuple[int, ...]]) -> np.ndarray:
+        out = []
+        for prefix in prefixes:
+            logits = np.random.default_rng([self.seed, len(prefix), *prefix]).normal(0.0, 2.0, self.vocab_size)
+            logits[[PAD, CLS]] = -20.0
+            logits[SEP] = -20.0 if not prefix else logits[SEP] + len(prefix) - 2
+            out.append(logits - np.logaddexp.reduce(logits))
+        return np.array(out, dtype=np.float32)
+
+    # the service's StepModel
+    async def start(self, source_ids: Sequence[int], rows: int) -> State:
+        return State([()] * rows)
+
+    async def step(self, state: State, tokens: np.ndarray) -> np.ndarray:
+        if state.started:
+            state.prefixes = [p + (int(t),) for p, t in zip(state.prefixes, tokens, strict=True)]
+        state.started = True
+        return self.log_probs(state.prefixes)
+
+    def select(self, state: State, rows: np.ndarray) -> State:
+        return State([state.prefixes[i] for i in rows.tolist()], state.started)
+
+
+class ReferenceRunner:
+    """The same model as the PyTorch reference search's `StepRunner` (one sentence)."""
+
+    def __init__(self, model: RandomModel) -> None:
+        self.model = model
+        self.vocab_size, self.bos_id, self.eos_id, self.pad_id = model.vocab_size, CLS, SEP, PAD
+
+    def start(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[tuple[int, ...] | None]:
+        return [None] * len(input_ids)
+
+    def step(self, rows: list[tuple[int, ...] | None], tokens: np.ndarray, position: int) -> tuple[np.ndarray, list]:
+        grown = [() if p is None else (*p, int(t)) for p, t in zip(rows, tokens, strict=True)]
+        return self.model.log_probs(grown), grown
+
+    def select(self, rows: list, index: np.ndarray) -> list:
+        return [rows[i] for i in index.tolist()]
+
+
+async def test_greedy_and_beam_with_length_penalty_zero_match_the_pytorch_reference_search() -> None:
+    # training/paraphrase/generate.py (the export's parity reference) decodes with the same rule:
+    # the same tokens, the same log-probs and, for beam search, the same W best finished hypotheses.
+    from training.paraphrase.generate import beam_decode, greedy_decode
+
+    compared = 0
+    for seed in range(60):
+        model = RandomModel(seed, max_length=6)
+        reference = ReferenceRunner(model)
+        (expected,) = greedy_decode(reference, [[7]], max_length=6)
+        (got,) = await generate(model, [7], DecodingOptions(strategy="greedy", length_penalty=0.0))
+        assert (got.token_ids, got.logprob) == (expected.token_ids, pytest.approx(expected.logprob, abs=1e-9))
+        for width in (1, 2, 4):
+            (finished,) = beam_decode(reference, [[7]], beam_width=width, max_length=6)
+            out = await generate(model, [7], DecodingOptions(strategy="beam", beam_width=width, length_penalty=0.0))
+            assert [h.token_ids for h in out] == [h.token_ids for h in finished[:width]], (seed, width)
+            assert [h.logprob for h in out] == pytest.approx([h.logprob for h in finished[:width]], abs=1e-9)
+            compared += 1
+    assert compared == 180
