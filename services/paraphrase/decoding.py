@@ -262,29 +262,59 @@ def _check_log_probs(log_probs: np.ndarray, rows: int, model: StepModel) -> np.n
     return log_probs
 
 
+NUCLEUS_CANDIDATES = (256, 2048)  # top-p looks among this many most probable tokens first, then at all
+
+
+def _nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
+    """`probs` [rows, W] (each row sums to 1) with every token outside its row's nucleus set to 0:
+    the most probable tokens until their mass reaches `top_p` (every token tied with the least
+    probable one in the nucleus is kept too).
+
+    Only the probability at the nucleus' edge is needed, not an order of tokens: it is found among
+    the `NUCLEUS_CANDIDATES` highest values of a row (`partition`, then a sort of those values), and
+    a row goes on to more candidates, at last all, only when they do not hold the nucleus; sorting
+    a whole vocabulary per step would cost more than a model step on a CPU."""
+    rows, width = probs.shape
+    edge = np.zeros(rows)
+    pending = np.arange(rows)
+    for count in (*(c for c in NUCLEUS_CANDIDATES if c < width), width):
+        part = probs[pending]
+        values = -np.partition(-part, count - 1, axis=1)[:, :count] if count < width else part.copy()
+        values.sort(axis=1)
+        values = values[:, ::-1]  # most probable first
+        inside = (np.cumsum(values, axis=1) - values) < top_p  # the mass before a token is < p: it is in
+        done = ~inside[:, -1] if count < width else np.ones(len(pending), dtype=bool)  # it ended inside
+        size = inside.sum(axis=1)
+        edge[pending[done]] = values[np.flatnonzero(done), size[done] - 1]
+        pending = pending[~done]
+        if not len(pending):
+            break
+    return np.where(probs >= edge[:, None], probs, 0.0)
+
+
 def _sample(scores: np.ndarray, options: DecodingOptions, rng: np.random.Generator) -> np.ndarray:
     """One token per row from `scores` (log-probs [rows, V], -inf where not allowed): temperature,
-    then top-k, then top-p (module docstring). Returns int64 [rows]."""
+    then top-k, then top-p (module docstring), then inverse-CDF sampling with one uniform draw per
+    row. Returns int64 [rows]."""
+    rows, vocab = scores.shape
     logits = scores / options.temperature
-    vocab = logits.shape[1]
-    if 0 < options.top_k < vocab:
-        kth = np.partition(logits, -options.top_k, axis=1)[:, -options.top_k][:, None]
-        logits = np.where(logits < kth, -np.inf, logits)
-    logits = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits)
+    ids: np.ndarray | None = None
+    if 0 < options.top_k < vocab:  # only the k most probable columns go on
+        ids = np.argpartition(-logits, options.top_k - 1, axis=1)[:, : options.top_k]
+        ids.sort(axis=1)
+        logits = np.take_along_axis(logits, ids, axis=1)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     if options.top_p < 1.0:
-        order = np.argsort(-probs, axis=1, kind="stable")
-        ranked = np.take_along_axis(probs, order, axis=1)
-        before = np.cumsum(ranked, axis=1) - ranked  # mass of the more probable tokens
-        keep_ranked = before < options.top_p  # the smallest set reaching top_p (the first always)
-        keep = np.zeros_like(keep_ranked)
-        np.put_along_axis(keep, order, keep_ranked, axis=1)
-        probs = np.where(keep, probs, 0.0)
+        probs = _nucleus(probs, options.top_p)
     cumulative = np.cumsum(probs, axis=1)
-    threshold = rng.random(len(probs)) * cumulative[:, -1]
-    chosen = (cumulative <= threshold[:, None]).sum(axis=1)  # the first token whose cumulative mass passes u
-    return np.minimum(chosen, vocab - 1).astype(np.int64)
+    threshold = rng.random(rows) * cumulative[:, -1]
+    chosen = (cumulative <= threshold[:, None]).sum(axis=1)  # the first column whose cumulative mass passes u
+    last = probs.shape[1] - 1 - np.argmax(probs[:, ::-1] > 0, axis=1)  # rounding can leave u past the end
+    chosen = np.minimum(chosen, last)
+    if ids is not None:
+        chosen = ids[np.arange(rows), chosen]
+    return chosen.astype(np.int64)
 
 
 async def _decode_rows(

@@ -364,3 +364,43 @@ async def test_greedy_and_beam_with_length_penalty_zero_match_the_pytorch_refere
             assert [h.logprob for h in out] == pytest.approx([h.logprob for h in finished[:width]], abs=1e-9)
             compared += 1
     assert compared == 180
+
+
+class FirstStepModel:
+    """One step over a large vocabulary: token 4 + r has weight N - r (r = 0..N-1), the special
+    tokens ~nothing; every row, every step, the same distribution."""
+
+    bos_id, eos_id, pad_id, max_length = CLS, SEP, PAD, 1
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+        weights = np.full(vocab_size, 1e-12)
+        weights[4:] = np.arange(vocab_size - 4, 0, -1)
+        self.log_probs = np.log(weights / weights.sum()).astype(np.float32)
+
+    async def start(self, source_ids: Sequence[int], rows: int) -> int:
+        return rows
+
+    async def step(self, state: int, tokens: np.ndarray) -> np.ndarray:
+        return np.tile(self.log_probs, (len(tokens), 1))
+
+    def select(self, state: int, rows: np.ndarray) -> int:
+        return len(rows)
+
+
+@pytest.mark.parametrize("top_p", [0.05, 0.5, 0.95])
+async def test_top_p_keeps_exactly_the_nucleus_over_a_large_vocabulary(top_p: float) -> None:
+    # weights N, N-1, ..., 1 (N = 2996): the nucleus is the m most probable tokens, m the least with
+    # sum_{r < m} (N - r) >= top_p * N (N + 1) / 2 -- 76, 878 and 2327 tokens: below, between
+    # and above the sizes the sampler first looks among (256, 2048)
+    vocab = 3000
+    n_words = vocab - 4
+    m, mass = 0, 0
+    while mass < top_p * n_words * (n_words + 1) / 2:
+        mass += n_words - m
+        m += 1
+    out = await generate(FirstStepModel(vocab), [7], DecodingOptions(strategy="sample", n=3000, top_p=top_p, seed=5))
+    ranks = np.array([h.token_ids[0] - 4 for h in out])
+    assert ranks.min() >= 0
+    assert ranks.max() < m  # nothing outside the nucleus
+    assert ranks.max() >= 0.9 * m  # and its far end is reached
