@@ -43,7 +43,7 @@ With `length_penalty=0` this is, token for token, the rule of the PyTorch refere
 that [PAD]/[CLS] and a first-step [SEP] are never chosen here (above).
 
 Diverse beam search: Vijayakumar et al. 2018, "Diverse Beam Search: Decoding Diverse Solutions
-from Neural Sequence Models" (AAAI), Algorithm 1 with Hamming diversity (§4): the beams are
+from Neural Sequence Models" (AAAI), §4 (Algorithm 1), with Hamming diversity: the beams are
 split into `beam_groups` groups of `beam_width / beam_groups`; at each time step the groups
 choose in turn, and group g's candidates are penalised by `diversity_penalty` times the number of
 times earlier groups chose the same token at this step. The penalty only steers the choice; the
@@ -51,7 +51,7 @@ sequence's log-probability and score do not include it. One group of all beams (
 0 with one group) is plain beam search.
 
 Sampling: temperature (logits / T), then top-k (keep the k most probable tokens; Fan et al.
-2018, "Hierarchical Neural Story Generation", §5.4), then top-p / nucleus (keep the smallest set
+2018, "Hierarchical Neural Story Generation"), then top-p / nucleus (keep the smallest set
 of most probable tokens whose probability reaches p; Holtzman et al. 2020, "The Curious Case of
 Neural Text Degeneration", §3.1), in Hugging Face's order. `n` samples are `n` rows of one batch,
 drawn with `numpy.random.default_rng(seed)`: the same seed gives the same samples.
@@ -146,7 +146,7 @@ class DecodingOptions:
         beam_width: beams (B); None: max(n, DEFAULT_BEAM_WIDTH), rounded up to a multiple of
             `beam_groups` for diverse beam search.
         beam_groups: groups (G) of diverse beam search; must divide `beam_width`; None:
-            `beam_width` groups of one beam (G = B, the setting of Vijayakumar et al. §5).
+            `beam_width` groups of one beam (G = B: the most exploration, per Vijayakumar et al.).
         diversity_penalty: lambda of diverse beam search (Hamming diversity), >= 0.
         temperature: sampling temperature, > 0 (< 1 sharpens, > 1 flattens).
         top_p: nucleus sampling mass, in (0, 1]; 1 keeps every token.
