@@ -9,7 +9,7 @@ Graphs (legacy TorchScript exporter, opset `training.onnx_export.OPSET`):
   self-attention cache as inputs (`past_*`) and outputs (`present_*`); dynamic batch, source and
   past axes. It carries the paraphraser's metadata (`Prop.*`), its tokenizer (`File.TOKENIZER`)
   and the PyTorch weights the graphs came from (`File.CHECKPOINT`: a directory with
-  `model.safetensors` and `config.json`, read back by `load_checkpoint`).
+  `model.safetensors` and `config.json`; `load_pytorch_model` reads the model back).
 
 Before anything is registered, `parity_check` runs on real sentences (`parity_sentences`, the
 real build passes a few hundred Quora test questions), tokenized by the tokenizer that is stored:
@@ -409,14 +409,20 @@ def write_checkpoint(model: ParaphraseTransformer, directory: Path) -> Path:
     return directory
 
 
-def load_checkpoint(directory: Path) -> ParaphraseTransformer:
-    """The PyTorch model of a `write_checkpoint` directory (e.g. a registered paraphraser's
-    `File.CHECKPOINT`), in eval mode on the CPU."""
+def load_pytorch_model(entry: ModelVersion) -> tuple[ParaphraseTransformer, Tokenizer]:
+    """The PyTorch model (eval mode, CPU) and tokenizer of a registered paraphraser: its decoder
+    step's `File.CHECKPOINT` (`write_checkpoint`) and `File.TOKENIZER` (e.g. for in-process
+    generation with `training.paraphrase.generate`, the benchmark's baseline).
+
+    Raises:
+        KeyError: `entry` has no checkpoint or tokenizer (not a paraphraser's decoder step).
+    """
     from safetensors.torch import load_file
 
-    model = ParaphraseTransformer(ModelConfig.from_dict(json.loads((Path(directory) / CONFIG_FILE).read_text())))
-    model.load_state_dict(load_file(str(Path(directory) / WEIGHTS_FILE)))
-    return model.eval()
+    directory = entry.file(File.CHECKPOINT)
+    model = ParaphraseTransformer(ModelConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text())))
+    model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+    return model.eval(), Tokenizer.from_file(str(entry.file(File.TOKENIZER)))
 
 
 def _special_ids(tokenizer: Tokenizer, config: ModelConfig) -> dict[str, int]:

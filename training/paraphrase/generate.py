@@ -10,29 +10,38 @@ The search logic runs on numpy log-probabilities and talks to the model through 
 the same code drives PyTorch (`TorchRunner`, here) and the exported ONNX graphs (the export's
 parity check, `training.paraphrase.export.OnnxRunner`): token parity then tests the graphs alone.
 
-Greedy: at each step the highest log-probability token (`numpy.argmax`: the lowest token id on an
-exact tie); a sentence ends at [SEP] or after `max_length` tokens.
+Rules of both searches (the service's `services.paraphrase.decoding` follows the same ones, so
+that with `length_penalty=0` its beam search gives these tokens, token for token):
 
-Beam search (the standard left-to-right beam of Sutskever et al. 2014 / fairseq / Hugging Face,
-with no length normalisation: length penalty 1.0 = none). Per sentence, width W:
+- [PAD] and [CLS] are never chosen, nor [SEP] as the first token (no empty paraphrase): their
+  log-probabilities count as -inf for the choice only. Nothing else is masked.
+- A hypothesis holds at most `max_length` tokens; it ends at [SEP] (its log-probability then
+  includes [SEP]'s) or is cut at `max_length` tokens (no [SEP] term, no further step).
+- `Hypothesis.logprob` is the sum (float64) of the chosen tokens' log-probabilities (the step's
+  float32 log-softmax).
 
-1. A hypothesis's score is the sum (float64) of its tokens' log-probabilities (float32 log-softmax
-   from the step), [SEP] included when it ended with [SEP]. Step 0 starts from one hypothesis
-   ([CLS], score 0); later steps from exactly W live hypotheses.
-2. Each step scores every (live hypothesis b, token v) as score(b) + log_prob(v | b) and ranks the
-   candidates by score, highest first; exact ties go to the lower flat index b * V + v (the earlier
-   beam, then the lower token id). The 2W best are visited in rank order: a [SEP] candidate ranked
-   among the first W is finished (its tokens without [SEP], its score with [SEP]'s log-prob); a
-   [SEP] candidate ranked W..2W-1 is dropped; every other candidate becomes a live hypothesis (in
-   rank order, which is the new beam order) until W are live. No token is masked.
-3. After the step that produced token `max_length`, the live hypotheses are finished as they are
-   (no [SEP], no extra step).
-4. The finished hypotheses are ordered by score, highest first; equal scores keep the order they
-   were finished in (earlier step first, then rank). The result is the first.
-5. A sentence stops early once it has at least W finished hypotheses and the W-th best of them
-   scores >= the best live hypothesis: log-probabilities are <= 0, so no live hypothesis could
-   still enter the W best (on a tie it would rank after, by rule 4). Stopping early therefore
-   never changes the result; an implementation may run every sentence to `max_length` instead.
+Greedy: at each step the highest allowed token (`numpy.argmax`: the lowest token id on an exact tie).
+
+Beam search (the standard left-to-right beam of fairseq's `SequenceGenerator` and Hugging Face's
+`BeamSearchScorer`). Per sentence, width W, length penalty alpha (default 0: the raw sum):
+
+1. A finished hypothesis is ranked by score = logprob / length ** alpha, `length` counting its
+   tokens plus its [SEP] (a cut one: `max_length`). Step 0 starts from one hypothesis ([CLS],
+   sum 0); every later step from exactly W live hypotheses.
+2. Each step scores every (live hypothesis b, token v) as sum(b) + log_prob(v | b) and ranks the
+   candidates by that sum, highest first; exact ties go to the lower flat index b * V + v (the
+   earlier beam, then the lower token id). The 2W best are visited in rank order: a [SEP]
+   candidate ranked among the first W is finished (its tokens without [SEP], its sum with [SEP]'s
+   log-prob); a [SEP] candidate ranked W..2W-1 is dropped; every other candidate becomes a live
+   hypothesis (in rank order, which is the new beam order) until W are live.
+3. After the step that produced token `max_length`, the live hypotheses are finished as they are.
+4. Finished hypotheses are ordered by score, highest first; equal scores keep the order they were
+   finished in (earlier step first, then rank). The result is the first.
+5. A sentence stops once it has at least W finished hypotheses and the W-th best score is >= the
+   best live hypothesis' score if it ended now, sum / min(tokens + 1, max_length) ** alpha. For
+   alpha <= 0 this bound is exact (log-probs are <= 0 and lengths only grow: no live hypothesis
+   could still enter the W best; on a tie it would rank after, by rule 4), so stopping never
+   changes the result. For alpha > 0 it is Hugging Face's default heuristic (`early_stopping=False`).
 
 Example::
 
@@ -219,7 +228,7 @@ def _greedy_batch(runner: StepRunner[Any], source_ids: Sequence[Sequence[int]], 
     tokens = np.full(len(source_ids), runner.bos_id, dtype=np.int64)
     for position in range(max_length):
         log_probs, rows = runner.step(rows, tokens, position)
-        choice = log_probs.argmax(axis=1)
+        choice = _allowed(log_probs, runner, position).argmax(axis=1)
         scores[alive] += log_probs[np.arange(len(alive)), choice]
         keep = choice != runner.eos_id
         for sentence, token in zip(alive[keep], choice[keep], strict=True):
@@ -232,6 +241,20 @@ def _greedy_batch(runner: StepRunner[Any], source_ids: Sequence[Sequence[int]], 
     return [Hypothesis(tuple(t), float(s)) for t, s in zip(tokens_out, scores, strict=True)]
 
 
+def _allowed(log_probs: np.ndarray, runner: StepRunner[Any], position: int) -> np.ndarray:
+    """float64 copy of `log_probs` [rows, V] with [PAD], [CLS] (and [SEP] at the first step) at -inf."""
+    allowed = log_probs.astype(np.float64)
+    allowed[:, [runner.pad_id, runner.bos_id]] = -np.inf
+    if position == 0:
+        allowed[:, runner.eos_id] = -np.inf
+    return allowed
+
+
+def _score(logprob: float, length: int, length_penalty: float) -> float:
+    """A finished hypothesis' rank score (rule 1): its log-prob sum over its length ** alpha."""
+    return logprob / float(length) ** length_penalty
+
+
 def _top_candidates(scores: np.ndarray, count: int) -> np.ndarray:
     """Flat indices of the `count` highest `scores` (1-D), highest first; exact ties by lower index."""
     count = min(count, scores.size)
@@ -242,7 +265,12 @@ def _top_candidates(scores: np.ndarray, count: int) -> np.ndarray:
 
 
 def beam_decode(
-    runner: StepRunner[Any], source_ids: Sequence[Sequence[int]], beam_width: int, max_length: int, batch_size: int = DEFAULT_BATCH_SIZE
+    runner: StepRunner[Any],
+    source_ids: Sequence[Sequence[int]],
+    beam_width: int,
+    max_length: int,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    length_penalty: float = 0.0,
 ) -> list[list[Hypothesis]]:
     """Beam search of every source through `runner` (rules in the module docstring).
 
@@ -252,66 +280,87 @@ def beam_decode(
         beam_width: W, live hypotheses per sentence (>= 1; must be below the vocabulary size).
         max_length: most generated tokens per sentence, [SEP] excluded.
         batch_size: sentences per batch (W rows each).
+        length_penalty: alpha of score = logprob / length ** alpha (0: the raw sum; 1: the mean
+            log-prob per token, the service's default).
     Returns:
-        per source, its finished hypotheses (at least W), best first.
+        per source, its finished hypotheses (at least W), best first by score.
     Raises:
-        ValueError: `beam_width`, `max_length` or `batch_size` < 1, or `beam_width` >= the vocabulary.
+        ValueError: `beam_width`, `max_length` or `batch_size` < 1, `beam_width` >= the vocabulary
+            less the never-chosen tokens, or a length penalty that is not a finite number.
     """
     _check(max_length, batch_size)
-    if not 1 <= beam_width < runner.vocab_size:
-        raise ValueError(f"beam_width must be in [1, {runner.vocab_size - 1}] (below the vocabulary size), got {beam_width}")
+    if not 1 <= beam_width < runner.vocab_size - 3:
+        raise ValueError(f"beam_width must be in [1, {runner.vocab_size - 4}] (below the vocabulary size), got {beam_width}")
+    if not np.isfinite(length_penalty):
+        raise ValueError(f"length_penalty must be a finite number, got {length_penalty}")
     out: list[list[Hypothesis]] = []
     for start in range(0, len(source_ids), batch_size):
-        out.extend(_beam_batch(runner, source_ids[start : start + batch_size], beam_width, max_length))
+        out.extend(_beam_batch(runner, source_ids[start : start + batch_size], beam_width, max_length, length_penalty))
     return out
 
 
-def _beam_batch(runner: StepRunner[Any], source_ids: Sequence[Sequence[int]], width: int, max_length: int) -> list[list[Hypothesis]]:
+@dataclasses.dataclass(frozen=True, order=True)
+class _Finished:
+    """A finished hypothesis' rank: higher score first, then the one finished first (rule 4)."""
+
+    neg_score: float
+    found: int
+    hypothesis: Hypothesis = dataclasses.field(compare=False)
+
+
+def _beam_batch(
+    runner: StepRunner[Any], source_ids: Sequence[Sequence[int]], width: int, max_length: int, alpha: float
+) -> list[list[Hypothesis]]:
     vocab, eos = runner.vocab_size, runner.eos_id
     rows = runner.start(*source_arrays(source_ids, runner.bos_id, eos, runner.pad_id))
-    finished: list[list[Hypothesis]] = [[] for _ in source_ids]
+    finished: list[list[_Finished]] = [[] for _ in source_ids]
     active = list(range(len(source_ids)))  # the sentence of each block of `beams` rows
     live: list[list[tuple[int, ...]]] = [[()] for _ in source_ids]  # per active sentence, its live hypotheses
-    scores = np.zeros((len(source_ids), 1), dtype=np.float64)  # [active, beams]
+    sums = np.zeros((len(source_ids), 1), dtype=np.float64)  # [active, beams]
     tokens = np.full(len(source_ids), runner.bos_id, dtype=np.int64)
     for position in range(max_length):
         log_probs, rows = runner.step(rows, tokens, position)
-        beams = scores.shape[1]
-        total = (scores[:, :, None] + log_probs.reshape(len(active), beams, vocab)).reshape(len(active), beams * vocab)
+        beams = sums.shape[1]
+        allowed = _allowed(log_probs, runner, position).reshape(len(active), beams, vocab)
+        total = (sums[:, :, None] + allowed).reshape(len(active), beams * vocab)
         keep_rows: list[int] = []
         next_tokens: list[int] = []
-        next_scores: list[list[float]] = []
+        next_sums: list[list[float]] = []
         next_live: list[list[tuple[int, ...]]] = []
         next_active: list[int] = []
         for a, sentence in enumerate(active):
-            grown: list[tuple[int, int, float]] = []  # (beam, token, score) in rank order
+            done = finished[sentence]
+            grown: list[tuple[int, int, float]] = []  # (beam, token, sum) in rank order
             for rank, flat in enumerate(_top_candidates(total[a], 2 * width)):
                 beam, token = divmod(int(flat), vocab)
                 if token == eos:
                     if rank < width:
-                        finished[sentence].append(Hypothesis(live[a][beam], float(total[a, flat])))
+                        h = Hypothesis(live[a][beam], float(total[a, flat]))
+                        done.append(_Finished(-_score(h.logprob, position + 1, alpha), len(done), h))
                 elif len(grown) < width:
                     grown.append((beam, token, float(total[a, flat])))
             assert len(grown) == width, "fewer than beam_width live candidates: a beam has at most one [SEP] among 2W"
             hypotheses = [(*live[a][beam], token) for beam, token, _ in grown]
             if position == max_length - 1:
-                finished[sentence].extend(Hypothesis(h, s) for h, (_, _, s) in zip(hypotheses, grown, strict=True))
+                for tokens_of, (_, _, total_sum) in zip(hypotheses, grown, strict=True):
+                    done.append(_Finished(-_score(total_sum, max_length, alpha), len(done), Hypothesis(tokens_of, total_sum)))
                 continue
-            done = sorted((h.logprob for h in finished[sentence]), reverse=True)
-            if len(done) >= width and done[width - 1] >= grown[0][2]:
-                continue
+            if len(done) >= width:
+                wth = sorted(done)[width - 1]
+                if -wth.neg_score >= _score(grown[0][2], min(position + 2, max_length), alpha):
+                    continue
             keep_rows.extend(a * beams + beam for beam, _, _ in grown)
             next_tokens.extend(token for _, token, _ in grown)
-            next_scores.append([s for _, _, s in grown])
+            next_sums.append([s for _, _, s in grown])
             next_live.append(hypotheses)
             next_active.append(sentence)
         if not next_active:
             break
         rows = runner.select(rows, np.asarray(keep_rows, dtype=np.int64))
         tokens = np.asarray(next_tokens, dtype=np.int64)
-        scores = np.asarray(next_scores, dtype=np.float64)
+        sums = np.asarray(next_sums, dtype=np.float64)
         live, active = next_live, next_active
-    return [sorted(f, key=lambda h: -h.logprob) for f in finished]  # stable: ties keep finishing order
+    return [[f.hypothesis for f in sorted(done)] for done in finished]
 
 
 def _check_positions(model: ParaphraseTransformer, max_length: int) -> None:
@@ -337,7 +386,12 @@ def greedy(model: ParaphraseTransformer, source_ids: list[list[int]], max_length
 
 
 def beam_search(
-    model: ParaphraseTransformer, source_ids: list[list[int]], beam_width: int, max_length: int, batch_size: int = DEFAULT_BATCH_SIZE
+    model: ParaphraseTransformer,
+    source_ids: list[list[int]],
+    beam_width: int,
+    max_length: int,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    length_penalty: float = 0.0,
 ) -> list[list[int]]:
     """The best beam-search paraphrase of each source by `model` in PyTorch (KV cache, batched;
     scoring in the module docstring).
@@ -348,10 +402,13 @@ def beam_search(
         beam_width: live hypotheses per sentence.
         max_length: most generated tokens per sentence, [SEP] excluded.
         batch_size: sentences decoded together.
+        length_penalty: alpha of the finished hypotheses' score = logprob / length ** alpha (0:
+            the raw sum; 1: the mean per token, the service's default).
     Returns:
         per source, the best hypothesis' token ids without [CLS]/[SEP].
     Raises:
         ValueError: a width, length or batch size out of range; a source longer than the model's positions.
     """
     _check_positions(model, max_length)
-    return [list(hs[0].token_ids) for hs in beam_decode(TorchRunner(model), source_ids, beam_width, max_length, batch_size)]
+    decoded = beam_decode(TorchRunner(model), source_ids, beam_width, max_length, batch_size, length_penalty)
+    return [list(hs[0].token_ids) for hs in decoded]

@@ -25,7 +25,7 @@ from training.paraphrase.export import (
     ParityError,
     export_graphs,
     export_paraphraser,
-    load_checkpoint,
+    load_pytorch_model,
     parity_check,
 )
 from training.paraphrase.generate import encode_sources, greedy
@@ -112,7 +112,8 @@ def test_stored_tokenizer_and_checkpoint_are_the_model(
     stored = Tokenizer.from_file(str(exported.file(File.TOKENIZER)))
     texts = quora_test_sources(16, offset=100)
     assert encode_sources(stored, texts, MAX_LENGTH) == encode_sources(tokenizer, texts, MAX_LENGTH)
-    reloaded = load_checkpoint(exported.file(File.CHECKPOINT))
+    reloaded, reloaded_tokenizer = load_pytorch_model(exported)
+    assert reloaded_tokenizer.get_vocab() == tokenizer.get_vocab()
     sources = encode_sources(stored, texts, MAX_LENGTH)
     assert greedy(reloaded, sources, MAX_LENGTH) == greedy(model, sources, MAX_LENGTH)
     for name, tensor in model.state_dict().items():

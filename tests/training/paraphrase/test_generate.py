@@ -4,6 +4,7 @@ decoder gives, on a tiny paraphraser fitted here on real Quora pairs."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 
 import numpy as np
@@ -90,12 +91,19 @@ def full_log_probs(model: ParaphraseTransformer, source: list[int], prefix: tupl
     return torch.log_softmax(logits[0, -1], dim=-1).double().numpy()
 
 
+def allowed(model: ParaphraseTransformer, log_probs: np.ndarray, first: bool) -> np.ndarray:
+    """The documented mask: [PAD] and [CLS] never, [SEP] not first."""
+    c = model.config
+    never = [c.pad_id, c.bos_id, *([c.eos_id] if first else [])]
+    return np.where(np.isin(np.arange(log_probs.size), never), -np.inf, log_probs)
+
+
 def plain_greedy(model: ParaphraseTransformer, source: list[int], max_length: int) -> tuple[tuple[int, ...], float]:
     tokens: tuple[int, ...] = ()
     score = 0.0
-    for _ in range(max_length):
+    for position in range(max_length):
         log_probs = full_log_probs(model, source, tokens)
-        token = int(np.argmax(log_probs))
+        token = int(np.argmax(allowed(model, log_probs, position == 0)))
         score += log_probs[token]
         if token == model.config.eos_id:
             break
@@ -112,8 +120,8 @@ def plain_beam(
     live: list[tuple[tuple[int, ...], float]] = [((), 0.0)]
     finished: list[tuple[tuple[int, ...], float]] = []
     for position in range(max_length):
-        scores = np.concatenate([score + full_log_probs(model, source, tokens) for tokens, score in live])  # index b * V + v
-        ranked = np.lexsort((np.arange(scores.size), -scores))  # highest score first, then the lower index
+        scores = np.concatenate([score + allowed(model, full_log_probs(model, source, tokens), position == 0) for tokens, score in live])
+        ranked = np.lexsort((np.arange(scores.size), -scores))  # index b * V + v: highest first, then the lower index
         grown: list[tuple[tuple[int, ...], float]] = []
         for rank, flat in enumerate(ranked[: 2 * width]):
             b, v = divmod(int(flat), vocab)
@@ -160,6 +168,48 @@ def test_beam_search_follows_the_documented_rule(tiny: tuple[ParaphraseTransform
             full = (*h.token_ids, model.config.eos_id) if ended else h.token_ids
             own = sum(full_log_probs(model, source, full[:i])[full[i]] for i in range(len(full)))
             assert h.logprob == pytest.approx(own, abs=1e-4)
+
+
+class TorchStepModel:
+    """The service's `decoding.StepModel` over the PyTorch model (one sentence, `TorchRunner`'s rows)."""
+
+    def __init__(self, model: ParaphraseTransformer, max_length: int) -> None:
+        self.runner = TorchRunner(model)
+        c = model.config
+        self.vocab_size, self.bos_id, self.eos_id, self.pad_id, self.max_length = c.vocab_size, c.bos_id, c.eos_id, c.pad_id, max_length
+
+    async def start(self, source_ids: list[int], rows: int) -> dict[str, object]:
+        state = self.runner.start(*source_arrays([list(source_ids)], self.bos_id, self.eos_id, self.pad_id))
+        return {"rows": self.runner.select(state, np.zeros(rows, dtype=np.int64)), "position": 0}
+
+    async def step(self, state: dict[str, object], tokens: np.ndarray) -> np.ndarray:
+        log_probs, state["rows"] = self.runner.step(state["rows"], tokens, state["position"])  # type: ignore[arg-type]
+        state["position"] = int(state["position"]) + 1  # type: ignore[call-overload]
+        return log_probs
+
+    def select(self, state: dict[str, object], rows: np.ndarray) -> dict[str, object]:
+        return {"rows": self.runner.select(state["rows"], rows), "position": state["position"]}  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_the_service_decoding_gives_the_same_hypotheses(tiny: tuple[ParaphraseTransformer, Tokenizer], length_penalty: float) -> None:
+    """The service's numpy search (services.paraphrase.decoding) over the same PyTorch steps: the
+    same greedy tokens, and the same W best beam hypotheses with the same log-probs, in order."""
+    from services.paraphrase.decoding import DecodingOptions, generate
+
+    model, tokenizer = tiny
+    sources = test_sources(tokenizer, 8)
+    width, max_length = 4, 12
+    step_model = TorchStepModel(model, max_length)
+    ours = beam_decode(TorchRunner(model), sources, width, max_length, length_penalty=length_penalty)
+    greedies = greedy_decode(TorchRunner(model), sources, max_length)
+    for source, hypotheses, greedy_one in zip(sources, ours, greedies, strict=True):
+        options = DecodingOptions(strategy="beam", beam_width=width, max_length=max_length, length_penalty=length_penalty)
+        theirs = asyncio.run(generate(step_model, source, options))  # type: ignore[arg-type]
+        assert [h.token_ids for h in theirs] == [h.token_ids for h in hypotheses[:width]]
+        assert [h.logprob for h in theirs] == pytest.approx([h.logprob for h in hypotheses[:width]], abs=1e-4)  # batched with other sentences: float32 rounding
+        greedy_theirs = asyncio.run(generate(step_model, source, DecodingOptions(strategy="greedy", max_length=max_length)))  # type: ignore[arg-type]
+        assert greedy_theirs[0].token_ids == greedy_one.token_ids
 
 
 def test_beam_of_width_one_is_greedy(tiny: tuple[ParaphraseTransformer, Tokenizer]) -> None:
