@@ -68,12 +68,9 @@ def fit_tiny_paraphraser(pairs: int = 200, steps: int = 80, seed: int = 0) -> tu
     return model.eval(), tokenizer
 
 
-def test_sources(tokenizer: Tokenizer, count: int) -> list[list[int]]:
+def held_out_sources(tokenizer: Tokenizer, count: int) -> list[list[int]]:
     """Token ids of real Quora test questions (never trained on), of varied lengths."""
     return encode_sources(tokenizer, [p[0] for p in load_pairs("quora", "test")[:count]], MAX_LENGTH)
-
-
-test_sources.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +136,7 @@ def plain_beam(
 
 def test_greedy_with_the_cache_matches_recomputing_the_prefix(tiny: tuple[ParaphraseTransformer, Tokenizer]) -> None:
     model, tokenizer = tiny
-    sources = test_sources(tokenizer, 12)
+    sources = held_out_sources(tokenizer, 12)
     assert len({len(s) for s in sources}) > 3  # padded batches: sources of different lengths together
     decoded = greedy_decode(TorchRunner(model), sources, MAX_LENGTH, batch_size=5)  # rows leave the batch as they end
     assert [list(h.token_ids) for h in decoded] == greedy(model, sources, MAX_LENGTH)
@@ -152,7 +149,7 @@ def test_greedy_with_the_cache_matches_recomputing_the_prefix(tiny: tuple[Paraph
 
 def test_beam_search_follows_the_documented_rule(tiny: tuple[ParaphraseTransformer, Tokenizer]) -> None:
     model, tokenizer = tiny
-    sources = test_sources(tokenizer, 5)
+    sources = held_out_sources(tokenizer, 5)
     width, max_length = 3, 10
     decoded = beam_decode(TorchRunner(model), sources, width, max_length, batch_size=2)
     assert [list(hs[0].token_ids) for hs in decoded] == beam_search(model, sources, width, max_length)
@@ -198,7 +195,7 @@ def test_the_service_decoding_gives_the_same_hypotheses(tiny: tuple[ParaphraseTr
     from services.paraphrase.decoding import DecodingOptions, generate
 
     model, tokenizer = tiny
-    sources = test_sources(tokenizer, 8)
+    sources = held_out_sources(tokenizer, 8)
     width, max_length = 4, 12
     step_model = TorchStepModel(model, max_length)
     ours = beam_decode(TorchRunner(model), sources, width, max_length, length_penalty=length_penalty)
@@ -214,7 +211,7 @@ def test_the_service_decoding_gives_the_same_hypotheses(tiny: tuple[ParaphraseTr
 
 def test_beam_of_width_one_is_greedy(tiny: tuple[ParaphraseTransformer, Tokenizer]) -> None:
     model, tokenizer = tiny
-    sources = test_sources(tokenizer, 8)
+    sources = held_out_sources(tokenizer, 8)
     beams = beam_decode(TorchRunner(model), sources, 1, MAX_LENGTH)
     greedies = greedy_decode(TorchRunner(model), sources, MAX_LENGTH)
     assert [hs[0].token_ids for hs in beams] == [h.token_ids for h in greedies]
@@ -223,7 +220,7 @@ def test_beam_of_width_one_is_greedy(tiny: tuple[ParaphraseTransformer, Tokenize
 
 def test_max_length_cuts_the_same_decoding(tiny: tuple[ParaphraseTransformer, Tokenizer]) -> None:
     model, tokenizer = tiny
-    sources = test_sources(tokenizer, 8)
+    sources = held_out_sources(tokenizer, 8)
     full, short = greedy(model, sources, MAX_LENGTH), greedy(model, sources, 4)
     assert all(len(s) <= 4 and s == f[: len(s)] for s, f in zip(short, full, strict=True))
     assert any(len(f) > 4 for f in full)
@@ -243,7 +240,7 @@ def test_encode_sources_truncates_without_special_tokens(tiny: tuple[ParaphraseT
 
 def test_bad_arguments_are_refused(tiny: tuple[ParaphraseTransformer, Tokenizer]) -> None:
     model, tokenizer = tiny
-    sources = test_sources(tokenizer, 2)
+    sources = held_out_sources(tokenizer, 2)
     with pytest.raises(ValueError, match="beam_width"):
         beam_search(model, sources, model.config.vocab_size, MAX_LENGTH)
     with pytest.raises(ValueError, match="beam_width"):
