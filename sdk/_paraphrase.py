@@ -318,7 +318,8 @@ class ParaphraseMethods(SyncTransport):
                 strategies; 1 for "greedy".
             strategy: "beam" (default), "diverse_beam", "sample" or "greedy".
             beam_width: beams (beam strategies), n..`paraphrase.max_beam_width` (16); None:
-                max(n, `paraphrase.default_beam_width` (4)).
+                max(2n, `paraphrase.default_beam_width` (4)), at most the maximum: twice the
+                beams asked for, so that n are left after the selection.
             beam_groups: groups of diverse beam search, dividing beam_width; None: one beam per group.
             diversity_penalty: diverse beam search's Hamming diversity strength, >= 0; None: 0.5.
             temperature: sampling temperature, > 0; None: 1.

@@ -24,7 +24,9 @@ class ParaphraseConfig:
     max_n: paraphrases one call may ask for.
     max_beam_width: beams of beam and diverse beam search: the decoder runs this many rows per
         step for the call.
-    default_beam_width: beams when a call sets none (at least its n).
+    default_beam_width: beams when a call sets none: max(2n, this), at most max_beam_width (twice
+        the paraphrases asked for, so that n are left after the selection drops copies of the
+        source and near-duplicates).
     max_pairwise_bleu: the diversity cap a call without `max_pairwise_bleu` gets: no two returned
         paraphrases have a sentence BLEU (sacreBLEU, 0..100) to each other above it.
     max_sample_rows: rows one sampling call decodes side by side (it draws up to this many

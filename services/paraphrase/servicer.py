@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 BUILD_COMMAND = "facet paraphrase build"
 EMBEDDING_BUILD_COMMAND = "facet models build"
 ORDER_BY = selection.ORDER_KEYS
+# Beams (without beam_width) and samples per paraphrase asked for: the selection drops candidates
+# equal to the source, duplicates and near-duplicates (max_pairwise_bleu), so the decoder proposes
+# twice as many as n (capped by paraphrase.max_beam_width / max_sample_rows).
+BEAM_OVERSAMPLING = 2
 # The sentence each tokenizer reads once at start (the backend warms the models as it loads
 # them). No paraphrase runs at start: under a batching delay set to wait for company
 # (`batching.max_queue_delay_microseconds`) a lone warm-up would wait that long at every step.
@@ -215,7 +219,7 @@ class ParaphraseService(paraphrase_pb2_grpc.ParaphraseServicer, FacetService):
             if beam_width is not None and n > beam_width:
                 raise InvalidArgument(f"n ({n}) must be <= beam_width ({beam_width}) for strategy '{strategy}': beam search returns at most its beams")
             if beam_width is None:
-                beam_width = min(max(n, limits.default_beam_width), limits.max_beam_width)
+                beam_width = min(max(BEAM_OVERSAMPLING * n, limits.default_beam_width), limits.max_beam_width)
                 groups = fields.get("beam_groups")
                 if strategy == "diverse_beam" and groups is not None and groups >= 1:
                     beam_width = min(-(-beam_width // groups) * groups, limits.max_beam_width)
@@ -230,7 +234,7 @@ class ParaphraseService(paraphrase_pb2_grpc.ParaphraseServicer, FacetService):
             )
         rows = n
         if strategy == "sample":  # draw more samples than asked, so that n survive the selection
-            rows = min(limits.max_sample_rows, 2 * n)
+            rows = min(limits.max_sample_rows, BEAM_OVERSAMPLING * n)
         given = {k: v for k, v in fields.items() if v is not None}
         given.update(strategy=strategy, n=rows, beam_width=beam_width if strategy in ("beam", "diverse_beam") else given.get("beam_width"))
         try:
