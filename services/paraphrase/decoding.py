@@ -38,9 +38,9 @@ or at `max_length`, where the live beams are kept as cut hypotheses. For `length
 that is an exact bound (log-probs are <= 0: a live beam's sum can only fall, and its length only
 grow), so stopping never changes the result; for `length_penalty > 0` it is Hugging Face's default
 (`early_stopping=False`) heuristic, which saves running every search to `max_length`.
-With `length_penalty=0` this is, token for token, the rule of the PyTorch reference
-`training.paraphrase.generate.beam_search` (ties to the lower beam, then the lower token id), except
-that [PAD]/[CLS] and a first-step [SEP] are never chosen here (above).
+This is, token for token, the rule of the PyTorch reference `training.paraphrase.generate.beam_search`
+(ties to the lower beam, then the lower token id; the same masks; pass it the same `length_penalty`,
+whose default there is 0, the raw sum).
 
 Diverse beam search: Vijayakumar et al. 2018, "Diverse Beam Search: Decoding Diverse Solutions
 from Neural Sequence Models" (AAAI), §4 (Algorithm 1), with Hamming diversity: the beams are
