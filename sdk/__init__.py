@@ -5,6 +5,7 @@
     print(client.decompose_latent(sae=client.list_saes()[-1].id, latent=1234))
     vectors = client.embed(["a sentence", "another"])
     ranked = client.rerank("Where is the Eiffel Tower?", ["It is in Paris.", "Bananas are yellow."])
+    paraphrases = client.paraphrase("How do I learn Python quickly?", n=3, strategy="diverse_beam")
 
 Needs only grpcio, protobuf and numpy.
 """
@@ -26,6 +27,7 @@ from sdk._errors import (
     Unavailable,
 )
 from sdk._nextframe import ConstantEstimate, FrameModel, save_gif
+from sdk._paraphrase import Paraphrase, ParaphraseResult, ParaphraserInfo, ParaphraseToken
 from sdk._rerank import RankedDocument, RerankerInfo, RerankResult
 from sdk._retrieval import Collection, Document, Hit, ModelInfo, SearchResult, UpsertResult
 from sdk._retry import RetryPolicy
@@ -65,6 +67,10 @@ __all__ = [
     "InvalidArgument",
     "ModelInfo",
     "NotFound",
+    "Paraphrase",
+    "ParaphraseResult",
+    "ParaphraseToken",
+    "ParaphraserInfo",
     "PermissionDenied",
     "ProtocolError",
     "RankedDocument",

@@ -6,13 +6,14 @@ Adding a capability: its module defines `<Name>Methods` and `Async<Name>Methods`
 from __future__ import annotations
 
 from sdk._nextframe import AsyncNextFrameMethods, NextFrameMethods
+from sdk._paraphrase import AsyncParaphraseMethods, ParaphraseMethods
 from sdk._rerank import AsyncRerankMethods, RerankMethods
 from sdk._retrieval import AsyncRetrievalMethods, RetrievalMethods
 from sdk._sae import AsyncSaeMethods, SaeMethods
 from sdk._transport import AsyncTransport, SyncTransport
 
 
-class Client(SaeMethods, NextFrameMethods, RetrievalMethods, RerankMethods, SyncTransport):
+class Client(SaeMethods, NextFrameMethods, RetrievalMethods, RerankMethods, ParaphraseMethods, SyncTransport):
     """Blocking client for every Facet service, one channel per service, opened on first use.
 
     `sdk.Client(address=None, /, *, api_key=None, timeout_s=DEFAULT_TIMEOUT_S,
@@ -63,6 +64,8 @@ class Client(SaeMethods, NextFrameMethods, RetrievalMethods, RerankMethods, Sync
             client.upsert("notes", ids=["a"], texts=["Paris is in France."], metadata=[{"lang": "en"}])
             hits = client.search("notes", "Which country is Paris in?", top_k=5)
             ranked = client.rerank("Which country is Paris in?", [h.text for h in hits], top_n=3)
+            for p in client.paraphrase("How do I learn Python quickly?", n=3, strategy="diverse_beam"):
+                print(p.text, p.logprob, p.similarity, p.source_bleu)
 
     Errors raise subclasses of `sdk.FacetError`. Every method checks its arguments before
     sending and raises `sdk.InvalidArgument` (also a ValueError and a TypeError) naming the
@@ -85,7 +88,7 @@ class Client(SaeMethods, NextFrameMethods, RetrievalMethods, RerankMethods, Sync
     _positional_capability = "retrieval"
 
 
-class AsyncClient(AsyncSaeMethods, AsyncNextFrameMethods, AsyncRetrievalMethods, AsyncRerankMethods, AsyncTransport):
+class AsyncClient(AsyncSaeMethods, AsyncNextFrameMethods, AsyncRetrievalMethods, AsyncRerankMethods, AsyncParaphraseMethods, AsyncTransport):
     """The same methods as `Client`, awaitable, on `grpc.aio` channels; the same constructor.
 
     Example::

@@ -142,6 +142,22 @@ CAPABILITIES: tuple[ServerCapability, ...] = (
             Command("rerank", "build", "training.rerank.build", "train, calibrate and export the default cross-encoder (reranker) into the model repository"),
         ),
     ),
+    ServerCapability(
+        name="paraphrase",
+        summary="paraphrase generation: n diverse paraphrases scored by log probability, similarity and BLEU to the source",
+        servicer="services.paraphrase.servicer:ParaphraseService",
+        config="services.paraphrase.config:ParaphraseConfig",
+        build_defaults="training.paraphrase.build:build_defaults",
+        has_defaults="training.paraphrase.build:has_defaults",
+        train_module="training.paraphrase.ray_job",
+        demo="services.paraphrase.demo:run_demo",
+        default_build_s=3600.0,  # placeholder until `facet paraphrase build` is measured on 2 idle cores (training/paraphrase/build.py)
+        commands=(
+            Command("paraphrase", "build", "training.paraphrase.build", "train (DDL+VSAR, KRL schedule) and export the default paraphraser into the model repository"),
+            Command("eval", "paraphrase", "training.paraphrase.evaluate", "BLEU, self-BLEU, iBLEU and ROUGE of a paraphraser on a test split"),
+            Command("paraphrase", "experiment", "training.paraphrase.experiment", "the paper's label-scarce experiment: DDL vs DDL+VSAR (KRL) over label fractions and seeds"),
+        ),
+    ),
 )  # fmt: skip
 BY_NAME: dict[str, ServerCapability] = {c.name: c for c in CAPABILITIES}
 

@@ -191,6 +191,24 @@ CASES: list[Case] = [
     ("rerank: model int", lambda c: c.rerank("q", ["a"], model=3), "model"),
     ("list_rerankers: timeout 0", lambda c: c.list_rerankers(timeout_s=0), "timeout_s"),
     ("get_reranker: name None", lambda c: c.get_reranker(None), "name"),
+    # paraphrase
+    ("paraphrase: text None", lambda c: c.paraphrase(None), "text"),
+    ("paraphrase: text surrogate", lambda c: c.paraphrase("\ud800"), "text"),
+    ("paraphrase: n float", lambda c: c.paraphrase("q", n=2.0), "n"),
+    ("paraphrase: n bool", lambda c: c.paraphrase("q", n=True), "n"),
+    ("paraphrase: n beyond int32", lambda c: c.paraphrase("q", n=2**31), "n"),
+    ("paraphrase: strategy None", lambda c: c.paraphrase("q", strategy=None), "strategy"),
+    ("paraphrase: beam_width str", lambda c: c.paraphrase("q", beam_width="4"), "beam_width"),
+    ("paraphrase: temperature NaN", lambda c: c.paraphrase("q", temperature=float("nan")), "temperature"),
+    ("paraphrase: top_p str", lambda c: c.paraphrase("q", top_p="0.9"), "top_p"),
+    ("paraphrase: max_pairwise_bleu inf", lambda c: c.paraphrase("q", max_pairwise_bleu=float("inf")), "max_pairwise_bleu"),
+    ("paraphrase: seed beyond int64", lambda c: c.paraphrase("q", seed=2**64), "seed"),
+    ("paraphrase: truncate int", lambda c: c.paraphrase("q", truncate=1), "truncate"),
+    ("paraphrase: model int", lambda c: c.paraphrase("q", model=3), "model"),
+    ("paraphrase_stream: text bytes", lambda c: c.paraphrase_stream(b"q"), "text"),
+    ("paraphrase_stream: top_k float", lambda c: c.paraphrase_stream("q", top_k=1.5), "top_k"),
+    ("paraphrase_stream: temperature str", lambda c: c.paraphrase_stream("q", temperature="1"), "temperature"),
+    ("list_paraphrasers: timeout negative", lambda c: c.list_paraphrasers(timeout_s=-1), "timeout_s"),
 ]  # fmt: skip
 
 CONSTRUCTOR_CASES: list[tuple[str, dict[str, Any], str]] = [

@@ -42,6 +42,10 @@ def test_public_names_are_pinned() -> None:
             "MetaLatent",
             "ModelInfo",
             "NotFound",
+            "Paraphrase",
+            "ParaphraseResult",
+            "ParaphraseToken",
+            "ParaphraserInfo",
             "PermissionDenied",
             "ProtocolError",
             "RankedDocument",
@@ -70,6 +74,7 @@ PUBLIC_METHODS = {
     "get_meta_latent", "compare_saes",
     "list_frame_models", "simulate", "predict_next", "rollout", "estimate_constant",
     "rerank", "list_rerankers", "get_reranker",
+    "paraphrase", "paraphrase_stream", "list_paraphrasers",
 }  # fmt: skip
 
 
