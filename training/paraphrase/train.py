@@ -45,7 +45,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -653,7 +653,7 @@ def _train_step(run: _Run, optimizer: torch.optim.Optimizer, step: int, stage_st
 
 
 def train(config: TrainingConfig, work_dir: Path, data_dir: Path = DEFAULT_DATA_DIR, progress: bool = True,
-          resume: bool = True) -> TrainResult:  # fmt: skip
+          resume: bool = True, *, on_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None) -> TrainResult:  # fmt: skip
     """Train a paraphraser in the config's setting on the CPU (module docstring).
 
     Args:
@@ -664,6 +664,8 @@ def train(config: TrainingConfig, work_dir: Path, data_dir: Path = DEFAULT_DATA_
         progress: tqdm bars.
         resume: continue from `work_dir`'s last checkpoint when it holds one of this config
             (False: start over, discarding it).
+        on_checkpoint: called after each resumable checkpoint with (`work_dir`, metrics: step,
+            stage, valid_loss, best_valid_loss, best_step, time_s) — e.g. to report it to Ray Train.
     Returns:
         `TrainResult` with the best-validation model in eval mode.
     Raises:
@@ -720,6 +722,10 @@ def train(config: TrainingConfig, work_dir: Path, data_dir: Path = DEFAULT_DATA_
         torch.save({"config": config.to_dict(), "step": at, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "history": history, "best_valid_loss": best_valid, "best_step": best_step, "time_s": elapsed()}, tmp)  # fmt: skip
         tmp.replace(state_path)
+        if on_checkpoint is not None:
+            last = history[-1] if history else {}
+            on_checkpoint(work_dir, {"step": at, "stage": last.get("stage"), "valid_loss": last.get("valid_loss"),
+                                     "best_valid_loss": best_valid, "best_step": best_step, "time_s": elapsed()})  # fmt: skip
 
     model.train()
     window: list[dict[str, float]] = []

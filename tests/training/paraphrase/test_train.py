@@ -173,8 +173,11 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(
     assert calls == [0, 1, 2, 3]  # its last checkpoint is at step 4
     calls.clear()
     crash[0] = False
-    resumed = train(config, tmp_path / "resumed", data_dir, progress=False, resume=True)
+    reported: list[dict[str, Any]] = []
+    resumed = train(config, tmp_path / "resumed", data_dir, progress=False, resume=True,
+                    on_checkpoint=lambda directory, metrics: reported.append(metrics))  # fmt: skip
     assert calls == [4, 5]  # only the steps after the checkpoint run again
+    assert [m["step"] for m in reported] == [6] and reported[0]["best_valid_loss"] == resumed.best_valid_loss
     assert same_weights(weights(resumed.model), weights(whole.model))
     assert [h["step"] for h in resumed.history] == [h["step"] for h in whole.history] == [2, 4, 6]
 
