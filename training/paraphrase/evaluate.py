@@ -45,11 +45,12 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
+
+import sdk
 
 # The paper's cumulative BLEU weights (Yu et al., src/data_utils.py `calculate_bleu`).
 BLEU_WEIGHTS: dict[int, tuple[float, ...]] = {
@@ -361,7 +362,7 @@ PARAPHRASE_TIMEOUT_S = 120.0
 
 
 def decode_through_service(
-    client: Any, sources: Sequence[str], *, model: str, strategy: str = "greedy", progress: bool = True
+    client: sdk.Client, sources: Sequence[str], *, model: str, strategy: str = "greedy", progress: bool = True
 ) -> tuple[list[str], int]:
     """One paraphrase (n=1) of each source through the paraphrase service, in order.
 
@@ -431,7 +432,6 @@ def main(argv: list[str] | None = None) -> int:
         0 when evaluated; 1 when the service is unreachable, fails or does not serve the model;
         2 for a negative --limit or missing data (the reason on stderr).
     """
-    import sdk
     from training.paraphrase.data import load_pairs
 
     args = build_parser().parse_args(argv)
@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         pairs = pairs[: args.limit]
     sources, references = [p[0] for p in pairs], [p[1] for p in pairs]
-    client: Any = sdk.Client(paraphrase=args.address)  # typed as sdk.Client once sdk/_paraphrase.py lands
+    client = sdk.Client(paraphrase=args.address)
     address = client.address("paraphrase")
     started = time.perf_counter()
     try:

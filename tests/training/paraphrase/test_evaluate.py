@@ -1,20 +1,29 @@
 """Paraphrase metrics on hand-made corpora whose values are worked out here by hand (BLEU's
 clipped n-gram precisions and brevity penalty, ROUGE's overlaps), iBLEU's formula, the two
-bounds, cross-checks between nltk and sacreBLEU, and the Wilcoxon helper against a known p."""
+bounds, cross-checks between nltk and sacreBLEU, and the Wilcoxon helper against a known p; and
+`facet eval paraphrase` against a real paraphrase server (the tiny test paraphraser)."""
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
+import sdk
+from tests.services.paraphrase.fixtures import PARAPHRASER
+from tests.serving import ServerProcess
+from training.paraphrase.data import load_pairs
 from training.paraphrase.evaluate import (
     METRIC_KEYS,
     bounds,
     evaluate,
     format_table,
+    main,
     paired_test,
     paper_tokens,
     sentence_scores,
@@ -201,3 +210,56 @@ def test_table_has_a_row_per_system_and_a_column_per_metric() -> None:
     table = format_table([("model", m), ("copy-the-source", m)]).splitlines()
     assert table[0].startswith("| system | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | sacreBLEU | self-BLEU | iBLEU |")
     assert table[2].startswith("| model | 100.00 |") and table[3].startswith("| copy-the-source |")
+
+
+# -- facet eval paraphrase through a real paraphrase server ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def paraphrase_address(start_paraphrase_server: Callable[..., ServerProcess]) -> str:
+    return start_paraphrase_server().address
+
+
+@pytest.mark.integration
+def test_eval_command_decodes_the_test_split_through_the_service(
+    paraphrase_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results.json"
+    argv = ["--model", PARAPHRASER, "--limit", "12", "--address", paraphrase_address, "--json", str(results)]
+    assert main(argv) == 0
+    payload = json.loads(results.read_text(encoding="utf-8"))
+    pairs = load_pairs("quora", "test")[:12]
+    sources, references = [p[0] for p in pairs], [p[1] for p in pairs]
+    with sdk.Client(paraphrase=paraphrase_address) as client:  # the same calls, made here directly
+        direct = [client.paraphrase(s, n=1, strategy="greedy", truncate=True, model=PARAPHRASER) for s in sources]
+    assert payload["outputs"] == [r[0].text if len(r) else s for r, s in zip(direct, sources, strict=True)]
+    assert payload["copies"] == sum(len(r) == 0 for r in direct)
+    assert payload["sentences"] == 12 and set(METRIC_KEYS) <= set(payload["metrics"])
+    assert payload["bounds"]["copy_source"]["self_bleu"] == pytest.approx(100.0)
+    assert payload["metrics"]["ibleu"] == pytest.approx(
+        0.8 * payload["metrics"]["bleu4"] - 0.2 * payload["metrics"]["self_bleu"]
+    )
+    out = capsys.readouterr().out
+    assert f"| {PARAPHRASER} (greedy, through the service) |" in out and "| copy-the-source |" in out
+    assert len(references) == 12
+
+
+@pytest.mark.integration
+def test_eval_command_refuses_a_model_the_service_does_not_serve(
+    paraphrase_address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--model", "no-such-paraphraser", "--limit", "2", "--address", paraphrase_address]) == 1
+    err = capsys.readouterr().err
+    assert "does not serve no-such-paraphraser" in err and PARAPHRASER in err
+
+
+def test_eval_command_says_when_the_service_is_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.serving import free_port
+
+    assert main(["--model", PARAPHRASER, "--limit", "2", "--address", f"127.0.0.1:{free_port()}"]) == 1
+    assert "unreachable" in capsys.readouterr().err
+
+
+def test_eval_command_refuses_a_negative_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--model", PARAPHRASER, "--limit", "-1"]) == 2
+    assert "--limit must be >= 0" in capsys.readouterr().err
