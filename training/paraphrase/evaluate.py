@@ -10,8 +10,11 @@ Metrics (`evaluate`), all on a 0-100 scale, over a test corpus of (output, sourc
   `calculate_bleu`: (1), (.5, .5), (.33, .33, .34), (.25, .25, .25, .25)), on the paper's tokens:
   the uncased bert-base-uncased WordPiece pieces of each text ("##" continuation pieces count as
   tokens), as `tokenizer.tokenize(text)` gives them (`paper_tokens`).
-- ``sacrebleu``: sacreBLEU's corpus BLEU (Post 2018) on the texts themselves (its 13a tokenizer,
-  `lowercase=True` because the paraphrasers' vocabulary is uncased); the signature is `SACREBLEU_SIGNATURE`.
+- ``sacrebleu``: sacreBLEU's corpus BLEU (Post 2018) on the texts (its 13a tokenizer,
+  `lowercase=True` because the paraphrasers' vocabulary is uncased; the signature is
+  `SACREBLEU_SIGNATURE`), each text first put through the clean-up of spaces that transformers'
+  `decode` applies (`clean_up_spaces`; the paper decodes with it): `tokenizers`' WordPiece decoder
+  spells "what's" as "what ' s", which 13a would count as three tokens against the reference's one.
 - ``self_bleu``: BLEU-4 of the outputs against their sources (the paper's `calculate_self_bleu`:
   nltk corpus BLEU, paper tokens); 100 for a system that copies its input.
 - ``ibleu``: iBLEU = 0.8 * BLEU(outputs, references) - 0.2 * BLEU(outputs, sources) (Sun & Zhou
@@ -75,7 +78,9 @@ METRIC_LABELS = {
     "rougeL": "ROUGE-L",
 }
 SACREBLEU_SIGNATURE = "nrefs:1|case:lc|eff:no|tok:13a|smooth:exp|version:2.6.0"
-SENTENCE_SCORE = "sentence BLEU to the reference (sacreBLEU sentence_bleu, exp smoothing, lowercased)"
+SENTENCE_SCORE = (
+    "sentence BLEU to the reference (sacreBLEU sentence_bleu, exp smoothing, lowercased, spaces cleaned up)"
+)
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
@@ -113,6 +118,24 @@ def pieces_to_text(pieces: Sequence[str]) -> str:
     """WordPiece pieces joined back into text ("##" pieces glued to the previous one): the
     paper's `stringify` (transformers' `convert_tokens_to_string`), what its ROUGE scores."""
     return " ".join(pieces).replace(" ##", "").strip()
+
+
+def clean_up_spaces(text: str) -> str:
+    """transformers' `clean_up_tokenization` (what `decode(..., clean_up_tokenization_spaces=True)`
+    applies): no space before . ? ! , and inside the English contractions ("what ' s" -> "what's",
+    "don ' t" -> "don't"). A no-op on ordinary text."""
+    return (
+        text.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
+    )
 
 
 # -- corpus metrics ------------------------------------------------------------------------------
@@ -171,10 +194,11 @@ def rouge_f1(outputs: Sequence[str], references: Sequence[str]) -> dict[str, flo
 
 
 def sacrebleu_corpus(outputs: Sequence[str], references: Sequence[str]) -> float:
-    """sacreBLEU corpus BLEU (0-100) of the texts, lowercased (`SACREBLEU_SIGNATURE`)."""
+    """sacreBLEU corpus BLEU (0-100) of the texts after `clean_up_spaces`, lowercased (`SACREBLEU_SIGNATURE`)."""
     import sacrebleu
 
-    return float(sacrebleu.corpus_bleu(list(outputs), [list(references)], lowercase=True).score)
+    hypotheses = [clean_up_spaces(t) for t in outputs]
+    return float(sacrebleu.corpus_bleu(hypotheses, [[clean_up_spaces(t) for t in references]], lowercase=True).score)
 
 
 def evaluate(outputs: Sequence[str], sources: Sequence[str], references: Sequence[str]) -> dict[str, float]:
@@ -264,8 +288,9 @@ class SentenceScores:
 
 
 def sentence_scores(outputs: Sequence[str], sources: Sequence[str], references: Sequence[str]) -> SentenceScores:
-    """Sentence BLEU (sacreBLEU `sentence_bleu`, lowercased, exp smoothing) of each output against
-    its reference and its source, and the sentence iBLEU from them.
+    """Sentence BLEU (sacreBLEU `sentence_bleu`, lowercased, exp smoothing, texts after
+    `clean_up_spaces`) of each output against its reference and its source, and the sentence
+    iBLEU from them.
 
     Raises:
         ValueError, TypeError: as `evaluate`.
@@ -274,11 +299,13 @@ def sentence_scores(outputs: Sequence[str], sources: Sequence[str], references: 
 
     _check_corpus(outputs, sources, references)
 
+    hypotheses = [clean_up_spaces(t) for t in outputs]
+
     def scores(against: Sequence[str]) -> np.ndarray:
         return np.array(
             [
-                sacrebleu.sentence_bleu(out, [ref], lowercase=True).score
-                for out, ref in zip(outputs, against, strict=True)
+                sacrebleu.sentence_bleu(out, [clean_up_spaces(ref)], lowercase=True).score
+                for out, ref in zip(hypotheses, against, strict=True)
             ],
             dtype=np.float64,
         )

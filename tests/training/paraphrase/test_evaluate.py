@@ -127,6 +127,17 @@ def test_evaluation_uses_the_papers_uncased_wordpiece_tokens() -> None:
         assert upper[key] == pytest.approx(lower[key]), key
 
 
+def test_sacrebleu_reads_wordpiece_spaced_contractions_as_the_reference_spells_them() -> None:
+    # `tokenizers` decodes WordPiece as "what ' s" / "don ' t"; transformers' decode (the paper's)
+    # writes "what's" / "don't": the same sentence must score 100 either way
+    spaced = "what ' s the best way to learn python ? i don ' t know ."
+    reference = "What's the best way to learn Python? I don't know."
+    m = evaluate([spaced], ["x"], [reference])
+    assert m["sacrebleu"] == pytest.approx(100.0)
+    assert m["bleu4"] == pytest.approx(100.0) and m["rougeL"] == pytest.approx(100.0)
+    assert sentence_scores([spaced], ["x"], [reference]).bleu[0] == pytest.approx(100.0)
+
+
 def test_copy_the_source_bound_has_self_bleu_100() -> None:
     sources = ["how do i learn python", "what is the capital of france", "why is the sky blue"]
     references = [
