@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import logging
 import shutil
@@ -86,8 +85,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if stop_after is not None and int(metrics["step"]) >= int(stop_after):
             raise Interrupted(f"stopped after the checkpoint of step {metrics['step']} (stop_after_step={stop_after})")
 
-    hooks = {"on_checkpoint": on_checkpoint} if "on_checkpoint" in inspect.signature(train).parameters else {}
-    result = train(config, work_dir, Path(loop_config["data_dir"]), progress=False, resume=True, **hooks)
+    result = train(config, work_dir, Path(loop_config["data_dir"]), progress=False, resume=True, on_checkpoint=on_checkpoint)
     final = {"step": config.steps, "best_valid_loss": result.best_valid_loss, "time_s": result.time_s, "start_step": start_step, "done": True}
     report(final, save=_snapshot(work_dir, final, result))
 
@@ -125,12 +123,17 @@ def train_paraphraser_on_ray(
         RuntimeError: the training failed on Ray (the worker's error in the message).
     Uses the running Ray if there is one, else starts one for this call (or joins RAY_ADDRESS's).
     """
+    from ray.train import TrainingFailedError
+
     from training.ray_train import fit_on_ray
 
     loop_config = {"training": config.to_dict(), "data_dir": str(Path(data_dir).resolve()), "stop_after_step": stop_after_step}
-    return fit_on_ray(train_loop_per_worker, loop_config, output_dir, run_name=RUN_NAME,
-                      load=lambda directory: _load_result(directory, Path(work_dir)),
-                      num_workers=1, use_gpu=False, what="paraphraser training")  # fmt: skip
+    try:
+        return fit_on_ray(train_loop_per_worker, loop_config, output_dir, run_name=RUN_NAME,
+                          load=lambda directory: _load_result(directory, Path(work_dir)),
+                          num_workers=1, use_gpu=False, what="paraphraser training")  # fmt: skip
+    except TrainingFailedError as exc:  # Ray Train v2 raises a worker's failure rather than returning it
+        raise RuntimeError(f"paraphraser training failed on Ray: {exc}") from exc
 
 
 CPU_ONLY = "cpu"
