@@ -5,14 +5,14 @@
 
 The default served paraphraser, `ddl-vsar-quora`, is the paper's KRL schedule (DDL on the
 labelled pairs first, then DDL+VSAR from its best checkpoint) on all Quora labelled pairs, whose
-sources also serve as the unlabelled text (Yu et al., "Language as a Latent Sequence", §3.4),
+sources also serve as the unlabelled text (Yu et al., "Language as a Latent Sequence", §3.3),
 sized for 2 CPU cores (`training.paraphrase.train.TrainingConfig`). It is evaluated greedily on
 the Quora test split (the paper decodes greedily), exported as the two ONNX graphs the paraphrase
 service runs (`services.paraphrase.catalog`) with parity checks on real Quora test sentences, and
 registered with its setting, training data, training config and test metrics.
 
 `build_test_model` builds the tiny version the tests serve (a 1 + 1-layer, 32-wide model trained
-for a few dozen steps on 300 real Quora pairs).
+for 120 steps on 300 real Quora pairs).
 """
 
 from __future__ import annotations
