@@ -54,6 +54,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 import sdk
+from services.paraphrase.tokenization import clean_up_spaces
 
 # The paper's cumulative BLEU weights (Yu et al., src/data_utils.py `calculate_bleu`).
 BLEU_WEIGHTS: dict[int, tuple[float, ...]] = {
@@ -118,24 +119,6 @@ def pieces_to_text(pieces: Sequence[str]) -> str:
     """WordPiece pieces joined back into text ("##" pieces glued to the previous one): the
     paper's `stringify` (transformers' `convert_tokens_to_string`), what its ROUGE scores."""
     return " ".join(pieces).replace(" ##", "").strip()
-
-
-def clean_up_spaces(text: str) -> str:
-    """transformers' `clean_up_tokenization` (what `decode(..., clean_up_tokenization_spaces=True)`
-    applies): no space before . ? ! , and inside the English contractions ("what ' s" -> "what's",
-    "don ' t" -> "don't"). A no-op on ordinary text."""
-    return (
-        text.replace(" .", ".")
-        .replace(" ?", "?")
-        .replace(" !", "!")
-        .replace(" ,", ",")
-        .replace(" ' ", "'")
-        .replace(" n't", "n't")
-        .replace(" 'm", "'m")
-        .replace(" 's", "'s")
-        .replace(" 've", "'ve")
-        .replace(" 're", "'re")
-    )
 
 
 # -- corpus metrics ------------------------------------------------------------------------------

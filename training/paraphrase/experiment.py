@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from services.paraphrase.tokenization import decode as decode_text
 from training.options import add_options, option, parse_options
 from training.paraphrase.data import DATASETS, DEFAULT_DATA_DIR, load_pairs
 from training.paraphrase.evaluate import (
@@ -215,7 +216,7 @@ def decode(
     ):
         for start in range(0, len(source_ids), DECODE_CHUNK):
             chunk = source_ids[start : start + DECODE_CHUNK]
-            outputs.extend(tokenizer.decode(ids) for ids in greedy(model, chunk, max_length))
+            outputs.extend(decode_text(tokenizer, ids) for ids in greedy(model, chunk, max_length))
             bar.update(len(chunk))
     return outputs
 
