@@ -5,13 +5,22 @@ steps of concurrent calls batched together."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import shutil
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 import sdk
+from deploy.service_process import ServiceError
+from services.model_repository import ModelRepository
+from services.paraphrase.config import ParaphraseConfig
 from tests.services.paraphrase.fixtures import PARAPHRASER
+from tests.serving import ServerProcess
+
+EMBEDDING_MODEL = ParaphraseConfig().embedding_model
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +118,27 @@ def test_concurrent_calls_decoder_steps_are_batched_together(start_paraphrase_se
     batches = _metric(after, "facet_batch_size_count", labels) - _metric(before, "facet_batch_size_count", labels)
     assert steps == 8 * batches and rows == steps  # every executed step batch held all eight calls' rows
     assert batches >= len(ids[0])  # one batch per generated token (and one more when [SEP] ends it)
+
+
+def _copy_models(source: ModelRepository, names: list[str], root: Path) -> ModelRepository:
+    for name in names:  # hard links: no bytes copied
+        shutil.copytree(source.root / name, root / name, copy_function=os.link)
+    return ModelRepository(root)
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        ([EMBEDDING_MODEL], f"paraphraser '{PARAPHRASER}' (paraphrase.model) is not in the model repository"),
+        ([PARAPHRASER, f"{PARAPHRASER}-encoder"], f"embedding model '{EMBEDDING_MODEL}' (paraphrase.embedding_model) is not in the model repository"),
+    ],
+    ids=["no paraphraser", "no embedding model"],
+)
+def test_a_missing_model_stops_the_start_with_the_build_command(
+    paraphrase_repository: ModelRepository, tmp_path: Path, models: list[str], message: str
+) -> None:
+    repository = _copy_models(paraphrase_repository, models, tmp_path / "models")
+    server = ServerProcess(repository.root, tmp_path / "data", service="paraphrase")
+    with pytest.raises(ServiceError) as failed:
+        server.start(timeout_s=120)
+    assert message in str(failed.value) and "facet " in str(failed.value) and "build" in str(failed.value)
