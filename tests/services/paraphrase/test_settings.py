@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import urllib.request
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,7 @@ def test_a_cancelled_stream_stops_decoding(start_paraphrase_server) -> None:  # 
     before = _metrics(server)
     with sdk.Client(paraphrase=server.address, timeout_s=120) as client:
         stream = client.paraphrase_stream(SOURCE, max_length=20)
+        assert isinstance(stream, Generator)  # close() it to cancel the call (as the docstring says)
         first = next(stream)
         assert first.index == 0
         stream.close()  # cancels the call
