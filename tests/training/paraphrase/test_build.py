@@ -15,10 +15,12 @@ from tokenizers import Tokenizer
 
 from services.model_repository import ModelRepository, ModelVersion
 from services.paraphrase.catalog import File, Kind, Prop, Tensor, encoder_name
+from training.paraphrase import build as build_module
 from training.paraphrase.build import (
     DEFAULT_PARAPHRASER,
     EMBEDDING_MODEL,
     REUSE_EMBEDDING_ENV,
+    BuildOptions,
     build_defaults,
     build_test_model,
     has_defaults,
@@ -112,6 +114,24 @@ def test_has_defaults_needs_the_paraphraser_its_encoder_and_the_embedding_model(
     for name in (DEFAULT_PARAPHRASER, EMBEDDING_MODEL):  # the encoder missing
         (partial.root / name).symlink_to(repository.root / name, target_is_directory=True)
     assert partial.has(DEFAULT_PARAPHRASER) and not has_defaults(partial)
+
+
+def test_build_defaults_builds_only_what_is_missing_with_the_default_options(repository: ModelRepository, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    calls: list[tuple[Path, BuildOptions]] = []
+
+    def record(repo: ModelRepository, work_dir: Path, options: BuildOptions) -> ModelVersion:
+        calls.append((work_dir, options))
+        return ModelVersion(options.name, 1, repo.root, {})
+
+    monkeypatch.setattr(build_module, "build_paraphraser", record)  # the real one trains for many minutes
+    target = ModelRepository(tmp_path / "models")
+    target.root.mkdir()
+    (target.root / EMBEDDING_MODEL).symlink_to(repository.root / EMBEDDING_MODEL, target_is_directory=True)
+    built = build_defaults(target, tmp_path / "work", tmp_path / "data")
+    assert [v.name for v in built] == [DEFAULT_PARAPHRASER]  # the embedding model was there: not exported again
+    assert calls == [(tmp_path / "work" / DEFAULT_PARAPHRASER, BuildOptions(data=tmp_path / "data"))]
+    assert calls[0][1].setting == "krl" and calls[0][1].label_fraction == 1.0 and calls[0][1].dataset == "quora"
 
 
 @pytest.mark.parametrize(
