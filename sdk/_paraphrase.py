@@ -99,9 +99,9 @@ class ParaphraseToken:
     """One token of a streamed paraphrase.
 
     Attributes:
-        text: what it adds to the paraphrase: joining every token's text gives the paraphrase
-            as WordPiece spells it, before the tokenizer's clean-up of spaces around
-            punctuation (`"what ' s"` where `paraphrase` returns `"what's"`).
+        text: what it adds to the paraphrase: joining every token's text gives exactly the text
+            `paraphrase` returns for the same tokens ("what's the best way?"). An apostrophe,
+            which the next token may join to it, arrives with the next token, its own text "".
         token_id: its id in the paraphraser's tokenizer.
         logprob: its log-probability in the model's distribution (natural log, <= 0).
         index: its position in the paraphrase: 0, 1, 2, ...
@@ -395,7 +395,7 @@ class ParaphraseMethods(SyncTransport):
             timeout_s: deadline of the whole stream in seconds; None takes the client's `timeout_s`.
         Yields:
             ParaphraseToken(text, token_id, logprob, index): joining the texts gives the
-            paraphrase (before the tokenizer's clean-up of spaces around punctuation).
+            paraphrase, as `paraphrase` spells it.
         Raises:
             InvalidArgument, NotFound, FacetError: as `paraphrase`, on the first iteration.
 

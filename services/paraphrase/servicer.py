@@ -22,7 +22,7 @@ from services.backends import create_backend
 from services.backends.base import Backend, ModelMetadata
 from services.model_repository import ModelRepository
 from services.paraphrase import candidates as selection
-from services.paraphrase import decoding
+from services.paraphrase import decoding, tokenization
 from services.paraphrase.catalog import File, Kind, Prop, encoder_name
 from services.paraphrase.config import ParaphraseConfig
 from services.paraphrase.generator import BackendStepModel
@@ -271,9 +271,9 @@ class ParaphraseService(paraphrase_pb2_grpc.ParaphraseServicer, FacetService):
         self._backend.admit(paraphraser.name, rows, 1)
         step_model = BackendStepModel(self._backend, paraphraser.metadata, decoding_options.max_length or paraphraser.max_length)
         hypotheses = await decoding.generate(step_model, source.ids, decoding_options)
-        source_text = paraphraser.tokenizer.decode(source.ids) if source.truncated else text
+        source_text = tokenization.decode(paraphraser.tokenizer, source.ids) if source.truncated else text
         found = [
-            selection.Candidate(text=paraphraser.tokenizer.decode(list(h.token_ids)), token_ids=tuple(h.token_ids), logprob=float(h.logprob))
+            selection.Candidate(text=tokenization.decode(paraphraser.tokenizer, h.token_ids), token_ids=tuple(h.token_ids), logprob=float(h.logprob))
             for h in hypotheses
         ]
         readable = [c for c in found if not is_blank(c.text)]  # e.g. only pieces the tokenizer decodes to nothing
@@ -345,22 +345,42 @@ class ParaphraseService(paraphrase_pb2_grpc.ParaphraseServicer, FacetService):
         self._backend.admit(paraphraser.encoder, 1, len(source.ids) + 2)
         self._backend.admit(paraphraser.name, 1, 1)
         step_model = BackendStepModel(self._backend, paraphraser.metadata, options.max_length or paraphraser.max_length)
-        vocabulary = paraphraser.tokenizer
+        texts = StreamText(paraphraser.tokenizer)
+        held: list[tuple[int, float]] = []  # tokens whose text waits for the next one
         index = 0
+
+        def messages(text: str) -> list[paraphrase_pb2.ParaphraseToken]:
+            """The held tokens, in order; the last one carries `text`, the others ""."""
+            nonlocal index
+            out = []
+            for i, (token_id, logprob) in enumerate(held):
+                out.append(
+                    paraphrase_pb2.ParaphraseToken(
+                        index=index + i,
+                        token_id=token_id,
+                        text=text if i == len(held) - 1 else "",
+                        logprob=float(finite_output(f"a log-probability of paraphraser '{paraphraser.name}'", np.float64(logprob))),
+                        model=paraphraser.name,
+                        truncated=source.truncated,
+                    )
+                )
+            index += len(held)
+            held.clear()
+            return out
+
         tokens = decoding.stream(step_model, source.ids, options)
         try:
             async for token_id, logprob in tokens:  # a cancelled call stops here: no further step runs
                 if token_id == step_model.eos_id:  # the end: [SEP] itself is not sent
                     break
-                yield paraphrase_pb2.ParaphraseToken(
-                    index=index,
-                    token_id=int(token_id),
-                    text=_token_text(vocabulary, int(token_id), first=index == 0),
-                    logprob=float(finite_output(f"a log-probability of paraphraser '{paraphraser.name}'", np.float64(logprob))),
-                    model=paraphraser.name,
-                    truncated=source.truncated,
-                )
-                index += 1
+                held.append((int(token_id), float(logprob)))
+                text = texts.add(int(token_id))
+                if text is not None:
+                    for message in messages(text):
+                        yield message
+            if held:  # it ended on a token whose text was waiting
+                for message in messages(texts.flush()):
+                    yield message
         finally:
             await tokens.aclose()
 
@@ -372,13 +392,43 @@ class ParaphraseService(paraphrase_pb2_grpc.ParaphraseServicer, FacetService):
         )
 
 
-def _token_text(tokenizer: Tokenizer, token_id: int, first: bool) -> str:
-    """What one token adds to the paraphrase as WordPiece spells it: a "##" continuation joins the
-    previous word, any other token brings its space (none before the first)."""
-    piece = tokenizer.id_to_token(token_id) or ""
-    if piece.startswith("##"):
-        return piece[2:]
-    return piece if first else f" {piece}"
+class StreamText:
+    """What each streamed token adds to the paraphrase's text, so that joining the tokens' texts
+    gives exactly the text `Paraphrase` returns for the same tokens (`tokenization.decode`:
+    WordPiece's spelling with transformers' clean-up of spaces).
+
+    A new token changes only its own part of that text, with one exception: the clean-up joins
+    " ' " into "'" once the token after an apostrophe is there ("what ' s" -> "what's"), which
+    removes the space before the apostrophe. So a token whose text ends in an apostrophe is held
+    (`add` returns None) and its text goes out with the next token's.
+
+    Args:
+        tokenizer: the paraphraser's tokenizer (`File.TOKENIZER`).
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._ids: list[int] = []
+        self._sent = ""
+
+    def add(self, token_id: int) -> str | None:
+        """The text `token_id` (and any held before it) adds, or None: held for the next token."""
+        self._ids.append(token_id)
+        full = tokenization.decode(self._tokenizer, self._ids)
+        return None if full.endswith("'") else self._take(full)
+
+    def flush(self) -> str:
+        """The text still held (the paraphrase ended on a held token)."""
+        return self._take(tokenization.decode(self._tokenizer, self._ids))
+
+    def _take(self, full: str) -> str:
+        if not full.startswith(self._sent):  # the clean-up rewrote text already sent: not expected
+            log.warning("streamed text %r is not a prefix of %r; the joined stream will differ", self._sent, full)
+            common = next((i for i, (a, b) in enumerate(zip(self._sent, full, strict=False)) if a != b), min(len(self._sent), len(full)))
+            self._sent = self._sent[:common]
+        delta = full[len(self._sent) :]
+        self._sent = full
+        return delta
 
 
 def _paraphraser_message(paraphraser: Paraphraser, default: bool) -> paraphrase_pb2.Paraphraser:

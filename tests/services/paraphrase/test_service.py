@@ -48,6 +48,15 @@ def _plain(text: str) -> str:
     return " ".join(text.lower().translate(str.maketrans("", "", string.punctuation)).split())
 
 
+def _text(repository: ModelRepository, ids: list[int]) -> str:
+    """The text of token ids as the paper's code decodes them: transformers' decode of the
+    paraphraser's tokenizer with its clean-up of spaces ("what's the best way?")."""
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(repository.get(PARAPHRASER).file(File.TOKENIZER)))
+    return str(tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True))
+
+
 def _bleu(hypothesis: str, reference: str) -> float:
     import sacrebleu
 
@@ -69,7 +78,7 @@ def test_greedy_is_the_pytorch_models_greedy_decoding(client: sdk.Client, paraph
     for source, ids in zip(SOURCES, expected, strict=True):
         streamed = [t.token_id for t in client.paraphrase_stream(source)]
         assert streamed == ids, source
-        _assert_greedy(client.paraphrase(source, strategy="greedy"), source, tokenizer.decode(ids), len(ids))
+        _assert_greedy(client.paraphrase(source, strategy="greedy"), source, _text(paraphrase_repository, ids), len(ids))
 
 
 def _assert_greedy(out: sdk.ParaphraseResult, source: str, text: str, tokens: int) -> None:
@@ -150,16 +159,17 @@ def test_sampling_is_reproducible_with_a_seed(client: sdk.Client) -> None:
 
 
 def test_stream_yields_the_greedy_paraphrase_token_by_token(client: sdk.Client, paraphrase_repository: ModelRepository) -> None:
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(paraphrase_repository.get(PARAPHRASER).file(File.TOKENIZER)))
     tokens = list(client.paraphrase_stream(SOURCE))
     assert [t.index for t in tokens] == list(range(len(tokens))) and tokens
     assert all(t.model == PARAPHRASER and not t.truncated and t.logprob <= 0 for t in tokens)
     ids = [t.token_id for t in tokens]
-    # joined token texts: the WordPiece spelling ("##" pieces join their word), before clean-up
-    assert "".join(t.text for t in tokens) == " ".join(str(tokenizer.id_to_token(i)) for i in ids).replace(" ##", "").removeprefix("##")
-    _assert_greedy(client.paraphrase(SOURCE, strategy="greedy"), SOURCE, tokenizer.decode(ids), len(ids))
+    # joined, the tokens' texts are the paraphrase as Paraphrase (and the paper's decode) spell it
+    joined = "".join(t.text for t in tokens)
+    assert joined == _text(paraphrase_repository, ids)
+    _assert_greedy(client.paraphrase(SOURCE, strategy="greedy"), SOURCE, joined, len(ids))
+    for sentence in ("What's the best way?", "Why don't cats purr?"):  # contractions and punctuation
+        sampled = list(client.paraphrase_stream(sentence, strategy="sample", seed=5, temperature=2.0))
+        assert "".join(t.text for t in sampled) == _text(paraphrase_repository, [t.token_id for t in sampled])
     short = list(client.paraphrase_stream(SOURCE, max_length=2))
     assert [t.token_id for t in short] == ids[:2]
 
