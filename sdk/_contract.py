@@ -52,7 +52,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("nextframe", "facet.v1.NextFrame", 50052),
     Capability("retrieval", "facet.v1.Retrieval", 50053),
     Capability("rerank", "facet.v1.Rerank", 50054),
-    Capability("paraphrase", "facet.v1.Paraphrase", 50055),
+    Capability("paraphrase", "facet.v1.Paraphrase", 50056),
 )
 BY_NAME: dict[str, Capability] = {c.name: c for c in CAPABILITIES}
 

@@ -128,7 +128,7 @@ def test_disabled_services_render_nothing(helm: Path) -> None:
 @pytest.mark.parametrize(
     ("service", "port", "grpc_service"),
     [("sae", 50051, "facet.v1.Sae"), ("nextframe", 50052, "facet.v1.NextFrame"), ("rerank", 50054, "facet.v1.Rerank"),
-     ("paraphrase", 50055, "facet.v1.Paraphrase")],
+     ("paraphrase", 50056, "facet.v1.Paraphrase")],
 )
 def test_stateless_services_have_their_own_probes(helm: Path, service: str, port: int, grpc_service: str) -> None:
     docs = _render(helm)
