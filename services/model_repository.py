@@ -38,6 +38,9 @@ class Key:
     PARITY = "parity"  # the export's numerical check against PyTorch
     PROPERTIES = "properties"  # capability-specific facts (the capability's catalog names the keys)
     FILES = "files"  # key -> file name beside the model
+    # int, optional: the longest extent the model accepts on any dynamic non-batch axis (e.g. its
+    # learned positions); backends keep warm-up shapes within it. Absent: unbounded.
+    MAX_SEQUENCE_LENGTH = "max_sequence_length"
     VERSION = "version"
 
 @dataclasses.dataclass(frozen=True)

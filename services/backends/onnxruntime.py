@@ -13,7 +13,7 @@ import numpy as np
 from services.backends.base import Backend, ModelMetadata, newest_version
 from services.backends.batching import DynamicBatcher
 from services.backends.onnx_session import create_session
-from services.model_repository import ModelRepository, ModelVersion
+from services.model_repository import Key, ModelRepository, ModelVersion
 from services.runtime.config import FacetConfig
 from services.runtime.errors import InvalidArgument, NotFound
 
@@ -42,12 +42,15 @@ class _LoadedModel:
         return dict(zip(self.output_names, outputs, strict=True))
 
     def warmup_inputs(self) -> list[dict[str, np.ndarray]]:
-        """The warm-up batches: `_WARMUP_ROWS` rows of ones at each of `_WARMUP_LENGTHS` when an input
-        has a dynamic non-batch axis, else one batch at the inputs' fixed shape."""
+        """The warm-up batches: `_WARMUP_ROWS` rows of ones at each of `_WARMUP_LENGTHS` (at most the
+        model's `Key.MAX_SEQUENCE_LENGTH`) when an input has a dynamic non-batch axis, else one batch
+        at the inputs' fixed shape."""
         specs = self.session.get_inputs()
         dynamic = any(not (isinstance(d, int) and d > 0) for spec in specs for d in spec.shape[1:])
+        cap = self.entry.metadata.get(Key.MAX_SEQUENCE_LENGTH)
+        lengths = sorted({min(n, int(cap)) for n in _WARMUP_LENGTHS}) if cap else list(_WARMUP_LENGTHS)
         batches = []
-        for length in _WARMUP_LENGTHS if dynamic else _WARMUP_LENGTHS[:1]:
+        for length in lengths if dynamic else lengths[:1]:
             arrays = {}
             for spec in specs:
                 dims = [_WARMUP_ROWS] + [d if isinstance(d, int) and d > 0 else length for d in spec.shape[1:]]

@@ -511,6 +511,7 @@ def export_paraphraser(
             Key.OUTPUTS: [TensorSpec(n, "float32", cache).to_dict() for n in ENCODER_OUTPUTS],
             Key.PROPERTIES: shape_props,
             Key.PARITY: parity,
+            Key.MAX_SEQUENCE_LENGTH: c.max_positions,  # learned positions: a longer source cannot be encoded
         },
     )
     props = {
@@ -547,6 +548,7 @@ def export_paraphraser(
             Key.OUTPUTS: [t.to_dict() for t in outputs],
             Key.PROPERTIES: props,
             Key.PARITY: parity,
+            Key.MAX_SEQUENCE_LENGTH: c.max_positions,  # a cache never holds more than the decoder's positions
         },
         extra_files={File.TOKENIZER: tokenizer_file, File.CHECKPOINT: weights_dir},
     )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from services.backends.onnxruntime import OnnxRuntimeBackend
-from services.model_repository import ModelRepository
+from services.model_repository import Key, ModelRepository, TensorSpec
 from services.retrieval.tokenization import TextTokenizer
 from services.runtime.config import FacetConfig, replace
 from services.runtime.errors import InvalidArgument, NotFound
@@ -89,3 +90,50 @@ async def test_warm_up_teaches_the_cost_model_two_widths(model_repository: Model
     await backend.load(MODEL)
     assert len(seen) == 2 and len({w for _, w in seen}) == 2, seen  # two widths measured, each after its allocating run
     await backend.close()
+
+
+def _positions_model(path: Path, positions: int) -> Path:
+    """ids int64 [batch, seq] -> ids + a learned position table at 0..seq-1, float32 [batch, seq, 2]:
+    like every Transformer with learned positions, it cannot run a sequence longer than `positions`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.arange(positions * 2, dtype=np.float32).reshape(positions, 2), "table")
+    nodes = [
+        helper.make_node("Shape", ["ids"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one"], ["seq"], axis=0),
+        helper.make_node("Range", ["zero", "seq", "one"], ["index"]),
+        helper.make_node("Gather", ["table", "index"], ["position"], axis=0),
+        helper.make_node("Cast", ["ids"], ["ids_float"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["ids_float", "two"], ["column"]),
+        helper.make_node("Add", ["column", "position"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "positions",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq", 2])],
+        initializer=[table, *(numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("zero", 0), ("one", 1)))]
+        + [numpy_helper.from_array(np.array([2], np.int64), "two")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path)
+    return path
+
+
+async def test_warm_up_stays_within_a_models_max_sequence_length(tmp_path: Path) -> None:
+    """A model that declares `max_sequence_length` (the paraphraser's encoder: 32 learned positions)
+    loads: warm-up shapes stay within it; without the declaration the 64-token warm-up fails."""
+    repository = ModelRepository(tmp_path / "models")
+    model_file = _positions_model(tmp_path / "positions.onnx", 24)
+    spec = {Key.INPUTS: [TensorSpec("ids", "int64", (-1,)).to_dict()], Key.OUTPUTS: [TensorSpec("out", "float32", (-1, 2)).to_dict()]}
+    repository.register("bounded", model_file, {Key.KIND: "test", Key.MAX_SEQUENCE_LENGTH: 24, **spec})
+    repository.register("unbounded", model_file, {Key.KIND: "test", **spec})
+    backend = OnnxRuntimeBackend(replace(FacetConfig(model_repository=repository.root), batching={"enabled": False}))
+    try:
+        await backend.load("bounded")
+        assert (await backend.infer("bounded", {"ids": np.ones((1, 24), np.int64)}))["out"].shape == (1, 24, 2)
+        assert await backend.ready("bounded")
+        with pytest.raises(Exception, match="(?i)broadcast|shape|dimension"):
+            await backend.load("unbounded")
+    finally:
+        await backend.close()
