@@ -496,6 +496,13 @@ def _load_weights(module: torch.nn.Module, path: Path) -> None:
     module.load_state_dict(load_file(str(path)))
 
 
+def _metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return dict(fh.metadata() or {})
+
+
 def load_checkpoint(path: Path) -> tuple[ParaphraseTransformer, Tokenizer, TrainingConfig]:
     """The model (eval mode), tokenizer and training config of a `TrainResult.checkpoint`.
 
@@ -503,10 +510,7 @@ def load_checkpoint(path: Path) -> tuple[ParaphraseTransformer, Tokenizer, Train
         FileNotFoundError: no such file.
         ValueError: not a paraphraser checkpoint.
     """
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        metadata = fh.metadata() or {}
+    metadata = _metadata(path)
     if not {"model_config", "training_config", "tokenizer"} <= set(metadata):
         raise ValueError(f"{path} is not a paraphraser checkpoint (no model_config/training_config/tokenizer metadata)")
     model = ParaphraseTransformer(ModelConfig.from_dict(json.loads(metadata["model_config"])))
@@ -596,7 +600,8 @@ class _Run:
         path = self.work_dir / PRIOR_FILE
         torch.manual_seed(_step_seed(self.config.seed, -1))
         prior = LanguageModel(self.model_config)
-        if path.is_file():
+        tag = json.dumps(self.config.to_dict(), sort_keys=True)  # a prior left by another config is not reused
+        if path.is_file() and _metadata(path).get("training_config") == tag:
             _load_weights(prior, path)
         else:
             prior.train()
@@ -620,7 +625,7 @@ class _Run:
                     optimizer.step()
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss.item():.3f}")
-            _save_weights(prior, path)
+            _save_weights(prior, path, {"training_config": tag})
         prior.eval()
         for p in prior.parameters():
             p.requires_grad_(False)
