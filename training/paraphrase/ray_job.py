@@ -74,20 +74,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from training.ray_train import report, restore_checkpoint
 
     config = TrainingConfig.from_dict(loop_config["training"])
-    work_dir = Path(tempfile.mkdtemp(prefix="facet-paraphrase-")) / SNAPSHOT_DIR
-    start_step = restore_checkpoint(lambda directory: _restore(directory, work_dir)) or 0
-
     stop_after = loop_config.get("stop_after_step")
+    with tempfile.TemporaryDirectory(prefix="facet-paraphrase-") as tmp:
+        work_dir = Path(tmp) / SNAPSHOT_DIR
+        start_step = restore_checkpoint(lambda directory: _restore(directory, work_dir)) or 0
 
-    def on_checkpoint(directory: Path, metrics: dict[str, Any]) -> None:
-        reported = {**metrics, "start_step": start_step}
-        report(reported, save=_snapshot(directory, reported))
-        if stop_after is not None and int(metrics["step"]) >= int(stop_after):
-            raise Interrupted(f"stopped after the checkpoint of step {metrics['step']} (stop_after_step={stop_after})")
+        def on_checkpoint(directory: Path, metrics: dict[str, Any]) -> None:
+            reported = {**metrics, "start_step": start_step}
+            report(reported, save=_snapshot(directory, reported))
+            if stop_after is not None and int(metrics["step"]) >= int(stop_after):
+                raise Interrupted(f"stopped after the checkpoint of step {metrics['step']} (stop_after_step={stop_after})")
 
-    result = train(config, work_dir, Path(loop_config["data_dir"]), progress=False, resume=True, on_checkpoint=on_checkpoint)
-    final = {"step": config.steps, "best_valid_loss": result.best_valid_loss, "time_s": result.time_s, "start_step": start_step, "done": True}
-    report(final, save=_snapshot(work_dir, final, result))
+        result = train(config, work_dir, Path(loop_config["data_dir"]), progress=False, resume=True, on_checkpoint=on_checkpoint)
+        final = {"step": config.steps, "best_valid_loss": result.best_valid_loss, "time_s": result.time_s, "start_step": start_step, "done": True}
+        report(final, save=_snapshot(work_dir, final, result))
 
 
 def _load_result(directory: Path, work_dir: Path) -> TrainResult:
