@@ -4,8 +4,9 @@ Paper: Yu et al., "Language as a Latent Sequence: deep latent variable models fo
 semi-supervised paraphrase generation", §3 (DDL: one encoder-decoder trained in both directions
 of a labelled pair; VSAR: the missing target of an unlabelled sentence is a latent sequence,
 inferred by the same encoder-decoder and regularised by a language-model prior). The paper's
-model is a 6-layer, 512-wide Transformer; the defaults here are sized for 2 CPU cores (3 + 3
-layers, 256 wide, 4 heads: `ModelConfig`).
+model is a 6-layer, 512-wide Transformer; Facet's default is sized for 2 CPU cores (2 + 2 layers,
+128 wide, 4 heads, feed-forward 512: `ModelConfig`'s defaults, measured in
+`training.paraphrase.train._default_model`).
 
 Written out (not `nn.Transformer`) because serving needs one decoding step with a key/value cache
 as its own ONNX graph (`step`), and the teacher-forced pass (`decode`) must compute exactly what
@@ -40,7 +41,7 @@ class ModelConfig:
         d_model: width of every layer (the paper: 512).
         heads: attention heads; `d_model` must divide by it.
         encoder_layers, decoder_layers: Transformer blocks (the paper: 6 each).
-        ff_dim: hidden width of each feed-forward block.
+        ff_dim: hidden width of each feed-forward block (the paper: 2,048).
         dropout: dropout on embeddings, attention weights and block outputs while training.
         max_positions: learned positions; at least the longest sentence plus [CLS] and [SEP].
         prior_layers: blocks of the language-model prior (a decoder-only Transformer).
@@ -50,11 +51,11 @@ class ModelConfig:
     """
 
     vocab_size: int
-    d_model: int = 256
+    d_model: int = 128
     heads: int = 4
-    encoder_layers: int = 3
-    decoder_layers: int = 3
-    ff_dim: int = 1024
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    ff_dim: int = 512
     dropout: float = 0.1
     max_positions: int = 32
     prior_layers: int = 2
