@@ -120,13 +120,26 @@ def _parity_text(parity: Mapping[str, Any]) -> str:
     parts = []
     if isinstance(parity.get("passed"), bool):
         parts.append("ok" if parity["passed"] else "FAILED")
-    for key, value in parity.items():
+    for key, value in _bounds(parity):
         bound = _BOUND.search(key)
-        if bound is None or isinstance(value, bool) or not isinstance(value, int | float):
-            continue
+        assert bound is not None
         label = _BOUND.sub("_", key, count=1).strip("_")
         parts.append(f"{label}≥{value:.7f}" if bound.group(1) == "min" else f"{label}≤{value:.1e}")
     return " ".join(parts) or "-"
+
+
+def _bounds(record: Mapping[str, Any], prefix: str = "") -> list[tuple[str, float]]:
+    """The (name, number) bounds of a parity record; a bound's name on a table of numbers applies to
+    each of them (`{"max_abs_diff": {"log_probs": x}}` is `max_abs_diff_log_probs`), and nested
+    tables are searched too."""
+    found: list[tuple[str, float]] = []
+    for key, value in record.items():
+        name = f"{prefix}_{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            found += _bounds(value, name)
+        elif _BOUND.search(name) and isinstance(value, int | float) and not isinstance(value, bool):
+            found.append((name, float(value)))
+    return found
 
 
 def _services(args: argparse.Namespace, command: str) -> list[str] | None:

@@ -12,8 +12,8 @@ in this process. Both sides get real Quora test-split questions and the same loa
           SDK's AsyncClient. PyTorch: `training.paraphrase.generate.greedy` on the one question per
           call (KV cache), N calls at a time on a thread pool (what a user of the model in-process
           writes). Target Facet / PyTorch >= 1.5x (issue #15, part 7).
-  beam:   the same with beam search (width 4, length_penalty 0: the reference's raw sum, so both sides
-          run the same search). Facet: `Paraphrase(n=1, strategy="beam")`; its tokens are those of the
+  beam:   the same with beam search (width 4; the reference searched with the service's scoring,
+          length_penalty 1.0: the mean log-prob per token, so both sides run the same search). Facet: `Paraphrase(n=1, strategy="beam")`; its tokens are those of the
           paraphrase it returns (a beam equal to the source is skipped for the next one: the
           service's guarantee), PyTorch's those of its best beam.
   first token: p50 / p99 time to the first streamed token (one caller), beside PyTorch's time to
@@ -58,6 +58,8 @@ from load.scenarios._data import quora_questions  # noqa: E402
 
 GENERATION_TARGET = 1.5  # Facet / PyTorch generated tokens per second (issue #15, part 7)
 BEAM_WIDTH = 4
+# the service's beam scoring (services.paraphrase.decoding.DecodingOptions' default; not a request field)
+SERVICE_LENGTH_PENALTY = 1.0
 TIMEOUT_S = 120.0
 
 
@@ -152,7 +154,7 @@ class InProcessGenerator:
         from training.paraphrase.generate import beam_search
 
         with torch.inference_mode():
-            return len(beam_search(self.model, self.encode(text), BEAM_WIDTH, self.max_length)[0])
+            return len(beam_search(self.model, self.encode(text), BEAM_WIDTH, self.max_length, length_penalty=SERVICE_LENGTH_PENALTY)[0])
 
     def first_token_ms(self, text: str) -> float:
         import torch

@@ -62,6 +62,11 @@ def test_models_list_shows_each_kinds_parity_in_aligned_columns(repository: Mode
         ),
         ({"passed": False, "min_cosine": 0.5, "mean_cosine": 0.9, "sentences": 300}, "FAILED cosine≥0.5000000"),
         ({"passed": True, "threshold": 1e-4, "pairs": 48}, "ok"),
+        # the paraphrase export's: a bound over a table of figures, a table of counts, a length that is no bound
+        (
+            {"passed": True, "decode_length": 20, "max_abs_diff": {"log_probs": 4.8e-06, "padded_batch": 0.0}, "greedy": {"match_rate": 1.0}},
+            "ok abs_diff_log_probs≤4.8e-06 abs_diff_padded_batch≤0.0e+00",
+        ),
         ({}, "-"),
     ],
 )

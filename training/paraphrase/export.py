@@ -342,7 +342,7 @@ def parity_check(
         beam_width: the beam search's width.
         threads: ONNX Runtime intra-op threads.
     Returns:
-        {"sentences", "max_length", "threshold", "max_abs_diff": {cross_keys_values, log_probs,
+        {"sentences", "decode_length", "threshold", "max_abs_diff": {cross_keys_values, log_probs,
         present_keys_values, padded_batch}, "greedy": {match_rate, mismatches, ties, examples},
         "beam": {width, match_rate, mismatches, ties, unexplained, examples}, "time_s", "passed",
         "failures" (what failed, in words)}. Token ids are those of the stored tokenizer.
@@ -384,7 +384,7 @@ def parity_check(
         failures.append(f"{beam_unexplained} beam decodings differ without a score tie (limit {BEAM_UNEXPLAINED_RATE:.0%} of {n})")
     return {
         "sentences": n,
-        "max_length": max_length,
+        "decode_length": max_length,  # not `max_`-named: `facet models list` reads those as bounds
         "threshold": PARITY_MAX_ABS,
         "reference": "PyTorch ParaphraseTransformer (encode, cross_keys_values, step) on the CPU; searches: training.paraphrase.generate",
         "max_abs_diff": diffs,
