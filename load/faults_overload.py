@@ -123,11 +123,25 @@ async def rerank_calls(client: sdk.AsyncClient, data: Path) -> ServiceCalls:
                         "Rerank of 32 sentences")  # fmt: skip
 
 
+async def paraphrase_calls(client: sdk.AsyncClient, data: Path) -> ServiceCalls:
+    """Paraphrase of a real sentence into 4 diverse paraphrases (8 beams in 4 groups, each step a
+    decoder call for 8 rows, plus the similarity embeddings); the probe is one greedy paraphrase."""
+    sentences = real_sentences(data)
+
+    def large(i: int) -> Call:
+        text = sentences[i % 256]
+        return lambda c, deadline_s: c.paraphrase(text, n=4, strategy="diverse_beam", truncate=True, timeout_s=deadline_s)
+
+    return ServiceCalls(large, lambda c, deadline_s: c.paraphrase(sentences[0], strategy="greedy", truncate=True, timeout_s=deadline_s),
+                        "Paraphrase n=4, diverse beam")  # fmt: skip
+
+
 CALLS: dict[str, Callable[[sdk.AsyncClient, Path], Awaitable[ServiceCalls]]] = {
     "retrieval": retrieval_calls,
     "sae": sae_calls,
     "nextframe": nextframe_calls,
     "rerank": rerank_calls,
+    "paraphrase": paraphrase_calls,
 }
 
 
