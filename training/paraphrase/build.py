@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PARAPHRASER = "ddl-vsar-quora"
 EMBEDDING_MODEL = "all-minilm-l6-v2"  # training.retrieval.export.DEFAULT_EMBEDDING_MODEL: the service's similarity model
-REUSE_EMBEDDING_ENV = "FACET_TEST_MODEL_REPOSITORY"  # build_test_model links the embedding model from the repository it names
 TRAIN_DIR = "train"  # under the work dir: train's checkpoints (a build started again resumes from them)
 EXPORT_DIR = "export"  # under the work dir: the ONNX graphs, tokenizer and weights before registration
 
@@ -260,7 +259,9 @@ def _link_model(source: Path, destination: Path) -> None:
     shutil.copytree(source, destination, copy_function=link)
 
 
-def ensure_embedding_model(repository: ModelRepository, work_dir: Path, benchmark_data: Path | None = None, *, reuse: bool = False) -> list[ModelVersion]:
+def ensure_embedding_model(
+    repository: ModelRepository, work_dir: Path, benchmark_data: Path | None = None, *, source: ModelRepository | None = None
+) -> list[ModelVersion]:
     """Make sure the paraphrase service's similarity model (`EMBEDDING_MODEL`, the retrieval
     capability's all-MiniLM-L6-v2) is in `repository`.
 
@@ -268,8 +269,8 @@ def ensure_embedding_model(repository: ModelRepository, work_dir: Path, benchmar
         repository: the model repository.
         work_dir: scratch for the retrieval export.
         benchmark_data: the shared benchmark data (the export's parity sentences).
-        reuse: first look in the repository `REUSE_EMBEDDING_ENV` names (tests: a session's build)
-            and link its files in (`_link_model`) rather than exporting again.
+        source: a repository that may already hold it (tests: the session's retrieval build):
+            its files are linked in (`_link_model`) rather than exported again.
     Returns:
         [the version added], or [] when it was there.
     Raises:
@@ -277,34 +278,36 @@ def ensure_embedding_model(repository: ModelRepository, work_dir: Path, benchmar
     """
     if repository.has(EMBEDDING_MODEL):
         return []
-    shared = os.environ.get(REUSE_EMBEDDING_ENV) if reuse else None
-    if shared and ModelRepository(shared).has(EMBEDDING_MODEL) and Path(shared).resolve() != repository.root.resolve():
+    if source is not None and source.has(EMBEDDING_MODEL) and source.root.resolve() != repository.root.resolve():
         repository.root.mkdir(parents=True, exist_ok=True)
-        _link_model(Path(shared) / EMBEDDING_MODEL, repository.root / EMBEDDING_MODEL)
+        _link_model(source.root / EMBEDDING_MODEL, repository.root / EMBEDDING_MODEL)
         return [repository.get(EMBEDDING_MODEL)]
     from training.retrieval.export import build_defaults as build_embedding_model
 
     return build_embedding_model(repository, work_dir, benchmark_data)
 
 
-def build_test_model(repository: ModelRepository, work_dir: Path, name: str = DEFAULT_PARAPHRASER) -> ModelVersion:
+def build_test_model(
+    repository: ModelRepository, work_dir: Path, name: str = DEFAULT_PARAPHRASER, *, embedding_from: ModelRepository | None = None
+) -> ModelVersion:
     """The tiny paraphraser the tests serve (`tiny_options`), trained by `train` on real Quora
     pairs and exported like the default one; and the embedding model the service needs.
 
     Deterministic (seed 0, CPU): two builds give the same weights, so the same tokens. Needs the
-    shared benchmark data (`../shared/data`). The embedding model is linked from the repository
-    `FACET_TEST_MODEL_REPOSITORY` names when it holds one, else exported from the packaged
-    all-MiniLM-L6-v2 (`training.retrieval.export.build_defaults`).
+    shared benchmark data (`../shared/data`). The embedding model is linked from `embedding_from`
+    when it holds one (the tests' session build), else exported from the packaged all-MiniLM-L6-v2
+    (`training.retrieval.export.build_defaults`).
 
     Args:
         repository: where it is registered.
         work_dir: scratch space (training checkpoints, export files).
         name: its model name (its encoder: `<name>-encoder`).
+        embedding_from: a repository whose embedding model to link in.
     Returns:
         the decoder step's registered version.
     """
     options = tiny_options(name)
-    ensure_embedding_model(repository, Path(work_dir) / "embedding", options.data, reuse=True)
+    ensure_embedding_model(repository, Path(work_dir) / "embedding", options.data, source=embedding_from)
     return build_paraphraser(repository, Path(work_dir) / name, options)
 
 

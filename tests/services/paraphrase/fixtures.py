@@ -31,17 +31,17 @@ def _register_second(repository: ModelRepository) -> None:
 
 
 @pytest.fixture(scope="session")
-def paraphrase_repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+def paraphrase_repository(tmp_path_factory: pytest.TempPathFactory, model_repository: ModelRepository) -> ModelRepository:
     """A tiny DDL+VSAR paraphraser (`training.paraphrase.build.build_test_model`: trained by
     `train` on a few hundred Quora pairs, exported and parity-checked), its encoder, the embedding
-    model, and `SECOND_PARAPHRASER`. FACET_TEST_PARAPHRASE_REPOSITORY reuses a build (local runs;
-    it is built there once)."""
+    model (linked from the session's retrieval build, `model_repository`), and `SECOND_PARAPHRASER`.
+    FACET_TEST_PARAPHRASE_REPOSITORY reuses a build (local runs; it is built there once)."""
     reuse = os.environ.get("FACET_TEST_PARAPHRASE_REPOSITORY")
     repository = ModelRepository(Path(reuse) if reuse else tmp_path_factory.mktemp("paraphrase-models"))
     if not repository.has(PARAPHRASER):
         from training.paraphrase.build import build_test_model
 
-        build_test_model(repository, tmp_path_factory.mktemp("paraphrase-work"), name=PARAPHRASER)
+        build_test_model(repository, tmp_path_factory.mktemp("paraphrase-work"), name=PARAPHRASER, embedding_from=model_repository)
     if not repository.has(SECOND_PARAPHRASER):
         _register_second(repository)
     return repository

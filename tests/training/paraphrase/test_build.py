@@ -19,7 +19,6 @@ from training.paraphrase import build as build_module
 from training.paraphrase.build import (
     DEFAULT_PARAPHRASER,
     EMBEDDING_MODEL,
-    REUSE_EMBEDDING_ENV,
     BuildOptions,
     build_defaults,
     build_test_model,
@@ -37,7 +36,7 @@ pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
-def repository(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+def repository(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, model_repository: ModelRepository) -> ModelRepository:
     """The session's test paraphraser (`paraphrase_repository`, the paraphrase fixtures') where
     the registry serves paraphrase; else built here the same way."""
     try:
@@ -47,7 +46,7 @@ def repository(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         reuse = os.environ.get("FACET_TEST_PARAPHRASE_REPOSITORY")
         built = ModelRepository(Path(reuse) if reuse else tmp_path_factory.mktemp("paraphrase-models"))
         if not built.has(DEFAULT_PARAPHRASER):
-            build_test_model(built, tmp_path_factory.mktemp("paraphrase-work"), name=DEFAULT_PARAPHRASER)
+            build_test_model(built, tmp_path_factory.mktemp("paraphrase-work"), name=DEFAULT_PARAPHRASER, embedding_from=model_repository)
         return built
 
 
@@ -89,11 +88,9 @@ def test_properties_say_how_it_was_trained_and_how_it_scores(tiny: ModelVersion)
     assert all(0.0 <= metrics[k] <= 100.0 for k in METRIC_KEYS if k != "ibleu")
 
 
-def test_a_second_build_gives_the_same_tokens(repository: ModelRepository, tiny: ModelVersion, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch, rarb_data: Path) -> None:  # fmt: skip
+def test_a_second_build_gives_the_same_tokens(repository: ModelRepository, tiny: ModelVersion, tmp_path: Path, rarb_data: Path) -> None:
     # the embedding model is linked from the first build's repository, not exported again
-    monkeypatch.setenv(REUSE_EMBEDDING_ENV, str(repository.root))
-    again = build_test_model(ModelRepository(tmp_path / "models"), tmp_path / "work", name="again")
+    again = build_test_model(ModelRepository(tmp_path / "models"), tmp_path / "work", name="again", embedding_from=repository)
     linked = ModelRepository(tmp_path / "models").get(EMBEDDING_MODEL)
     assert os.path.samefile(linked.model_file, repository.get(EMBEDDING_MODEL).model_file)
     (first, tokenizer), (second, tokenizer_again) = load_pytorch_model(tiny), load_pytorch_model(again)
