@@ -67,7 +67,8 @@ class ParaphraseResult(Sequence[Paraphrase]):
         truncated: `truncate=True` cut the text to the model's max_length tokens.
         considered: candidates the decoder produced before the selection.
         dropped_same_as_source: candidates equal to the source after normalisation (lowercase,
-            whitespace collapsed, punctuation at the ends stripped), or empty.
+            accents removed, punctuation split from words, whitespace collapsed, punctuation at
+            the ends stripped), or empty.
         dropped_duplicate: candidates equal to one kept before them.
         dropped_too_similar: candidates whose BLEU to a kept one was above `max_pairwise_bleu`.
     """
