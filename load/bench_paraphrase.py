@@ -321,15 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for problem in service.problems:
         print(f"  - {problem}")
     if s.json_path is not None:
-        payload = {
-            "settings": dataclasses.asdict(s),
-            "wall_seconds": wall,
-            "rows": [dataclasses.asdict(r) for r in out.rows],
-            "notes": out.notes,
-            "raw": out.raw,
-        }
-        s.json_path.write_text(json.dumps(payload, indent=2, default=str))
-        print(f"- results written to {s.json_path}")
+        out.write_json(s.json_path, s, wall)
     return 0
 
 

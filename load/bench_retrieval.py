@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -196,16 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     print_report(s, out, wall)
     if s.json_path is not None:
-        payload = {
-            "mode": "quick" if s.quick else "full",
-            "wall_seconds": wall,
-            "settings": dataclasses.asdict(s),
-            "rows": [dataclasses.asdict(r) for r in out.rows],
-            "notes": out.notes,
-            "raw": out.raw,
-        }
-        s.json_path.write_text(json.dumps(payload, indent=2, default=str))
-        print(f"- results written to {s.json_path}")
+        out.write_json(s.json_path, s, wall, mode="quick" if s.quick else "full")
     return 0
 
 

@@ -366,6 +366,20 @@ class Results:
     raw: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
 
+    def write_json(self, path: Path, settings: Any, wall_seconds: float, **extra: Any) -> None:
+        """`--json`: the settings (a dataclass), the wall time, the rows, notes and raw numbers, and
+        `extra` keys, written to `path`; says where on stdout."""
+        payload = {
+            **extra,
+            "wall_seconds": wall_seconds,
+            "settings": dataclasses.asdict(settings),
+            "rows": [dataclasses.asdict(r) for r in self.rows],
+            "notes": self.notes,
+            "raw": self.raw,
+        }
+        path.write_text(json.dumps(payload, indent=2, default=str))
+        print(f"- results written to {path}")
+
 
 def log(message: str) -> None:
     """A progress line, with the time."""

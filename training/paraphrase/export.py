@@ -50,6 +50,7 @@ from tokenizers import Tokenizer
 from services.model_repository import Key, ModelRepository, ModelVersion, TensorSpec, file_sha256
 from services.paraphrase.catalog import File, Kind, Prop, Tensor, encoder_name
 from training.onnx_export import cpu_session, export_module
+from training.paraphrase.data import special_ids
 from training.paraphrase.generate import (
     DecodeRows,
     Hypothesis,
@@ -427,12 +428,7 @@ def load_pytorch_model(entry: ModelVersion) -> tuple[ParaphraseTransformer, Toke
 
 
 def _special_ids(tokenizer: Tokenizer, config: ModelConfig) -> dict[str, int]:
-    ids = {}
-    for key, token in (("pad", "[PAD]"), ("unk", "[UNK]"), ("bos", "[CLS]"), ("eos", "[SEP]")):
-        value = tokenizer.token_to_id(token)
-        if value is None:
-            raise ValueError(f"the tokenizer has no {token} token")
-        ids[key] = value
+    ids = special_ids(tokenizer)
     expected = {"pad": config.pad_id, "bos": config.bos_id, "eos": config.eos_id}
     if any(ids[k] != v for k, v in expected.items()):
         raise ValueError(f"the tokenizer's special ids {ids} differ from the model's {expected}")
