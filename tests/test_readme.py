@@ -78,3 +78,21 @@ def test_nextframe_example_runs_as_written(nextframe_server, tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("gravity ≈ ") and "m/s²" in result.stdout
     assert (tmp_path / "rollout.gif").stat().st_size > 0
+
+
+def test_paraphrase_examples_run_as_written(start_paraphrase_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The Paraphrase section's two examples (sync and async) against a real server on the tiny test paraphraser."""
+    section = README.read_text().split("\n## Paraphrase\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)[:2]
+    assert "client.paraphrase(" in blocks[0] and "AsyncClient" in blocks[1]
+    server = start_paraphrase_server()
+    env = {**os.environ, "FACET_PARAPHRASE_ADDR": server.address}
+    outputs = []
+    for i, block in enumerate(blocks):
+        script = tmp_path / f"paraphrase_{i}.py"
+        script.write_text(block)
+        result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    assert "rejected: text has" in outputs[0] and "truncate=True" in outputs[0]  # the over-long text, refused
+    assert outputs[1].strip()  # the async example printed its paraphrases and streamed tokens
