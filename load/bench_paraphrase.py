@@ -225,7 +225,8 @@ async def measure(
 
                 def counting(side: str, call: Any, counted: dict[str, int] = counted) -> Any:
                     async def wrapped(i: int) -> None:
-                        counted[side] += await call(i)
+                        tokens = await call(i)  # not `+= await`: that reads the count before awaiting and loses updates
+                        counted[side] += tokens
 
                     return wrapped
 
