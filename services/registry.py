@@ -151,7 +151,7 @@ CAPABILITIES: tuple[ServerCapability, ...] = (
         has_defaults="training.paraphrase.build:has_defaults",
         train_module="training.paraphrase.ray_job",
         demo="services.paraphrase.demo:run_demo",
-        default_build_s=3600.0,  # placeholder until `facet paraphrase build` is measured on 2 idle cores (training/paraphrase/build.py)
+        default_build_s=1560.0,  # one-thread step times x 640 steps + decoding + export (README "Training a paraphraser"); 2,485 s measured on a shared machine
         commands=(
             Command("paraphrase", "build", "training.paraphrase.build", "train (DDL+VSAR, KRL schedule) and export the default paraphraser into the model repository"),
             Command("eval", "paraphrase", "training.paraphrase.evaluate", "BLEU, self-BLEU, iBLEU and ROUGE of a paraphraser on a test split"),
