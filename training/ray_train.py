@@ -74,7 +74,12 @@ def fit_on_ray(
             scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {})}),
             run_config=RunConfig(name=run_name, storage_path=str(Path(output_dir).resolve()), checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT)),
         )
-        result = trainer.fit()
+        from ray.train import TrainingFailedError
+
+        try:
+            result = trainer.fit()
+        except TrainingFailedError as exc:  # Ray Train v2 raises a worker's failure rather than returning it
+            raise RuntimeError(f"{what} failed on Ray: {exc}") from exc
         if result.error is not None:
             raise RuntimeError(f"{what} failed on Ray: {result.error}")
         if result.checkpoint is None:

@@ -123,17 +123,12 @@ def train_paraphraser_on_ray(
         RuntimeError: the training failed on Ray (the worker's error in the message).
     Uses the running Ray if there is one, else starts one for this call (or joins RAY_ADDRESS's).
     """
-    from ray.train import TrainingFailedError
-
     from training.ray_train import fit_on_ray
 
     loop_config = {"training": config.to_dict(), "data_dir": str(Path(data_dir).resolve()), "stop_after_step": stop_after_step}
-    try:
-        return fit_on_ray(train_loop_per_worker, loop_config, output_dir, run_name=RUN_NAME,
-                          load=lambda directory: _load_result(directory, Path(work_dir)),
-                          num_workers=1, use_gpu=False, what="paraphraser training")  # fmt: skip
-    except TrainingFailedError as exc:  # Ray Train v2 raises a worker's failure rather than returning it
-        raise RuntimeError(f"paraphraser training failed on Ray: {exc}") from exc
+    return fit_on_ray(train_loop_per_worker, loop_config, output_dir, run_name=RUN_NAME,
+                      load=lambda directory: _load_result(directory, Path(work_dir)),
+                      num_workers=1, use_gpu=False, what="paraphraser training")  # fmt: skip
 
 
 CPU_ONLY = "cpu"

@@ -78,7 +78,13 @@ def test_an_interrupted_run_resumes_from_its_latest_checkpoint(tmp_path: Path, r
     assert [h["step"] for h in result.history if h["stage"] in ("ddl", "ddl+vsar")] == [10, 20, 30]
     assert result.counts["labelled_pairs"] == 300
     # and ends where an uninterrupted run of the same config does (train is deterministic)
-    uninterrupted = train(config, tmp_path / "local", data_dir, progress=False)
+    # with the Ray worker's one thread (a 1-CPU worker gets OMP_NUM_THREADS=1): sums in the same order
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        uninterrupted = train(config, tmp_path / "local", data_dir, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     expected = uninterrupted.model.state_dict()
     assert all(torch.equal(expected[k], v) for k, v in result.model.state_dict().items())
     assert [h["valid_loss"] for h in result.history] == [h["valid_loss"] for h in uninterrupted.history]
