@@ -49,6 +49,18 @@ BEAM_OVERSAMPLING = 2
 WARMUP_TEXT = "How do I improve my English speaking skills?"
 
 
+# The decoding options each strategy uses: one set for another strategy is refused, not ignored.
+OPTION_STRATEGIES: dict[str, tuple[str, ...]] = {
+    "beam_width": ("beam", "diverse_beam"),
+    "beam_groups": ("diverse_beam",),
+    "diversity_penalty": ("diverse_beam",),
+    "temperature": ("sample",),
+    "top_p": ("sample",),
+    "top_k": ("sample",),
+    "seed": ("sample",),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Paraphraser:
     """A served paraphraser: its decoder step's repository metadata and its tokenizer."""
@@ -68,6 +80,11 @@ class Paraphraser:
     @property
     def encoder(self) -> str:
         return str(self.metadata.properties.get(Prop.ENCODER_MODEL) or encoder_name(self.name))
+
+    @property
+    def unk_id(self) -> int:
+        """[UNK]'s id: what the tokenizer gives a piece outside the paraphraser's vocabulary."""
+        return int(self.metadata.properties[Prop.SPECIAL_IDS]["unk"])
 
     def property(self, key: str, default: Any) -> Any:
         return self.metadata.properties.get(key, default)
@@ -191,6 +208,11 @@ class ParaphraseService(paraphrase_pb2_grpc.ParaphraseServicer, FacetService):
         ids = paraphraser.tokenizer.encode(text, add_special_tokens=False).ids
         if not ids:
             raise InvalidArgument("text has no token the paraphraser reads; send a sentence")
+        if all(i == paraphraser.unk_id for i in ids):
+            raise InvalidArgument(
+                f"text has no word paraphraser '{paraphraser.name}' knows (every token is [UNK]: e.g. only emoji or a "
+                "script outside its English vocabulary); send an English sentence"
+            )
         most = paraphraser.max_length
         if len(ids) > most:
             if not truncate:
@@ -210,6 +232,12 @@ class ParaphraseService(paraphrase_pb2_grpc.ParaphraseServicer, FacetService):
         limits = self._config
         if strategy not in decoding.STRATEGIES:
             raise InvalidArgument(f"strategy must be one of {', '.join(decoding.STRATEGIES)}; got '{shown(strategy)}'")
+        unused = [name for name, strategies in OPTION_STRATEGIES.items() if fields.get(name) is not None and strategy not in strategies]
+        if unused:
+            raise InvalidArgument(
+                "; ".join(f"{name} applies to strategy {' or '.join(OPTION_STRATEGIES[name])} only" for name in unused)
+                + f", not to '{strategy}': leave it unset or pick that strategy"
+            )
         if not 1 <= n <= limits.max_n:
             raise InvalidArgument(f"n must be between 1 and paraphrase.max_n ({limits.max_n}), got {n}")
         beam_width = fields.get("beam_width")

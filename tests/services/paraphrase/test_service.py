@@ -255,6 +255,13 @@ _BAD_CALLS = [
     ("max_length zero", lambda c: c.paraphrase(SOURCE, max_length=0), sdk.InvalidArgument, "max_length must be between 1 and"),
     ("negative seed", lambda c: c.paraphrase(SOURCE, strategy="sample", seed=-1), sdk.InvalidArgument, "seed must be >= 0"),
     ("unknown model", lambda c: c.paraphrase(SOURCE, model="no-such-paraphraser"), sdk.NotFound, f"available: {PARAPHRASER}, {SECOND_PARAPHRASER}"),
+    ("only unknown words", lambda c: c.paraphrase("\U0001f600\U0001f389\U0001f525"), sdk.InvalidArgument, "every token is [UNK]"),
+    ("stream: only unknown words", lambda c: c.paraphrase_stream("\U0001f600 \U0001f389"), sdk.InvalidArgument, "every token is [UNK]"),
+    ("sampling option with greedy", lambda c: c.paraphrase(SOURCE, strategy="greedy", temperature=0.5), sdk.InvalidArgument, "temperature applies to strategy sample only"),
+    ("seed with beam", lambda c: c.paraphrase(SOURCE, seed=3), sdk.InvalidArgument, "seed applies to strategy sample only, not to 'beam'"),
+    ("groups with beam", lambda c: c.paraphrase(SOURCE, beam_groups=2), sdk.InvalidArgument, "beam_groups applies to strategy diverse_beam only"),
+    ("beam width with sample", lambda c: c.paraphrase(SOURCE, strategy="sample", beam_width=4), sdk.InvalidArgument, "beam_width applies to strategy beam or diverse_beam only"),
+    ("stream: top_k with greedy", lambda c: c.paraphrase_stream(SOURCE, top_k=5), sdk.InvalidArgument, "top_k applies to strategy sample only"),
     ("stream: beam cannot stream", lambda c: c.paraphrase_stream(SOURCE, strategy="beam"), sdk.InvalidArgument, "ParaphraseStream takes greedy or sample"),
     ("stream: diverse beam cannot stream", lambda c: c.paraphrase_stream(SOURCE, strategy="diverse_beam"), sdk.InvalidArgument, "cannot stream"),
     ("stream: unknown strategy", lambda c: c.paraphrase_stream(SOURCE, strategy="topk"), sdk.InvalidArgument, "greedy, sample"),
@@ -286,7 +293,7 @@ def _raw_call(address: str, method: str, payload: bytes) -> grpc.RpcError:
      ("max_pairwise_bleu", float("nan"), "max_pairwise_bleu must be in [0, 100]"), ("diversity_penalty", -1.0, "diversity_penalty must be >= 0")],
 )  # fmt: skip
 def test_non_finite_numbers_are_refused_by_the_service(paraphrase_server, field: str, value: float, message: str) -> None:  # type: ignore[no-untyped-def]
-    request = paraphrase_pb2.ParaphraseRequest(text=SOURCE, strategy="sample")
+    request = paraphrase_pb2.ParaphraseRequest(text=SOURCE, strategy="diverse_beam" if field == "diversity_penalty" else "sample")
     setattr(request, field, value)
     error = _raw_call(paraphrase_server.address, "Paraphrase", request.SerializeToString())
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.details()
