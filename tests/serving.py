@@ -85,3 +85,24 @@ def delete_serve_apps(head, models: list[str]) -> None:  # type: ignore[no-untyp
     """Delete the models' Serve applications from a local head (through a short-lived driver)."""
     subprocess.run([sys.executable, "-c", DELETE_APPS, head.address, *models], cwd=REPO_ROOT, timeout=120, check=False,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def started_servers(repository: ModelRepository, data_dirs, service: str):  # type: ignore[no-untyped-def]
+    """The body of a `start_<capability>_server` fixture: yields `start(env=None, data_dir=None,
+    wait=True) -> ServerProcess` (a `service` on ONNX Runtime over `repository` with the given
+    settings, SERVING unless `wait` is False, in `data_dir` or its own from `data_dirs`, a pytest
+    TempPathFactory) and terminates every one it started."""
+    import contextlib
+
+    started: list[ServerProcess] = []
+
+    def start(env: dict[str, str] | None = None, data_dir: Path | None = None, wait: bool = True) -> ServerProcess:
+        server = ServerProcess(repository.root, data_dir or data_dirs.mktemp(f"{service}-data"), env, service=service)
+        started.append(server)
+        server.start(wait=wait)
+        return server
+
+    yield start
+    for server in started:
+        with contextlib.suppress(Exception):
+            server.terminate(10.0)

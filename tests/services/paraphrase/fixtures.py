@@ -4,7 +4,6 @@ model beside it), and Paraphrase servers on every backend."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from services.model_repository import Key, ModelRepository
 from services.paraphrase.catalog import File, Prop
 from services.paraphrase.config import ParaphraseConfig
-from tests.serving import SERVICE_BACKENDS, ServerProcess
+from tests.serving import SERVICE_BACKENDS, ServerProcess, started_servers
 
 # The tiny test model is registered under the default paraphraser's name, so the service (and the
 # launcher, which then has nothing to build) find it without settings.
@@ -58,15 +57,4 @@ def start_paraphrase_server(
 ) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: start_paraphrase_server(env={...}) -> a SERVING paraphrase ServerProcess (ONNX
     Runtime) on the test paraphrasers with the given settings, stopped at session end."""
-    started: list[ServerProcess] = []
-
-    def start(env: dict[str, str] | None = None) -> ServerProcess:
-        server = ServerProcess(paraphrase_repository.root, tmp_path_factory.mktemp("paraphrase-data"), env, service="paraphrase")
-        started.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in started:
-        with contextlib.suppress(Exception):
-            server.terminate(10.0)
+    yield from started_servers(paraphrase_repository, tmp_path_factory, "paraphrase")

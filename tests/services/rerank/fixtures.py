@@ -3,7 +3,6 @@ cross-encoder trained by the project's own code, and Rerank servers on every bac
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from services.model_repository import Key, ModelRepository
 from services.rerank.catalog import File, Prop
 from services.rerank.config import RerankConfig
-from tests.serving import SERVICE_BACKENDS, ServerProcess
+from tests.serving import SERVICE_BACKENDS, ServerProcess, started_servers
 
 # The tiny test model is registered under the default reranker's name, so the service (and the
 # launcher, which then has nothing to build) find it without settings.
@@ -54,15 +53,4 @@ def rerank_server(request: pytest.FixtureRequest, rerank_repository: ModelReposi
 def start_rerank_server(rerank_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: start_rerank_server(env={...}) -> a SERVING rerank ServerProcess (ONNX Runtime)
     on the test rerankers with the given settings, stopped at session end."""
-    started: list[ServerProcess] = []
-
-    def start(env: dict[str, str] | None = None) -> ServerProcess:
-        server = ServerProcess(rerank_repository.root, tmp_path_factory.mktemp("rerank-data"), env, service="rerank")
-        started.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in started:
-        with contextlib.suppress(Exception):
-            server.terminate(10.0)
+    yield from started_servers(rerank_repository, tmp_path_factory, "rerank")

@@ -13,7 +13,7 @@ import pytest
 
 import sdk
 from services.model_repository import ModelRepository
-from tests.serving import SERVICE_BACKENDS, ServerProcess
+from tests.serving import SERVICE_BACKENDS, ServerProcess, started_servers
 
 EMBEDDING_MODEL = "all-minilm-l6-v2"
 
@@ -35,18 +35,7 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory, rarb_data: Path) 
 def start_server(model_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: start_server(env={...}, data_dir=None, wait=True) -> a SERVING retrieval
     ServerProcess on the embedding model, stopped at session end."""
-    started: list[ServerProcess] = []
-
-    def start(env: dict[str, str] | None = None, data_dir: Path | None = None, wait: bool = True) -> ServerProcess:
-        server = ServerProcess(model_repository.root, data_dir or tmp_path_factory.mktemp("data"), env)
-        started.append(server)
-        server.start(wait=wait)
-        return server
-
-    yield start
-    for server in started:
-        with contextlib.suppress(Exception):
-            server.terminate(10.0)
+    yield from started_servers(model_repository, tmp_path_factory, "retrieval")
 
 
 @pytest.fixture(scope="session", params=SERVICE_BACKENDS)
