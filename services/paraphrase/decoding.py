@@ -80,8 +80,8 @@ class StepModel(Protocol):
 
     Attributes:
         vocab_size: the width V of `step`'s log-probabilities.
-        bos_id, eos_id, pad_id: the ids of [CLS] (fed at the first step), [SEP] (ends a
-            hypothesis) and [PAD].
+        bos_id, eos_id, pad_id, unk_id: the ids of [CLS] (fed at the first step), [SEP] (ends a
+            hypothesis), [PAD] and [UNK] (never generated: it decodes to no text).
         max_length: the most tokens a hypothesis may hold, [CLS]/[SEP] excluded.
     """
 
@@ -89,6 +89,7 @@ class StepModel(Protocol):
     bos_id: int
     eos_id: int
     pad_id: int
+    unk_id: int
     max_length: int
 
     async def start(self, source_ids: Sequence[int], rows: int) -> DecodeState:
@@ -244,9 +245,9 @@ class DecodingOptions:
 
 
 def _allowed(log_probs: np.ndarray, model: StepModel, first: bool) -> np.ndarray:
-    """float64 copy of `log_probs` [rows, V] with [PAD], [CLS] (and [SEP] at the first step) at -inf."""
+    """float64 copy of `log_probs` [rows, V] with [PAD], [CLS], [UNK] (and [SEP] at the first step) at -inf."""
     scores = log_probs.astype(np.float64, copy=True)
-    scores[:, [model.pad_id, model.bos_id]] = -np.inf
+    scores[:, [model.pad_id, model.bos_id, model.unk_id]] = -np.inf
     if first:
         scores[:, model.eos_id] = -np.inf
     return scores

@@ -146,8 +146,8 @@ class BackendStepModel:
             state: the call's hypotheses (t tokens fed so far).
             tokens: int64 [rows], the token each row appends ([CLS] at the first step).
         Returns:
-            log_probs float32 [rows, V]: log-softmax of the next token's logits, [UNK]'s set to
-            -inf (never generated); `state` now holds t + 1 tokens.
+            log_probs float32 [rows, V]: log-softmax of the next token's logits; `state` now
+            holds t + 1 tokens.
         Raises:
             ValueError: tokens is not one per row.
             ResourceExhausted, DeadlineExceeded, Unavailable: the backend refused or lost the call.
@@ -175,11 +175,8 @@ class BackendStepModel:
         self._steps.inc()
         self._rows.inc(rows)
         out = await self._backend.infer(self.name, inputs)
-        log_probs = np.array(out[Tensor.LOG_PROBS], dtype=np.float32)[:, : self.vocab_size]  # a copy: [UNK] is masked below
+        log_probs = np.asarray(out[Tensor.LOG_PROBS], dtype=np.float32)[:, : self.vocab_size]
         finite_output(f"the log-probabilities of paraphraser '{self.name}'", log_probs)
-        # [UNK] is never generated: its text is empty, so a paraphrase would silently lose a word
-        # (the other tokens' log-probabilities stay as the model gave them)
-        log_probs[:, self.unk_id] = -np.inf
         present_keys, present_values = np.asarray(out[Tensor.PRESENT_KEYS]), np.asarray(out[Tensor.PRESENT_VALUES])
         keys = np.concatenate([present_keys[:, :, :, :t], present_keys[:, :, :, -1:]], axis=3)
         values = np.concatenate([present_values[:, :, :, :t], present_values[:, :, :, -1:]], axis=3)

@@ -177,7 +177,7 @@ class OnnxRunner:
     def __init__(self, encoder: Any, step: Any, config: ModelConfig) -> None:
         self.encoder, self.session = encoder, step
         self.config = config
-        self.vocab_size, self.bos_id, self.eos_id, self.pad_id = config.vocab_size, config.bos_id, config.eos_id, config.pad_id
+        self.vocab_size, self.bos_id, self.eos_id, self.pad_id, self.unk_id = config.vocab_size, config.bos_id, config.eos_id, config.pad_id, config.unk_id
 
     def start(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> DecodeRows[np.ndarray]:
         feed = {Tensor.INPUT_IDS: input_ids.astype(np.int64), Tensor.ATTENTION_MASK: attention_mask.astype(np.int64)}
@@ -221,7 +221,7 @@ class _TwinRunner:
 
     def __init__(self, onnx: OnnxRunner, torch_runner: TorchRunner) -> None:
         self.onnx, self.torch = onnx, torch_runner
-        self.vocab_size, self.bos_id, self.eos_id, self.pad_id = onnx.vocab_size, onnx.bos_id, onnx.eos_id, onnx.pad_id
+        self.vocab_size, self.bos_id, self.eos_id, self.pad_id, self.unk_id = onnx.vocab_size, onnx.bos_id, onnx.eos_id, onnx.pad_id, onnx.unk_id
         self.diffs = {"cross_keys_values": 0.0, "log_probs": 0.0, "present_keys_values": 0.0}
         self.steps = 0
 
@@ -429,7 +429,7 @@ def load_pytorch_model(entry: ModelVersion) -> tuple[ParaphraseTransformer, Toke
 
 def _special_ids(tokenizer: Tokenizer, config: ModelConfig) -> dict[str, int]:
     ids = special_ids(tokenizer)
-    expected = {"pad": config.pad_id, "bos": config.bos_id, "eos": config.eos_id}
+    expected = {"pad": config.pad_id, "unk": config.unk_id, "bos": config.bos_id, "eos": config.eos_id}
     if any(ids[k] != v for k, v in expected.items()):
         raise ValueError(f"the tokenizer's special ids {ids} differ from the model's {expected}")
     if tokenizer.get_vocab_size() != config.vocab_size:

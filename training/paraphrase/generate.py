@@ -116,6 +116,7 @@ class StepRunner(Protocol[S]):
     bos_id: int
     eos_id: int
     pad_id: int
+    unk_id: int
 
     def start(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> S:
         """Encode sources (int64 [B, S], [CLS] source [SEP] right-padded) into B fresh rows."""
@@ -137,7 +138,7 @@ class TorchRunner:
     def __init__(self, model: ParaphraseTransformer) -> None:
         self.model = model.eval()
         c = model.config
-        self.vocab_size, self.bos_id, self.eos_id, self.pad_id = c.vocab_size, c.bos_id, c.eos_id, c.pad_id
+        self.vocab_size, self.bos_id, self.eos_id, self.pad_id, self.unk_id = c.vocab_size, c.bos_id, c.eos_id, c.pad_id, c.unk_id
         self.device = next(model.parameters()).device
 
     def start(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> DecodeRows[torch.Tensor]:
@@ -242,9 +243,9 @@ def _greedy_batch(runner: StepRunner[Any], source_ids: Sequence[Sequence[int]], 
 
 
 def _allowed(log_probs: np.ndarray, runner: StepRunner[Any], position: int) -> np.ndarray:
-    """float64 copy of `log_probs` [rows, V] with [PAD], [CLS] (and [SEP] at the first step) at -inf."""
+    """float64 copy of `log_probs` [rows, V] with [PAD], [CLS], [UNK] (and [SEP] at the first step) at -inf."""
     allowed = log_probs.astype(np.float64)
-    allowed[:, [runner.pad_id, runner.bos_id]] = -np.inf
+    allowed[:, [runner.pad_id, runner.bos_id, runner.unk_id]] = -np.inf
     if position == 0:
         allowed[:, runner.eos_id] = -np.inf
     return allowed

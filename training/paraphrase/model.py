@@ -47,7 +47,7 @@ class ModelConfig:
         prior_layers: blocks of the language-model prior (a decoder-only Transformer).
         direction_embedding: add a learned source->target / target->source vector to the
             encoder's input (DDL shares one model across both directions; the tag tells it which).
-        pad_id, bos_id, eos_id: [PAD], [CLS] (begin) and [SEP] (end) in the vocabulary.
+        pad_id, unk_id, bos_id, eos_id: [PAD], [UNK], [CLS] (begin) and [SEP] (end) in the vocabulary.
     """
 
     vocab_size: int
@@ -61,6 +61,7 @@ class ModelConfig:
     prior_layers: int = 2
     direction_embedding: bool = True
     pad_id: int = 0
+    unk_id: int = 1
     bos_id: int = 2
     eos_id: int = 3
 
@@ -74,7 +75,7 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.d_model ({self.d_model}) must be divisible by heads ({self.heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        for name in ("pad_id", "bos_id", "eos_id"):
+        for name in ("pad_id", "unk_id", "bos_id", "eos_id"):
             value = getattr(self, name)
             if not 0 <= value < self.vocab_size:
                 raise ValueError(f"ModelConfig.{name} ({value}) must be a token id below vocab_size ({self.vocab_size})")

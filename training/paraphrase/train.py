@@ -545,6 +545,7 @@ class _Run:
             config.model,
             vocab_size=self.tokenizer.get_vocab_size(),
             pad_id=ids["pad"],
+            unk_id=ids["unk"],
             bos_id=ids["bos"],
             eos_id=ids["eos"],
         )

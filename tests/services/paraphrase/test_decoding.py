@@ -42,6 +42,7 @@ class TableModel:
     bos_id = CLS
     eos_id = SEP
     pad_id = PAD
+    unk_id = UNK
 
     def __init__(self, table: dict[tuple[int, ...], dict[int, float]], default: dict[int, float], max_length: int = 6):
         self.table = {prefix: dist(p) for prefix, p in table.items()}
@@ -299,6 +300,7 @@ class RandomModel:
     bos_id = CLS
     eos_id = SEP
     pad_id = PAD
+    unk_id = UNK
 
     def __init__(self, seed: int, max_length: int) -> None:
         self.seed = seed
@@ -332,7 +334,7 @@ class ReferenceRunner:
 
     def __init__(self, model: RandomModel) -> None:
         self.model = model
-        self.vocab_size, self.bos_id, self.eos_id, self.pad_id = model.vocab_size, CLS, SEP, PAD
+        self.vocab_size, self.bos_id, self.eos_id, self.pad_id, self.unk_id = model.vocab_size, CLS, SEP, PAD, UNK
 
     def start(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[tuple[int, ...] | None]:
         return [None] * len(input_ids)
@@ -370,7 +372,7 @@ class FirstStepModel:
     """One step over a large vocabulary: token 4 + r has weight N - r (r = 0..N-1), the special
     tokens ~nothing; every row, every step, the same distribution."""
 
-    bos_id, eos_id, pad_id, max_length = CLS, SEP, PAD, 1
+    bos_id, eos_id, pad_id, unk_id, max_length = CLS, SEP, PAD, UNK, 1
 
     def __init__(self, vocab_size: int) -> None:
         self.vocab_size = vocab_size

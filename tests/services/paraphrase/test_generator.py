@@ -1,4 +1,4 @@
-"""The step model over the backend: what it hands the decoding strategies."""
+"""The step model over the backend, under the decoding strategies: what a call can generate."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 
 from services.backends.base import ModelMetadata
 from services.paraphrase.catalog import Prop, Tensor
+from services.paraphrase.decoding import DecodingOptions, generate
 from services.paraphrase.generator import BackendStepModel
 
 VOCAB, UNK = 8, 1
@@ -25,7 +26,7 @@ class _Backend:
         return {Tensor.LOG_PROBS: log_probs, Tensor.PRESENT_KEYS: present, Tensor.PRESENT_VALUES: present}
 
 
-async def test_unk_is_never_offered_even_when_the_model_prefers_it() -> None:
+async def test_unk_is_never_generated_even_when_the_model_prefers_it() -> None:
     props = {
         Prop.SPECIAL_IDS: {"pad": 0, "unk": UNK, "bos": 2, "eos": 3},
         Prop.VOCAB_SIZE: VOCAB,
@@ -35,15 +36,19 @@ async def test_unk_is_never_offered_even_when_the_model_prefers_it() -> None:
         Prop.ENCODER_MODEL: "p-encoder",
     }
     step_model = BackendStepModel(_Backend(), ModelMetadata(name="p", version=1, kind="paraphraser", properties=props, files={}), 5)  # type: ignore[arg-type]
-    state = step_model.select(_state(), np.zeros(2, dtype=np.int64))
-    log_probs = await step_model.step(state, np.full(2, 2))
-    assert np.all(log_probs[:, UNK] == -np.inf)  # [UNK] decodes to no text: a paraphrase would lose a word
-    assert np.allclose(log_probs[:, 4], np.log(0.05))  # the others as the model gave them
+    step_model.start = _start  # type: ignore[method-assign]  # no encoder here: the decoder step is what is tested
+    for options in (DecodingOptions(strategy="greedy"), DecodingOptions(strategy="beam", beam_width=3), DecodingOptions(strategy="sample", n=4, seed=0)):
+        for hypothesis in await generate(step_model, [5, 6], options):
+            assert UNK not in hypothesis.token_ids  # [UNK] decodes to no text: a paraphrase would silently lose a word
 
 
-def _state():  # type: ignore[no-untyped-def]
+async def _start(source_ids, rows):  # type: ignore[no-untyped-def]
+    return _state(rows)
+
+
+def _state(rows: int = 1):  # type: ignore[no-untyped-def]
     from services.paraphrase.generator import DecodeState
 
-    empty = np.zeros((1, 1, 1, 0, 2), dtype=np.float32)
-    cross = np.zeros((1, 1, 1, 3, 2), dtype=np.float32)
-    return DecodeState(cross_keys=cross, cross_values=cross, attention_mask=np.ones((1, 3), np.int64), past_keys=empty, past_values=empty)
+    empty = np.zeros((rows, 1, 1, 0, 2), dtype=np.float32)
+    cross = np.zeros((rows, 1, 1, 3, 2), dtype=np.float32)
+    return DecodeState(cross_keys=cross, cross_values=cross, attention_mask=np.ones((rows, 3), np.int64), past_keys=empty, past_values=empty.copy())

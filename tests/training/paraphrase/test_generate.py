@@ -89,9 +89,9 @@ def full_log_probs(model: ParaphraseTransformer, source: list[int], prefix: tupl
 
 
 def allowed(model: ParaphraseTransformer, log_probs: np.ndarray, first: bool) -> np.ndarray:
-    """The documented mask: [PAD] and [CLS] never, [SEP] not first."""
+    """The documented mask: [PAD], [CLS] and [UNK] never, [SEP] not first."""
     c = model.config
-    never = [c.pad_id, c.bos_id, *([c.eos_id] if first else [])]
+    never = [c.pad_id, c.bos_id, c.unk_id, *([c.eos_id] if first else [])]
     return np.where(np.isin(np.arange(log_probs.size), never), -np.inf, log_probs)
 
 
@@ -173,7 +173,7 @@ class TorchStepModel:
     def __init__(self, model: ParaphraseTransformer, max_length: int) -> None:
         self.runner = TorchRunner(model)
         c = model.config
-        self.vocab_size, self.bos_id, self.eos_id, self.pad_id, self.max_length = c.vocab_size, c.bos_id, c.eos_id, c.pad_id, max_length
+        self.vocab_size, self.bos_id, self.eos_id, self.pad_id, self.unk_id, self.max_length = c.vocab_size, c.bos_id, c.eos_id, c.pad_id, c.unk_id, max_length
 
     async def start(self, source_ids: list[int], rows: int) -> dict[str, object]:
         state = self.runner.start(*source_arrays([list(source_ids)], self.bos_id, self.eos_id, self.pad_id))
