@@ -131,3 +131,50 @@ def report(metrics: dict[str, Any], save: Callable[[Path], object] | None = None
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
     else:
         ray.train.report(metrics)
+
+
+def run_build_job(
+    argv: list[str] | None,
+    prog: str,
+    description: str | None,
+    job_options: type,
+    build_options: type,
+    repository_root: Callable[[Any], Path],
+    build_on_ray: Callable[[Path, Any, Any, Path], tuple[Any, dict[str, Any]]],
+    describe: Callable[[Any, dict[str, Any]], dict[str, Any]],
+) -> int:
+    """The `main` of a capability's `ray_job` that trains on Ray Train and registers a model:
+    parse its job options and its build options (`training.options` dataclasses), run
+    `build_on_ray(repository_root(build), build, job, work_dir)` (the build's `--work-dir`, else a
+    temporary one), print the registered version and `describe(entry, metrics)` as JSON.
+
+    Returns:
+        0 when registered; 1 after printing the reason when the data is missing, the training
+        failed on Ray (RuntimeError) or a value was refused (ValueError).
+    """
+    import argparse
+    import json
+    import logging
+    import sys
+    import tempfile
+
+    from training.options import add_options, parse_options
+
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(parser, job_options)
+    add_options(parser, build_options)
+    job: Any
+    build: Any
+    job, _ = parse_options(parser, job_options, argv)
+    build, _ = parse_options(parser, build_options, argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    root = repository_root(build)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            entry, metrics = build_on_ray(root, build, job, build.work_dir or Path(tmp))
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    print(f"registered {entry.name} v{entry.version} at {entry.path}")
+    print(json.dumps(describe(entry, metrics), indent=2, default=str))
+    return 0

@@ -18,18 +18,17 @@ exporting the model into the model repository (--repository), parity-checked, as
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import logging
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.options import add_options, option, parse_options
+from training.options import option
 from training.paraphrase.build import BuildOptions, build_paraphraser, repository_root, summary
+from training.ray_train import run_build_job
 
 if TYPE_CHECKING:
     from services.model_repository import ModelVersion
@@ -166,24 +165,10 @@ def build_on_ray(repository_root: Path, build: BuildOptions, job: RayJobOptions,
 
 def main(argv: list[str] | None = None) -> int:
     """`facet train paraphrase` / `python -m training.paraphrase.ray_job`: train on Ray Train, register, print the metrics."""
-    prog = "python -m training.paraphrase.ray_job"
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(parser, RayJobOptions)
-    add_options(parser, BuildOptions)
-    job, _ = parse_options(parser, RayJobOptions, argv)
-    build, _ = parse_options(parser, BuildOptions, argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    root = repository_root(build)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            entry, metrics = build_on_ray(root, build, job, build.work_dir or Path(tmp))
-    except (FileNotFoundError, RuntimeError, ValueError) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 1
-    print(f"registered {entry.name} v{entry.version} at {entry.path}")
-    print(json.dumps({"ray": metrics, **summary(entry)}, indent=2, default=str))
-    return 0
-
+    return run_build_job(
+        argv, "python -m training.paraphrase.ray_job", __doc__, RayJobOptions, BuildOptions, repository_root, build_on_ray,
+        lambda entry, metrics: {"ray": metrics, **summary(entry)},
+    )
 
 if __name__ == "__main__":
     sys.exit(main())

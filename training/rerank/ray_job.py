@@ -14,20 +14,16 @@ every `--checkpoint-every` steps; a run started again with the same --out resume
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import logging
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from training.device import ray_use_gpu
-from training.options import add_options, option, parse_options
-from training.ray_train import fit_on_ray, report, restore_checkpoint, worker_device, worker_rank
+from training.options import option
+from training.ray_train import fit_on_ray, report, restore_checkpoint, run_build_job, worker_device, worker_rank
 from training.rerank.build import BuildOptions, build_cross_encoder, record_test_evaluation, repository_root
 from training.rerank.data import Group
 from training.rerank.model import CrossEncoderConfig, load_tokenizer, new_cross_encoder
@@ -186,26 +182,10 @@ def build_on_ray(
 
 def main(argv: list[str] | None = None) -> int:
     """`facet train rerank` / `python -m training.rerank.ray_job`: train on Ray Train, register, print the metrics."""
-    prog = "python -m training.rerank.ray_job"
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(parser, RayJobOptions)
-    add_options(parser, BuildOptions)
-    job, rest = parse_options(parser, RayJobOptions, argv)
-    build, _ = parse_options(parser, BuildOptions, argv)
-    del rest
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    root = repository_root(build)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            entry, metrics = build_on_ray(root, build, job, build.work_dir or Path(tmp))
-    except (FileNotFoundError, RuntimeError) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 1
-    print(f"registered {entry.name} v{entry.version} at {entry.path}")
-    print(json.dumps({"ray": {k: v for k, v in metrics.items() if not isinstance(v, dict)}, "calibration": entry.properties.get("calibration")},
-                     indent=2, default=str))  # fmt: skip
-    return 0
-
+    return run_build_job(
+        argv, "python -m training.rerank.ray_job", __doc__, RayJobOptions, BuildOptions, repository_root, build_on_ray,
+        lambda entry, metrics: {"ray": {k: v for k, v in metrics.items() if not isinstance(v, dict)}, "calibration": entry.properties.get("calibration")},
+    )
 
 if __name__ == "__main__":
     sys.exit(main())
