@@ -20,6 +20,19 @@ def _quickstart_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
 
 
+def _run_blocks(blocks: list[str], env: dict[str, str], tmp_path: Path, name: str) -> list[str]:
+    """Run each README block as its own script with `env` on top of this one's; their stdouts
+    (a block that exits non-zero fails the test with its stderr)."""
+    outputs = []
+    for i, block in enumerate(blocks):
+        script = tmp_path / f"{name}_{i}.py"
+        script.write_text(block)
+        result = subprocess.run([sys.executable, str(script)], env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    return outputs
+
+
 def test_readme_starts_with_the_two_commands() -> None:
     first_block = re.search(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL)
     assert first_block is not None
@@ -30,14 +43,7 @@ def test_readme_starts_with_the_two_commands() -> None:
 def test_quickstart_runs_as_written(retrieval_address: str, tmp_path: Path) -> None:
     blocks = _quickstart_blocks()
     assert len(blocks) == 2
-    env = {**os.environ, "FACET_RETRIEVAL_ADDR": retrieval_address}
-    outputs = []
-    for i, block in enumerate(blocks):
-        script = tmp_path / f"quickstart_{i}.py"
-        script.write_text(block)
-        result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        outputs.append(result.stdout)
+    outputs = _run_blocks(blocks, {"FACET_RETRIEVAL_ADDR": retrieval_address}, tmp_path, "quickstart")
     assert "(2, 384) float32" in outputs[0]
     lines = outputs[0].splitlines()
     assert lines[1].startswith("a ") and "Eiffel" in lines[1]  # best English hit first
@@ -86,13 +92,6 @@ def test_paraphrase_examples_run_as_written(start_paraphrase_server, tmp_path: P
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)[:2]
     assert "client.paraphrase(" in blocks[0] and "AsyncClient" in blocks[1]
     server = start_paraphrase_server()
-    env = {**os.environ, "FACET_PARAPHRASE_ADDR": server.address}
-    outputs = []
-    for i, block in enumerate(blocks):
-        script = tmp_path / f"paraphrase_{i}.py"
-        script.write_text(block)
-        result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        outputs.append(result.stdout)
+    outputs = _run_blocks(blocks, {"FACET_PARAPHRASE_ADDR": server.address}, tmp_path, "paraphrase")
     assert "rejected: text has" in outputs[0] and "truncate=True" in outputs[0]  # the over-long text, refused
     assert outputs[1].strip()  # the async example printed its paraphrases and streamed tokens
