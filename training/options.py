@@ -34,6 +34,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the checkout
+
 HELP = "help"  # metadata keys of an options field
 CHOICES = "choices"
 CLI = "cli"  # False: the field has no flag (it keeps its default on the command line)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from training.rerank.data import DEFAULT_DATA_DIR
+from training.options import DEFAULT_DATA_DIR
 
 __all__ = [
     "DATASETS",

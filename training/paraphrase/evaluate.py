@@ -48,13 +48,16 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-import sdk
 from services.paraphrase.tokenization import clean_up_spaces
+
+if TYPE_CHECKING:  # the experiment's metrics run without the SDK (and its gRPC stubs)
+    import sdk
 
 # The paper's cumulative BLEU weights (Yu et al., src/data_utils.py `calculate_bleu`).
 BLEU_WEIGHTS: dict[int, tuple[float, ...]] = {
@@ -459,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         pairs = pairs[: args.limit]
     sources, references = [p[0] for p in pairs], [p[1] for p in pairs]
+    import sdk
+
     client = sdk.Client(paraphrase=args.address)
     address = client.address("paraphrase")
     started = time.perf_counter()

@@ -61,7 +61,7 @@ from training.paraphrase.evaluate import (
     sentence_scores,
 )
 from training.paraphrase.generate import encode_sources, greedy
-from training.paraphrase.train import TrainingConfig, train
+from training.paraphrase.train import TrainingConfig, resolve_device, train
 
 SETTINGS = ("ddl", "krl")  # the paper's comparison: supervised vs semi-supervised with KRL
 BASELINE, CANDIDATE = "ddl", "krl"  # the Wilcoxon test's pair
@@ -108,6 +108,9 @@ class ExperimentOptions:
         Path("paraphrase-experiment"), help="runs, checkpoints and results; the same dir resumes a killed grid"
     )
     data: Path = option(DEFAULT_DATA_DIR, help="the shared benchmark data (its paraphrase/ folder)")
+    device: str = option(
+        "cpu", help="where training and decoding run: cpu, cuda, cuda:N (not part of a run's config: a grid may mix them)"
+    )
     json: Path | None = option(None, help="also write the summary (every run's metrics, the tests, the bounds) here")
     progress: bool = option(True, cli=False)
     extra: tuple[tuple[str, Any], ...] = option((), cli=False)  # other TrainingConfig fields (tests: a tiny model)
@@ -122,6 +125,7 @@ class ExperimentOptions:
         for fraction in self.fractions:
             if not 0.0 < fraction <= 1.0:
                 raise ValueError(f"fractions must be in (0, 1], got {fraction}")
+        resolve_device(self.device)  # raises ValueError naming it
         if self.limit < 0:
             raise ValueError(f"limit must be >= 0 (0: the whole test split), got {self.limit}")
         for setting in self.settings:
@@ -164,6 +168,7 @@ class RunResult:
             earlier sessions only as far as train records them).
         decode_s: wall-clock seconds of greedy decoding.
         best_valid_loss: the checkpoint kept (nats per token).
+        device: where it was trained and decoded ("cpu", "cuda", ...).
     """
 
     dataset: str
@@ -178,6 +183,7 @@ class RunResult:
     train_s: float
     decode_s: float
     best_valid_loss: float
+    device: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -250,9 +256,11 @@ def run_one(
         if previous.sentences == len(sources):
             return previous, False
     label = f"{dataset} {fraction:g} {setting} seed {seed}"
-    trained = train(config, folder / "train", options.data, progress=options.progress, resume=True)
+    trained = train(config, folder / "train", options.data, progress=options.progress, resume=True, device=options.device)
+    trained.model.to(options.device)
     started = time.perf_counter()
     outputs = decode(trained, sources, config.max_length, progress=options.progress, desc=f"{label}: decode")
+    trained.model.to("cpu")
     decode_s = time.perf_counter() - started
     result = RunResult(
         dataset=dataset,
@@ -267,6 +275,7 @@ def run_one(
         train_s=float(trained.time_s),
         decode_s=decode_s,
         best_valid_loss=float(trained.best_valid_loss),
+        device=str(options.device),
     )
     folder.mkdir(parents=True, exist_ok=True)
     partial = saved.with_suffix(".json.partial")
@@ -371,8 +380,9 @@ def format_report(report: DatasetReport, keys: Sequence[str] = METRIC_KEYS) -> s
         "decode s / run",
         "Wilcoxon p",
     ]
+    devices = ", ".join(sorted({r.device for r in report.runs}))
     lines = [
-        f"**{report.dataset}** (test: {report.sentences:,} sentences; greedy decoding; Wilcoxon on {SENTENCE_SCORE}, seed-averaged; * p < {SIGNIFICANCE})",
+        f"**{report.dataset}** (test: {report.sentences:,} sentences; greedy decoding; Wilcoxon on {SENTENCE_SCORE}, seed-averaged; * p < {SIGNIFICANCE}; trained on: {devices})",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---", "---", "---:", *("---:" for _ in keys), "---:", "---:", "---:"]) + "|",

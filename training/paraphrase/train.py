@@ -346,22 +346,22 @@ def greedy_pseudo_targets(
         ids int64 [B, 1 + n]: [CLS] then the decoded tokens; rows that ended earlier are padded after their [SEP].
     """
     c = model.config
-    b = sources.shape[0]
+    b, device = sources.shape[0], sources.device
     memory = model.encode(sources, source_mask, SOURCE_TO_TARGET)
     cross_keys, cross_values = model.cross_keys_values(memory)
-    past_keys, past_values, past_mask = model.empty_cache(b)
-    token = torch.full((b, 1), c.bos_id, dtype=torch.int64)
+    past_keys, past_values, past_mask = model.empty_cache(b, device)
+    token = torch.full((b, 1), c.bos_id, dtype=torch.int64, device=device)
     out = [token]
-    done = torch.zeros(b, dtype=torch.bool)
-    forbidden = torch.tensor([c.pad_id, c.bos_id])
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    forbidden = torch.tensor([c.pad_id, c.bos_id], device=device)
     for position in range(max_length + 1):
         log_probs, past_keys, past_values = model.step(
-            token, torch.full((b, 1), position, dtype=torch.int64), past_keys, past_values, past_mask,
+            token, torch.full((b, 1), position, dtype=torch.int64, device=device), past_keys, past_values, past_mask,
             cross_keys, cross_values, source_mask,
         )  # fmt: skip
-        past_mask = torch.cat([past_mask, torch.ones(b, 1, dtype=torch.int64)], dim=1)
+        past_mask = torch.cat([past_mask, torch.ones(b, 1, dtype=torch.int64, device=device)], dim=1)
         if position == max_length:  # the last slot can only end the sentence
-            token = torch.full((b, 1), c.eos_id, dtype=torch.int64)
+            token = torch.full((b, 1), c.eos_id, dtype=torch.int64, device=device)
         else:  # [PAD] and [CLS] never follow (they would end the latent sequence's mask early)
             token = log_probs.index_fill(1, forbidden, -math.inf).argmax(dim=-1, keepdim=True)
         token = token.masked_fill(done[:, None], c.pad_id)
@@ -455,6 +455,7 @@ def validation_loss(
 ) -> float:
     """x -> y token cross-entropy (nats per token, over all target tokens incl. [SEP]) of token-id pairs, eval mode."""
     c = model.config
+    device = next(model.parameters()).device
     training = model.training
     model.eval()
     total, tokens = 0.0, 0
@@ -463,6 +464,7 @@ def validation_loss(
         part = order[start : start + EVAL_BATCH]
         src, src_mask = pad_batch([sources[i] for i in part], c.pad_id, c.bos_id, c.eos_id)
         tgt, _ = pad_batch([targets[i] for i in part], c.pad_id, c.bos_id, c.eos_id)
+        src, src_mask, tgt = src.to(device), src_mask.to(device), tgt.to(device)
         logits = _seq2seq_logits(model, src, src_mask, tgt, SOURCE_TO_TARGET)
         gold = tgt[:, 1:]
         total += float(
@@ -525,11 +527,35 @@ def _step_seed(seed: int, step: int) -> int:
 
 
 # -- the run --------------------------------------------------------------------------------------
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The torch device named by `device` ("cpu", "cuda", "cuda:N"), checked to exist here.
+
+    Raises:
+        ValueError: not a device name, a device type other than cpu/cuda, or a CUDA device torch
+            cannot see (no GPU, or N >= the GPU count).
+    """
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {device!r} is not a device name (cpu, cuda, cuda:N): {exc}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: training runs on cpu or cuda, not {resolved.type}")
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device!r} was asked for, but torch sees no CUDA GPU here (use cpu)")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device {device!r}: torch sees {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+    return resolved
+
+
 class _Run:
     """The state of one `train` call: data as token ids, model, prior, samplers."""
 
-    def __init__(self, config: TrainingConfig, work_dir: Path, data_dir: Path, progress: bool) -> None:
-        self.config, self.work_dir, self.progress = config, work_dir, progress
+    def __init__(
+        self, config: TrainingConfig, work_dir: Path, data_dir: Path, progress: bool, device: torch.device
+    ) -> None:
+        self.config, self.work_dir, self.progress, self.device = config, work_dir, progress, device
         splits = _splits(config.dataset, Path(data_dir).resolve(), config.validation_pairs)
         train_pairs = list(splits.train[: config.train_pairs] if config.train_pairs else splits.train)
         labels = label_split(train_pairs, config.label_fraction, config.seed)
@@ -571,12 +597,13 @@ class _Run:
         self.vsar_sampler = BucketSampler([len(s) for s in self.unlabelled], b, config.seed, "vsar")
         self.prior_sampler = BucketSampler([len(s) for s in self.prior_ids], b, config.seed, "prior")
         torch.manual_seed(config.seed)
-        self.model = ParaphraseTransformer(self.model_config)
+        self.model = ParaphraseTransformer(self.model_config).to(device)
         self.prior: LanguageModel | None = None
 
     def batch(self, sequences: Sequence[Sequence[int]], indices: Sequence[int]) -> tuple[Tensor, Tensor]:
         c = self.model_config
-        return pad_batch([sequences[i] for i in indices], c.pad_id, c.bos_id, c.eos_id)
+        ids, mask = pad_batch([sequences[i] for i in indices], c.pad_id, c.bos_id, c.eos_id)
+        return ids.to(self.device), mask.to(self.device)
 
     def lr_at(self, stage_step: int) -> float:
         warmup = self.config.warmup_steps
@@ -592,7 +619,7 @@ class _Run:
         """Trains the LM prior for `prior_steps` (or loads it from `work_dir`) and freezes it."""
         path = self.work_dir / PRIOR_FILE
         torch.manual_seed(_step_seed(self.config.seed, -1))
-        prior = LanguageModel(self.model_config)
+        prior = LanguageModel(self.model_config).to(self.device)
         tag = json.dumps(self.config.to_dict(), sort_keys=True)  # a prior left by another config is not reused
         if path.is_file() and _metadata(path).get("training_config") == tag:
             _load_weights(prior, path)
@@ -639,7 +666,7 @@ def _train_step(run: _Run, optimizer: torch.optim.Optimizer, step: int, stage_st
     for group in optimizer.param_groups:
         group["lr"] = run.lr_at(step - stage_start)
     losses: dict[str, float] = {}
-    total = torch.zeros(())
+    total = torch.zeros((), device=run.device)
     if stage in ("ddl", "ddl+vsar"):
         indices = run.ddl_sampler.batch(step)
         src, src_mask = run.batch(run.labelled_src, indices)
@@ -665,8 +692,9 @@ def _train_step(run: _Run, optimizer: torch.optim.Optimizer, step: int, stage_st
 
 
 def train(config: TrainingConfig, work_dir: Path, data_dir: Path = DEFAULT_DATA_DIR, progress: bool = True,
-          resume: bool = True, *, on_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None) -> TrainResult:  # fmt: skip
-    """Train a paraphraser in the config's setting on the CPU (module docstring).
+          resume: bool = True, *, on_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None,
+          device: str | torch.device = "cpu") -> TrainResult:  # fmt: skip
+    """Train a paraphraser in the config's setting (module docstring), on the CPU by default.
 
     Args:
         config: the run.
@@ -678,12 +706,17 @@ def train(config: TrainingConfig, work_dir: Path, data_dir: Path = DEFAULT_DATA_
             (False: start over, discarding it).
         on_checkpoint: called after each resumable checkpoint with (`work_dir`, metrics: step,
             stage, valid_loss, best_valid_loss, best_step, time_s) — e.g. to report it to Ray Train.
+        device: where the steps run ("cpu", "cuda", "cuda:1", ...). Checkpoints are device-free, so a
+            run resumes on another device; the same seed gives the same steps on the CPU, but CUDA
+            kernels are not bitwise deterministic, so a CUDA run only matches itself approximately.
     Returns:
-        `TrainResult` with the best-validation model in eval mode.
+        `TrainResult` with the best-validation model in eval mode, on the CPU (where export runs).
     Raises:
         ValueError: `work_dir` holds a checkpoint of another config and `resume` is True.
         FileNotFoundError: the data files are missing.
+        ValueError: `device` is not one torch can use here (`resolve_device`).
     """
+    device = resolve_device(device)
     started = time.perf_counter()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -699,7 +732,7 @@ def train(config: TrainingConfig, work_dir: Path, data_dir: Path = DEFAULT_DATA_
         for name in (STATE_FILE, BEST_FILE, PRIOR_FILE, CHECKPOINT_FILE):
             (work_dir / name).unlink(missing_ok=True)
 
-    run = _Run(config, work_dir, data_dir, progress)
+    run = _Run(config, work_dir, data_dir, progress, device)
     (work_dir / TOKENIZER_FILE).write_text(run.tokenizer.to_str(), encoding="utf-8")
     model = run.model
     history: list[dict[str, Any]] = []
@@ -763,7 +796,7 @@ def train(config: TrainingConfig, work_dir: Path, data_dir: Path = DEFAULT_DATA_
                 checkpoint(step)
 
     _load_weights(model, work_dir / BEST_FILE)
-    model.eval()
+    model.to("cpu").eval()
     metadata = {
         "model_config": json.dumps(run.model_config.to_dict()),
         "training_config": json.dumps(config.to_dict()),
@@ -777,7 +810,8 @@ def train(config: TrainingConfig, work_dir: Path, data_dir: Path = DEFAULT_DATA_
     )
 
 
-def measure_step_seconds(config: TrainingConfig, data_dir: Path = DEFAULT_DATA_DIR, steps: int = 3) -> dict[str, float]:
+def measure_step_seconds(config: TrainingConfig, data_dir: Path = DEFAULT_DATA_DIR, steps: int = 3,
+                         device: str | torch.device = "cpu") -> dict[str, float]:  # fmt: skip
     """Seconds per optimiser step of the config's model at its batch size, a DDL step and a DDL+VSAR
     step (the median of `steps` after one warm-up step each), as wall time and as the process's CPU
     time (which on a busy machine still tells what one thread would take on an idle core); the
@@ -791,8 +825,9 @@ def measure_step_seconds(config: TrainingConfig, data_dir: Path = DEFAULT_DATA_D
 
     sizing = dataclasses.replace(config, setting="ddl+vsar", steps=steps + 1, krl_ddl_steps=0)
     with tempfile.TemporaryDirectory() as tmp:
-        run = _Run(sizing, Path(tmp), data_dir, progress=False)
-        run.prior = LanguageModel(run.model_config).eval()
+        device = resolve_device(device)
+        run = _Run(sizing, Path(tmp), data_dir, progress=False, device=device)
+        run.prior = LanguageModel(run.model_config).to(device).eval()
         for p in run.prior.parameters():
             p.requires_grad_(False)
         optimizer = torch.optim.Adam(run.model.parameters(), lr=config.lr)

@@ -31,10 +31,9 @@ import torch
 
 from services.model_repository import ModelRepository, ModelVersion
 from services.rerank.catalog import Prop
-from training.options import add_options, option, parse_options
+from training.options import DEFAULT_DATA_DIR, add_options, option, parse_options
 from training.rerank.calibration import calibrate
 from training.rerank.data import (
-    DEFAULT_DATA_DIR,
     Group,
     describe,
     general_groups,

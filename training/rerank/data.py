@@ -43,7 +43,6 @@ from training.retrieval.rarb import McrRow, load_rows, rows_of_split
 QUORA = Path("paraphrase") / "quora_50k"
 MRPC = Path("paraphrase") / "mrpc"
 RARB = Path("rarb-mcr")
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"  # ../shared/data beside the checkout
 
 
 @dataclasses.dataclass(frozen=True)

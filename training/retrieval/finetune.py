@@ -54,9 +54,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from services.model_repository import Key, ModelRepository, ModelVersion
-from training.options import add_options, option, parse_options
+from training.options import DEFAULT_DATA_DIR, add_options, option, parse_options
 from training.rerank.build import BuildOptions
-from training.rerank.data import DEFAULT_DATA_DIR, Group, describe, rarb_groups
+from training.rerank.data import Group, describe, rarb_groups
 from training.rerank.train import GroupSampler, TrainingConfig, lr_at, make_optimizer, mixture_weights
 from training.retrieval.export import RARB_MCR, export_embedding_model, packaged_minilm_dir
 

@@ -165,3 +165,6 @@ def test_the_command_prints_the_table_and_writes_the_summary(
     assert dataset["tests"]["0.5"]["p_value"] == pytest.approx(report.tests[0.5].p_value)
     assert main([*tiny_argv(options.work_dir), "--steps", "6"]) == 2
     assert "another training config" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # a device torch cannot use here: argparse's message, before any run
+        main([*tiny_argv(options.work_dir), "--device", "cuda:99"])
+    assert exited.value.code == 2 and "cuda:99" in capsys.readouterr().err

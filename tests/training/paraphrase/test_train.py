@@ -226,3 +226,10 @@ def test_config_round_trips_through_a_dict() -> None:
     assert TrainingConfig.from_dict({"setting": "ddl", "model": {"d_model": 64, "heads": 2}}).model.d_model == 64
     with pytest.raises(ValueError, match="unknown TrainingConfig keys: colour"):
         TrainingConfig.from_dict({"colour": "blue"})
+
+
+@pytest.mark.parametrize("device", ["cuda:99", "tpu", "gpu", "cpu:x"])
+def test_a_device_torch_cannot_use_here_is_refused_before_training(device: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="device"):
+        train(tiny(steps=2, eval_every=1), tmp_path, progress=False, device=device)
+    assert not (tmp_path / "state.pt").exists()
