@@ -1,8 +1,8 @@
-"""The paper's label-scarce experiment at CPU scale: DDL vs DDL+VSAR (KRL), seeds, Wilcoxon.
+"""The paper's label-scarce experiment, CPU-sized: DDL vs DDL+VSAR (KRL), seeds, Wilcoxon.
 
     facet paraphrase experiment [--datasets quora] [--fractions 0.1,1.0] [--settings ddl,krl]
                                 [--seeds 0,1,2] [--limit N] [--steps N] [--krl-ddl-steps N]
-                                [--d-model 256] ... [--work-dir DIR] [--json summary.json]
+                                [--d-model 256] ... [--device cuda] [--work-dir DIR] [--json summary.json]
 
 Yu et al., "Language as a Latent Sequence", §4 (label-scarce results): with a fraction of the labelled pairs
 (the sources of the others are the unlabelled text), the semi-supervised DDL+VSAR trained with
@@ -399,7 +399,8 @@ def format_report(report: DatasetReport, keys: Sequence[str] = METRIC_KEYS) -> s
             if setting == CANDIDATE and test is not None:
                 direction = "KRL better" if test.b_better else "DDL better" if test.mean_b < test.mean_a else "tied"
                 star = "*" if test.p_value < SIGNIFICANCE else ""
-                p = f"{test.p_value:.3g}{star} ({direction})"
+                shown = f"{test.p_value:.3g}" if test.p_value > 0 else "< 1e-300"  # below float64's range
+                p = f"{shown}{star} ({direction})"
             cells = [f"{fraction:.0%}", setting.upper(), str(len(runs))]
             cells += [_mean_std([r.metrics[k] for r in runs]) for k in keys]
             cells += [f"{np.mean([r.train_s for r in runs]):.0f}", f"{np.mean([r.decode_s for r in runs]):.0f}", p]

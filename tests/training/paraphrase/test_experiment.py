@@ -98,6 +98,10 @@ def test_the_table_has_a_row_per_fraction_and_setting_and_the_bounds(
     bleu4 = saved(options, 0.5, "krl")["metrics"]["bleu4"]
     assert rows[1].split(" | ")[6] == f"{bleu4:.2f}"  # labels, setting, seeds, BLEU-1..3, BLEU-4
     assert rows[4].split(" | ")[8] == "100.00"  # label, setting, seeds, BLEU-1..4, sacreBLEU, self-BLEU
+    # a p below float64's range (thousands of test sentences, one setting far ahead) reads as a bound, not "0"
+    tiny_p = {f: dataclasses.replace(t, p_value=0.0, mean_b=t.mean_a - 1.0) for f, t in report.tests.items()}
+    krl_row = format_report(dataclasses.replace(report, tests=tiny_p)).splitlines()[5]
+    assert krl_row.startswith("| 50% | KRL") and krl_row.endswith("| < 1e-300* (DDL better) |")
 
 
 def test_wilcoxon_pairs_ddl_and_krl_per_test_sentence(grid: tuple[ExperimentOptions, DatasetReport]) -> None:
