@@ -343,10 +343,11 @@ class DynamicBatcher:
         if alone > remaining:  # not an overload: retrying will not help
             REJECTED.labels(self.model, DEADLINE_LIMIT_KEY).inc()
             raise DeadlineExceeded(
-                f"model {self.model} needs about {alone:.2f} s for this call's {own_rows} rows{earlier} even when idle "
+                f"model {self.model} needs about {alone:.2f} s for this call's {own_rows} row{'s' if own_rows != 1 else ''}{earlier} even when idle "
                 f"(estimated from its recent batches), more than the {left:.2f} s left before its deadline; refused "
                 f"before running ({DEADLINE_LIMIT_KEY}): this call alone cannot finish in time, so a retry would fail "
-                "the same way: give it a longer deadline (the SDK's timeout_s) or split it into smaller calls"
+                "the same way: give it a longer deadline (the SDK's timeout_s)"
+                + (" or split it into smaller calls" if own_rows > 1 else "")  # one row cannot be split
             )
         requests = len(costs) + len(own) + len(others) + reserved_calls
         estimate = (self._running_remaining_s(now) + self._estimate_s(cells, own_rows + other_rows, requests)) / self._in_flight

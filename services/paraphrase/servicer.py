@@ -118,7 +118,9 @@ def _optional(request: Any, field: str) -> Any:
 
 
 def _check_float(name: str, value: float | None, rule: str, ok: bool) -> None:
-    if value is not None and (not math.isfinite(value) or not ok):
+    if value is not None and not math.isfinite(value):
+        raise InvalidArgument(f"{name} must be a finite number {rule}, got {value}")
+    if value is not None and not ok:
         raise InvalidArgument(f"{name} must be {rule}, got {value}")
 
 

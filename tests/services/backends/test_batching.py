@@ -230,8 +230,11 @@ async def test_a_call_whose_deadline_cannot_be_met_is_refused_at_once_and_never_
     with pytest.raises(ResourceExhausted, match=rf"before its deadline.*8 rows of other calls queued or announced ahead of this call's 4\).*{DEADLINE_LIMIT_KEY}.*retry later"):
         await in_call(1.0, lambda: batcher.submit(_request(4, 1, 99)))
     assert batcher.queued_rows == 8  # nothing of it was queued
-    with pytest.raises(DeadlineExceeded, match=rf"20 rows even when idle.*{DEADLINE_LIMIT_KEY}"):
+    with pytest.raises(DeadlineExceeded, match=rf"20 rows even when idle.*{DEADLINE_LIMIT_KEY}.*or split it into smaller calls"):
         await in_call(1.0, lambda: batcher.submit(_request(20, 1, 98)))  # 2 s on its own: no retry would help
+    with pytest.raises(DeadlineExceeded, match="this call's 1 row even when idle") as one_row:  # 0.1 s alone, 0.05 s left
+        await in_call(0.05, lambda: batcher.submit(_request(1, 1, 97)))
+    assert "split" not in str(one_row.value)  # a single row cannot be split: only a longer deadline helps
     assert batcher.queued_rows == 8
     patient = call(60.0, batcher, _request(4, 1, 60))
     no_deadline = call(None, batcher, _request(4, 1, 70))

@@ -289,8 +289,10 @@ def _raw_call(address: str, method: str, payload: bytes) -> grpc.RpcError:
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
-    [("temperature", float("nan"), "temperature must be > 0"), ("top_p", float("inf"), "top_p must be in (0, 1]"),
-     ("max_pairwise_bleu", float("nan"), "max_pairwise_bleu must be in [0, 100]"), ("diversity_penalty", -1.0, "diversity_penalty must be >= 0")],
+    [("temperature", float("nan"), "temperature must be a finite number > 0, got nan"),
+     ("top_p", float("inf"), "top_p must be a finite number in (0, 1], got inf"),
+     ("max_pairwise_bleu", float("nan"), "max_pairwise_bleu must be a finite number in [0, 100]"),
+     ("diversity_penalty", -1.0, "diversity_penalty must be >= 0, got -1.0")],
 )  # fmt: skip
 def test_non_finite_numbers_are_refused_by_the_service(paraphrase_server, field: str, value: float, message: str) -> None:  # type: ignore[no-untyped-def]
     request = paraphrase_pb2.ParaphraseRequest(text=SOURCE, strategy="diverse_beam" if field == "diversity_penalty" else "sample")
