@@ -47,6 +47,7 @@ import torch
 from tqdm import tqdm
 
 from services.paraphrase.tokenization import decode as decode_text
+from training.device import AUTO, CHOICES_HELP, resolve_device
 from training.options import add_options, option, parse_options
 from training.paraphrase.data import DATASETS, DEFAULT_DATA_DIR, load_pairs
 from training.paraphrase.evaluate import (
@@ -61,7 +62,7 @@ from training.paraphrase.evaluate import (
     sentence_scores,
 )
 from training.paraphrase.generate import encode_sources, greedy
-from training.paraphrase.train import TrainingConfig, resolve_device, train
+from training.paraphrase.train import TrainingConfig, train
 
 SETTINGS = ("ddl", "krl")  # the paper's comparison: supervised vs semi-supervised with KRL
 BASELINE, CANDIDATE = "ddl", "krl"  # the Wilcoxon test's pair
@@ -109,7 +110,7 @@ class ExperimentOptions:
     )
     data: Path = option(DEFAULT_DATA_DIR, help="the shared benchmark data (its paraphrase/ folder)")
     device: str = option(
-        "cpu", help="where training and decoding run: cpu, cuda, cuda:N (not part of a run's config: a grid may mix them)"
+        AUTO, help=f"where training and decoding run: {CHOICES_HELP} (not part of a run's config: a grid may mix them)"
     )
     json: Path | None = option(None, help="also write the summary (every run's metrics, the tests, the bounds) here")
     progress: bool = option(True, cli=False)
@@ -257,7 +258,7 @@ def run_one(
             return previous, False
     label = f"{dataset} {fraction:g} {setting} seed {seed}"
     trained = train(config, folder / "train", options.data, progress=options.progress, resume=True, device=options.device)
-    trained.model.to(options.device)
+    trained.model.to(resolve_device(options.device))
     started = time.perf_counter()
     outputs = decode(trained, sources, config.max_length, progress=options.progress, desc=f"{label}: decode")
     trained.model.to("cpu")
@@ -275,7 +276,7 @@ def run_one(
         train_s=float(trained.time_s),
         decode_s=decode_s,
         best_valid_loss=float(trained.best_valid_loss),
-        device=str(options.device),
+        device=str(resolve_device(options.device)),
     )
     folder.mkdir(parents=True, exist_ok=True)
     partial = saved.with_suffix(".json.partial")

@@ -55,6 +55,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 from tqdm import tqdm
 
+from training.device import AUTO, resolve_device
 from training.paraphrase.data import (
     DATASETS,
     DEFAULT_DATA_DIR,
@@ -527,28 +528,6 @@ def _step_seed(seed: int, step: int) -> int:
 
 
 # -- the run --------------------------------------------------------------------------------------
-def resolve_device(device: str | torch.device) -> torch.device:
-    """The torch device named by `device` ("cpu", "cuda", "cuda:N"), checked to exist here.
-
-    Raises:
-        ValueError: not a device name, a device type other than cpu/cuda, or a CUDA device torch
-            cannot see (no GPU, or N >= the GPU count).
-    """
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device {device!r} is not a device name (cpu, cuda, cuda:N): {exc}") from None
-    if resolved.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {device!r}: training runs on cpu or cuda, not {resolved.type}")
-    if resolved.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(f"device {device!r} was asked for, but torch sees no CUDA GPU here (use cpu)")
-        if resolved.index is not None and resolved.index >= count:
-            raise ValueError(f"device {device!r}: torch sees {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
-    return resolved
-
-
 class _Run:
     """The state of one `train` call: data as token ids, model, prior, samplers."""
 
@@ -693,8 +672,8 @@ def _train_step(run: _Run, optimizer: torch.optim.Optimizer, step: int, stage_st
 
 def train(config: TrainingConfig, work_dir: Path, data_dir: Path = DEFAULT_DATA_DIR, progress: bool = True,
           resume: bool = True, *, on_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None,
-          device: str | torch.device = "cpu") -> TrainResult:  # fmt: skip
-    """Train a paraphraser in the config's setting (module docstring), on the CPU by default.
+          device: str = AUTO) -> TrainResult:  # fmt: skip
+    """Train a paraphraser in the config's setting (module docstring).
 
     Args:
         config: the run.
@@ -706,7 +685,8 @@ def train(config: TrainingConfig, work_dir: Path, data_dir: Path = DEFAULT_DATA_
             (False: start over, discarding it).
         on_checkpoint: called after each resumable checkpoint with (`work_dir`, metrics: step,
             stage, valid_loss, best_valid_loss, best_step, time_s) — e.g. to report it to Ray Train.
-        device: where the steps run ("cpu", "cuda", "cuda:1", ...). Checkpoints are device-free, so a
+        device: where the steps run (`training.device`: "auto", the default, is CUDA when torch has a
+            GPU; "cpu", "cuda", "cuda:N"). Checkpoints are device-free, so a
             run resumes on another device; the same seed gives the same steps on the CPU, but CUDA
             kernels are not bitwise deterministic, so a CUDA run only matches itself approximately.
     Returns:
@@ -716,7 +696,7 @@ def train(config: TrainingConfig, work_dir: Path, data_dir: Path = DEFAULT_DATA_
         FileNotFoundError: the data files are missing.
         ValueError: `device` is not one torch can use here (`resolve_device`).
     """
-    device = resolve_device(device)
+    torch_device = resolve_device(device)
     started = time.perf_counter()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -732,7 +712,7 @@ def train(config: TrainingConfig, work_dir: Path, data_dir: Path = DEFAULT_DATA_
         for name in (STATE_FILE, BEST_FILE, PRIOR_FILE, CHECKPOINT_FILE):
             (work_dir / name).unlink(missing_ok=True)
 
-    run = _Run(config, work_dir, data_dir, progress, device)
+    run = _Run(config, work_dir, data_dir, progress, torch_device)
     (work_dir / TOKENIZER_FILE).write_text(run.tokenizer.to_str(), encoding="utf-8")
     model = run.model
     history: list[dict[str, Any]] = []
@@ -811,7 +791,7 @@ def train(config: TrainingConfig, work_dir: Path, data_dir: Path = DEFAULT_DATA_
 
 
 def measure_step_seconds(config: TrainingConfig, data_dir: Path = DEFAULT_DATA_DIR, steps: int = 3,
-                         device: str | torch.device = "cpu") -> dict[str, float]:  # fmt: skip
+                         device: str = "cpu") -> dict[str, float]:  # fmt: skip
     """Seconds per optimiser step of the config's model at its batch size, a DDL step and a DDL+VSAR
     step (the median of `steps` after one warm-up step each), as wall time and as the process's CPU
     time (which on a busy machine still tells what one thread would take on an idle core); the
@@ -825,9 +805,9 @@ def measure_step_seconds(config: TrainingConfig, data_dir: Path = DEFAULT_DATA_D
 
     sizing = dataclasses.replace(config, setting="ddl+vsar", steps=steps + 1, krl_ddl_steps=0)
     with tempfile.TemporaryDirectory() as tmp:
-        device = resolve_device(device)
-        run = _Run(sizing, Path(tmp), data_dir, progress=False, device=device)
-        run.prior = LanguageModel(run.model_config).to(device).eval()
+        torch_device = resolve_device(device)
+        run = _Run(sizing, Path(tmp), data_dir, progress=False, device=torch_device)
+        run.prior = LanguageModel(run.model_config).to(torch_device).eval()
         for p in run.prior.parameters():
             p.requires_grad_(False)
         optimizer = torch.optim.Adam(run.model.parameters(), lr=config.lr)
