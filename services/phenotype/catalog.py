@@ -119,6 +119,7 @@ class Prop:
     TRAINING = "training"  # the training configs (dicts), seeds and time_s of every model of the set
     METRICS = "metrics"  # the evaluation (controllability, drift, identity, reconstruction, Frechet distance)
     ARCHITECTURE = "architecture"  # the model configs (dict)
+    GENERATOR = "generator"  # on a companion model: the generator whose set it belongs to
 
 
 class File:
