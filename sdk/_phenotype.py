@@ -58,7 +58,8 @@ class AttributeInfo:
         meaning: one line, e.g. "skin colour of face, ears and neck, along a Fitzpatrick-like I-VI range".
         low: what `min_value` means, e.g. "Fitzpatrick type I (lightest)".
         high: what `max_value` means, e.g. "Fitzpatrick type VI (darkest)".
-        min_value, max_value: the range of its values: 0 and 1.
+        min_value: the least value: 0.
+        max_value: the greatest value: 1.
         region: where it changes pixels on a centred, upright face: (top, left, bottom, right)
             as fractions of the image side; the report's pixel changes use these boxes.
     """
