@@ -431,8 +431,9 @@ def _back_hair(values: dict[str, np.ndarray], fr: _Frame) -> list[_Layer]:
     """Hair behind the head: the cap and a rounded box falling to `hair_length`, both cut there."""
     cap, curl, volume = _hair_cap(values, fr)
     bottom = values["hair_length"] - _HEAD_CENTRE[1]
-    top = -_HEAD_HALF_HEIGHT - 0.08
-    fall = _rounded_box(fr.x, fr.y - (top + bottom) / 2, values["face_width"] + volume * 0.8, (bottom - top) / 2, 0.03)
+    top = -0.15
+    half_w = values["face_width"] + 0.03 + volume * 0.8
+    fall = _rounded_box(fr.x, fr.y - (top + bottom) / 2, half_w, (bottom - top) / 2, 0.03)
     back = np.minimum(np.maximum(cap, fr.y - bottom), fall) + curl
     return [_Layer(_coverage(back, fr.size), fr.hair * 0.85, _HAIR)]
 
