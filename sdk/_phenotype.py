@@ -178,13 +178,17 @@ class EditReport:
             the regressor's reading of the reference.
         achieved: each edited attribute as the regressor reads it off the edited image.
         drift: every attribute NOT edited: its reading off the edited image minus its reading
-            off the input (0: untouched).
+            off the unedited reconstruction decode(encode(image)) (0: untouched), so it measures
+            the edit, not the reconstruction error.
         identity_similarity: cosine similarity of the identity embeddings of input and edited
             image, in [-1, 1] (1: the same person, as the embedding sees it).
-        pixel_change_outside: mean absolute pixel change (0..1 scale) outside the union of the
-            edited attributes' regions (`AttributeInfo.region`): what should stay put.
+        pixel_change_outside: mean absolute pixel change (0..1 scale) from the unedited
+            reconstruction to the edited image, outside the union of the edited attributes'
+            regions (`AttributeInfo.region`): what should stay put.
         pixel_change_inside: the same inside those regions.
         before: every attribute as the regressor reads it off the input.
+        reconstruction_error: mean absolute difference (0..1 scale) of the input, at the model's
+            size, and its unedited reconstruction: what encoding loses before any edit.
         model: the face model.
     """
 
@@ -195,6 +199,7 @@ class EditReport:
     pixel_change_outside: float
     pixel_change_inside: float
     before: dict[str, float]
+    reconstruction_error: float = 0.0
     model: str = ""
 
     @property
@@ -362,6 +367,7 @@ def parse_edited(r: phenotype_pb2.EditResponse) -> tuple[np.ndarray, EditReport]
         pixel_change_outside=finite_float(report.pixel_change_outside, "report.pixel_change_outside"),
         pixel_change_inside=finite_float(report.pixel_change_inside, "report.pixel_change_inside"),
         before=_finite_map(report.before, "report.before"),
+        reconstruction_error=finite_float(report.reconstruction_error, "report.reconstruction_error"),
         model=r.model,
     )
 

@@ -233,7 +233,7 @@ class EditRequest(_message.Message):
     def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., edits: _Optional[_Mapping[str, EditTarget]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class EditReport(_message.Message):
-    __slots__ = ("target", "achieved", "drift", "identity_similarity", "pixel_change_outside", "pixel_change_inside", "before")
+    __slots__ = ("target", "achieved", "drift", "identity_similarity", "pixel_change_outside", "pixel_change_inside", "before", "reconstruction_error")
     class TargetEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -269,6 +269,7 @@ class EditReport(_message.Message):
     PIXEL_CHANGE_OUTSIDE_FIELD_NUMBER: _ClassVar[int]
     PIXEL_CHANGE_INSIDE_FIELD_NUMBER: _ClassVar[int]
     BEFORE_FIELD_NUMBER: _ClassVar[int]
+    RECONSTRUCTION_ERROR_FIELD_NUMBER: _ClassVar[int]
     target: _containers.ScalarMap[str, float]
     achieved: _containers.ScalarMap[str, float]
     drift: _containers.ScalarMap[str, float]
@@ -276,7 +277,8 @@ class EditReport(_message.Message):
     pixel_change_outside: float
     pixel_change_inside: float
     before: _containers.ScalarMap[str, float]
-    def __init__(self, target: _Optional[_Mapping[str, float]] = ..., achieved: _Optional[_Mapping[str, float]] = ..., drift: _Optional[_Mapping[str, float]] = ..., identity_similarity: _Optional[float] = ..., pixel_change_outside: _Optional[float] = ..., pixel_change_inside: _Optional[float] = ..., before: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    reconstruction_error: float
+    def __init__(self, target: _Optional[_Mapping[str, float]] = ..., achieved: _Optional[_Mapping[str, float]] = ..., drift: _Optional[_Mapping[str, float]] = ..., identity_similarity: _Optional[float] = ..., pixel_change_outside: _Optional[float] = ..., pixel_change_inside: _Optional[float] = ..., before: _Optional[_Mapping[str, float]] = ..., reconstruction_error: _Optional[float] = ...) -> None: ...
 
 class EditResponse(_message.Message):
     __slots__ = ("image", "report", "model")
