@@ -187,8 +187,14 @@ def render(factors: np.ndarray, size: int = 64) -> np.ndarray:
     u, v = _grid(size)
     image = _background(values, u, v)
     layers = [layer for part in _layers(values, u, v, size) for layer in part]
-    for layer in layers:  # "over": image += alpha * (colour - image), in place
-        image += layer.alpha[..., None] * (layer.colour - image)
+    for layer in layers:  # "over": image += alpha * (colour - image), in place, inside the layer's box
+        rows = np.flatnonzero(layer.alpha.any(axis=(0, 2)))
+        cols = np.flatnonzero(layer.alpha.any(axis=(0, 1)))
+        if rows.size == 0:
+            continue
+        box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        colour = layer.colour if layer.colour.ndim < 4 or layer.colour.shape[1] == 1 else layer.colour[box]
+        image[box] += layer.alpha[box][..., None] * (colour - image[box])
     image *= _lighting(values, u, v, size)[..., None]
     image = _blur(image, _blur_sigma_px(values, size))
     image = image + _noise(f, values, size)
