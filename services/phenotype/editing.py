@@ -37,9 +37,14 @@ class ModelSet(Protocol):
     Images are float32 [B, 3, S, S] in [0, 1]; latents float32 [B, latent_dim].
     """
 
-    image_size: int
-    layout: Mapping[str, tuple[int, int]]  # `Prop.LATENT_LAYOUT`
-    factor_names: Sequence[str]  # `Prop.FACTORS`: the attributes first
+    @property
+    def image_size(self) -> int: ...
+
+    @property
+    def layout(self) -> Mapping[str, tuple[int, int]]: ...  # `Prop.LATENT_LAYOUT`
+
+    @property
+    def factor_names(self) -> Sequence[str]: ...  # `Prop.FACTORS`: the attributes first
 
     async def generate(self, latent: np.ndarray) -> np.ndarray: ...  # latent -> image
 

@@ -34,12 +34,13 @@ class BackendModelSet:
         self.name = metadata.name
         self.image_size = int(p[Prop.IMAGE_SIZE])
         self.latent_dim = int(p[Prop.LATENT_DIM])
-        self.layout: Mapping[str, tuple[int, int]] = {k: (int(v[0]), int(v[1])) for k, v in p[Prop.LATENT_LAYOUT].items()}
+        slices = sorted(((str(k), (int(v[0]), int(v[1]))) for k, v in p[Prop.LATENT_LAYOUT].items()), key=lambda item: item[1])
+        self.layout: Mapping[str, tuple[int, int]] = dict(slices)  # by position (the metadata's JSON may sort keys)
         self.factor_names: tuple[str, ...] = tuple(p[Prop.FACTORS])
         companions = dict(p.get(Prop.COMPANIONS) or {})
         self.companions = {role: str(companions.get(role) or companion_name(self.name, role)) for role in COMPANION_KINDS}
         if list(self.layout) != [*ATTRIBUTE_NAMES, IDENTITY_SLICE]:
-            raise ValueError(f"generator {self.name!r}: latent layout {list(self.layout)} is not the catalog's attributes then identity")
+            raise ValueError(f"generator {self.name!r}: latent layout {list(self.layout)} (by position) is not the catalog's attributes then identity")
         if self.factor_names[: len(ATTRIBUTE_NAMES)] != ATTRIBUTE_NAMES:
             raise ValueError(f"generator {self.name!r}: factors {self.factor_names} do not start with the catalog's attributes")
 
