@@ -50,6 +50,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -147,9 +149,10 @@ class Faces:
 
 
 class _Layer(NamedTuple):
-    alpha: np.ndarray  # float32 [B, S, S] in [0, 1]
-    colour: np.ndarray  # float32 [B, 1|S, 1|S, 3]
+    alpha: np.ndarray  # float32 [B, R, S] in [0, 1], R = the rows of its part's band
+    colour: np.ndarray  # float32 [B, 1|R, 1|S, 3] or [3]
     attributes: frozenset[str]  # the attributes its alpha or colour depends on
+    rows: slice  # the image rows it covers (its part's band)
 
 
 def sample_factors(count: int, seed: int) -> np.ndarray:
@@ -194,7 +197,9 @@ def render(factors: np.ndarray, size: int = 64) -> np.ndarray:
             continue
         box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
         colour = layer.colour if layer.colour.ndim < 4 or layer.colour.shape[1] == 1 else layer.colour[box]
-        image[box] += layer.alpha[box][..., None] * (colour - image[box])
+        offset = layer.rows.start or 0
+        target = (slice(None), slice(offset + rows[0], offset + rows[-1] + 1), box[2])
+        image[target] += layer.alpha[box][..., None] * (colour - image[target])
     image *= _lighting(values, u, v, size)[..., None]
     image = _blur(image, _blur_sigma_px(values, size))
     image = image + _noise(f, values, size)
@@ -221,7 +226,7 @@ def region_masks(factors: np.ndarray, size: int = 64) -> dict[str, np.ndarray]:
     values = _values(f)
     radius = _blur_radius_px(_blur_sigma_px(values, size))
     fr = _frame(values, u, v, size)  # the attributes do not move the head frame
-    base = [part(values, fr) for part, _ in _PARTS]
+    base = [_draw(i, values, fr) for i in range(len(_PARTS))]
     sweep = np.linspace(0.0, 1.0, size // 8 + 1, dtype=np.float32)
     masks: dict[str, np.ndarray] = {}
     for index, name in enumerate(ATTRIBUTE_NAMES):
@@ -232,8 +237,8 @@ def region_masks(factors: np.ndarray, size: int = 64) -> dict[str, np.ndarray]:
                 swept[:, index] = value
                 swept_values = _values(swept)
                 parts = [
-                    part(swept_values, fr) if name in deps else layers
-                    for (part, deps), layers in zip(_PARTS, base, strict=True)
+                    _draw(i, swept_values, fr) if name in deps else layers
+                    for i, ((_, deps, _), layers) in enumerate(zip(_PARTS, base, strict=True))
                 ]
                 visible |= _visible(parts, name)
         masks[name] = _dilate(visible, radius)
@@ -408,6 +413,13 @@ class _Frame(NamedTuple):
     skin: np.ndarray  # float32 [B, 1, 1, 3]
     hair: np.ndarray
     size: int
+    rows: slice = slice(None)  # the image rows the arrays above hold
+
+    def band(self, top: float, bottom: float) -> _Frame:
+        """The frame cut to the rows between `top` and `bottom` (fractions), one row of margin."""
+        rows = slice(max(0, math.floor(top * self.size) - 1), min(self.size, math.ceil(bottom * self.size) + 1))
+        u, v, x, y, xf = (a[:, rows] for a in (self.u, self.v, self.x, self.y, self.xf))
+        return _Frame(u, v, x, y, xf, self.skin, self.hair, self.size, rows)
 
 
 def _frame(values: dict[str, np.ndarray], u: np.ndarray, v: np.ndarray, size: int) -> _Frame:
@@ -441,7 +453,7 @@ def _back_hair(values: dict[str, np.ndarray], fr: _Frame) -> list[_Layer]:
     half_w = values["face_width"] + 0.03 + volume * 0.8
     fall = _rounded_box(fr.x, fr.y - (top + bottom) / 2, half_w, (bottom - top) / 2, 0.03)
     back = np.minimum(np.maximum(cap, fr.y - bottom), fall) + curl
-    return [_Layer(_coverage(back, fr.size), fr.hair * 0.85, _HAIR)]
+    return [_Layer(_coverage(back, fr.size), fr.hair * 0.85, _HAIR, fr.rows)]
 
 
 def _body(values: dict[str, np.ndarray], fr: _Frame) -> list[_Layer]:
@@ -452,8 +464,8 @@ def _body(values: dict[str, np.ndarray], fr: _Frame) -> list[_Layer]:
     shirt_colour = _hsv_to_rgb(hue, 0.45, 0.28 + 0.3 * values["background_lightness"][:, 0, 0]).reshape(n, 1, 1, 3)
     shirt = _ellipse(fr.u - _HEAD_CENTRE[0], fr.v - 1.13, 0.42, 0.24)
     return [
-        _Layer(_coverage(neck, fr.size), fr.skin * 0.82, _SKIN),
-        _Layer(_coverage(shirt, fr.size), shirt_colour, frozenset()),
+        _Layer(_coverage(neck, fr.size), fr.skin * 0.82, _SKIN, fr.rows),
+        _Layer(_coverage(shirt, fr.size), shirt_colour, frozenset(), fr.rows),
     ]
 
 
@@ -462,8 +474,8 @@ def _head(values: dict[str, np.ndarray], fr: _Frame) -> list[_Layer]:
     layers = []
     for side in (-1.0, 1.0):
         ear = _ellipse(fr.x - side * (values["face_width"] * 0.96) + values["yaw"] * 0.3, fr.y + 0.05, 0.028, 0.055)
-        layers.append(_Layer(_coverage(ear, fr.size), fr.skin * 0.9, _SKIN))
-    layers.append(_Layer(_coverage(_face_distance(values, fr.x, fr.y), fr.size), fr.skin, _SKIN))
+        layers.append(_Layer(_coverage(ear, fr.size), fr.skin * 0.9, _SKIN, fr.rows))
+    layers.append(_Layer(_coverage(_face_distance(values, fr.x, fr.y), fr.size), fr.skin, _SKIN, fr.rows))
     return layers
 
 
@@ -474,15 +486,15 @@ def _nose(values: dict[str, np.ndarray], fr: _Frame) -> list[_Layer]:
     deps = frozenset({"skin_tone", "nose_width", "nose_length"})
     x, y = fr.xf, fr.y
     ala = _ellipse(x, y - (tip - 0.02), nose_w, 0.034)
-    layers = [_Layer(_coverage(ala, fr.size) * 0.5, fr.skin * 0.68, deps)]
+    layers = [_Layer(_coverage(ala, fr.size) * 0.5, fr.skin * 0.68, deps, fr.rows)]
     half_len = (tip - 0.02 - _NOSE_TOP_Y) / 2
     for side in (-1.0, 1.0):
         line = _rounded_box(x - side * nose_w * 0.45, y - (_NOSE_TOP_Y + half_len), 0.004, half_len, 0.004)
-        layers.append(_Layer(_coverage(line, fr.size) * 0.35, fr.skin * 0.7, deps))
+        layers.append(_Layer(_coverage(line, fr.size) * 0.35, fr.skin * 0.7, deps, fr.rows))
         nostril = _ellipse(x - side * nose_w * 0.5, y - (tip - 0.004), nose_w * 0.34, 0.012)
-        layers.append(_Layer(_coverage(nostril, fr.size) * 0.9, fr.skin * 0.25, deps))
+        layers.append(_Layer(_coverage(nostril, fr.size) * 0.9, fr.skin * 0.25, deps, fr.rows))
     highlight = _ellipse(x, y - (tip - 0.03), nose_w * 0.35, 0.014)
-    layers.append(_Layer(_coverage(highlight, fr.size) * 0.35, np.minimum(fr.skin * 1.2, 1.0), deps))
+    layers.append(_Layer(_coverage(highlight, fr.size) * 0.35, np.minimum(fr.skin * 1.2, 1.0), deps, fr.rows))
     return layers
 
 
@@ -498,12 +510,15 @@ def _lips(values: dict[str, np.ndarray], fr: _Frame) -> list[_Layer]:
     lower = np.maximum(_ellipse(x, ym, mouth_w * 0.92, lower_h), -ym)
     deps = frozenset({"skin_tone", "lip_fullness"})
     lip = fr.skin * np.array([0.8, 0.6, 0.6], dtype=np.float32)
-    return [_Layer(_coverage(upper, fr.size), lip, deps), _Layer(_coverage(lower, fr.size), lip * 1.08, deps)]
+    return [
+        _Layer(_coverage(upper, fr.size), lip, deps, fr.rows),
+        _Layer(_coverage(lower, fr.size), lip * 1.08, deps, fr.rows),
+    ]
 
 
 def _mouth_line(values: dict[str, np.ndarray], fr: _Frame) -> list[_Layer]:
     line = _ellipse(fr.xf, fr.y - _MOUTH_Y, 0.36 * values["face_width"] * 0.98, 0.0035)
-    return [_Layer(_coverage(line, fr.size) * 0.85, fr.skin * 0.32, _SKIN)]
+    return [_Layer(_coverage(line, fr.size) * 0.85, fr.skin * 0.32, _SKIN, fr.rows)]
 
 
 def _eyes(values: dict[str, np.ndarray], fr: _Frame) -> list[_Layer]:
@@ -522,10 +537,10 @@ def _eyes(values: dict[str, np.ndarray], fr: _Frame) -> list[_Layer]:
         pupil = _coverage(_ellipse(ex, ey, iris_r * 0.45, iris_r * 0.45), fr.size) * sclera
         lash = _coverage(np.maximum(np.abs(almond) - 0.0035, ey), fr.size)
         layers += [
-            _Layer(sclera, np.asarray(_SCLERA, np.float32), deps),
-            _Layer(iris, np.asarray(_IRIS, np.float32), deps),
-            _Layer(pupil, np.asarray(_PUPIL, np.float32), deps),
-            _Layer(lash, np.asarray(_LASH, np.float32), deps),
+            _Layer(sclera, np.asarray(_SCLERA, np.float32), deps, fr.rows),
+            _Layer(iris, np.asarray(_IRIS, np.float32), deps, fr.rows),
+            _Layer(pupil, np.asarray(_PUPIL, np.float32), deps, fr.rows),
+            _Layer(lash, np.asarray(_LASH, np.float32), deps, fr.rows),
         ]
     return layers
 
@@ -538,7 +553,7 @@ def _brows(values: dict[str, np.ndarray], fr: _Frame) -> list[_Layer]:
         arch = _EYE_Y - values["brow_height"] - 0.012 * np.clip(1.0 - (bx / 0.07) ** 2, 0.0, 1.0)
         taper = values["brow_thickness"] * (0.5 + 0.5 * np.clip(1.0 - side * bx / 0.08, 0.3, 1.0))
         brow = np.maximum(np.abs(fr.y - arch) - taper / 2, np.abs(bx) - 0.068)
-        layers.append(_Layer(_coverage(brow, fr.size), fr.hair * 0.8, _HAIR))
+        layers.append(_Layer(_coverage(brow, fr.size), fr.hair * 0.8, _HAIR, fr.rows))
     return layers
 
 
@@ -550,38 +565,50 @@ def _front_hair(values: dict[str, np.ndarray], fr: _Frame) -> list[_Layer]:
     hairline = 0.23 + 0.05 * (1.0 - np.abs(2.0 * style - 1.0)) - _HEAD_CENTRE[1]
     hairline = hairline + 0.09 * np.clip(np.abs(fr.x) / values["face_width"], 0.0, 1.0) ** 2
     hairline = hairline - 0.015 * np.cos((fr.x - part) * 25.0)
-    return [_Layer(_coverage(np.maximum(cap + curl, fr.y - hairline), fr.size), fr.hair, _HAIR)]
+    return [_Layer(_coverage(np.maximum(cap + curl, fr.y - hairline), fr.size), fr.hair, _HAIR, fr.rows)]
 
 
 # the parts of a face, bottom to top, with the attributes each depends on (a superset of its layers')
-_PARTS = (
-    (_back_hair, _HAIR),
-    (_body, _SKIN),
-    (_head, _SKIN),
-    (_nose, frozenset({"skin_tone", "nose_width", "nose_length"})),
-    (_lips, frozenset({"skin_tone", "lip_fullness"})),
-    (_mouth_line, _SKIN),
-    (_eyes, frozenset({"eye_openness", "eye_size"})),
-    (_brows, _HAIR),
-    (_front_hair, _HAIR),
+# and the band of rows (fractions of the side) that holds it at every factor value, pose and size (measured
+# at 256x256 over random and extreme factors, with a margin; a test checks banded == whole-image drawing)
+_PARTS: tuple[
+    tuple[Callable[[dict[str, np.ndarray], _Frame], list[_Layer]], frozenset[str], tuple[float, float]], ...
+] = (
+    (_back_hair, _HAIR, (0.0, 0.58)),
+    (_body, _SKIN, (0.6, 1.0)),
+    (_head, _SKIN, (0.1, 0.92)),
+    (_nose, frozenset({"skin_tone", "nose_width", "nose_length"}), (0.41, 0.7)),
+    (_lips, frozenset({"skin_tone", "lip_fullness"}), (0.66, 0.82)),
+    (_mouth_line, _SKIN, (0.66, 0.82)),
+    (_eyes, frozenset({"eye_openness", "eye_size"}), (0.34, 0.53)),
+    (_brows, _HAIR, (0.28, 0.45)),
+    (_front_hair, _HAIR, (0.0, 0.45)),
 )
+_BANDED = True  # False: draw every part on the whole image (the tests compare the two)
+
+
+def _draw(part: int, values: dict[str, np.ndarray], fr: _Frame) -> list[_Layer]:
+    function, _, (top, bottom) = _PARTS[part]
+    return function(values, fr.band(top, bottom) if _BANDED else fr)
 
 
 def _layers(values: dict[str, np.ndarray], u: np.ndarray, v: np.ndarray, size: int) -> list[list[_Layer]]:
     """Every part's layers, bottom to top."""
     fr = _frame(values, u, v, size)
-    return [part(values, fr) for part, _ in _PARTS]
+    return [_draw(i, values, fr) for i in range(len(_PARTS))]
 
 
 def _visible(parts: list[list[_Layer]], attribute: str) -> np.ndarray:
     """bool [B, S, S]: where a layer that depends on the attribute shows through the layers above it."""
     layers = [layer for part in parts for layer in part]
-    transmitted = np.ones_like(layers[0].alpha)
-    visible = np.zeros(layers[0].alpha.shape, dtype=bool)
+    shape = (layers[0].alpha.shape[0], layers[0].alpha.shape[2], layers[0].alpha.shape[2])
+    transmitted = np.ones(shape, dtype=np.float32)
+    visible = np.zeros(shape, dtype=bool)
     for layer in reversed(layers):
+        through = transmitted[:, layer.rows]
         if attribute in layer.attributes:
-            visible |= (layer.alpha * transmitted) > 0.0
-        transmitted = transmitted * (1.0 - layer.alpha)
+            visible[:, layer.rows] |= (layer.alpha * through) > 0.0
+        transmitted[:, layer.rows] = through * (1.0 - layer.alpha)
     return visible
 
 

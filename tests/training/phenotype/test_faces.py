@@ -151,3 +151,16 @@ def test_bad_inputs_raise_value_errors_that_say_what_to_fix() -> None:
         render(_set(good, "nose_width", 1.5))
     with pytest.raises(ValueError, match="finite"):
         region_masks(_set(good, "blur", np.nan))
+
+
+@pytest.mark.parametrize("size", [16, 64])
+def test_drawing_parts_in_their_row_bands_changes_no_pixel(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # each part is drawn only inside its band of rows (a speed-up); the whole-image drawing is the reference
+    factors = np.concatenate(
+        [sample_factors(24, seed=21), np.zeros((1, len(FACTOR_NAMES))), np.ones((1, len(FACTOR_NAMES)))]
+    )
+    banded, banded_masks = render(factors, size), region_masks(factors[:6], size)
+    monkeypatch.setattr(faces, "_BANDED", False)
+    assert np.array_equal(banded, render(factors, size))
+    whole_masks = region_masks(factors[:6], size)
+    assert all(np.array_equal(banded_masks[name], whole_masks[name]) for name in ATTRIBUTE_NAMES)
