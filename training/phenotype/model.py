@@ -207,8 +207,11 @@ class FactorEncoder(nn.Module):
 
 class Generator(nn.Module):
     """Latent -> image: a linear layer to a 4x4 map, then per doubling of the side a nearest-neighbour
-    upsampling and two 3x3 convolutions (leaky ReLU, pixel norm), a 1x1 convolution to RGB and a sigmoid
-    (the DCGAN / ProGAN shape, Radford et al. 2016; Karras et al. 2018, Table 2, without progressive growing).
+    upsampling and two 3x3 convolutions (leaky ReLU, pixel norm) (the ProGAN shape, Karras et al. 2018,
+    Table 2, without progressive growing). Every resolution has a 1x1 convolution to RGB; the RGB
+    images are summed after bilinear upsampling (StyleGAN2's "skip" generator, Karras et al., CVPR
+    2020, Fig. 7b) and a sigmoid maps the sum into [0, 1]. The skips let the coarse colours and
+    layout train in the first few dozen steps, where a plain stack of this depth stalls on a CPU budget.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -231,8 +234,8 @@ class Generator(nn.Module):
                     PixelNorm(),
                 )
             )
-        self.blocks = nn.Sequential(*blocks)
-        self.to_rgb = nn.Conv2d(config.channels(config.image_size), 3, 1)
+        self.blocks = nn.ModuleList(blocks)
+        self.to_rgb = nn.ModuleList([nn.Conv2d(config.channels(side), 3, 1) for side in config.sides])
 
     def forward(self, latent: Tensor) -> Tensor:
         """Args:
@@ -243,9 +246,12 @@ class Generator(nn.Module):
         c = self.config.channels(FIRST_SIDE)
         x = self.first(latent).view(-1, c, FIRST_SIDE, FIRST_SIDE)
         x = F.leaky_relu(x, LEAK)
-        x = F.leaky_relu(self.first_conv(PixelNorm()(x)), LEAK)
-        x = self.blocks(PixelNorm()(x))
-        return torch.sigmoid(self.to_rgb(x))
+        x = PixelNorm()(F.leaky_relu(self.first_conv(PixelNorm()(x)), LEAK))
+        rgb = self.to_rgb[0](x)
+        for block, to_rgb in zip(self.blocks, self.to_rgb[1:], strict=True):
+            x = block(x)
+            rgb = F.interpolate(rgb, scale_factor=2.0, mode="bilinear", align_corners=False) + to_rgb(x)
+        return torch.sigmoid(rgb)
 
 
 class ImageEncoder(nn.Module):

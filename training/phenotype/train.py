@@ -55,8 +55,10 @@ from training.phenotype.model import FactorEncoder, Generator, ImageEncoder, Mod
 __all__ = [
     "CHECKPOINT_FILE",
     "STATE_FILE",
+    "FinetuneConfig",
     "TrainResult",
     "TrainingConfig",
+    "finetune_on_image",
     "hinge_discriminator_loss",
     "hinge_generator_loss",
     "load_checkpoint",
@@ -104,8 +106,8 @@ class TrainingConfig:
     stage1_steps: int = 600
     stage2_steps: int = 300
     batch_size: int = 16
-    lr: float = 2e-3
-    discriminator_lr: float = 2e-3
+    lr: float = 5e-4
+    discriminator_lr: float = 5e-4
     encoder_lr: float = 1e-3
     l1_weight: float = 1.0
     ssim_weight: float = 0.5
@@ -499,6 +501,71 @@ def train(config: TrainingConfig, work_dir: Path, progress: bool = True, resume:
     _save_models(models, checkpoint_path, config, metrics)
     return TrainResult(models["factor_encoder"], models["generator"], models["image_encoder"], config, history,
                        metrics, elapsed(), checkpoint_path)  # fmt: skip
+
+
+# -- one-shot fine-tuning -------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """One-shot fine-tuning of the generator on one image (`finetune_on_image`).
+
+    Attributes:
+        steps: Adam steps on the one image.
+        lr: Adam's rate (small: the generator must keep what stage 1 taught it).
+        l1_weight, ssim_weight: the reconstruction loss's weights (as `TrainingConfig`).
+    """
+
+    steps: int = 50
+    lr: float = 1e-4
+    l1_weight: float = 1.0
+    ssim_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"FinetuneConfig.steps must be an integer >= 1, got {self.steps!r}")
+        if not 0.0 < self.lr < 1.0:
+            raise ValueError(f"FinetuneConfig.lr must be in (0, 1), got {self.lr!r}")
+        for name in ("l1_weight", "ssim_weight"):
+            if not 0.0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"FinetuneConfig.{name} must be a finite number >= 0, got {getattr(self, name)!r}")
+        if self.l1_weight + self.ssim_weight <= 0.0:
+            raise ValueError("FinetuneConfig.l1_weight must be > 0 where ssim_weight is 0")
+
+
+def finetune_on_image(generator: Generator, image_encoder: ImageEncoder, image: Tensor,
+                      config: FinetuneConfig | None = None) -> tuple[Generator, Tensor]:  # fmt: skip
+    """Fine-tune a copy of the generator to reproduce one image (the one-shot step of ConfigNet,
+    Kowalski et al. 2020, that Yucer et al. apply before editing real faces).
+
+    The latent stays the image encoder's, so its slices keep their meaning and an edit (overwrite
+    a slice, decode with the returned generator) still moves its attribute; only the generator's
+    weights adapt to the details the encoder missed. Deterministic on the CPU (no randomness).
+
+    Args:
+        generator: the trained generator (not modified).
+        image_encoder: the trained image encoder.
+        image: float32 [1, 3, S, S] in [0, 1].
+        config: steps, rate and loss weights (`FinetuneConfig()` by default).
+    Returns:
+        (the fine-tuned generator in eval mode, the image's latent float32 [1, L]), on the image's device.
+    Raises:
+        ValueError: `image` is not [1, 3, S, S] at the generator's size.
+    """
+    import copy
+
+    config = config or FinetuneConfig()
+    size = generator.config.image_size
+    if tuple(image.shape) != (1, 3, size, size):
+        raise ValueError(f"image must be float32 [1, 3, {size}, {size}], got {list(image.shape)}")
+    with torch.no_grad():
+        latent = image_encoder(image).detach()
+    tuned = copy.deepcopy(generator).train().requires_grad_(True)
+    optimizer = torch.optim.Adam(tuned.parameters(), lr=config.lr, betas=ADAM_BETAS)
+    for _ in range(config.steps):
+        loss = reconstruction_loss(tuned(latent), image, config.l1_weight, config.ssim_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return tuned.eval().requires_grad_(False), latent
 
 
 # -- the result file ------------------------------------------------------------------------------

@@ -17,7 +17,16 @@ from skimage.metrics import structural_similarity
 from services.phenotype.catalog import ATTRIBUTE_NAMES, ATTRIBUTES
 from training.phenotype.faces import FACTOR_NAMES, make_faces
 from training.phenotype.model import ModelConfig
-from training.phenotype.train import STATE_FILE, TrainingConfig, TrainResult, load_checkpoint, ssim, train
+from training.phenotype.train import (
+    STATE_FILE,
+    FinetuneConfig,
+    TrainingConfig,
+    TrainResult,
+    finetune_on_image,
+    load_checkpoint,
+    ssim,
+    train,
+)
 
 SIZE = 16  # the smallest face `faces` draws: seconds of training on one core
 TINY_MODEL = ModelConfig(image_size=SIZE, slice_dim=4, identity_dim=16, factor_count=len(FACTOR_NAMES), base_channels=8,
@@ -105,6 +114,38 @@ def test_an_edit_changes_its_region_more_than_the_rest(
     inside[top:bottom, left:right] = True
     assert float(change[:, inside].mean()) > 1.25 * float(change[:, ~inside].mean())
     assert float(change[:, inside].mean()) > 0.02  # a visible change, not noise
+
+
+def test_one_shot_finetuning_fits_the_image_and_keeps_edits(
+    trained: TrainResult, test_faces: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    """Fine-tuning on one unseen face lowers its encode -> decode error, leaves the trained
+    generator untouched, and a skin-tone edit through the tuned generator still lands in its region."""
+    images, factors = test_faces
+    image = images[:1]
+    before = {k: v.clone() for k, v in trained.generator.state_dict().items()}
+    tuned, latent = finetune_on_image(
+        trained.generator, trained.image_encoder, image, FinetuneConfig(steps=30, lr=1e-3)
+    )
+    assert same_weights(before, dict(trained.generator.state_dict()))
+    with torch.no_grad():
+        error_before = float((trained.generator(latent) - image).abs().mean())
+        error_after = float((tuned(latent) - image).abs().mean())
+        assert error_after < 0.8 * error_before
+        start, stop = trained.config.model.latent_layout()["skin_tone"]
+        target = factors[:1].clone()
+        target[:, 0] = float(factors[0, 0] < 0.5)
+        edited = latent.clone()
+        edited[:, start:stop] = trained.factor_encoder(target)[:, start:stop]
+        change = (tuned(edited) - tuned(latent)).abs().mean(dim=1)[0]
+    top, left, bottom, right = (round(v * SIZE) for v in ATTRIBUTES[0].region)
+    inside = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+    inside[top:bottom, left:right] = True
+    assert float(change[inside].mean()) > 1.25 * float(change[~inside].mean())
+    with pytest.raises(ValueError, match=r"image must be float32 \[1, 3, 16, 16\]"):
+        finetune_on_image(trained.generator, trained.image_encoder, images[:2])
+    with pytest.raises(ValueError, match="FinetuneConfig.steps"):
+        FinetuneConfig(steps=0)
 
 
 def test_checkpoint_round_trip(trained: TrainResult) -> None:
