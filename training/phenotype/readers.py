@@ -102,9 +102,9 @@ class ReadersConfig:
     valid_identities: int = 200
     renders_per_identity: int = 4
     identities_per_batch: int = 16
-    steps: int = 1500
+    steps: int = 1000
     lr: float = 2e-3
-    base_channels: int = 16
+    base_channels: int = 12
     hidden: int = 128
     embedding_dim: int = 32
     temperature: float = 0.1
@@ -201,7 +201,7 @@ class Regressor(nn.Module):
         the training range).
     """
 
-    def __init__(self, image_size: int = DEFAULT_IMAGE_SIZE, base_channels: int = 16, hidden: int = 128) -> None:
+    def __init__(self, image_size: int = DEFAULT_IMAGE_SIZE, base_channels: int = 12, hidden: int = 128) -> None:
         super().__init__()
         self.backbone = _Backbone(image_size, base_channels)
         self.head = nn.Sequential(
@@ -228,7 +228,7 @@ class IdentityEmbedding(nn.Module):
     """
 
     def __init__(
-        self, image_size: int = DEFAULT_IMAGE_SIZE, base_channels: int = 16, hidden: int = 128, embedding_dim: int = 32
+        self, image_size: int = DEFAULT_IMAGE_SIZE, base_channels: int = 12, hidden: int = 128, embedding_dim: int = 32
     ) -> None:
         super().__init__()
         self.backbone = _Backbone(image_size, base_channels)
