@@ -15,7 +15,7 @@ curve) evaluated on the pixel-centre grid of the whole batch at once and anti-al
 step one pixel wide; layers are composited with "over" (Porter & Duff, SIGGRAPH 1984), then lit,
 blurred (a separable truncated Gaussian), given Gaussian sensor noise and quantised to uint8.
 Nothing loops over pixels; the only Python loops run over layers, images (the noise generators) and
-the few blur radii.
+the mask dilation's few steps. Each part (eyes, nose, lips, ...) is drawn only inside its band of rows.
 
 Locality (what `region_masks` gives and the tests check): an attribute changes pixels only where a
 layer that depends on it is visible (after occlusion by the layers above), widened by the image's
@@ -85,10 +85,10 @@ MIN_IMAGE_SIZE = 16  # pixels per side: below this the eyes and lips are under t
 # [0, 1] -> physical range (fractions of the image side unless named). Chosen so that each drawn part,
 # with the largest pose, blur and anti-aliasing, stays inside its attribute's canonical catalog box.
 _RANGES: dict[str, tuple[float, float]] = {
-    "eye_openness": (0.22, 0.55),  # eye height / eye width
+    "eye_openness": (0.22, 0.55),  # upper-lid half-height / eye half-width (the lower lid: 0.8 of it)
     "eye_size": (0.042, 0.07),  # eye half-width
     "nose_width": (0.03, 0.068),  # half-width at the nostrils
-    "nose_length": (0.02, 0.12),  # tip below the head centre (bridge at -0.06)
+    "nose_length": (0.02, 0.12),  # tip below the head centre; the bridge is at -0.06: 0.08 to 0.18 long
     "lip_fullness": (0.0, 1.0),  # scales the lip heights below
     "face_width": (0.19, 0.25),  # face half-width
     "jaw_width": (0.55, 0.9),  # jaw half-width / face half-width
