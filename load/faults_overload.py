@@ -38,6 +38,7 @@ import numpy as np
 import sdk
 from load.harness import MIB, BenchmarkService, log, percentile, real_sentences, table_text
 from services import registry
+from services.phenotype.config import PhenotypeConfig
 
 # DEADLINE_EXCEEDED before running: deadline admission found the call too large for its deadline
 # even on an idle service (not an overload: a retry cannot help)
@@ -136,12 +137,30 @@ async def paraphrase_calls(client: sdk.AsyncClient, data: Path) -> ServiceCalls:
                         "Paraphrase n=4, diverse beam")  # fmt: skip
 
 
+async def phenotype_calls(client: sdk.AsyncClient, data: Path) -> ServiceCalls:
+    """Interpolate of a generated face over the most values a call may ask for (the default
+    `phenotype.max_interpolation_values`, 16: a generator run and a regressor run per value, after
+    the image encoder), one attribute after another; the probe generates one face."""
+    n_values = PhenotypeConfig().max_interpolation_values
+    attributes = (await client.list_attributes()).names
+    faces = [await client.generate_face(seed=seed) for seed in range(8)]
+    values = [k / (n_values - 1) for k in range(n_values)] if n_values > 1 else [0.5]
+
+    def large(i: int) -> Call:
+        face, attribute = faces[i % len(faces)], attributes[i % len(attributes)]
+        return lambda c, deadline_s: c.interpolate_phenotype(face, attribute, values, timeout_s=deadline_s)
+
+    return ServiceCalls(large, lambda c, deadline_s: c.generate_face(seed=0, timeout_s=deadline_s),
+                        f"Interpolate of {n_values} values")  # fmt: skip
+
+
 CALLS: dict[str, Callable[[sdk.AsyncClient, Path], Awaitable[ServiceCalls]]] = {
     "retrieval": retrieval_calls,
     "sae": sae_calls,
     "nextframe": nextframe_calls,
     "rerank": rerank_calls,
     "paraphrase": paraphrase_calls,
+    "phenotype": phenotype_calls,
 }
 
 

@@ -26,8 +26,10 @@ from sdk._errors import (
     Unauthenticated,
     Unavailable,
 )
+from sdk._images import save_grid
 from sdk._nextframe import ConstantEstimate, FrameModel, save_gif
 from sdk._paraphrase import Paraphrase, ParaphraseResult, ParaphraserInfo, ParaphraseToken
+from sdk._phenotype import AttributeInfo, Attributes, EditReport, EncodedFace, FaceModelInfo
 from sdk._rerank import RankedDocument, RerankerInfo, RerankResult
 from sdk._retrieval import Collection, Document, Hit, ModelInfo, SearchResult, UpsertResult
 from sdk._retry import RetryPolicy
@@ -45,6 +47,12 @@ from sdk._transport import DEFAULT_TIMEOUT_S
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "ActivatingContext",
+    "AttributeInfo",
+    "Attributes",
+    "EditReport",
+    "EncodedFace",
+    "FaceModelInfo",
+    "save_grid",
     "Explanation",
     "LatentDecomposition",
     "MetaLatent",

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from sdk._nextframe import AsyncNextFrameMethods, NextFrameMethods
 from sdk._paraphrase import AsyncParaphraseMethods, ParaphraseMethods
+from sdk._phenotype import AsyncPhenotypeMethods, PhenotypeMethods
 from sdk._rerank import AsyncRerankMethods, RerankMethods
 from sdk._retrieval import AsyncRetrievalMethods, RetrievalMethods
 from sdk._sae import AsyncSaeMethods, SaeMethods
 from sdk._transport import AsyncTransport, SyncTransport
 
 
-class Client(SaeMethods, NextFrameMethods, RetrievalMethods, RerankMethods, ParaphraseMethods, SyncTransport):
+class Client(SaeMethods, NextFrameMethods, RetrievalMethods, RerankMethods, ParaphraseMethods, PhenotypeMethods, SyncTransport):
     """Blocking client for every Facet service, one channel per service, opened on first use.
 
     `sdk.Client(address=None, /, *, api_key=None, timeout_s=DEFAULT_TIMEOUT_S,
@@ -88,7 +89,9 @@ class Client(SaeMethods, NextFrameMethods, RetrievalMethods, RerankMethods, Para
     _positional_capability = "retrieval"
 
 
-class AsyncClient(AsyncSaeMethods, AsyncNextFrameMethods, AsyncRetrievalMethods, AsyncRerankMethods, AsyncParaphraseMethods, AsyncTransport):
+class AsyncClient(
+    AsyncSaeMethods, AsyncNextFrameMethods, AsyncRetrievalMethods, AsyncRerankMethods, AsyncParaphraseMethods, AsyncPhenotypeMethods, AsyncTransport
+):
     """The same methods as `Client`, awaitable, on `grpc.aio` channels; the same constructor.
 
     Example::

@@ -53,6 +53,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("retrieval", "facet.v1.Retrieval", 50053),
     Capability("rerank", "facet.v1.Rerank", 50054),
     Capability("paraphrase", "facet.v1.Paraphrase", 50056),
+    Capability("phenotype", "facet.v1.Phenotype", 50055),
 )
 BY_NAME: dict[str, Capability] = {c.name: c for c in CAPABILITIES}
 

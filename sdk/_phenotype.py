@@ -28,7 +28,6 @@ import numpy as np
 
 from sdk import _arguments as check
 from sdk._call import Call, Service
-from sdk._contract import BY_NAME
 from sdk._errors import InvalidArgument
 from sdk._images import ImageLike, array_from_message, image_message
 from sdk._proto.facet.v1 import phenotype_pb2, phenotype_pb2_grpc
@@ -40,11 +39,7 @@ CAPABILITY = "phenotype"
 UINT64_MAX = 2**64 - 1
 # Every RPC only reads: each is safe to send again after UNAVAILABLE (sdk._retry).
 IDEMPOTENT = frozenset({"ListAttributes", "ListFaceModels", "Generate", "Encode", "Edit", "Interpolate"})
-# The client half of the capability's registry row (`sdk._contract.CAPABILITIES`) lands with its
-# servicer; until then requests are built and replies read here, and no Client carries the methods.
-SERVICE: Service | None = (
-    Service(CAPABILITY, phenotype_pb2_grpc.PhenotypeStub, idempotent=IDEMPOTENT) if CAPABILITY in BY_NAME else None
-)
+SERVICE = Service(CAPABILITY, phenotype_pb2_grpc.PhenotypeStub, idempotent=IDEMPOTENT)
 
 # -- results ------------------------------------------------------------------------------------
 
@@ -147,7 +142,8 @@ class EncodedFace:
 
     Attributes:
         latent: float32 [latent_dim]: the image encoder's latent.
-        latent_layout: {slice name: (start, stop)} over `latent`: one per attribute, then "identity".
+        latent_layout: {slice name: (start, stop)} over `latent`, in the latent's order: one per
+            attribute, then "identity".
         attributes: {attribute: value} as the regressor reads them off the image.
         reconstruction: uint8 (image_size, image_size, 3): the generator's decoding of `latent`.
         reconstruction_error: mean absolute difference of the image (as the model sees it:
@@ -275,8 +271,6 @@ def _values(values: object) -> list[float]:
 
 
 def _call(method: str, request: Any, parse: Any) -> Call[Any]:
-    if SERVICE is None:
-        raise RuntimeError(f"the {CAPABILITY} capability is not in sdk._contract.CAPABILITIES yet")
     return Call(SERVICE, method, request, parse)
 
 
@@ -336,7 +330,8 @@ def encode_request(image: object, model: object) -> phenotype_pb2.EncodeRequest:
 
 def parse_encoded(r: phenotype_pb2.EncodeResponse) -> EncodedFace:
     latent = finite_floats(r.latent, "latent")
-    layout = {name: (int(s.start), int(s.stop)) for name, s in r.latent_layout.items()}
+    # by position: a proto map has no order, and the slices' order is the latent's
+    layout = dict(sorted(((name, (int(s.start), int(s.stop))) for name, s in r.latent_layout.items()), key=lambda item: item[1]))
     for name, (start, stop) in layout.items():
         if not 0 <= start <= stop <= len(latent):
             raise InvalidArgument(f"latent_layout[{name!r}] = [{start}, {stop}) is outside the latent's {len(latent)} values")

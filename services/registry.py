@@ -158,6 +158,20 @@ CAPABILITIES: tuple[ServerCapability, ...] = (
             Command("paraphrase", "experiment", "training.paraphrase.experiment", "the paper's label-scarce experiment: DDL vs DDL+VSAR (KRL) over label fractions and seeds"),
         ),
     ),
+    ServerCapability(
+        name="phenotype",
+        summary="phenotype editing: a factorised face generator and encoder, attribute edits with a measured report",
+        servicer="services.phenotype.servicer:PhenotypeService",
+        config="services.phenotype.config:PhenotypeConfig",
+        build_defaults="training.phenotype.build:build_defaults",
+        has_defaults="training.phenotype.build:has_defaults",
+        train_module="training.phenotype.build",
+        demo="services.phenotype.demo:run_demo",
+        default_build_s=600.0,  # estimate until measured: two trainings and the export at 64 x 64 on 2 cores
+        commands=(
+            Command("phenotype", "build", "training.phenotype.build", "train the factorised face generator, its encoders and the report's readers, export them into the model repository"),
+        ),
+    ),
 )  # fmt: skip
 BY_NAME: dict[str, ServerCapability] = {c.name: c for c in CAPABILITIES}
 

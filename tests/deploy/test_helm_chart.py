@@ -128,7 +128,7 @@ def test_disabled_services_render_nothing(helm: Path) -> None:
 @pytest.mark.parametrize(
     ("service", "port", "grpc_service"),
     [("sae", 50051, "facet.v1.Sae"), ("nextframe", 50052, "facet.v1.NextFrame"), ("rerank", 50054, "facet.v1.Rerank"),
-     ("paraphrase", 50056, "facet.v1.Paraphrase")],
+     ("paraphrase", 50056, "facet.v1.Paraphrase"), ("phenotype", 50055, "facet.v1.Phenotype")],
 )
 def test_stateless_services_have_their_own_probes(helm: Path, service: str, port: int, grpc_service: str) -> None:
     docs = _render(helm)
@@ -371,7 +371,7 @@ def test_unknown_or_mistyped_values_are_refused_with_where_and_why(
 
 def test_helm_test_pod_runs_facet_check_on_every_enabled_service(helm: Path) -> None:
     docs = _render(helm, "services.nextframe.enabled=false", "services.rerank.enabled=false", "services.paraphrase.enabled=false",
-                   "apiKey.existingSecret=facet-key")
+                   "services.phenotype.enabled=false", "apiKey.existingSecret=facet-key")
     [pod] = [d for d in docs if d["kind"] == "Pod"]
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert pod["spec"]["restartPolicy"] == "Never"

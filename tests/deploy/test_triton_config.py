@@ -40,7 +40,7 @@ def _check_against_graph(config: model_config_pb2.ModelConfig, model_file: Path)
 
 
 # every capability's test models (its fixtures' session repository)
-@pytest.fixture(scope="module", params=["model_repository", "sae_repository", "nextframe_repository", "rerank_repository"])
+@pytest.fixture(scope="module", params=["model_repository", "sae_repository", "nextframe_repository", "rerank_repository", "phenotype_repository"])
 def repository(request: pytest.FixtureRequest) -> ModelRepository:
     return request.getfixturevalue(request.param)
 

@@ -46,17 +46,9 @@ def proto_rpcs() -> set[str]:
     return found
 
 
-# Protos committed ahead of their servicer: no server to fuzz yet, and no registry row. Issue #16's
-# servicer removes "Phenotype" from here when it adds the row (the last assertion holds it to that).
-NOT_YET_SERVED = {"Phenotype"}
-
-
 def test_every_rpc_of_every_registered_service_is_fuzzed() -> None:
-    served = {name for name in proto_rpcs() if name.split(".")[0] not in NOT_YET_SERVED}
-    assert {rpc.name for rpc in rpcs()} == served
+    assert {rpc.name for rpc in rpcs()} == proto_rpcs()
     assert {rpc.capability for rpc in rpcs()} == set(registry.names())
-    registered_services = {c.contract.service_name.rsplit(".", 1)[-1] for c in registry.CAPABILITIES}
-    assert not NOT_YET_SERVED & registered_services, "a registered service is still listed in NOT_YET_SERVED"
 
 
 @pytest.mark.parametrize("rpc", rpcs(), ids=lambda rpc: rpc.name)

@@ -209,6 +209,21 @@ CASES: list[Case] = [
     ("paraphrase_stream: top_k float", lambda c: c.paraphrase_stream("q", top_k=1.5), "top_k"),
     ("paraphrase_stream: temperature str", lambda c: c.paraphrase_stream("q", temperature="1"), "temperature"),
     ("list_paraphrasers: timeout negative", lambda c: c.list_paraphrasers(timeout_s=-1), "timeout_s"),
+    # phenotype
+    ("list_attributes: model int", lambda c: c.list_attributes(model=3), "model"),
+    ("list_face_models: timeout negative", lambda c: c.list_face_models(timeout_s=-1), "timeout_s"),
+    ("generate_face: factor NaN", lambda c: c.generate_face({"skin_tone": float("nan")}), "skin_tone"),
+    ("generate_face: factor above 1", lambda c: c.generate_face({"skin_tone": 1.5}), "skin_tone"),
+    ("generate_face: seed negative", lambda c: c.generate_face(seed=-1), "seed"),
+    ("generate_face: seed beyond uint64", lambda c: c.generate_face(seed=2**64), "seed"),
+    ("encode_face: float image", lambda c: c.encode_face(np.zeros((16, 16, 3), dtype=np.float32)), "image"),
+    ("encode_face: channels first", lambda c: c.encode_face(np.zeros((3, 16, 16), dtype=np.uint8)), "image"),
+    ("edit_phenotype: empty edits", lambda c: c.edit_phenotype(np.zeros((16, 16, 3), dtype=np.uint8), {}), "edits"),
+    ("edit_phenotype: value inf", lambda c: c.edit_phenotype(np.zeros((16, 16, 3), dtype=np.uint8), {"skin_tone": float("inf")}), "edits"),
+    ("edit_phenotype: not a dict", lambda c: c.edit_phenotype(np.zeros((16, 16, 3), dtype=np.uint8), ["skin_tone"]), "edits"),
+    ("interpolate_phenotype: values empty", lambda c: c.interpolate_phenotype(np.zeros((16, 16, 3), dtype=np.uint8), "skin_tone", []), "values"),
+    ("interpolate_phenotype: one number", lambda c: c.interpolate_phenotype(np.zeros((16, 16, 3), dtype=np.uint8), "skin_tone", 0.5), "values"),
+    ("interpolate_phenotype: attribute int", lambda c: c.interpolate_phenotype(np.zeros((16, 16, 3), dtype=np.uint8), 3, [0.5]), "attribute"),
 ]  # fmt: skip
 
 CONSTRUCTOR_CASES: list[tuple[str, dict[str, Any], str]] = [

@@ -23,6 +23,12 @@ def test_public_names_are_pinned() -> None:
         [
             "DEFAULT_TIMEOUT_S",
             "ActivatingContext",
+            "AttributeInfo",
+            "Attributes",
+            "EditReport",
+            "EncodedFace",
+            "FaceModelInfo",
+            "save_grid",
             "AlreadyExists",
             "AsyncClient",
             "Cancelled",
@@ -75,6 +81,7 @@ PUBLIC_METHODS = {
     "list_frame_models", "simulate", "predict_next", "rollout", "estimate_constant",
     "rerank", "list_rerankers", "get_reranker",
     "paraphrase", "paraphrase_stream", "list_paraphrasers",
+    "list_attributes", "list_face_models", "generate_face", "encode_face", "edit_phenotype", "interpolate_phenotype",
 }  # fmt: skip
 
 

@@ -360,7 +360,7 @@ async def test_a_bad_reply_is_a_protocol_error_not_the_callers_invalid_argument(
 
 # The RPCs that are never retried, and why: sent again after a lost reply, they would answer
 # AlreadyExists / NotFound for what the first attempt did. Every other RPC is retried.
-NOT_IDEMPOTENT = {"retrieval": {"CreateCollection", "DeleteCollection"}, "sae": set(), "nextframe": set(), "rerank": set(), "paraphrase": set()}
+NOT_IDEMPOTENT = {"retrieval": {"CreateCollection", "DeleteCollection"}, "sae": set(), "nextframe": set(), "rerank": set(), "paraphrase": set(), "phenotype": set()}
 
 
 def test_every_rpc_is_classified_as_retried_or_not() -> None:
