@@ -95,3 +95,24 @@ def test_paraphrase_examples_run_as_written(start_paraphrase_server, tmp_path: P
     outputs = _run_blocks(blocks, {"FACET_PARAPHRASE_ADDR": server.address}, tmp_path, "paraphrase")
     assert "rejected: text has" in outputs[0] and "truncate=True" in outputs[0]  # the over-long text, refused
     assert outputs[1].strip()  # the async example printed its paraphrases and streamed tokens
+
+
+def test_phenotype_example_runs_as_written(start_phenotype_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The Phenotype editing section's SDK example against a real server on the tiny test face models:
+    it prints what it says and writes the grid."""
+    from tests.services.phenotype.fixtures import TEST_IMAGE_SIZE
+
+    section = README.read_text().split("\n## Phenotype editing\n", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)[0]
+    assert "client.edit_phenotype(" in block and "sdk.save_grid(" in block
+    script = tmp_path / "phenotype_example.py"
+    script.write_text(block)
+    env = {**os.environ, "FACET_PHENOTYPE_ADDR": start_phenotype_server().address}
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "skin_tone" in lines[0] and str(TEST_IMAGE_SIZE) in lines[0]
+    assert lines[1] == "Fitzpatrick type I (lightest) -> Fitzpatrick type VI (darkest)"
+    assert "'skin_tone': 0.8" in lines[2] and "nose_width" in lines[2]
+    assert lines[-1] == f"(5, {TEST_IMAGE_SIZE}, {TEST_IMAGE_SIZE}, 3)"
+    assert (tmp_path / "edit.png").read_bytes().startswith(b"\x89PNG")
