@@ -37,6 +37,7 @@ DEFAULT_MODEL = PhenotypeConfig().model  # "configfaces-64": what the service se
 GENERATOR_DIR, READERS_DIR, EXPORT_DIR = "generator", "readers", "export"
 PARITY_FACES = 64  # real faces the export's parity check runs on
 PARITY_SEED = 4242  # a face seed neither training uses
+PRESETS = ("default", "tiny")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,15 +48,21 @@ class BuildOptions:
     repository: Path | None = option(None, help="the model repository (default: the configured one)")
     work_dir: Path | None = option(None, help="checkpoints and export files; the same dir resumes a killed build")
     device: str = option(AUTO, help=CHOICES_HELP)
-    stage1_steps: int = option(TrainingConfig().stage1_steps, help="generator steps (stage 1)")
-    stage2_steps: int = option(TrainingConfig().stage2_steps, help="image encoder steps (stage 2)")
-    reader_steps: int = option(ReadersConfig().steps, help="steps of the regressor and identity embedding")
+    stage1_steps: int | None = option(None, help=f"generator steps, stage 1 (default: the preset's; {TrainingConfig().stage1_steps} for default)")
+    stage2_steps: int | None = option(None, help=f"image encoder steps, stage 2 (default: the preset's; {TrainingConfig().stage2_steps} for default)")
+    reader_steps: int | None = option(None, help=f"steps of the regressor and identity embedding (default: the preset's; {ReadersConfig().steps} for default)")
+    preset: str = option("default", choices=PRESETS, help="tiny: a 16x16 set in about a minute, to try the pipeline (the step options still apply)")
     progress: bool = option(True, cli=False)
 
     def configs(self) -> tuple[TrainingConfig, ReadersConfig]:
-        """The two trainings' configs (ValueError names a bad value)."""
-        training = dataclasses.replace(TrainingConfig(), stage1_steps=self.stage1_steps, stage2_steps=self.stage2_steps)
-        readers = dataclasses.replace(ReadersConfig(), steps=self.reader_steps)
+        """The two trainings' configs: the preset's, with the step options (ValueError names a bad value)."""
+        training, readers = tiny_configs() if self.preset == "tiny" else (TrainingConfig(), ReadersConfig())
+        training = dataclasses.replace(
+            training,
+            stage1_steps=training.stage1_steps if self.stage1_steps is None else self.stage1_steps,
+            stage2_steps=training.stage2_steps if self.stage2_steps is None else self.stage2_steps,
+        )
+        readers = dataclasses.replace(readers, steps=readers.steps if self.reader_steps is None else self.reader_steps)
         return training, readers
 
 
@@ -155,6 +162,15 @@ def build_defaults(repository: ModelRepository, work_dir: Path, benchmark_data: 
     return [build_model_set(repository, Path(work_dir) / DEFAULT_MODEL, DEFAULT_MODEL, training, readers)]
 
 
+def repository_root(options: BuildOptions) -> Path:
+    """`--repository`, else the configured model repository (`FACET_MODEL_REPOSITORY` / config file)."""
+    if options.repository is not None:
+        return Path(options.repository)
+    from services.runtime.config import load_config
+
+    return load_config().model_repository
+
+
 def main(argv: list[str] | None = None) -> int:
     """`facet phenotype build`: build one model set and print where it is and its metrics.
 
@@ -168,13 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     add_options(parser, BuildOptions)
     options, _ = parse_options(parser, BuildOptions, argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if options.repository is not None:
-        root = Path(options.repository)
-    else:
-        from services.runtime.config import load_config
-
-        root = load_config().model_repository
-    repository = ModelRepository(root)
+    repository = ModelRepository(repository_root(options))
     try:
         training, readers = options.configs()
         with tempfile.TemporaryDirectory() as tmp:
