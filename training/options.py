@@ -36,6 +36,22 @@ T = TypeVar("T")
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the checkout
 
+
+class HasRepository(typing.Protocol):
+    """Options with a `--repository` (a build's, a fine-tune's)."""
+
+    @property
+    def repository(self) -> Path | None: ...
+
+
+def repository_root(options: HasRepository) -> Path:
+    """`--repository`, else the configured model repository (`FACET_MODEL_REPOSITORY` / config file)."""
+    if options.repository is not None:
+        return Path(options.repository)
+    from services.runtime.config import load_config
+
+    return load_config().model_repository
+
 HELP = "help"  # metadata keys of an options field
 CHOICES = "choices"
 CLI = "cli"  # False: the field has no flag (it keeps its default on the command line)

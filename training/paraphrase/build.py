@@ -31,7 +31,7 @@ from typing import Any
 
 from services.model_repository import ModelRepository, ModelVersion
 from services.paraphrase.catalog import Prop, encoder_name
-from training.options import add_options, option, parse_options
+from training.options import add_options, option, parse_options, repository_root
 from training.paraphrase.data import DATASETS, DEFAULT_DATA_DIR
 from training.paraphrase.train import SETTINGS, TrainingConfig, TrainResult, train
 
@@ -309,15 +309,6 @@ def build_test_model(
     options = tiny_options(name)
     ensure_embedding_model(repository, Path(work_dir) / "embedding", options.data, source=embedding_from)
     return build_paraphraser(repository, Path(work_dir) / name, options)
-
-
-def repository_root(options: BuildOptions) -> Path:
-    """`--repository`, else the configured model repository (`FACET_MODEL_REPOSITORY` / config file)."""
-    if options.repository is not None:
-        return Path(options.repository)
-    from services.runtime.config import load_config
-
-    return load_config().model_repository
 
 
 def has_defaults(repository: ModelRepository) -> bool:

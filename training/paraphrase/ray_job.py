@@ -26,8 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.options import option
-from training.paraphrase.build import BuildOptions, build_paraphraser, repository_root, summary
+from training.options import option, repository_root
+from training.paraphrase.build import BuildOptions, build_paraphraser, summary
 from training.ray_train import run_build_job
 
 if TYPE_CHECKING:

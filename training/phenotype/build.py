@@ -24,7 +24,7 @@ from services.model_repository import ModelRepository, ModelVersion
 from services.phenotype.catalog import COMPANION_KINDS, DEFAULT_IMAGE_SIZE, Prop, companion_name
 from services.phenotype.config import PhenotypeConfig
 from training.device import AUTO, CHOICES_HELP
-from training.options import add_options, option, parse_options
+from training.options import add_options, option, parse_options, repository_root
 from training.phenotype.export import PhenotypeModels, export_phenotype
 from training.phenotype.faces import FACTOR_NAMES, make_faces
 from training.phenotype.model import ModelConfig
@@ -160,15 +160,6 @@ def build_defaults(repository: ModelRepository, work_dir: Path, benchmark_data: 
     training, readers = BuildOptions().configs()
     assert training.model.image_size == DEFAULT_IMAGE_SIZE
     return [build_model_set(repository, Path(work_dir) / DEFAULT_MODEL, DEFAULT_MODEL, training, readers)]
-
-
-def repository_root(options: BuildOptions) -> Path:
-    """`--repository`, else the configured model repository (`FACET_MODEL_REPOSITORY` / config file)."""
-    if options.repository is not None:
-        return Path(options.repository)
-    from services.runtime.config import load_config
-
-    return load_config().model_repository
 
 
 def main(argv: list[str] | None = None) -> int:

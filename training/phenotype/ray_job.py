@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.device import AUTO, ray_use_gpu
-from training.options import option
-from training.phenotype.build import GENERATOR_DIR, READERS_DIR, BuildOptions, build_model_set, repository_root
+from training.options import option, repository_root
+from training.phenotype.build import GENERATOR_DIR, READERS_DIR, BuildOptions, build_model_set
 from training.ray_train import run_build_job
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ import torch
 
 from services.model_repository import ModelRepository, ModelVersion
 from services.rerank.catalog import Prop
-from training.options import DEFAULT_DATA_DIR, add_options, option, parse_options
+from training.options import DEFAULT_DATA_DIR, add_options, option, parse_options, repository_root
 from training.rerank.calibration import calibrate
 from training.rerank.data import (
     Group,
@@ -399,15 +399,6 @@ def build_test_model(repository: ModelRepository, work_dir: Path, name: str = TE
         the registered version.
     """
     return build_cross_encoder(repository, work_dir, tiny_options(name))
-
-
-def repository_root(options: BuildOptions) -> Path:
-    """`--repository`, else the configured model repository (`FACET_MODEL_REPOSITORY` / config file)."""
-    if options.repository is not None:
-        return Path(options.repository)
-    from services.runtime.config import load_config
-
-    return load_config().model_repository
 
 
 def has_defaults(repository: ModelRepository) -> bool:

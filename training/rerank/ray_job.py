@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from training.device import ray_use_gpu
-from training.options import option
+from training.options import option, repository_root
 from training.ray_train import fit_on_ray, report, restore_checkpoint, run_build_job, worker_device, worker_rank
-from training.rerank.build import BuildOptions, build_cross_encoder, record_test_evaluation, repository_root
+from training.rerank.build import BuildOptions, build_cross_encoder, record_test_evaluation
 from training.rerank.data import Group
 from training.rerank.model import CrossEncoderConfig, load_tokenizer, new_cross_encoder
 from training.rerank.train import GroupSampler, TrainingConfig, make_optimizer, mixture_weights, train_step

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from services.model_repository import Key, ModelRepository, ModelVersion
-from training.options import DEFAULT_DATA_DIR, add_options, option, parse_options
+from training.options import DEFAULT_DATA_DIR, add_options, option, parse_options, repository_root
 from training.rerank.build import BuildOptions
 from training.rerank.data import Group, describe, rarb_groups
 from training.rerank.train import GroupSampler, TrainingConfig, lr_at, make_optimizer, mixture_weights
@@ -268,15 +268,6 @@ def finetune(repository: ModelRepository, work_dir: Path, options: FinetuneOptio
     }
     log.info("registered %s v%d (training %.0f s)", entry.name, entry.version, train_s)
     return repository.update_metadata(entry.name, entry.version, **{Key.PROPERTIES: properties})
-
-
-def repository_root(options: FinetuneOptions) -> Path:
-    """`--repository`, else the configured model repository (`FACET_MODEL_REPOSITORY` / config file)."""
-    if options.repository is not None:
-        return Path(options.repository)
-    from services.runtime.config import load_config
-
-    return load_config().model_repository
 
 
 def main(argv: list[str] | None = None) -> int:
