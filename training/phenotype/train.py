@@ -28,8 +28,7 @@ Deterministic: step i's batch (indices drawn with replacement) comes from a gene
 from `work_dir`'s `state.pt`, written atomically at every evaluation) ends, on the CPU, with
 bit-identical weights to an uninterrupted one.
 
-Measured at 64x64 (the default `ModelConfig`), batch 16, one thread on a shared 2-core machine:
-see `TrainingConfig` for the step times and the default schedule.
+Measured at 64x64 (the default `ModelConfig`), batch 16, one thread: see `TrainingConfig`.
 """
 
 from __future__ import annotations
@@ -83,6 +82,12 @@ _ROLES = ("factor_encoder", "generator", "image_encoder")
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     """One training run: data, schedule, loss weights and the models' sizes.
+
+    The defaults are the default model set's (64x64). Measured on one thread (batch 16): a stage-1
+    step 0.73 CPU s, a stage-2 step 0.62 CPU s, so ~7.5 minutes of steps on an idle core plus the
+    rendering of 2,256 faces (1,128 s wall in all on a shared, busy 2-core machine). The validation
+    after it: stage-1 L1 0.033 (the mean face: 0.113), SSIM 0.743; encode -> decode L1 0.044,
+    latent MSE 0.020. Faces are recognisable after ~200 stage-1 steps, with the right colours after ~600.
 
     Attributes:
         stage1_steps: optimiser steps of stage 1 (factor encoder + generator + discriminator).
