@@ -84,10 +84,11 @@ class TrainingConfig:
     """One training run: data, schedule, loss weights and the models' sizes.
 
     The defaults are the default model set's (64x64). Measured on one thread (batch 16): a stage-1
-    step 0.73 CPU s, a stage-2 step 0.62 CPU s, so ~7.5 minutes of steps on an idle core plus the
-    rendering of 2,256 faces (1,128 s wall in all on a shared, busy 2-core machine). The validation
-    after it: stage-1 L1 0.033 (the mean face: 0.113), SSIM 0.743; encode -> decode L1 0.044,
-    latent MSE 0.020. Faces are recognisable after ~200 stage-1 steps, with the right colours after ~600.
+    step 0.73 CPU s, a stage-2 step 0.62 CPU s, so ~13.5 minutes of steps on an idle core plus the
+    rendering of 2,256 faces (1,507 s wall in all on a shared, busy 2-core machine). The validation
+    after it: stage-1 L1 0.033 (the mean face: 0.113), SSIM 0.743; encode -> decode L1 0.032,
+    latent MSE 0.015 (after 300 stage-2 steps: 0.044 and 0.020, with visibly wrong backgrounds and
+    skin tones). Faces are recognisable after ~200 stage-1 steps, with the right colours after ~600.
 
     Attributes:
         stage1_steps: optimiser steps of stage 1 (factor encoder + generator + discriminator).
@@ -114,7 +115,7 @@ class TrainingConfig:
     """
 
     stage1_steps: int = 600
-    stage2_steps: int = 300
+    stage2_steps: int = 600
     batch_size: int = 16
     lr: float = 5e-4
     discriminator_lr: float = 5e-4
