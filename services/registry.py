@@ -167,7 +167,7 @@ CAPABILITIES: tuple[ServerCapability, ...] = (
         has_defaults="training.phenotype.build:has_defaults",
         train_module="training.phenotype.ray_job",
         demo="services.phenotype.demo:run_demo",
-        default_build_s=600.0,  # estimate until measured: two trainings and the export at 64 x 64 on 2 cores
+        default_build_s=1050.0,  # one-thread step times: ~14 min generator + ~3.3 min readers (README "Training the face models"); 1,658 s measured on a shared machine
         commands=(
             Command("phenotype", "build", "training.phenotype.build", "train the factorised face generator, its encoders and the report's readers, export them into the model repository"),
         ),
