@@ -270,3 +270,72 @@ def export_phenotype(
         Prop.ARCHITECTURE: dict(cpu.configs),
     }
     return repository.register(name, files["generator"], metadata("generator", props), extra_files={File.CHECKPOINT: weights})
+
+
+def load_pytorch_models(entry: ModelVersion) -> PhenotypeModels:
+    """The PyTorch model set a registered generator's graphs came from (its `File.CHECKPOINT`), on
+    the CPU, in eval mode: for benchmarks and for checking the served graphs against PyTorch.
+
+    Raises:
+        KeyError: the entry stores no checkpoint (not a phenotype generator's export).
+    """
+    from safetensors.torch import load_file
+
+    from training.phenotype.model import FactorEncoder, Generator, ImageEncoder
+    from training.phenotype.readers import IdentityEmbedding, ReadersConfig, Regressor
+    from training.phenotype.train import TrainingConfig
+
+    directory = entry.file(File.CHECKPOINT)
+    meta = json.loads((directory / CONFIGS_FILE).read_text())
+    model = TrainingConfig.from_dict(meta["configs"]["generator"]).model
+    readers = ReadersConfig.from_dict(meta["configs"]["readers"])
+    modules: dict[str, torch.nn.Module] = {
+        "factor_encoder": FactorEncoder(model),
+        "generator": Generator(model),
+        "image_encoder": ImageEncoder(model),
+        "regressor": Regressor(readers.image_size, readers.base_channels, readers.hidden),
+        "identity": IdentityEmbedding(readers.image_size, readers.base_channels, readers.hidden, readers.embedding_dim),
+    }
+    for role, module in modules.items():
+        module.load_state_dict(load_file(str(directory / f"{role}.safetensors")))
+        module.eval()
+    return PhenotypeModels(
+        **modules,  # type: ignore[arg-type]
+        image_size=int(meta["image_size"]),
+        latent_layout={k: (int(v[0]), int(v[1])) for k, v in meta["latent_layout"].items()},
+        factor_names=tuple(meta["factor_names"]),
+        identity_dim=int(meta["identity_dim"]),
+        configs=meta["configs"],
+    )
+
+
+class TorchModelSet:
+    """A `PhenotypeModels` as the service's `services.phenotype.editing.ModelSet`, in PyTorch on
+    the CPU: the same edits and reports the service computes, without ONNX or gRPC (the
+    benchmark's in-process side)."""
+
+    def __init__(self, models: PhenotypeModels) -> None:
+        self.models = models
+        self.image_size = models.image_size
+        self.layout = dict(sorted(models.latent_layout.items(), key=lambda item: item[1]))
+        self.factor_names = tuple(models.factor_names)
+
+    @torch.inference_mode()
+    def _run(self, module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+        return module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+    async def generate(self, latent: np.ndarray) -> np.ndarray:
+        return np.clip(self._run(self.models.generator, latent), 0.0, 1.0)
+
+    async def encode_factors(self, factors: np.ndarray) -> np.ndarray:
+        return self._run(self.models.factor_encoder, factors)
+
+    async def encode_image(self, image: np.ndarray) -> np.ndarray:
+        return self._run(self.models.image_encoder, image)
+
+    async def read_attributes(self, image: np.ndarray) -> np.ndarray:
+        return self._run(self.models.regressor, image)
+
+    async def embed_identity(self, image: np.ndarray) -> np.ndarray:
+        embedding = self._run(self.models.identity, image)
+        return embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
