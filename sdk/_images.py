@@ -227,9 +227,12 @@ def decode_png(data: bytes, what: str = "png") -> np.ndarray:
     other PNG with Pillow.
 
     Raises:
-        InvalidArgument: not PNG, truncated or corrupt (a bad CRC, a short zlib stream).
+        InvalidArgument: not PNG, truncated or corrupt (a bad CRC, a short zlib stream), or larger
+            than `MAX_PNG_PIXELS` (read from the header before anything is decompressed: a
+            decompression bomb is refused unread).
         ImportError: a PNG of another kind and Pillow is not installed.
     """
+    _check_png_size(data, what)
     try:
         return read_png(data, what)
     except _NeedsPillow as reason:
@@ -247,6 +250,21 @@ def decode_png(data: bytes, what: str = "png") -> np.ndarray:
                 return rgb(np.asarray(image.convert("RGB")), what)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
             raise InvalidArgument(f"{what} is not a readable PNG: {exc}") from None
+
+
+# The largest PNG the SDK decodes (a 8192 x 8192 photograph): a file's header states its size, and a
+# small file can claim gigabytes of pixels; the service's own limit is phenotype.max_image_side.
+MAX_PNG_PIXELS = 8192 * 8192
+
+
+def _check_png_size(data: bytes, what: str) -> None:
+    """Raises InvalidArgument when the PNG's IHDR (bytes 16..24) claims more than `MAX_PNG_PIXELS`."""
+    if len(data) >= 24 and data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", data[16:24])
+        if width * height > MAX_PNG_PIXELS:
+            raise InvalidArgument(
+                f"{what} is a PNG of {width} x {height} pixels: more than the SDK decodes ({MAX_PNG_PIXELS:,} pixels); downscale it first"
+            )
 
 
 class _NeedsPillow(Exception):
@@ -295,10 +313,15 @@ def read_png(data: bytes, what: str = "png") -> np.ndarray:
         raise _NeedsPillow(f"{depth}-bit {kind}{' interlaced' if interlace else ''} PNG")
     channels = _CHANNELS[colour]
     stride = width * channels
+    _check_png_size(data, what)
+    expected = height * (stride + 1)
+    inflater = zlib.decompressobj()
     try:
-        raw = zlib.decompress(b"".join(idat), bufsize=height * (stride + 1))
+        raw = inflater.decompress(b"".join(idat), expected + 1)  # never more than the header's size (+1 to notice excess)
     except zlib.error as exc:
         raise InvalidArgument(f"{what} is a corrupt or truncated PNG: its pixel data does not decompress ({exc})") from None
+    if len(raw) > expected or inflater.unconsumed_tail:
+        raise InvalidArgument(f"{what} is a corrupt PNG: its pixel data inflates to more than its {width} x {height} header says")
     if len(raw) != height * (stride + 1):
         raise InvalidArgument(f"{what} is a truncated PNG: {len(raw)} bytes of pixel data, {height * (stride + 1)} expected")
     rows = np.frombuffer(raw, dtype=np.uint8).reshape(height, stride + 1)

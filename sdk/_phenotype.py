@@ -171,13 +171,15 @@ class EditReport:
 
     Attributes:
         target: each edited attribute's target: the value asked for, or, for a reference image,
-            the regressor's reading of the reference.
+            the regressor's reading of the reference's own reconstruction (what the copied
+            slice renders).
         achieved: each edited attribute as the regressor reads it off the edited image.
         drift: every attribute NOT edited: its reading off the edited image minus its reading
             off the unedited reconstruction decode(encode(image)) (0: untouched), so it measures
             the edit, not the reconstruction error.
-        identity_similarity: cosine similarity of the identity embeddings of input and edited
-            image, in [-1, 1] (1: the same person, as the embedding sees it).
+        identity_similarity: cosine similarity of the identity embeddings of the unedited
+            reconstruction and the edited image, in [-1, 1] (1: the same person, as the embedding
+            sees it; an edit that changes nothing scores 1).
         pixel_change_outside: mean absolute pixel change (0..1 scale) from the unedited
             reconstruction to the edited image, outside the union of the edited attributes'
             regions (`AttributeInfo.region`): what should stay put.

@@ -5,12 +5,16 @@ the factorised latent, overwrite the slice of each edited attribute — with the
 slice for a value, or with the slice the image encoder gives a reference image — and decode.
 
 The report measures what the edit did, with models that did not make it (`services.phenotype.catalog`):
-- `target`: the value asked for; for a reference image, the value the regressor reads off it.
+- `target`: the value asked for; for a reference image, the value the regressor reads off the
+  reference's own reconstruction decode(encode(reference)): the slice copied is what the generator
+  renders from it, so that is what the edit can reach (a photograph's raw reading is not).
 - `achieved`: the regressor's reading of the edited image, per edited attribute.
 - `drift`: for every attribute NOT edited, its reading on the edited image minus its reading on
   the unedited reconstruction (decode(encode(image))): the edit's side effect, not the encoder's
   reconstruction error (which is `reconstruction_error`).
-- `identity_similarity`: cosine of the identity embeddings of the input and the edited image.
+- `identity_similarity`: cosine of the identity embeddings of the unedited reconstruction and the
+  edited image: the edit's effect on identity, not the encoder's (an edit that changes nothing
+  scores 1).
 - `pixel_change_inside` / `pixel_change_outside`: mean |edited - reconstruction| (0-1 scale, over
   pixels and channels) inside / outside the union of the edited attributes' canonical regions.
 - `reconstruction_error`: mean |reconstruction - input| (0-1 scale).
@@ -150,15 +154,15 @@ async def edit(
         latent[0, slice(*models.layout[name])] = piece
     for row, name in enumerate(ref_names, start=1):
         latent[0, slice(*models.layout[name])] = latents[row, slice(*models.layout[name])]
-    decoded = await models.generate(np.concatenate([latents[:1], latent]))
+    decoded = await models.generate(np.concatenate([latents[:1], latent, latents[1:]]))  # + the references' reconstructions
     reconstruction, edited = decoded[0], decoded[1]
-    readings = await models.read_attributes(np.stack([reconstruction, edited, image, *stack[1:]]))
+    readings = await models.read_attributes(np.stack([reconstruction, edited, image, *decoded[2:]]))
     unedited, after, before, ref_readings = readings[0], readings[1], readings[2], readings[3:]
     index = {name: i for i, name in enumerate(ATTRIBUTE_NAMES)}
     target = {name: float(v) for name, v in values.items()}
     target.update({name: float(ref_readings[row, index[name]]) for row, name in enumerate(ref_names)})
     edited_names = [*values, *ref_names]
-    embeddings = await models.embed_identity(np.stack([image, edited]))
+    embeddings = await models.embed_identity(np.stack([reconstruction, edited]))
     mask = region_mask(edited_names, models.image_size)
     report = EditReport(
         target=target,

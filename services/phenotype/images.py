@@ -23,6 +23,7 @@ already is `size` x `size`, so the service's own images pass through unchanged.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 
@@ -95,6 +96,7 @@ def _decode_png(data: bytes, field: str, limits: PhenotypeConfig) -> np.ndarray:
         raise InvalidArgument(f"{field} is a truncated or corrupt PNG: it has no complete IHDR header ({len(data)} bytes)")
     width, height = struct.unpack(">II", data[len(PNG_SIGNATURE) + 8 : len(PNG_SIGNATURE) + 16])
     _check_sides(height, width, field, limits)  # before decompressing anything
+    _check_chunks(data, field)
 
     from PIL import Image, UnidentifiedImageError
 
@@ -105,7 +107,7 @@ def _decode_png(data: bytes, field: str, limits: PhenotypeConfig) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=["PNG"])
     except unreadable as exc:
-        raise InvalidArgument(f"{field} is a truncated or corrupt PNG: {exc}") from None
+        raise InvalidArgument(f"{field} is a truncated or corrupt PNG: {_reason(exc)}") from None
     with image:
         frames = int(getattr(image, "n_frames", 1))  # an APNG's acTL chunk, read with the header
         if frames > 1:
@@ -113,10 +115,36 @@ def _decode_png(data: bytes, field: str, limits: PhenotypeConfig) -> np.ndarray:
         try:
             image.load()
         except unreadable as exc:
-            raise InvalidArgument(f"{field} is a truncated or corrupt PNG: {exc}") from None
+            raise InvalidArgument(f"{field} is a truncated or corrupt PNG: {_reason(exc)}") from None
         if image.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey: keep the high byte
             return rgb((np.asarray(image, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8), field)
         return rgb(np.asarray(image.convert("RGB")), field)
+
+
+# Chunks a PNG may have: a real image of the largest allowed side has a few thousand IDAT chunks at
+# the usual 8-64 KiB each; a file of a million tiny chunks (legal, under the byte limit) costs
+# Pillow tens of seconds of CPU to walk, so it is refused from a cheap scan first.
+MAX_PNG_CHUNKS = 65_536
+
+
+def _check_chunks(data: bytes, field: str) -> None:
+    """Raises InvalidArgument when `data` holds more than `MAX_PNG_CHUNKS` chunks (a scan of the
+    chunk lengths only; it stops at the limit, so its cost is bounded)."""
+    position, count = len(PNG_SIGNATURE), 0
+    while position + 8 <= len(data):
+        count += 1
+        if count > MAX_PNG_CHUNKS:
+            raise InvalidArgument(f"{field} has more than {MAX_PNG_CHUNKS} PNG chunks: re-save it (a real image has a few thousand at most)")
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        if data[position + 4 : position + 8] == b"IEND":
+            return
+        position += 12 + length
+
+
+def _reason(exc: BaseException) -> str:
+    """Pillow's message without the object reprs some of them carry ("<_io.BytesIO object at 0x...>")."""
+    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the image", str(exc))
+    return text or type(exc).__name__
 
 
 def _format_of(data: bytes) -> str:

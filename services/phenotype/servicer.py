@@ -9,6 +9,7 @@ the `[phenotype]` section), attribute and factor names, values in [0, 1], counts
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Mapping
@@ -42,7 +43,7 @@ def _struct(value: Any) -> struct_pb2.Struct:
     return message
 
 
-def _unit_value(field: str, value: float) -> float:
+def _unit_value(field: str, value: float, what: str = "attribute") -> float:
     """A value on an attribute's or factor's [0, 1] scale, checked.
 
     Raises:
@@ -51,7 +52,8 @@ def _unit_value(field: str, value: float) -> float:
     if not math.isfinite(value):
         raise InvalidArgument(f"{field} must be a finite number in [0, 1], got {value}")
     if not 0.0 <= value <= 1.0:
-        raise InvalidArgument(f"{field} must be in [0, 1] (the attribute's scale: ListAttributes names both ends), got {value}")
+        ends = "ListAttributes names both ends" if what == "attribute" else "0 and 1 are the ends of its range in the procedural faces"
+        raise InvalidArgument(f"{field} must be in [0, 1] (the {what}'s scale: {ends}), got {value}")
     return float(value)
 
 
@@ -124,16 +126,22 @@ class PhenotypeService(phenotype_pb2_grpc.PhenotypeServicer, FacetService):
             raise NotFound(f"face model '{shown(name)}' is not served; available: {', '.join(self.sets)}")
         return found
 
-    def _image(self, message: phenotype_pb2.Image, field: str, models: BackendModelSet, present: bool) -> np.ndarray:
-        """A request image as the models' input float32 [3, S, S].
+    async def _image(self, message: phenotype_pb2.Image, field: str, models: BackendModelSet, present: bool) -> np.ndarray:
+        """A request image as the models' input float32 [3, S, S]. Decoding and resizing run in a
+        worker thread: a large (legal) image takes a second or more of CPU, and on the event loop
+        it would hold up every other call and the health checks meanwhile.
 
         Raises:
             InvalidArgument: unset, or an image `images.decode_image` refuses (naming `field`).
         """
         if not present:
             raise InvalidArgument(f"{field} is required: send a PNG or raw RGB pixels")
-        pixels = images.decode_image(message, field, self._config)
-        return images.to_model_input(pixels, models.image_size)[0]
+
+        def decode() -> np.ndarray:
+            pixels = images.decode_image(message, field, self._config)
+            return images.to_model_input(pixels, models.image_size)[0]
+
+        return await asyncio.to_thread(decode)
 
     def _replies(self, output: np.ndarray) -> list[phenotype_pb2.Image]:
         return [images.image_message(image) for image in images.from_model_output(output)]
@@ -178,7 +186,7 @@ class PhenotypeService(phenotype_pb2_grpc.PhenotypeServicer, FacetService):
         for name, value in sorted(request.factors.items()):
             if name not in models.factor_names:
                 raise InvalidArgument(f"factors: '{shown(name)}' is not a factor of face model '{models.name}'; factors: {', '.join(models.factor_names)}")
-            values[name] = _unit_value(f"factors['{name}']", value)
+            values[name] = _unit_value(f"factors['{name}']", value, "factor")
         generated, factors = await editing.generate(models, values, int(request.seed))
         readings = await models.read_attributes(generated)
         return phenotype_pb2.GenerateResponse(
@@ -190,7 +198,7 @@ class PhenotypeService(phenotype_pb2_grpc.PhenotypeServicer, FacetService):
 
     async def Encode(self, request: phenotype_pb2.EncodeRequest, context: grpc.aio.ServicerContext) -> phenotype_pb2.EncodeResponse:
         models = self.model_set(request.model)
-        image = self._image(request.image, "image", models, request.HasField("image"))
+        image = await self._image(request.image, "image", models, request.HasField("image"))
         latent = await models.encode_image(image[None])
         reconstruction = await models.generate(latent)
         readings = await models.read_attributes(image[None])
@@ -221,10 +229,8 @@ class PhenotypeService(phenotype_pb2_grpc.PhenotypeServicer, FacetService):
                 values[name] = _unit_value(f"edits['{name}'].value", target.value)
             else:
                 targets[name] = target
-        image = self._image(request.image, "image", models, request.HasField("image"))
-        references = {
-            name: self._image(target.reference, f"edits['{name}'].reference", models, True) for name, target in targets.items()
-        }
+        image = await self._image(request.image, "image", models, request.HasField("image"))
+        references = {name: await self._image(target.reference, f"edits['{name}'].reference", models, True) for name, target in targets.items()}
         result = await editing.edit(models, image, values, references)
         r = result.report
         return phenotype_pb2.EditResponse(
@@ -246,7 +252,7 @@ class PhenotypeService(phenotype_pb2_grpc.PhenotypeServicer, FacetService):
         if not 1 <= len(request.values) <= limit:
             raise InvalidArgument(f"values has {len(request.values)} entries; send 1..phenotype.max_interpolation_values ({limit})")
         values = [_unit_value(f"values[{i}]", v) for i, v in enumerate(request.values)]
-        image = self._image(request.image, "image", models, request.HasField("image"))
+        image = await self._image(request.image, "image", models, request.HasField("image"))
         strip = await editing.interpolate(models, image, attribute, values)
         readings = await models.read_attributes(strip)
         column = ATTRIBUTE_NAMES.index(attribute)

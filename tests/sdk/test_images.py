@@ -240,3 +240,22 @@ def test_save_grid_refuses_bad_arguments(tmp_path: Path, images: object, options
     with pytest.raises(sdk.InvalidArgument, match=message):
         _images.save_grid(images, tmp_path / "grid.png", **options)  # type: ignore[arg-type]
     assert not (tmp_path / "grid.png").exists()
+
+
+def test_the_png_reader_refuses_a_decompression_bomb_from_its_header() -> None:
+    """A 69-byte file claiming 40000 x 40000 pixels, and a small header over a long zlib stream:
+    refused with sdk.InvalidArgument before anything large is allocated."""
+    from sdk._errors import InvalidArgument
+    from sdk._images import MAX_PNG_PIXELS, decode_png
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    def png(width: int, height: int, idat: bytes) -> bytes:
+        header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+    with pytest.raises(InvalidArgument, match=f"40000 x 40000 pixels: more than the SDK decodes \\({MAX_PNG_PIXELS:,} pixels\\)"):
+        decode_png(png(40000, 40000, b""))
+    with pytest.raises(InvalidArgument, match="inflates to more than its 16 x 16 header says"):
+        decode_png(png(16, 16, zlib.compress(bytes(16 * 49 * 1000))))

@@ -107,6 +107,19 @@ def test_a_decompression_bomb_is_refused_from_its_header_before_anything_is_deco
     )
 
 
+def test_a_png_of_a_million_tiny_chunks_is_refused_from_a_scan_before_pillow_walks_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = pillow_png(FACE)
+    end = data.rindex(b"IEND") - 4
+    flood = data[:end] + chunk(b"tEXt", b"a") * (images.MAX_PNG_CHUNKS + 1) + data[end:]  # ~1.1 MB: under the byte limit
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("Pillow was called on the chunk flood"))
+    refused(png_message(flood), rf"image.png has more than {images.MAX_PNG_CHUNKS} PNG chunks")
+
+
+def test_pillow_messages_carry_no_object_addresses() -> None:
+    error = refused(png_message(pillow_png(FACE)[:60]), r"truncated or corrupt PNG")
+    assert " at 0x" not in error.message and "BytesIO" not in error.message
+
+
 def test_an_animated_png_is_refused() -> None:
     frames = [Image.fromarray(np.full((32, 32, 3), c, np.uint8)) for c in (0, 255)]
     out = io.BytesIO()

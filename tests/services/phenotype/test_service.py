@@ -101,6 +101,16 @@ def test_a_reference_image_gives_its_attribute(client: sdk.Client, face: np.ndar
     assert edited.shape == face.shape
 
 
+def test_an_edit_that_changes_nothing_reports_nothing_changed(client: sdk.Client, face: np.ndarray) -> None:
+    """Copying an attribute from the image itself: the same latent, so the report is measured
+    against the reconstruction — no drift, no pixel change, the same identity, target reached."""
+    edited, report = client.edit_phenotype(face, {"hair_colour": face})
+    assert report.identity_similarity == pytest.approx(1.0, abs=1e-5)
+    assert report.pixel_change_inside == pytest.approx(0.0, abs=1e-6) and report.pixel_change_outside == pytest.approx(0.0, abs=1e-6)
+    assert all(abs(d) < 1e-5 for d in report.drift.values())
+    assert report.achieved["hair_colour"] == pytest.approx(report.target["hair_colour"], abs=1e-5)
+
+
 def test_interpolation_is_a_strip_in_order(client: sdk.Client, face: np.ndarray) -> None:
     strip = client.interpolate_phenotype(face, "skin_tone", [0.0, 0.5, 1.0])
     assert len(strip) == 3 and all(s.shape == face.shape for s in strip)
