@@ -30,7 +30,17 @@ from training.phenotype.evaluate import (
 )
 from training.phenotype.faces import FACTOR_NAMES, make_faces
 
-FIELDS = ("error", "within", "no_edit_error", "drift", "identity", "pixel_inside", "pixel_outside", "frechet")
+FIELDS = (
+    "error",
+    "within",
+    "no_edit_error",
+    "drift",
+    "identity",
+    "identity_edit",
+    "pixel_inside",
+    "pixel_outside",
+    "frechet",
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +99,8 @@ def test_the_table_has_every_attribute_and_every_figure(evaluation: Evaluation) 
     for row in evaluation.rows:
         for field in FIELDS:
             assert math.isfinite(getattr(row, field)), (row.attribute, field)
-        assert 0.0 <= row.within <= 1.0 and -1.0 <= row.identity <= 1.0 and row.frechet >= 0.0
+        assert 0.0 <= row.within <= 1.0 and -1.0 <= row.identity <= 1.0 and -1.0 <= row.identity_edit <= 1.0
+        assert row.frechet >= 0.0
         assert 0.0 <= row.pixel_inside <= 1.0 and 0.0 <= row.pixel_outside <= 1.0
     assert 0.0 < evaluation.reconstruction_error < 0.5 and evaluation.frechet_generated is not None
     assert (evaluation.faces, evaluation.seed, evaluation.image_size, evaluation.targets) == (
@@ -99,7 +110,7 @@ def test_the_table_has_every_attribute_and_every_figure(evaluation: Evaluation) 
         (0.1, 0.5, 0.9),
     )
     table = evaluation.markdown()
-    for text in (*ATTRIBUTE_NAMES, "within ±0.1", "drift", "identity cosine", "pixel change inside / outside",
+    for text in (*ATTRIBUTE_NAMES, "within ±0.1", "drift", "identity cosine", "vs reconstruction", "pixel change inside / outside",
                  "reconstruction error", "real vs real (the floor)", "generated from the test faces' factors",
                  "not Inception-FID", "not comparable to the paper's numbers", "| mean |"):  # fmt: skip
         assert text in table, text
@@ -130,6 +141,7 @@ def test_an_editor_that_does_nothing_scores_the_no_edit_error(tiny_set: tuple[Fa
         assert row.error == pytest.approx(row.no_edit_error, abs=1e-6)
         assert row.drift == pytest.approx(0.0, abs=1e-6) and row.pixel_inside == pytest.approx(0.0, abs=1e-7)
         assert row.identity == pytest.approx(result.reconstruction_identity, abs=1e-5)
+        assert row.identity_edit == pytest.approx(1.0, abs=1e-5)
 
 
 class _TorchModelSet:
