@@ -130,7 +130,10 @@ def number(
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise InvalidArgument(f"{name} must be a number, got {_kind(value)} {_shown(value)}")
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:  # an int beyond float's range (10**400)
+        raise InvalidArgument(f"{name} must be a finite number, got an integer beyond float's range") from None
     if not math.isfinite(result):
         raise InvalidArgument(f"{name} must be a finite number, got {result}")
     if float32 and abs(result) > FLOAT32_MAX:

@@ -214,6 +214,8 @@ CASES: list[Case] = [
     ("list_face_models: timeout negative", lambda c: c.list_face_models(timeout_s=-1), "timeout_s"),
     ("generate_face: factor NaN", lambda c: c.generate_face({"skin_tone": float("nan")}), "skin_tone"),
     ("generate_face: factor above 1", lambda c: c.generate_face({"skin_tone": 1.5}), "skin_tone"),
+    ("generate_face: factor beyond float", lambda c: c.generate_face({"skin_tone": 10**400}), "skin_tone"),
+    ("paraphrase: temperature beyond float", lambda c: c.paraphrase("q", temperature=10**400), "temperature"),
     ("generate_face: seed negative", lambda c: c.generate_face(seed=-1), "seed"),
     ("generate_face: seed beyond uint64", lambda c: c.generate_face(seed=2**64), "seed"),
     ("encode_face: float image", lambda c: c.encode_face(np.zeros((16, 16, 3), dtype=np.float32)), "image"),
