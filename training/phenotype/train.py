@@ -92,7 +92,7 @@ class TrainingConfig:
 
     Attributes:
         stage1_steps: optimiser steps of stage 1 (factor encoder + generator + discriminator).
-        stage2_steps: optimiser steps of stage 2 (image encoder).
+        stage2_steps: optimiser steps of stage 2 (image encoder); >= 1, so no untrained encoder is returned.
         batch_size: faces per step.
         lr: Adam's rate for the factor encoder and generator (stage 1).
         discriminator_lr: Adam's rate for the patch discriminator.
@@ -138,11 +138,11 @@ class TrainingConfig:
         def fail(name: str, rule: str) -> None:
             raise ValueError(f"TrainingConfig.{name} must be {rule}, got {getattr(self, name)!r}")
 
-        for name in ("stage1_steps", "batch_size", "train_faces", "validation_faces", "eval_every"):
+        for name in ("stage1_steps", "stage2_steps", "batch_size", "train_faces", "validation_faces", "eval_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 fail(name, "an integer >= 1")
-        for name in ("stage2_steps", "face_seed", "validation_seed", "seed"):
+        for name in ("face_seed", "validation_seed", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 fail(name, "an integer >= 0")
@@ -156,7 +156,7 @@ class TrainingConfig:
                 fail(name, "a finite number >= 0")
         if self.l1_weight + self.ssim_weight <= 0.0:
             fail("l1_weight", "> 0 where ssim_weight is 0 (stage 1 needs a reconstruction loss)")
-        if self.stage2_steps and self.latent_weight + self.reconstruction_weight <= 0.0:
+        if self.latent_weight + self.reconstruction_weight <= 0.0:
             fail("latent_weight", "> 0 where reconstruction_weight is 0 (stage 2 needs a loss)")
         if self.validation_seed == self.face_seed:
             fail("validation_seed", f"different from face_seed ({self.face_seed})")
@@ -208,7 +208,7 @@ class TrainResult:
             the validation metrics at that step, time_s.
         metrics: the final validation: ``stage1_l1`` and ``stage1_ssim`` (generated from the
             validation faces' factors vs the rendered faces), ``mean_face_l1`` (the training set's
-            mean face vs the validation faces: the baseline), and after stage 2 ``stage2_latent_mse``
+            mean face vs the validation faces: the baseline), and ``stage2_latent_mse``
             (E(x) vs FE(factors), per latent unit) and ``stage2_reconstruction_l1`` (G(E(x)) vs x).
         time_s: wall time of the run (a resumed run counts its earlier part too).
         checkpoint: the three models' weights (safetensors; configs in the metadata, `load_checkpoint`).
@@ -489,7 +489,7 @@ def train(config: TrainingConfig, work_dir: Path, progress: bool = True, resume:
     window: list[dict[str, float]] = []
     with tqdm(total=config.steps, initial=step, desc="train phenotype generator", unit="step",
               disable=not progress, leave=False) as bar:  # fmt: skip
-        _set_stage(run, config.stage_of(step) if step < config.steps else 2)
+        _set_stage(run, config.stage_of(min(step, config.steps - 1)))
         while step < config.steps:
             stage = config.stage_of(step)
             if step == config.stage1_steps:
@@ -509,8 +509,7 @@ def train(config: TrainingConfig, work_dir: Path, progress: bool = True, resume:
                 window = []
                 checkpoint(step, entry)
 
-    final_stage = 2 if config.stage2_steps else 1
-    metrics = run.validate(final_stage)
+    metrics = run.validate(2)
     models = {role: getattr(run, role).to("cpu").eval() for role in _ROLES}
     for module in models.values():
         module.requires_grad_(False)

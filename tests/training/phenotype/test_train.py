@@ -200,7 +200,7 @@ def test_ssim_is_wang_et_al(test_faces: tuple[torch.Tensor, torch.Tensor]) -> No
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("stage1_steps", 0), ("stage2_steps", -1), ("batch_size", 0), ("lr", 0.0), ("discriminator_lr", float("nan")),
+    [("stage1_steps", 0), ("stage2_steps", 0), ("batch_size", 0), ("lr", 0.0), ("discriminator_lr", float("nan")),
      ("encoder_lr", 1.5), ("max_grad_norm", 0.0), ("l1_weight", -1.0), ("ssim_weight", float("inf")), ("adversarial_weight", -0.1),
      ("train_faces", 0), ("eval_every", 0), ("validation_seed", 0), ("seed", True)],
 )  # fmt: skip
