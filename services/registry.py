@@ -170,6 +170,7 @@ CAPABILITIES: tuple[ServerCapability, ...] = (
         default_build_s=1050.0,  # one-thread step times: ~14 min generator + ~3.3 min readers (README "Training the face models"); 1,658 s measured on a shared machine
         commands=(
             Command("phenotype", "build", "training.phenotype.build", "train the factorised face generator, its encoders and the report's readers, export them into the model repository"),
+            Command("eval", "phenotype", "training.phenotype.evaluate", "controllability, drift, identity, reconstruction and a Fréchet distance (regressor features, not Inception-FID) of a face model set, per attribute"),
         ),
     ),
 )  # fmt: skip
