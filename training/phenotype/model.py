@@ -12,7 +12,7 @@ generator frozen. Editing overwrites one attribute's slice and decodes again.
 The factor encoder is built so that slice i depends on attribute i alone (a separate small MLP per
 attribute, computed for all attributes at once with batched matrix products), and the identity
 slice on the identity / nuisance factors alone: the disentanglement of the latent's attribute
-slices holds by construction, not only by training (ConfigNet §3.1 ties each slice to one factor
+slices holds by construction, not only by training (ConfigNet §3 ties each slice to one factor
 group the same way).
 
 Sizes are for a CPU: `ModelConfig`'s defaults train at 64x64 in minutes on one core (figures in
@@ -169,7 +169,7 @@ class PixelNorm(nn.Module):
 
 
 class FactorEncoder(nn.Module):
-    """Factors -> latent (ConfigNet's factor encoder, §3.1), with no cross-talk between slices.
+    """Factors -> latent (ConfigNet's factor encoder, §3), with no cross-talk between slices.
 
     Attribute i's value x_i (in [0, 1]) feeds only slice i: slice_i = W2_i lrelu(W1_i (2 x_i - 1) + b1_i) + b2_i,
     one MLP per attribute, all computed at once by a batched matrix product. The identity / nuisance
@@ -255,7 +255,7 @@ class Generator(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """Image -> latent (ConfigNet's stage-2 encoder, §3.2): a 3x3 convolution from RGB, then per
+    """Image -> latent (ConfigNet's stage-2 encoder, §3): a 3x3 convolution from RGB, then per
     halving of the side a stride-2 3x3 convolution and a 3x3 convolution (leaky ReLU), down to 4x4,
     and two linear layers to the latent."""
 

@@ -1,7 +1,7 @@
 """Train the phenotype generator in ConfigNet's two stages on Facet's procedural faces.
 
 Paper: Yucer et al., "Disentangling Racial Phenotypes" (§3), after ConfigNet (Kowalski et al.,
-ECCV 2020, §3.1-3.2). Data: `training.phenotype.faces.make_faces` renders `train_faces` faces
+ECCV 2020, §3). Data: `training.phenotype.faces.make_faces` renders `train_faces` faces
 (seed `face_seed`) and `validation_faces` others (seed `validation_seed`) once, kept in memory as
 uint8; every face's factors are known.
 
@@ -14,7 +14,7 @@ uint8; every face's factors are known.
   G minimises -E[D(G(z))]). The L1 + adversarial mix is pix2pix's (Isola et al., CVPR 2017, eq. 4).
 - **Stage 2** (`stage2_steps`): the `ImageEncoder` learns image -> latent with the generator and
   factor encoder frozen: ``latent_weight * MSE(E(x), FE(factors))`` (latent regression to the
-  factor encoder's latent, ConfigNet §3.2) plus ``reconstruction_weight`` times the stage-1
+  factor encoder's latent, ConfigNet §3) plus ``reconstruction_weight`` times the stage-1
   reconstruction loss of G(E(x)) against x.
 
 Adam at constant rates (stage 1 with beta1 0.5, as DCGAN, Radford et al. 2016 §4; stage 2 with
