@@ -51,7 +51,7 @@ from load.harness import (  # noqa: E402
     log,
     p50_p99_text,
     percentile,
-    rows_table,
+    print_results,
     side_by_side,
 )
 from load.scenarios._data import quora_questions  # noqa: E402
@@ -312,15 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"PyTorch: torch threads={s.threads}, calls on a thread pool as wide as the callers.",
         f"each row: {s.duration_s:g} s per side in {s.rounds} alternating slices; {len(questions)} Quora test-split questions.",
     ]
-    print()
-    print(f"Facet paraphrase vs PyTorch in-process ({'quick' if s.quick else 'full'}), wall time {wall:.0f} s")
-    print(rows_table(out.rows))
-    print()
-    for note in out.notes:
-        print(f"- {note}")
-    print("- service problems seen in its log / exit code: " + ("none" if not service.problems else ""))
-    for problem in service.problems:
-        print(f"  - {problem}")
+    print_results(f"Facet paraphrase vs PyTorch in-process ({'quick' if s.quick else 'full'}), wall time {wall:.0f} s", out, service.problems)
     if s.json_path is not None:
         out.write_json(s.json_path, s, wall)
     return 0

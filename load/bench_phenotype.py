@@ -45,8 +45,8 @@ from load.harness import (  # noqa: E402
     default_model_repository,
     load_summary,
     log,
+    print_results,
     ratio_row,
-    rows_table,
     side_by_side,
 )
 
@@ -176,15 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the same edit code (services.phenotype.editing) on a thread pool as wide as the callers.",
         f"each row: {s.duration_s:g} s per side in {s.rounds} alternating slices; {FACES} generated faces.",
     ]
-    print()
-    print(f"Facet phenotype vs PyTorch in-process ({'quick' if s.quick else 'full'}), wall time {wall:.0f} s")
-    print(rows_table(out.rows))
-    print()
-    for note in out.notes:
-        print(f"- {note}")
-    print("- service problems seen in its log / exit code: " + ("none" if not service.problems else ""))
-    for problem in service.problems:
-        print(f"  - {problem}")
+    print_results(f"Facet phenotype vs PyTorch in-process ({'quick' if s.quick else 'full'}), wall time {wall:.0f} s", out, service.problems)
     if s.json_path is not None:
         out.write_json(s.json_path, s, wall)
     return 0

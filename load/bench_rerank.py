@@ -63,9 +63,9 @@ from load.harness import (  # noqa: E402
     log,
     overhead_row,
     percentile,
+    print_results,
     ratio_row,
     real_sentences,
-    rows_table,
     side_by_side,
     timed_ms,
 )
@@ -768,16 +768,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if "search" not in s.parts and not search_rerank_available():
         out.notes.append("search(rerank=True, candidates=100) p50: not measured, the SDK's search has no `rerank` yet.")
-    print()
-    print(f"Facet vs Infinity ({'quick' if s.quick else 'full'}: parts {', '.join(s.parts)}), wall time {wall:.0f} s")
-    print(rows_table(out.rows))
-    print()
-    for note in out.notes:
-        print(f"- {note}")
-    problems = [(label, p) for label, info in out.raw["servers"].items() for p in info["problems"]]
-    print("- Facet service problems seen in logs / exit codes: " + ("none" if not problems else ""))
-    for label, problem in problems:
-        print(f"  - [{label}] {problem}")
+    problems = [f"[{label}] {p}" for label, info in out.raw["servers"].items() for p in info["problems"]]
+    print_results(f"Facet vs Infinity ({'quick' if s.quick else 'full'}: parts {', '.join(s.parts)}), wall time {wall:.0f} s", out, problems,
+                  "Facet service problems seen in logs / exit codes")  # fmt: skip
     if "infinity" in out.raw:
         infinity_problems = out.raw["infinity"].get("problems", [])
         print(

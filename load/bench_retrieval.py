@@ -38,8 +38,8 @@ from load.harness import (  # noqa: E402
     Results,
     default_model_repository,
     log,
+    print_results,
     real_sentences,
-    rows_table,
 )
 from load.retrieval_embed import (  # noqa: E402
     InProcessOnnx,
@@ -160,16 +160,9 @@ def run_benchmark(s: Settings) -> Results:
 
 
 def print_report(s: Settings, out: Results, wall: float) -> None:
-    print()
-    print(f"Facet retrieval benchmark ({'quick' if s.quick else 'full'}), wall time {wall:.0f} s")
-    print(rows_table(out.rows))
-    print()
-    for note in out.notes:
-        print(f"- {note}")
-    problems = [(label, p) for label, info in out.raw["servers"].items() for p in info["problems"]]
-    print("- service problems seen in logs / exit codes: " + ("none" if not problems else ""))
-    for label, problem in problems:
-        print(f"  - [{label}] {problem}")
+    problems = [f"[{label}] {p}" for label, info in out.raw["servers"].items() for p in info["problems"]]
+    print_results(f"Facet retrieval benchmark ({'quick' if s.quick else 'full'}), wall time {wall:.0f} s", out, problems,
+                  "service problems seen in logs / exit codes")  # fmt: skip
     stops = [
         f"{label} {info['stop_seconds']:.1f} s (exit {info['exit_code']})"
         for label, info in out.raw["servers"].items()

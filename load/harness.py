@@ -381,6 +381,20 @@ class Results:
         print(f"- results written to {path}")
 
 
+def print_results(title: str, out: Results, problems: Sequence[str], what: str = "service problems seen in its log / exit code") -> None:
+    """A benchmark's report on stdout: the title, the ratio table, the notes, then `what` with
+    each of `problems` (or "none")."""
+    print()
+    print(title)
+    print(rows_table(out.rows))
+    print()
+    for note in out.notes:
+        print(f"- {note}")
+    print(f"- {what}: " + ("none" if not problems else ""))
+    for problem in problems:
+        print(f"  - {problem}")
+
+
 def log(message: str) -> None:
     """A progress line, with the time."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
