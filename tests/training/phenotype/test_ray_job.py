@@ -19,7 +19,7 @@ from training.phenotype.train import train
 
 pytestmark = pytest.mark.integration
 
-OPTIONS = BuildOptions(name="ray-faces", preset="tiny", stage1_steps=100, stage2_steps=50, reader_steps=80, progress=False)
+OPTIONS = BuildOptions(name="ray-faces", preset="tiny", stage1_steps=60, stage2_steps=20, reader_steps=40, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_an_interrupted_run_resumes_and_the_build_registers_the_set(tmp_path: Pa
     # the build finds both trainings finished and registers the five models
     repository = ModelRepository(tmp_path / "models")
     entry = build_model_set(repository, tmp_path / "second", OPTIONS.name, training, readers, progress=False, device="cpu")
-    assert entry.kind == Kind.GENERATOR and entry.properties["training"]["generator"]["config"]["stage1_steps"] == 100
+    assert entry.kind == Kind.GENERATOR and entry.properties["training"]["generator"]["config"]["stage1_steps"] == 60
     assert all(repository.get(companion_name(OPTIONS.name, role)).kind == kind for role, kind in COMPANION_KINDS.items())
 
 
