@@ -186,7 +186,14 @@ def _read_png_file(path: str | os.PathLike[str], name: str) -> bytes:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise InvalidArgument(f"{name}: cannot read {os.fspath(path)!r}: {exc.strerror or exc}") from None
+        hint = ""
+        if isinstance(path, str):
+            try:
+                float(path)
+                hint = " (a string is read as the path of a PNG file; a value must be a number, e.g. 0.5 rather than '0.5')"
+            except ValueError:
+                pass
+        raise InvalidArgument(f"{name}: cannot read {os.fspath(path)!r}: {exc.strerror or exc}{hint}") from None
     _check_signature(data, f"{name} ({os.fspath(path)})")
     return data
 

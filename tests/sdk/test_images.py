@@ -259,3 +259,10 @@ def test_the_png_reader_refuses_a_decompression_bomb_from_its_header() -> None:
         decode_png(png(40000, 40000, b""))
     with pytest.raises(InvalidArgument, match="inflates to more than its 16 x 16 header says"):
         decode_png(png(16, 16, zlib.compress(bytes(16 * 49 * 1000))))
+
+
+def test_a_number_in_a_string_is_read_as_a_path_and_the_message_says_so() -> None:
+    from sdk._errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match=r"cannot read '0.5'.*a value must be a number, e.g. 0.5 rather than '0.5'"):
+        _images.image_message("0.5", "edits['skin_tone']")
