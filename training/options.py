@@ -37,6 +37,18 @@ T = TypeVar("T")
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the checkout
 
 
+def known_fields(cls: type, data: typing.Mapping[str, Any]) -> dict[str, Any]:
+    """`data` as keyword arguments of the dataclass `cls` (a config's `from_dict`).
+
+    Raises:
+        ValueError: a key that is not a field, e.g. "unknown TrainingConfig keys: colour".
+    """
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+    return dict(data)
+
+
 class HasRepository(typing.Protocol):
     """Options with a `--repository` (a build's, a fine-tune's)."""
 

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from training.options import known_fields
+
 # Directions of the encoder's direction embedding (DDL, paper §3.1): one model, both directions.
 SOURCE_TO_TARGET = 0
 TARGET_TO_SOURCE = 1
@@ -89,10 +91,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig keys: {', '.join(unknown)}")
+        data = known_fields(cls, data)
         return cls(**data)
 
 

@@ -56,6 +56,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from training.device import AUTO, resolve_device
+from training.options import known_fields
 from training.paraphrase.data import (
     DATASETS,
     DEFAULT_DATA_DIR,
@@ -225,11 +226,7 @@ class TrainingConfig:
         Raises:
             ValueError: an unknown key or an invalid value.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainingConfig keys: {', '.join(unknown)}")
-        values = dict(data)
+        values = known_fields(cls, data)
         if isinstance(values.get("model"), dict):
             model = {"vocab_size": _PLACEHOLDER_VOCAB, **values["model"]}
             values["model"] = ModelConfig.from_dict(model)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from services.phenotype.catalog import ATTRIBUTE_NAMES, DEFAULT_IMAGE_SIZE, IDENTITY_SLICE
+from training.options import known_fields
 
 __all__ = [
     "FactorEncoder",
@@ -148,10 +149,7 @@ class ModelConfig:
         Raises:
             ValueError: an unknown key or an invalid value.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig keys: {', '.join(unknown)}")
+        data = known_fields(cls, data)
         return cls(**data)
 
 

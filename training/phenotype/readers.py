@@ -51,6 +51,7 @@ from tqdm import tqdm
 
 from services.phenotype.catalog import ATTRIBUTE_NAMES, DEFAULT_IMAGE_SIZE
 from training.device import AUTO, resolve_device
+from training.options import known_fields
 from training.phenotype.faces import FACTOR_NAMES, IDENTITY_FACTORS, MIN_IMAGE_SIZE, render, sample_factors
 
 __all__ = [
@@ -149,9 +150,7 @@ class ReadersConfig:
         Raises:
             ValueError: an unknown key or an invalid value.
         """
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown ReadersConfig keys: {', '.join(unknown)}")
+        data = known_fields(cls, data)
         return cls(**data)
 
 

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from training.device import AUTO, resolve_device
+from training.options import known_fields
 from training.phenotype.faces import FACTOR_NAMES, make_faces
 from training.phenotype.model import FactorEncoder, Generator, ImageEncoder, ModelConfig, PatchDiscriminator
 
@@ -187,11 +188,7 @@ class TrainingConfig:
         Raises:
             ValueError: an unknown key or an invalid value.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainingConfig keys: {', '.join(unknown)}")
-        values = dict(data)
+        values = known_fields(cls, data)
         if isinstance(values.get("model"), dict):
             values["model"] = ModelConfig.from_dict(values["model"])
         return cls(**values)
