@@ -78,6 +78,7 @@ from training.paraphrase.model import (
     ParaphraseTransformer,
     sequence_loss,
 )
+from training.resume import resumable_state
 
 __all__ = [
     "SETTINGS",
@@ -698,16 +699,7 @@ def train(config: TrainingConfig, work_dir: Path, data_dir: Path = DEFAULT_DATA_
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     state_path = work_dir / STATE_FILE
-    state: dict[str, Any] | None = None
-    if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["config"] != config.to_dict():
-            raise ValueError(
-                f"{work_dir} holds a checkpoint of another TrainingConfig; pass resume=False or another work_dir"
-            )
-    elif not resume:
-        for name in (STATE_FILE, BEST_FILE, PRIOR_FILE, CHECKPOINT_FILE):
-            (work_dir / name).unlink(missing_ok=True)
+    state = resumable_state(state_path, config, resume, [work_dir / name for name in (BEST_FILE, PRIOR_FILE, CHECKPOINT_FILE)])
 
     run = _Run(config, work_dir, data_dir, progress, torch_device)
     (work_dir / TOKENIZER_FILE).write_text(run.tokenizer.to_str(), encoding="utf-8")

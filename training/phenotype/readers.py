@@ -53,6 +53,7 @@ from services.phenotype.catalog import ATTRIBUTE_NAMES, DEFAULT_IMAGE_SIZE
 from training.device import AUTO, resolve_device
 from training.options import known_fields
 from training.phenotype.faces import FACTOR_NAMES, IDENTITY_FACTORS, MIN_IMAGE_SIZE, render, sample_factors
+from training.resume import resumable_state
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -417,16 +418,7 @@ def train_readers(
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     state_path = work_dir / STATE_FILE
-    state: dict[str, Any] | None = None
-    if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["config"] != config.to_dict():
-            raise ValueError(
-                f"{work_dir} holds a checkpoint of another ReadersConfig; pass resume=False or another work_dir"
-            )
-    elif not resume:
-        for name in (STATE_FILE, CHECKPOINT_FILE):
-            (work_dir / name).unlink(missing_ok=True)
+    state = resumable_state(state_path, config, resume, [work_dir / name for name in (CHECKPOINT_FILE,)])
 
     size, renders = config.image_size, config.renders_per_identity
     images, factors, _ = identity_pool(config.train_identities, renders, config.seed, size)

@@ -52,6 +52,7 @@ from training.device import AUTO, resolve_device
 from training.options import known_fields
 from training.phenotype.faces import FACTOR_NAMES, make_faces
 from training.phenotype.model import FactorEncoder, Generator, ImageEncoder, ModelConfig, PatchDiscriminator
+from training.resume import resumable_state
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -450,16 +451,7 @@ def train(config: TrainingConfig, work_dir: Path, progress: bool = True, resume:
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     state_path = work_dir / STATE_FILE
-    state: dict[str, Any] | None = None
-    if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["config"] != config.to_dict():
-            raise ValueError(
-                f"{work_dir} holds a checkpoint of another TrainingConfig; pass resume=False or another work_dir"
-            )
-    elif not resume:
-        for name in (STATE_FILE, CHECKPOINT_FILE):
-            (work_dir / name).unlink(missing_ok=True)
+    state = resumable_state(state_path, config, resume, [work_dir / name for name in (CHECKPOINT_FILE,)])
 
     run = _Run(config, progress, torch_device)
     history: list[dict[str, Any]] = []
