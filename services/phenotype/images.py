@@ -26,6 +26,7 @@ import io
 import re
 import struct
 import warnings
+import zlib
 
 import numpy as np
 
@@ -128,17 +129,27 @@ MAX_PNG_CHUNKS = 65_536
 
 
 def _check_chunks(data: bytes, field: str) -> None:
-    """Raises InvalidArgument when `data` holds more than `MAX_PNG_CHUNKS` chunks (a scan of the
-    chunk lengths only; it stops at the limit, so its cost is bounded)."""
+    """Raises InvalidArgument when `data` holds more than `MAX_PNG_CHUNKS` chunks, or a complete
+    chunk whose CRC-32 (over its type and data, RFC 2083 §3.2) does not match: Pillow checks the
+    CRCs of header chunks but not of IDAT, so a PNG damaged in its pixel data would otherwise
+    decode to wrong pixels without an error. The scan stops at the limit, so its cost is bounded
+    (zlib's CRC-32 runs at memory speed); a chunk cut short by the file's end is left to Pillow,
+    which names the truncation."""
     position, count = len(PNG_SIGNATURE), 0
     while position + 8 <= len(data):
         count += 1
         if count > MAX_PNG_CHUNKS:
             raise InvalidArgument(f"{field} has more than {MAX_PNG_CHUNKS} PNG chunks: re-save it (a real image has a few thousand at most)")
         (length,) = struct.unpack(">I", data[position : position + 4])
+        end = position + 8 + length
+        if end + 4 <= len(data):
+            (stored,) = struct.unpack(">I", data[end : end + 4])
+            if zlib.crc32(data[position + 4 : end]) != stored:
+                kind = data[position + 4 : position + 8].decode("latin-1")
+                raise InvalidArgument(f"{field} is a corrupt PNG: chunk {count} ({kind!r}) fails its CRC check, so its bytes were damaged")
         if data[position + 4 : position + 8] == b"IEND":
             return
-        position += 12 + length
+        position = end + 4
 
 
 def _reason(exc: BaseException) -> str:

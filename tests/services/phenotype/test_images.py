@@ -83,7 +83,23 @@ def test_a_truncated_png_is_refused() -> None:
 def test_a_corrupt_png_is_refused() -> None:
     data = bytearray(pillow_png(FACE))
     data[-20] ^= 0xFF  # inside the IDAT chunk: its CRC no longer matches
-    refused(png_message(bytes(data)), r"^image.png is a truncated or corrupt PNG: ")
+    refused(png_message(bytes(data)), r"^image.png is a corrupt PNG: chunk 2 \('IDAT'\) fails its CRC check")
+
+
+@pytest.mark.parametrize("kind", [b"IDAT", b"tEXt"])
+def test_a_png_whose_chunk_crc_is_wrong_is_refused_though_pillow_would_decode_it(kind: bytes) -> None:
+    """Damage only the stored CRC: the pixels still inflate, and Pillow (which does not check IDAT
+    or ancillary CRCs) would return an image; the service refuses it as damaged."""
+    data = pillow_png(FACE)
+    end = data.rindex(b"IEND") - 4
+    data = data[:end] + chunk(b"tEXt", b"Comment\x00a face") + data[end:]
+    start = data.index(kind) - 4
+    (length,) = struct.unpack(">I", data[start : start + 4])
+    crc_at = start + 8 + length
+    damaged = data[:crc_at] + bytes([data[crc_at] ^ 0x01]) + data[crc_at + 1 :]
+    with Image.open(io.BytesIO(damaged)) as image:
+        image.load()  # Pillow reads it without complaint
+    refused(png_message(damaged), rf"^image.png is a corrupt PNG: chunk \d \('{kind.decode()}'\) fails its CRC check, so its bytes were damaged$")
 
 
 def test_a_decompression_bomb_is_refused_from_its_header_before_anything_is_decompressed(monkeypatch: pytest.MonkeyPatch) -> None:
