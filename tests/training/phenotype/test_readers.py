@@ -20,6 +20,7 @@ from training.phenotype.readers import (
     ReadersResult,
     Regressor,
     load_readers,
+    random_blur,
     train_readers,
 )
 
@@ -128,6 +129,9 @@ def test_resume_after_an_interruption_gives_the_weights_of_an_uninterrupted_run(
         ("lr", 0.0),
         ("lr", float("nan")),
         ("temperature", 0.0),
+        ("identity_blur", -0.5),
+        ("identity_blur", float("nan")),
+        ("identity_blur", True),
     ],
 )
 def test_bad_config_values_raise_value_errors_naming_the_field(field: str, value: object) -> None:
@@ -141,6 +145,22 @@ def test_config_round_trips_and_refuses_unknown_keys() -> None:
     with pytest.raises(ValueError, match="unknown ReadersConfig keys: colour"):
         ReadersConfig.from_dict({"colour": 1})
     assert ReadersConfig().seed not in (0, 1)  # not the generator's face seeds
+
+
+def test_the_identity_augmentation_blurs_each_image_by_its_own_amount_and_keeps_flat_images_flat() -> None:
+    checker = ((torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2).float().expand(8, 3, 16, 16).contiguous()
+    assert torch.equal(random_blur(checker, 0.0, np.random.default_rng(0)), checker)  # off
+    blurred = random_blur(checker, 2.0, np.random.default_rng(0))
+    assert blurred.shape == checker.shape and blurred.dtype == torch.float32
+    contrast = blurred.std(dim=(1, 2, 3))
+    original = checker.std(dim=(1, 2, 3))
+    assert (contrast <= original + 1e-6).all() and (contrast < 0.5 * original).sum() >= 4  # never sharper; most softened
+    assert contrast.max() - contrast.min() > 0.05  # sigmas differ per image (one near 0 leaves its image as it was)
+    torch.testing.assert_close(blurred.mean(dim=(1, 2, 3)), checker.mean(dim=(1, 2, 3)), atol=0.02, rtol=0)
+    flat = torch.full((2, 3, 16, 16), 0.3)
+    torch.testing.assert_close(random_blur(flat, 2.0, np.random.default_rng(1)), flat)  # replicated borders: no dark frame
+    again = random_blur(checker, 2.0, np.random.default_rng(0))
+    assert torch.equal(blurred, again)  # the step's seeded generator decides: resumes stay bit for bit
 
 
 @pytest.mark.parametrize("size", [16, 48, 64])
