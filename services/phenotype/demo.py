@@ -2,7 +2,9 @@
 
 It generates a face, edits it (a value, and an attribute copied from another face), prints the
 measured report, interpolates skin tone, then does the same to a real photograph (scikit-image's
-astronaut, when scikit-image is installed) and writes both grids as PNGs.
+astronaut, when scikit-image is installed) and writes both grids as PNGs. A third grid shows eight
+real face crops of scikit-image's `lfw_subset` (25 x 25 grey, Labeled Faces in the Wild) above
+their reconstructions: what the encoder, trained on procedural faces only, makes of real faces.
 """
 
 from __future__ import annotations
@@ -32,6 +34,16 @@ def _photo() -> np.ndarray | None:
     except ImportError:
         return None
     return np.asarray(data.astronaut()[30:330, 110:410])  # the face, roughly centred
+
+
+def _lfw_faces(count: int = 8) -> np.ndarray | None:
+    """The first `count` face crops of scikit-image's `lfw_subset` (its first 100 are faces) as
+    uint8 [count, 25, 25] grey, or None without scikit-image."""
+    try:
+        from skimage import data
+    except ImportError:
+        return None
+    return np.rint(np.asarray(data.lfw_subset()[:count]) * 255.0).astype(np.uint8)
 
 
 def run_demo(client: sdk.Client, out_dir: Path | None = None) -> list[Path]:
@@ -64,9 +76,26 @@ def run_demo(client: sdk.Client, out_dir: Path | None = None) -> list[Path]:
         written.append(folder / "phenotype-photo.png")
         encoded = client.encode_face(photo)
         sdk.save_grid([encoded.reconstruction, edited, *photo_strip], written[1], columns=5)
+    lfw = _lfw_faces()
+    if lfw is not None:
+        encoded_faces = [client.encode_face(f) for f in lfw]
+        errors = ", ".join(f"{e.reconstruction_error:.2f}" for e in encoded_faces)
+        print(f"\n{len(lfw)} real faces (lfw_subset, 25 x 25 grey): reconstruction errors {errors}")
+        written.append(folder / "phenotype-lfw.png")
+        size = attributes.image_size
+        shown = [_upscaled_rgb(f, size) for f in lfw]
+        sdk.save_grid([*shown, *(e.reconstruction for e in encoded_faces)], written[-1], columns=len(lfw))
     for path in written:
         print(f"wrote {path}")
     return written
+
+
+def _upscaled_rgb(grey: np.ndarray, size: int) -> np.ndarray:
+    """A grey uint8 image as RGB at size x size (nearest neighbour: numpy only), to sit in a grid
+    beside the reconstructions."""
+    rows = (np.arange(size) * grey.shape[0]) // size
+    cols = (np.arange(size) * grey.shape[1]) // size
+    return np.repeat(grey[rows][:, cols][..., None], 3, axis=2)
 
 
 def check(client: sdk.Client) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -224,3 +225,23 @@ def test_an_unknown_model_is_not_found_on_every_rpc(stub: phenotype_pb2_grpc.Phe
 
 def test_the_second_model_is_served_by_name(client: sdk.Client, face: np.ndarray) -> None:
     assert np.array_equal(client.generate_face(seed=3, model=SECOND_FACE_MODEL), face)  # the same weights
+
+
+def test_the_demo_prints_reports_and_writes_the_three_grids(client: sdk.Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`facet up --demo`'s walk-through: generated face, the astronaut, eight real LFW faces above
+    their reconstructions (scikit-image's data, installed with the project)."""
+    from sdk._images import decode_png
+    from services.phenotype.demo import run_demo
+
+    written = run_demo(client, tmp_path)
+    assert [p.name for p in written] == ["phenotype-generated.png", "phenotype-photo.png", "phenotype-lfw.png"]
+    out = capsys.readouterr().out
+    assert "skin_tone 0.85 -> read" in out and "identity similarity" in out and "reconstruction errors" in out
+    generated, photo, lfw = (decode_png(p.read_bytes()) for p in written)
+    side, gap = TEST_IMAGE_SIZE, 2
+    assert generated.shape == (3 * side + 2 * gap, 4 * side + 3 * gap, 3)  # 9 faces in rows of 4
+    assert photo.shape == (side, 5 * side + 4 * gap, 3)  # reconstruction, edit, a 3-value strip
+    assert lfw.shape == (2 * side + gap, 8 * side + 7 * gap, 3)  # 8 real faces above their reconstructions
+    top = lfw[:side].astype(int)
+    assert (top[..., 0] == top[..., 1]).all() and (top[..., 1] == top[..., 2]).all()  # the grey photographs
+    assert top.std() > 10  # real faces, not a blank row
