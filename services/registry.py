@@ -167,7 +167,7 @@ CAPABILITIES: tuple[ServerCapability, ...] = (
         has_defaults="training.phenotype.build:has_defaults",
         train_module="training.phenotype.ray_job",
         demo="services.phenotype.demo:run_demo",
-        default_build_s=1050.0,  # one-thread step times: ~14 min generator + ~3.3 min readers (README "Training the face models"); 1,658 s measured on a shared machine
+        default_build_s=900.0,  # 2026-11-30: generator 631 s + readers 110 s + export, one thread of a 2-core machine shared with a test suite (README "Training the face models")
         commands=(
             Command("phenotype", "build", "training.phenotype.build", "train the factorised face generator, its encoders and the report's readers, export them into the model repository"),
             Command("eval", "phenotype", "training.phenotype.evaluate", "controllability, drift, identity, reconstruction and a Fréchet distance (regressor features, not Inception-FID) of a face model set, per attribute"),

@@ -40,6 +40,7 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert commands[:2] == ["make run", "make test"]
 
 
+@pytest.mark.parametrize("retrieval_server", ["onnxruntime"], indirect=True)  # the SDK example, not the backends
 def test_quickstart_runs_as_written(retrieval_address: str, tmp_path: Path) -> None:
     blocks = _quickstart_blocks()
     assert len(blocks) == 2
@@ -56,6 +57,7 @@ README_SAE_LARGE = "smollm2-135m-l15-batchtopk-w4608"
 README_SAE_SMALL = "smollm2-135m-l15-batchtopk-w1152"
 
 
+@pytest.mark.parametrize("sae_server", ["onnxruntime"], indirect=True)  # the SDK example, not the backends
 def test_sae_example_runs_as_written(sae_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The README's SAE example, with the default family's ids swapped for the test family's."""
     from tests.services.sae.fixtures import TEST_SAE_LARGE, TEST_SAE_SMALL
@@ -74,6 +76,7 @@ def test_sae_example_runs_as_written(sae_server, tmp_path: Path) -> None:  # typ
     assert "novel / " in out and "reconstruction latents" in out
 
 
+@pytest.mark.parametrize("nextframe_server", ["onnxruntime"], indirect=True)  # the SDK example, not the backends
 def test_nextframe_example_runs_as_written(nextframe_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     section = README.read_text().split("## Next-frame prediction", 1)[1].split("\n## ", 1)[0]
     block = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)[0]

@@ -25,6 +25,7 @@ from services.phenotype.catalog import COMPANION_KINDS, DEFAULT_IMAGE_SIZE, Prop
 from services.phenotype.config import PhenotypeConfig
 from training.device import AUTO, CHOICES_HELP
 from training.options import add_options, option, parse_options, repository_root
+from training.phenotype.evaluate import Evaluation, FactorisedEditor, Readers, evaluate
 from training.phenotype.export import PhenotypeModels, export_phenotype
 from training.phenotype.faces import FACTOR_NAMES, make_faces
 from training.phenotype.model import ModelConfig
@@ -38,6 +39,7 @@ GENERATOR_DIR, READERS_DIR, EXPORT_DIR = "generator", "readers", "export"
 PARITY_FACES = 64  # real faces the export's parity check runs on
 PARITY_SEED = 4242  # a face seed neither training uses
 PRESETS = ("default", "tiny")
+EVALUATION_FACES = 100  # test faces of the evaluation stored with the set (`facet eval phenotype` defaults to 200)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +87,9 @@ def build_model_set(
     *,
     progress: bool = True,
     device: str = AUTO,
+    evaluation_faces: int = EVALUATION_FACES,
 ) -> ModelVersion:
-    """Train both parts, export the five graphs, register them.
+    """Train both parts, evaluate them, export the five graphs, register them.
 
     Args:
         repository: where the set is registered.
@@ -94,6 +97,9 @@ def build_model_set(
         name: the generator's name.
         training: stage 1 and 2 (`training.phenotype.train`).
         readers: the regressor and identity embedding (`training.phenotype.readers`), at the same image size.
+        evaluation_faces: test faces of the evaluation stored in the set's metrics
+            (`training.phenotype.evaluate`, seed 777, targets 0.1 / 0.5 / 0.9, tolerance 0.1):
+            `ListFaceModels().metrics["evaluation"]` says per attribute how well edits act.
     Returns:
         the generator's registered version.
     Raises:
@@ -108,6 +114,8 @@ def build_model_set(
     work_dir = Path(work_dir)
     generated = train(training, work_dir / GENERATOR_DIR, progress=progress, device=device)
     read = train_readers(readers, work_dir / READERS_DIR, progress=progress, device=device)
+    editor = FactorisedEditor(generated.factor_encoder, generated.generator, generated.image_encoder, training.model.latent_layout())
+    evaluation = evaluate(editor, Readers(read.regressor, read.identity), faces=evaluation_faces, device="cpu")
     faces = make_faces(PARITY_FACES, seed=PARITY_SEED, size=size, progress=False)
     models = PhenotypeModels(
         factor_encoder=generated.factor_encoder,
@@ -126,7 +134,7 @@ def build_model_set(
             "generator": {"config": training.to_dict(), "time_s": generated.time_s},
             "readers": {"config": readers.to_dict(), "time_s": read.time_s},
         },
-        Prop.METRICS: {"generator": generated.metrics, "readers": read.metrics},
+        Prop.METRICS: {"generator": generated.metrics, "readers": read.metrics, "evaluation": stored_evaluation(evaluation)},
     }
     return export_phenotype(
         models, repository, name, properties=properties, parity_images=faces.images, parity_factors=faces.factors,
@@ -134,10 +142,19 @@ def build_model_set(
     )  # fmt: skip
 
 
+def stored_evaluation(evaluation: Evaluation) -> dict[str, Any]:
+    """The evaluation as the set's metrics store it: the setup, the overall figures, and per
+    attribute its `AttributeRow` figures (error, within, no_edit_error, drift, identity,
+    identity_edit, pixel_inside, pixel_outside, frechet; `training.phenotype.evaluate`)."""
+    data = evaluation.to_dict()
+    rows = data.pop("rows")
+    return {**data, "attributes": {row.pop("attribute"): row for row in rows}}
+
+
 def build_test_model(repository: ModelRepository, work_dir: Path, name: str = DEFAULT_MODEL, size: int = 16) -> ModelVersion:
     """A tiny model set (`tiny_configs`) registered as `name`: for the tests, on the CPU."""
     training, readers = tiny_configs(size)
-    return build_model_set(repository, Path(work_dir) / name, name, training, readers, progress=False, device="cpu")
+    return build_model_set(repository, Path(work_dir) / name, name, training, readers, progress=False, device="cpu", evaluation_faces=16)
 
 
 def has_defaults(repository: ModelRepository) -> bool:

@@ -85,12 +85,13 @@ _ROLES = ("factor_encoder", "generator", "image_encoder")
 class TrainingConfig:
     """One training run: data, schedule, loss weights and the models' sizes.
 
-    The defaults are the default model set's (64x64). Measured on one thread (batch 16): a stage-1
-    step 0.73 CPU s, a stage-2 step 0.62 CPU s, so ~13.5 minutes of steps on an idle core plus the
-    rendering of 2,256 faces (1,507 s wall in all on a shared, busy 2-core machine). The validation
-    after it: stage-1 L1 0.033 (the mean face: 0.113), SSIM 0.743; encode -> decode L1 0.032,
-    latent MSE 0.015 (after 300 stage-2 steps: 0.044 and 0.020, with visibly wrong backgrounds and
-    skin tones). Faces are recognisable after ~200 stage-1 steps, with the right colours after ~600.
+    The defaults are the default model set's (64x64): 1,200 stage-1 and 600 stage-2 steps took
+    631 s on one thread of a 2-core machine that a test suite shared (2026-11-30; an older, slower
+    machine measured 0.73 CPU s per stage-1 step). The validation after it: stage-1 L1 0.028 (the
+    mean face: 0.113), SSIM 0.772; encode -> decode L1 0.030, latent MSE 0.021. Faces are
+    recognisable after ~200 stage-1 steps, with the right colours after ~600; at 600 stage-1 steps
+    the small shapes (eye openness and size, nose width) hardly moved under an edit, at 1,200 they
+    do (README, "Evaluation beside an unfactorised baseline"). Lip fullness still does not.
 
     Attributes:
         stage1_steps: optimiser steps of stage 1 (factor encoder + generator + discriminator).
@@ -116,7 +117,7 @@ class TrainingConfig:
         model: the models' sizes; `factor_count` must be `len(faces.FACTOR_NAMES)`.
     """
 
-    stage1_steps: int = 600
+    stage1_steps: int = 1200
     stage2_steps: int = 600
     batch_size: int = 16
     lr: float = 5e-4

@@ -35,7 +35,7 @@ def nextframe_repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepos
     return repository
 
 
-@pytest.fixture(scope="session", params=SERVICE_BACKENDS)
+@pytest.fixture(scope="module", params=SERVICE_BACKENDS)
 def nextframe_server(request: pytest.FixtureRequest, nextframe_repository: ModelRepository, serve) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
     yield from serve("nextframe", nextframe_repository, request.param)
 

@@ -46,7 +46,7 @@ def paraphrase_repository(tmp_path_factory: pytest.TempPathFactory, model_reposi
     return repository
 
 
-@pytest.fixture(scope="session", params=SERVICE_BACKENDS)
+@pytest.fixture(scope="module", params=SERVICE_BACKENDS)
 def paraphrase_server(request: pytest.FixtureRequest, paraphrase_repository: ModelRepository, serve) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
     yield from serve("paraphrase", paraphrase_repository, request.param)
 

@@ -46,7 +46,7 @@ def phenotype_repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepos
     return repository
 
 
-@pytest.fixture(scope="session", params=SERVICE_BACKENDS)
+@pytest.fixture(scope="module", params=SERVICE_BACKENDS)
 def phenotype_server(request: pytest.FixtureRequest, phenotype_repository: ModelRepository, serve) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
     yield from serve("phenotype", phenotype_repository, request.param)
 

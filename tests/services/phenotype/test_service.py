@@ -70,6 +70,11 @@ def test_attributes_and_models_are_listed(client: sdk.Client) -> None:
     assert [m.name for m in models] == [FACE_MODEL, SECOND_FACE_MODEL] and models[0].default and not models[1].default
     assert set(models[0].companions) == {"factor_encoder", "image_encoder", "regressor", "identity"}
     assert models[0].metrics["generator"]["stage1_l1"] < models[0].metrics["generator"]["mean_face_l1"]
+    evaluation = models[0].metrics["evaluation"]  # stored by the build: how well each attribute's edits act
+    assert evaluation["faces"] == 16 and evaluation["targets"] == [0.1, 0.5, 0.9] and set(evaluation["attributes"]) == set(ATTRIBUTE_NAMES)
+    assert all(0.0 <= row["within"] <= 1.0 for row in evaluation["attributes"].values())
+    skin = evaluation["attributes"]["skin_tone"]
+    assert skin["error"] < skin["no_edit_error"]  # editing skin tone beats leaving the face as it is
 
 
 def test_generate_is_seeded_and_keeps_the_factors_given(client: sdk.Client, face: np.ndarray) -> None:

@@ -44,7 +44,7 @@ def rerank_repository(tmp_path_factory: pytest.TempPathFactory) -> ModelReposito
     return repository
 
 
-@pytest.fixture(scope="session", params=SERVICE_BACKENDS)
+@pytest.fixture(scope="module", params=SERVICE_BACKENDS)
 def rerank_server(request: pytest.FixtureRequest, rerank_repository: ModelRepository, serve) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
     yield from serve("rerank", rerank_repository, request.param)
 

@@ -38,14 +38,14 @@ def start_server(model_repository: ModelRepository, tmp_path_factory: pytest.Tem
     yield from started_servers(model_repository, tmp_path_factory, "retrieval")
 
 
-@pytest.fixture(scope="session", params=SERVICE_BACKENDS)
+@pytest.fixture(scope="module", params=SERVICE_BACKENDS)
 def retrieval_server(request: pytest.FixtureRequest, model_repository: ModelRepository, serve) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
     yield from serve("retrieval", model_repository, request.param)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def retrieval_address(retrieval_server: ServerProcess) -> str:
-    """host:port of a real retrieval server with the real default model, shared by the session."""
+    """host:port of a real retrieval server with the real default model, shared by the module."""
     return retrieval_server.address
 
 

@@ -105,6 +105,7 @@ def test_candidates_over_a_rerank_limit_say_to_ask_for_fewer(client: sdk.Client)
     assert len(client.search(name, QUERY, top_k=2, rerank=True, candidates=2)) == 2
 
 
+@pytest.mark.parametrize("retrieval_server", ["onnxruntime"], indirect=True)  # the repository check, not the backend
 def test_without_a_reranker_in_the_repository_rerank_is_failed_precondition_naming_the_build(retrieval_address: str) -> None:
     with sdk.Client(retrieval_address) as plain_client:
         name = f"c-{uuid.uuid4().hex[:8]}"

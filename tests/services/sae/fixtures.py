@@ -43,6 +43,6 @@ def sae_repository(tmp_path_factory: pytest.TempPathFactory, sae_work_dir: Path)
     return repository
 
 
-@pytest.fixture(scope="session", params=SERVICE_BACKENDS)
+@pytest.fixture(scope="module", params=SERVICE_BACKENDS)
 def sae_server(request: pytest.FixtureRequest, sae_repository: ModelRepository, serve) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
     yield from serve("sae", sae_repository, request.param)
