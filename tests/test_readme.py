@@ -119,3 +119,12 @@ def test_phenotype_example_runs_as_written(start_phenotype_server, tmp_path: Pat
     assert "'skin_tone': 0.8" in lines[2] and "nose_width" in lines[2]
     assert lines[-1] == f"(5, {TEST_IMAGE_SIZE}, {TEST_IMAGE_SIZE}, 3)"
     assert (tmp_path / "edit.png").read_bytes().startswith(b"\x89PNG")
+
+    # the stored evaluation's example: one line per attribute
+    evaluation = next(b for b in re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL) if 'metrics["evaluation"]' in b)
+    script.write_text(evaluation)
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 7 and lines[0].startswith("skin_tone: ")
+    assert all(re.fullmatch(r"\w+: \d+% of edits within ±0\.1, error \d\.\d\d \(no edit: \d\.\d\d\)", line) for line in lines), lines
