@@ -145,9 +145,11 @@ class OnnxRuntimeConfig:
     providers: str = "auto"
     intra_op_num_threads: int = 0  # 0: ONNX Runtime's default (one per core)
     inter_op_num_threads: int = 1
-    # ONNX Runtime's workers spin between runs by default; on a small machine that spinning
-    # takes the cores the gRPC threads need.
-    allow_spinning: bool = True
+    # ONNX Runtime's idle intra-op workers spin-wait after each run when True (its own default).
+    # Each session has its own pool, so in a service of several models (phenotype: 5 graphs per
+    # edit) the pools spin against each other and the Python thread between runs: on 2 cores an
+    # Edit took 72 ms server-side spinning and 11 ms not (README "Phenotype editing", benchmark).
+    allow_spinning: bool = False
     warmup_runs: int = 2
 
     def __post_init__(self) -> None:
