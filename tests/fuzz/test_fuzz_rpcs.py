@@ -1,5 +1,5 @@
 """The fixed-seed fuzz run of CI: every RPC of every capability in the registry, over real gRPC to
-the session's real servers, with generated, mutated and raw requests (`load.fuzz`). The property:
+real servers, with generated, mutated and raw requests (`load.fuzz`). The property:
 every call ends OK or with a status of the README's error table and a message without a
 traceback; no INTERNAL, UNKNOWN, hang or dead server. The longer run is `python -m load.fuzz`."""
 
@@ -25,14 +25,15 @@ SEED = 13
 
 
 def server_fixture(capability: str) -> str:
-    """The session fixture of a capability's server (`<capability>_server`, one per backend)."""
+    """The fixture of a capability's server (`<capability>_server`, one per backend, module-scoped)."""
     return f"{capability}_server"
 
 
 def with_every_server(test: Callable[..., Any]) -> Callable[..., Any]:
-    """Give `test` the session server of every capability in the registry, on FUZZ_BACKEND."""
+    """Give `test` the server of every capability in the registry, on FUZZ_BACKEND (started for this
+    module and stopped after it, as the fixtures' own scope says)."""
     for name in registry.names():
-        test = pytest.mark.parametrize(server_fixture(name), [FUZZ_BACKEND], indirect=True, scope="session")(test)
+        test = pytest.mark.parametrize(server_fixture(name), [FUZZ_BACKEND], indirect=True, scope="module")(test)
     return pytest.mark.usefixtures(*(server_fixture(name) for name in registry.names()))(test)
 
 
