@@ -51,10 +51,10 @@ def paraphrase_server(request: pytest.FixtureRequest, paraphrase_repository: Mod
     yield from serve("paraphrase", paraphrase_repository, request.param)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def start_paraphrase_server(
     paraphrase_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: start_paraphrase_server(env={...}) -> a SERVING paraphrase ServerProcess (ONNX
-    Runtime) on the test paraphrasers with the given settings, stopped at session end."""
+    Runtime) on the test paraphrasers with the given settings, stopped at the end of the module (an idle server still takes memory and some CPU)."""
     yield from started_servers(paraphrase_repository, tmp_path_factory, "paraphrase")

@@ -51,10 +51,10 @@ def phenotype_server(request: pytest.FixtureRequest, phenotype_repository: Model
     yield from serve("phenotype", phenotype_repository, request.param)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def start_phenotype_server(
     phenotype_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: start_phenotype_server(env={...}) -> a SERVING phenotype ServerProcess (ONNX
-    Runtime) on the test face models with the given settings, stopped at session end."""
+    Runtime) on the test face models with the given settings, stopped at the end of the module (an idle server still takes memory and some CPU)."""
     yield from started_servers(phenotype_repository, tmp_path_factory, "phenotype")

@@ -49,8 +49,8 @@ def rerank_server(request: pytest.FixtureRequest, rerank_repository: ModelReposi
     yield from serve("rerank", rerank_repository, request.param)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def start_rerank_server(rerank_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: start_rerank_server(env={...}) -> a SERVING rerank ServerProcess (ONNX Runtime)
-    on the test rerankers with the given settings, stopped at session end."""
+    on the test rerankers with the given settings, stopped at the end of the module (an idle server still takes memory and some CPU)."""
     yield from started_servers(rerank_repository, tmp_path_factory, "rerank")

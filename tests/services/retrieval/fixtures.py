@@ -31,10 +31,10 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory, rarb_data: Path) 
     return repository
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def start_server(model_repository: ModelRepository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: start_server(env={...}, data_dir=None, wait=True) -> a SERVING retrieval
-    ServerProcess on the embedding model, stopped at session end."""
+    ServerProcess on the embedding model, stopped at the end of the module (an idle server still takes memory and some CPU)."""
     yield from started_servers(model_repository, tmp_path_factory, "retrieval")
 
 
