@@ -73,7 +73,7 @@ def rgb(array: np.ndarray, name: str = "image") -> np.ndarray:
             "use np.transpose(image, (1, 2, 0))"
         )
     if not (array.ndim == 2 or (array.ndim == 3 and shape[2] in (1, 2, 3, 4))):
-        raise InvalidArgument(f"{name} must have shape (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA, got {shape}")
+        raise InvalidArgument(f"{name} must have shape (H, W, 3) RGB, (H, W) or (H, W, 1) grey, (H, W, 2) grey+alpha or (H, W, 4) RGBA, got {shape}")
     if array.size == 0:
         raise InvalidArgument(f"{name} is empty (shape {shape}): an image needs at least one pixel")
     if array.ndim == 2:
@@ -177,9 +177,18 @@ def array_from_message(message: phenotype_pb2.Image, what: str = "image") -> np.
     return rgb(array, what)
 
 
+def format_hint(data: bytes) -> str:
+    """" (it looks like JPEG)" when `data` starts with a common non-PNG image format's signature,
+    else "": for the refusal of a file that is not PNG (the SDK's and the service's)."""
+    for signature, name in ((b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"), (b"RIFF", "RIFF/WebP")):
+        if data.startswith(signature):
+            return f" (it looks like {name})"
+    return ""
+
+
 def _check_signature(data: bytes, name: str) -> None:
     if not data.startswith(PNG_SIGNATURE):
-        raise InvalidArgument(f"{name} is not a PNG file (it does not start with the PNG signature); convert it to PNG first")
+        raise InvalidArgument(f"{name} is not a PNG file{format_hint(data)}: it does not start with the PNG signature; convert it to PNG first")
 
 
 def _read_png_file(path: str | os.PathLike[str], name: str) -> bytes:

@@ -188,6 +188,7 @@ class EditReport:
         reconstruction_error: mean absolute difference (0..1 scale) of the input, at the model's
             size, and its unedited reconstruction: what encoding loses before any edit.
         model: the face model.
+        error: (property) achieved - target per edited attribute.
     """
 
     target: dict[str, float]
@@ -530,8 +531,8 @@ class PhenotypeMethods(SyncTransport):
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
             (edited, report): edited is uint8 (image_size, image_size, 3); report is an
-            `EditReport` (target, achieved, drift, identity_similarity, pixel_change_outside,
-            pixel_change_inside, before).
+            `EditReport` (target, achieved, error, drift, identity_similarity,
+            pixel_change_outside, pixel_change_inside, before, reconstruction_error, model).
         Raises:
             InvalidArgument: before sending, edits empty or not a dict, a key that is not a
                 string, a value that is NaN, infinite or outside [0, 1], a bad image or

@@ -116,7 +116,7 @@ def test_phenotype_example_runs_as_written(start_phenotype_server, tmp_path: Pat
     lines = result.stdout.splitlines()
     assert "skin_tone" in lines[0] and str(TEST_IMAGE_SIZE) in lines[0]
     assert lines[1] == "Fitzpatrick type I (lightest) -> Fitzpatrick type VI (darkest)"
-    assert "'skin_tone': 0.8" in lines[2] and "nose_width" in lines[2]
+    assert "'skin_tone': 0.2" in lines[2] and "hair_colour" in lines[2]
     assert lines[-1] == f"(5, {TEST_IMAGE_SIZE}, {TEST_IMAGE_SIZE}, 3)"
     assert (tmp_path / "edit.png").read_bytes().startswith(b"\x89PNG")
 

@@ -30,7 +30,7 @@ import zlib
 
 import numpy as np
 
-from sdk._images import PNG_SIGNATURE, RAW_CHANNELS, encode_png, rgb
+from sdk._images import PNG_SIGNATURE, RAW_CHANNELS, encode_png, format_hint, rgb
 from sdk._proto.facet.v1 import phenotype_pb2
 from services.phenotype.config import PhenotypeConfig
 from services.runtime.errors import InternalError, InvalidArgument
@@ -91,10 +91,9 @@ def _decode_raw(raw: phenotype_pb2.RawImage, field: str, limits: PhenotypeConfig
 def _decode_png(data: bytes, field: str, limits: PhenotypeConfig) -> np.ndarray:
     _check_bytes(len(data), field, limits)
     if not data.startswith(PNG_SIGNATURE):
-        what = _format_of(data)
-        raise InvalidArgument(f"{field} is not a PNG file{f' ({what})' if what else ''}: only PNG is read; convert it to PNG or send raw pixels")
+        raise InvalidArgument(f"{field} is not a PNG file{format_hint(data)}: only PNG is read; convert it to PNG or send raw pixels")
     if len(data) < _IHDR_END or data[len(PNG_SIGNATURE) + 4 : len(PNG_SIGNATURE) + 8] != b"IHDR":
-        raise InvalidArgument(f"{field} is a truncated or corrupt PNG: it has no complete IHDR header ({len(data)} bytes)")
+        raise InvalidArgument(f"{field} is a truncated or corrupt PNG: it has no complete IHDR header (the file has {len(data)} bytes)")
     width, height = struct.unpack(">II", data[len(PNG_SIGNATURE) + 8 : len(PNG_SIGNATURE) + 16])
     _check_sides(height, width, field, limits)  # before decompressing anything
     _check_chunks(data, field)
@@ -129,7 +128,8 @@ MAX_PNG_CHUNKS = 65_536
 
 
 def _check_chunks(data: bytes, field: str) -> None:
-    """Raises InvalidArgument when `data` holds more than `MAX_PNG_CHUNKS` chunks, or a complete
+    """Raises InvalidArgument when `data` holds more than `MAX_PNG_CHUNKS` chunks, ends before its
+    IEND chunk (a file cut short, even where its pixels happen to be complete), or has a complete
     chunk whose CRC-32 (over its type and data, RFC 2083 §3.2) does not match: Pillow checks the
     CRCs of header chunks but not of IDAT, so a PNG damaged in its pixel data would otherwise
     decode to wrong pixels without an error. The scan stops at the limit, so its cost is bounded
@@ -150,20 +150,13 @@ def _check_chunks(data: bytes, field: str) -> None:
         if data[position + 4 : position + 8] == b"IEND":
             return
         position = end + 4
+    raise InvalidArgument(f"{field} is a truncated or corrupt PNG: it ends before its IEND chunk (the file has {len(data)} bytes)")
 
 
 def _reason(exc: BaseException) -> str:
     """Pillow's message without the object reprs some of them carry ("<_io.BytesIO object at 0x...>")."""
-    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the image", str(exc))
+    text = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc))  # "cannot identify image file <_io.BytesIO ...>"
     return text or type(exc).__name__
-
-
-def _format_of(data: bytes) -> str:
-    """The name of a common image format `data` starts with, for the refusal's message."""
-    for signature, name in ((b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"), (b"RIFF", "RIFF/WebP")):
-        if data.startswith(signature):
-            return f"it looks like {name}"
-    return ""
 
 
 def to_model_input(image: np.ndarray, size: int) -> np.ndarray:

@@ -107,9 +107,11 @@ def test_png_bytes_and_paths_are_sent_as_they_are(tmp_path: Path) -> None:
         (FACE > 100, r"got dtype bool"),
         (np.zeros((0, 20, 3), np.uint8), r"image is empty \(shape \(0, 20, 3\)\): an image needs at least one pixel"),
         (np.zeros((3, 24, 20), np.uint8), r"image must be channels-last \(H, W, 3\), got shape \(3, 24, 20\), which looks channels-first: use np.transpose\(image, \(1, 2, 0\)\)"),
-        (np.zeros((24, 20, 5), np.uint8), r"image must have shape \(H, W, 3\) RGB, \(H, W\) grey or \(H, W, 4\) RGBA, got \(24, 20, 5\)"),
+        (np.zeros((24, 20, 5), np.uint8), r"image must have shape \(H, W, 3\) RGB, \(H, W\) or \(H, W, 1\) grey, \(H, W, 2\) grey\+alpha or \(H, W, 4\) RGBA, got \(24, 20, 5\)"),
         (np.zeros((2, 24, 20, 3), np.uint8), r"got \(2, 24, 20, 3\)"),
-        (b"GIF89a...", r"image \(bytes\) is not a PNG file \(it does not start with the PNG signature\); convert it to PNG first"),
+        (b"GIF89a...", r"image \(bytes\) is not a PNG file \(it looks like GIF\): it does not start with the PNG signature; convert it to PNG first"),
+        (b"\xff\xd8\xff\xe0JFIF", r"image \(bytes\) is not a PNG file \(it looks like JPEG\)"),
+        (b"plain text", r"image \(bytes\) is not a PNG file: it does not start"),
         ([[1, 2], [3, 4]], r"image must be a numpy uint8 array \(H, W, 3\), PNG bytes or a path to a PNG file, got list"),
     ],
 )

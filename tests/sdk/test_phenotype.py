@@ -85,7 +85,7 @@ def test_bad_edits_are_refused_before_sending(edits: object, message: str) -> No
     [
         (FACE.astype(np.float32) / 255, r"image must be a uint8 array \(0..255\), got dtype float32: for values in \[0, 1\] convert with \(np.clip\(image, 0, 1\) \* 255\).round\(\).astype\(np.uint8\)"),
         (np.zeros((0, 0, 3), np.uint8), r"image is empty"),
-        (np.zeros((32, 32, 2, 3), np.uint8), r"image must have shape \(H, W, 3\) RGB, \(H, W\) grey or \(H, W, 4\) RGBA, got \(32, 32, 2, 3\)"),
+        (np.zeros((32, 32, 2, 3), np.uint8), r"image must have shape \(H, W, 3\) RGB, \(H, W\) or \(H, W, 1\) grey, \(H, W, 2\) grey\+alpha or \(H, W, 4\) RGBA, got \(32, 32, 2, 3\)"),
         (None, r"image must be a numpy uint8 array \(H, W, 3\), PNG bytes or a path to a PNG file, got NoneType"),
     ],
 )

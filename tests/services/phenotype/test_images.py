@@ -77,7 +77,7 @@ def test_another_image_format_is_named() -> None:
 def test_a_truncated_png_is_refused() -> None:
     data = pillow_png(RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8))
     refused(png_message(data[: len(data) // 2]), r"^image.png is a truncated or corrupt PNG: ")
-    refused(png_message(data[:20]), r"image.png is a truncated or corrupt PNG: it has no complete IHDR header \(20 bytes\)")
+    refused(png_message(data[:20]), r"image.png is a truncated or corrupt PNG: it has no complete IHDR header \(the file has 20 bytes\)")
 
 
 def test_a_corrupt_png_is_refused() -> None:
@@ -134,6 +134,15 @@ def test_a_png_of_a_million_tiny_chunks_is_refused_from_a_scan_before_pillow_wal
 def test_pillow_messages_carry_no_object_addresses() -> None:
     error = refused(png_message(pillow_png(FACE)[:60]), r"truncated or corrupt PNG")
     assert " at 0x" not in error.message and "BytesIO" not in error.message
+    unknown_colour_type = hand_png(32, 32, 8, 7, zlib.compress(bytes(33 * 32)))
+    refused(png_message(unknown_colour_type), r"^image.png is a truncated or corrupt PNG: cannot identify image file$")
+
+
+def test_a_png_cut_before_its_iend_chunk_is_refused_though_its_pixels_are_complete() -> None:
+    data = pillow_png(FACE)
+    cut = data[: data.rindex(b"IEND") - 4]  # every pixel there, the end marker gone
+    refused(png_message(cut), rf"^image.png is a truncated or corrupt PNG: it ends before its IEND chunk \(the file has {len(cut)} bytes\)$")
+    assert images.decode_image(png_message(data + b"trailing bytes"), "image", LIMITS).shape == FACE.shape  # bytes after IEND are ignored
 
 
 def test_an_animated_png_is_refused() -> None:
