@@ -70,6 +70,8 @@ MAX_STATUS_MESSAGE_CHARS = 2048
 CUT_OFF_MESSAGE = "the server shut down before this call finished (its grace period, server.grace_period_s, ended); retry it"
 
 
+LOGGED_MESSAGE_CHARS = 300  # of a refused call's status message in its log line
+
 class _UndecodableRequest:
     """Stands in for a request whose bytes are not a valid message."""
 
@@ -259,7 +261,7 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
         async def refuse(_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
             REQUEST_ID.set(request_id)  # this call's own task: never reset
             context.set_trailing_metadata(((REQUEST_ID_METADATA, request_id), *trailing))
-            self._finish(method, code, time.perf_counter(), key)
+            self._finish(method, code, time.perf_counter(), key, message)
             await context.abort(code, message)
 
         return grpc.stream_unary_rpc_method_handler(refuse, None, None)
@@ -296,7 +298,9 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
         log.error("unhandled error in %s", method, exc_info=exc)
         return grpc.StatusCode.INTERNAL, f"internal error; the server logged it under request id {REQUEST_ID.get()}"
 
-    def _finish(self, method: str, code: grpc.StatusCode, start: float, key: str | None = None) -> None:
+    def _finish(self, method: str, code: grpc.StatusCode, start: float, key: str | None = None, message: str | None = None) -> None:
+        """Count the call and log it: one line per call, with the status message of a refused one
+        (cut to `LOGGED_MESSAGE_CHARS`), so an operator sees why a client was refused."""
         elapsed = time.perf_counter() - start
         METRICS.requests.labels(method, code.name).inc()
         METRICS.latency.labels(method).observe(elapsed)
@@ -307,6 +311,8 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
             fields: dict[str, Any] = {"method": method, "code": code.name, "latency_ms": round(elapsed * 1e3, 3)}
             if key is not None:
                 fields["key"] = key
+            if message:
+                fields["message"] = message if len(message) <= LOGGED_MESSAGE_CHARS else message[: LOGGED_MESSAGE_CHARS - 3] + "..."
             log.log(level, "rpc", extra={"fields": fields})
 
     @contextlib.asynccontextmanager
@@ -321,14 +327,14 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
             if not self.calls.cutting_off:
                 self._finish(method, _cancel_code(context), start, key)
                 raise
-            self._finish(method, grpc.StatusCode.UNAVAILABLE, start, key)
+            self._finish(method, grpc.StatusCode.UNAVAILABLE, start, key, CUT_OFF_MESSAGE)
             await context.abort(grpc.StatusCode.UNAVAILABLE, CUT_OFF_MESSAGE)
         except grpc.aio.AbortError:  # the servicer aborted the call itself
-            self._finish(method, context.code() or grpc.StatusCode.UNKNOWN, start, key)
+            self._finish(method, context.code() or grpc.StatusCode.UNKNOWN, start, key, context.details() or None)
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to a status, never a stack trace
             code, message = self._status_of(exc, method)
-            self._finish(method, code, start, key)
+            self._finish(method, code, start, key, message)
             await context.abort(code, message)  # raises AbortError
         else:
             self._finish(method, grpc.StatusCode.OK, start, key)

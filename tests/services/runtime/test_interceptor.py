@@ -20,6 +20,7 @@ from services.runtime.errors import InvalidArgument
 from services.runtime.interceptor import (
     CUT_OFF_MESSAGE,
     DRAINING_MESSAGE,
+    LOGGED_MESSAGE_CHARS,
     MAX_STATUS_MESSAGE_CHARS,
     STARTING_MESSAGE,
     UNAUTHENTICATED_MESSAGE,
@@ -163,6 +164,10 @@ async def test_a_reply_over_the_message_limit_is_resource_exhausted_counted_and_
             assert dict(info.value.trailing_metadata() or ()).get(REQUEST_ID_METADATA)
     assert _count("facet_requests_total", REPLY, code="RESOURCE_EXHAUSTED") - before == 2
     assert _codes_logged(rpc_log, REPLY).count("RESOURCE_EXHAUSTED") == 2
+    # the operator reads why in the log line: the status message, cut to LOGGED_MESSAGE_CHARS
+    messages = [getattr(r, "fields", {}).get("message") for r in rpc_log.records if getattr(r, "fields", {}).get("code") == "RESOURCE_EXHAUSTED"]
+    assert len(messages) == 2 and all(m and "server.max_message_bytes" in m and len(m) <= LOGGED_MESSAGE_CHARS for m in messages)
+    assert all("message" not in getattr(r, "fields", {}) for r in rpc_log.records if getattr(r, "fields", {}).get("code") == "OK")
 
 
 async def test_each_message_of_a_stream_is_sized(probe, rpc_log) -> None:  # type: ignore[no-untyped-def]
