@@ -48,7 +48,7 @@ def _lfw_faces(count: int = 8) -> np.ndarray | None:
 
 def run_demo(client: sdk.Client, out_dir: Path | None = None) -> list[Path]:
     """Generate, edit and interpolate a face and a photograph, encode eight real faces; print the
-    reports; write three grids (two without scikit-image).
+    reports; write three grids (only the first without scikit-image).
 
     Returns:
         the PNG files written.
