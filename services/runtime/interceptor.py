@@ -312,7 +312,7 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
             if key is not None:
                 fields["key"] = key
             if message:
-                fields["message"] = message if len(message) <= LOGGED_MESSAGE_CHARS else message[: LOGGED_MESSAGE_CHARS - 3] + "..."
+                fields["message"] = bounded_message(message, LOGGED_MESSAGE_CHARS)
             log.log(level, "rpc", extra={"fields": fields})
 
     @contextlib.asynccontextmanager
@@ -372,11 +372,11 @@ class FacetInterceptor(grpc.aio.ServerInterceptor):
         return run
 
 
-def bounded_message(message: str) -> str:
-    """`message`, cut to `MAX_STATUS_MESSAGE_CHARS` characters (the cut is marked)."""
-    if len(message) <= MAX_STATUS_MESSAGE_CHARS:
+def bounded_message(message: str, limit: int = MAX_STATUS_MESSAGE_CHARS) -> str:
+    """`message`, cut to `limit` (>= 80) characters (the cut is marked)."""
+    if len(message) <= limit:
         return message
-    return message[: MAX_STATUS_MESSAGE_CHARS - 40] + f" ... [{len(message):,} characters, cut]"
+    return message[: limit - 40] + f" ... [{len(message):,} characters, cut]"
 
 
 class _Reject(Exception):
