@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import sdk
+from tests.faults.conftest import LONG_HORIZON
 from tests.faults.locust_run import metric, rss_bytes, wait_for
 from tests.serving import ServerProcess
 
@@ -28,9 +29,10 @@ IDLE_CALLS = 16
 IDLE_DEADLINE_S = 5.0
 ROLLOUT = "/facet.v1.NextFrame/Rollout"
 PREDICT_NEXT = "/facet.v1.NextFrame/PredictNext"
-# What IDLE_CALLS idle calls may add to the server's resident memory: a stalled Rollout holds at
-# most its horizon of frames (256 x 4 KiB = 1 MiB) in gRPC's buffers; 64 MiB leaves room for the
-# allocator and gRPC's per-call state, and still fails if streams buffered without bound.
+# What IDLE_CALLS idle calls may add to the server's resident memory. Each asks for LONG_HORIZON
+# frames (256 MiB of 4 KiB frames) that its reader never takes: the server must stop at gRPC's
+# flow-control window, not buffer them. 64 MiB leaves room for the allocator, the windows and
+# gRPC's per-call state, and fails if streams buffered without bound.
 MAX_GROWTH_BYTES = 64 * 1024 * 1024
 NO_RETRY = sdk.RetryPolicy(max_attempts=1)
 
@@ -103,7 +105,7 @@ def test_streams_nobody_reads_end_at_their_deadline_in_bounded_memory(frame_serv
     # the SDK's default retries: a Rollout is retried only until its first frame (16 connections
     # opened at once on a saturated 2-core machine: one connection attempt in ~12 runs timed out)
     clients = [sdk.Client(nextframe=address, timeout_s=IDLE_DEADLINE_S) for _ in range(IDLE_CALLS)]
-    streams: list[Iterator[np.ndarray]] = [c.rollout(model, clip, horizon=256) for c in clients]
+    streams: list[Iterator[np.ndarray]] = [c.rollout(model, clip, horizon=LONG_HORIZON) for c in clients]
     others = _Others(address, model, clip)
     try:
         for stream in streams:  # each reads its first frame, then nobody reads
@@ -177,7 +179,7 @@ def test_calls_whose_request_never_comes_end_at_their_deadline(frame_server: Ser
 
 def test_a_stream_nobody_reads_without_a_deadline_holds_nothing_on_the_server(frame_server: ServerProcess) -> None:
     """A Rollout read once and then not for an hour (a deadline an hour away: the SDK always sets
-    one): its at most `nextframe.max_horizon` frames (256 x 4 KiB) fit in gRPC's flow-control
+    one): its 256 frames (4 KiB each, the default `nextframe.max_horizon`) fit in gRPC's flow-control
     windows, so the server finishes the stream (OK) and holds nothing for it; the frames wait in
     the client's buffers, and the reader gets all of them when it comes back. (A call held open
     with nothing to send is ended by the connection age, `server.max_connection_age_s`: see
