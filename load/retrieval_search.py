@@ -19,7 +19,7 @@ import sdk
 from load.harness import MIB, BenchmarkService, Results, Row, drain, log, percentile
 from load.retrieval_embed import embed_corpus
 from load.retrieval_workload import TOP_K, UPSERT_BATCH, Settings, Workload
-from services.retrieval.store import DEFAULT_HNSW_EF_SEARCH, DEFAULT_HNSW_M, HNSW_EF_CONSTRUCTION
+from services.retrieval.collections import DEFAULT_HNSW_EF_SEARCH, DEFAULT_HNSW_M, HNSW_EF_CONSTRUCTION
 
 # -- the baseline in this process and the truth ---------------------------------------------------
 

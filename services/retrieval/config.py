@@ -11,6 +11,10 @@ from services.runtime.config import check
 # Bytes a returned document takes besides its text and metadata: its id (256 characters, up to
 # 1 KiB in UTF-8) and the message framing.
 DOCUMENT_OVERHEAD_BYTES = 2048
+STORES = ("embedded", "milvus")
+MILVUS_CONSISTENCY = ("Strong", "Bounded", "Session", "Eventually")
+MILVUS_MAX_VARCHAR_BYTES = 65_535  # a Milvus VARCHAR field's largest max_length
+MILVUS_MAX_TOP_K = 16_384  # Milvus' largest search limit (topK)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +46,18 @@ class RetrievalConfig:
         float32 scores (dot products, squared distances).
     rerank_candidates: a Search with `rerank` and no `candidates` lets the reranker read the
         max(top_k, rerank_candidates) nearest documents, at most max_top_k.
+    store: where collections live: "embedded" (SQLite + FAISS in the data dir, one process) or
+        "milvus" (a Milvus server or cluster that several service processes share).
+    milvus_uri: the Milvus server (http://host:19530); required with store = "milvus" (`facet up
+        --retrieval-store milvus` without a URI starts a local Milvus standalone and sets it).
+    milvus_token: "user:password" or an API key; empty for a server without authentication.
+    milvus_database: the Milvus database that holds Facet's collections.
+    milvus_consistency: the consistency level of Facet's Milvus collections and of every search
+        and read: "Strong" (a read sees every acknowledged write, through any service process),
+        "Bounded", "Session" or "Eventually" (faster, may miss the latest writes).
+    milvus_timeout_s: the longest one Milvus call may take; past it, or when the server cannot be
+        reached, the call fails with UNAVAILABLE naming the URI.
+    milvus_concurrency: Milvus calls one service process runs at once.
     """
 
     embedding_model: str = "all-minilm-l6-v2"
@@ -61,6 +77,13 @@ class RetrievalConfig:
     max_filter_keys: int = 64
     max_vector_norm: float = 1e18
     rerank_candidates: int = 100
+    store: str = "embedded"
+    milvus_uri: str = ""
+    milvus_token: str = dataclasses.field(default="", repr=False)
+    milvus_database: str = "default"
+    milvus_consistency: str = "Strong"
+    milvus_timeout_s: float = 10.0
+    milvus_concurrency: int = 8
 
     def __post_init__(self) -> None:
         check(bool(self.embedding_model), "retrieval.embedding_model must be set")
@@ -83,6 +106,27 @@ class RetrievalConfig:
         check(1 <= self.max_filter_keys <= 256, "retrieval.max_filter_keys must be 1..256 (SQLite's expression depth)")
         check(self.rerank_candidates >= 1, f"retrieval.rerank_candidates must be >= 1, got {self.rerank_candidates}")
         check(0 < self.max_vector_norm <= 1e18, "retrieval.max_vector_norm must be in (0, 1e18] (float32 scores overflow above)")
+        check(self.store in STORES, f"retrieval.store must be one of {', '.join(STORES)}, got {self.store!r}")
+        check(
+            self.milvus_consistency in MILVUS_CONSISTENCY,
+            f"retrieval.milvus_consistency must be one of {', '.join(MILVUS_CONSISTENCY)}, got {self.milvus_consistency!r}",
+        )
+        check(self.milvus_timeout_s > 0, "retrieval.milvus_timeout_s must be > 0")
+        check(self.milvus_concurrency >= 1, "retrieval.milvus_concurrency must be >= 1")
+        if self.store == "milvus":
+            check(
+                bool(self.milvus_uri),
+                "retrieval.milvus_uri must be set with retrieval.store = milvus (for example http://localhost:19530)",
+            )
+            check(
+                self.max_document_text_bytes <= MILVUS_MAX_VARCHAR_BYTES,
+                f"retrieval.max_document_text_bytes ({self.max_document_text_bytes}) exceeds what a Milvus VARCHAR holds "
+                f"({MILVUS_MAX_VARCHAR_BYTES} bytes) with retrieval.store = milvus",
+            )
+            check(
+                self.max_top_k <= MILVUS_MAX_TOP_K,
+                f"retrieval.max_top_k ({self.max_top_k}) exceeds Milvus' limit ({MILVUS_MAX_TOP_K}) with retrieval.store = milvus",
+            )
         # Every stored document must come back: a full Get or Search reply fits in one message.
         per_document = self.max_document_text_bytes + self.max_metadata_bytes + DOCUMENT_OVERHEAD_BYTES
         for key, count in (("max_documents_per_request", self.max_documents_per_request), ("max_top_k", self.max_top_k)):

@@ -17,17 +17,18 @@ from sdk._proto.facet.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from sdk._tensors import tensor_from_numpy, tensor_to_numpy
 from services.backends import create_backend
 from services.rerank.config import RerankConfig
-from services.retrieval.config import RetrievalConfig
-from services.retrieval.embedder import Embedder
-from services.retrieval.reranking import RerankedHit, SearchReranker
-from services.retrieval.store import (
+from services.retrieval.collections import (
     COLLECTION_NAME,
     MAX_ID_CHARS,
     CollectionInfo,
-    DocumentStore,
+    CollectionStore,
     ScoredDocument,
     StoredDocument,
+    open_store,
 )
+from services.retrieval.config import RetrievalConfig
+from services.retrieval.embedder import Embedder
+from services.retrieval.reranking import RerankedHit, SearchReranker
 from services.runtime.config import FacetConfig
 from services.runtime.errors import FacetError, InvalidArgument, shown
 from services.runtime.outputs import finite_output
@@ -167,9 +168,11 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
         self._backend = create_backend(config)
         self._embedder = Embedder(self._backend, self._limits)
         self._reranking = SearchReranker(self._backend, config.section(RerankConfig), config.model_repository)
-        self._store: DocumentStore | None = None
-        # Every store call runs on this one thread: SQLite and FAISS see one caller at a time.
-        self._store_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._store: CollectionStore | None = None
+        # Store calls run here: on the embedded store one thread (SQLite and FAISS see one caller
+        # at a time); on Milvus, retrieval.milvus_concurrency network calls at once.
+        workers = self._limits.milvus_concurrency if self._limits.store == "milvus" else 1
+        self._store_thread = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="store")
         # Index files are written here, off the store thread, so a large write never stalls a search.
         self._index_writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
         self._saver: asyncio.Task[None] | None = None
@@ -182,11 +185,15 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
     async def start(self) -> None:
         await self._embedder.load()
         data_dir = self._config.data_dir / "retrieval"
-        self._store = await asyncio.get_running_loop().run_in_executor(self._store_thread, DocumentStore, data_dir, self._limits)
+        self._store = await asyncio.get_running_loop().run_in_executor(
+            self._store_thread, open_store, self._limits, data_dir
+        )
         self._saver = asyncio.get_running_loop().create_task(self._save_periodically())
 
     async def healthy(self) -> bool:
-        return await self._backend.serving()
+        # the store's check on its own thread: health answers while store calls queue
+        store = self._store
+        return store is not None and await self._backend.serving() and await asyncio.to_thread(store.healthy)
 
     async def stop(self) -> None:
         if self._saver is not None:
@@ -212,7 +219,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
             except Exception:  # noqa: BLE001 - SQLite stays the source of truth; retry next round
                 log.exception("saving indexes failed")
 
-    async def _on_store(self, call: Callable[[DocumentStore], T]) -> T:
+    async def _on_store(self, call: Callable[[CollectionStore], T]) -> T:
         store = self._store
         assert store is not None
         return await asyncio.get_running_loop().run_in_executor(self._store_thread, call, store)
@@ -305,7 +312,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
         to_embed, metadata = await asyncio.to_thread(self._check_documents, docs)
         if to_embed:
             self._embedder.check_budget(sum(len(docs[i].text) for i in to_embed), "documents.text")
-        info = await self._on_store(lambda s: s.collection(request.collection))
+        info = await self._on_store(lambda s: s.spec(request.collection))
         vectors = await asyncio.to_thread(self._document_vectors, docs, info)
         if to_embed:
             if info.dimension != self._embedder.dimension:
@@ -364,7 +371,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
         ids = list(request.ids)
         _check_id_count(ids, self._limits.max_documents_per_request)
         if request.include_vectors:
-            info = await self._on_store(lambda s: s.collection(request.collection))
+            info = await self._on_store(lambda s: s.spec(request.collection))
             fit = self._limits.reply_documents(_VECTOR_BYTES_PER_DIMENSION * info.dimension)
             if len(ids) > fit:
                 raise InvalidArgument(
@@ -413,7 +420,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
             self._embedder.validate([request.text], prompt=request.prompt, names=[QUERY_FIELD])
             if request.rerank:  # before any embedding: no reranker (or a query it cannot read), no work
                 await self._reranking.ready(request.reranker, request.text)
-            info = await self._on_store(lambda s: s.collection(request.collection))
+            info = await self._on_store(lambda s: s.spec(request.collection))
             if info.dimension != self._embedder.dimension:
                 raise InvalidArgument(
                     f"collection '{info.name}' has dimension {info.dimension}; a text query embeds to "
@@ -423,7 +430,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
         elif which == "vector":
             query = tensor_to_numpy(request.vector, "vector").astype(np.float32, copy=False).reshape(-1)
             _check_vectors(query, "vector", limits.max_vector_norm)
-            info = await self._on_store(lambda s: s.collection(request.collection))
+            info = await self._on_store(lambda s: s.spec(request.collection))
         else:
             raise InvalidArgument("set the query: text or vector")
         if request.include_vectors:
@@ -451,7 +458,11 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServicer, FacetService):
                 if given:
                     raise InvalidArgument(f"{field} is read only with rerank=true; set rerank, or leave {field} out")
             return top_k
-        candidates = request.candidates if request.HasField("candidates") else max(top_k, min(limits.rerank_candidates, limits.max_top_k))
+        candidates = (
+            request.candidates
+            if request.HasField("candidates")
+            else max(top_k, min(limits.rerank_candidates, limits.max_top_k))
+        )
         if not top_k <= candidates <= limits.max_top_k:
             raise InvalidArgument(
                 f"candidates must be top_k ({top_k})..{limits.max_top_k} (retrieval.max_top_k), got {candidates}"

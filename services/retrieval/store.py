@@ -32,7 +32,6 @@ import functools
 import json
 import logging
 import math
-import re
 import sqlite3
 import threading
 import time
@@ -45,33 +44,26 @@ import faiss as _faiss
 import numpy as np
 
 from services.retrieval import index_files
+from services.retrieval.collections import (
+    HNSW_EF_CONSTRUCTION,
+    CollectionInfo,
+    ScoredDocument,
+    StoredDocument,
+    already_exists,
+    check_filter,
+    collection_spec,
+    not_found,
+    prepare_vectors,
+)
 from services.retrieval.config import RetrievalConfig
 from services.retrieval.index_files import IndexFileRejected, IndexIdentity, IndexState, NoSavedIndex
-from services.runtime.errors import (
-    AlreadyExists,
-    FacetError,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    Unavailable,
-    shown,
-)
+from services.runtime.errors import FacetError, ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
 faiss: Any = _faiss  # its bundled stubs miss SearchParametersHNSW and the numpy overloads
 P = ParamSpec("P")
 T = TypeVar("T")
 
-METRICS = ("cosine", "dot", "l2")
-INDEX_TYPES = ("flat", "hnsw")
-COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-MAX_ID_CHARS = 256
-DEFAULT_HNSW_M = 32
-DEFAULT_HNSW_EF_SEARCH = 128
-MIN_HNSW_M, MAX_HNSW_M = 2, 256
-MAX_HNSW_EF_SEARCH = 4096
-_FILTER_KEY = re.compile(r'^[^"\x00-\x1f\\]{1,256}$')
-HNSW_EF_CONSTRUCTION = 128
 _REBUILD_DEAD_FRACTION = 0.25
 _WIDEN_FACTOR = 4  # a filtered HNSW search that found too few matches retries with this many times the ef
 DATABASE_FILE = "retrieval.sqlite3"
@@ -171,34 +163,6 @@ def _storage_errors(method: Callable[Concatenate[DocumentStore, P], T]) -> Calla
     return wrapper
 
 
-@dataclasses.dataclass(frozen=True)
-class CollectionInfo:
-    name: str
-    metric: str
-    index_type: str
-    dimension: int
-    document_count: int
-    hnsw_m: int
-    hnsw_ef_search: int
-
-
-@dataclasses.dataclass(frozen=True)
-class StoredDocument:
-    id: str
-    text: str
-    metadata: dict[str, Any]
-    vector: np.ndarray | None
-
-
-@dataclasses.dataclass(frozen=True)
-class ScoredDocument:
-    id: str
-    score: float
-    text: str
-    metadata: dict[str, Any]
-    vector: np.ndarray | None
-
-
 class _Index:
     """A collection's FAISS index, with tombstones for HNSW (which cannot remove)."""
 
@@ -284,7 +248,8 @@ class _Index:
 
 
 class DocumentStore:
-    """All collections of one retrieval service, persisted under `data_dir`.
+    """The embedded store (`retrieval.store = "embedded"`, a `CollectionStore`): all collections
+    of one retrieval service, persisted under `data_dir`.
 
     Args:
         data_dir: the service's folder (created when new).
@@ -301,6 +266,8 @@ class DocumentStore:
         rebuilds: indexes rebuilt from SQLite since open (at open, after a failed change, or
             to compact HNSW tombstones).
     """
+
+    concurrency = 1  # SQLite and FAISS see one caller at a time: the service's store thread
 
     def __init__(self, data_dir: str | Path, config: RetrievalConfig | None = None) -> None:
         self.config = config or RetrievalConfig()
@@ -495,29 +462,31 @@ class DocumentStore:
             AlreadyExists: the name is taken.
             ResourceExhausted: the disk is full; Unavailable: the database cannot be written.
         """
-        if not COLLECTION_NAME.match(name):
-            raise InvalidArgument(f"collection name {shown(name)!r} is invalid: use 1-128 characters from A-Z a-z 0-9 _ -")
-        if metric not in METRICS:
-            raise InvalidArgument(f"metric must be one of {METRICS}, got {metric!r}")
-        if index_type not in INDEX_TYPES:
-            raise InvalidArgument(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
-        if not 1 <= dimension <= 65536:
-            raise InvalidArgument(f"dimension must be 1..65536, got {dimension}")
-        if not (hnsw_m == 0 or MIN_HNSW_M <= hnsw_m <= MAX_HNSW_M):
-            raise InvalidArgument(f"hnsw_m must be {MIN_HNSW_M}..{MAX_HNSW_M} (0: default {DEFAULT_HNSW_M}), got {hnsw_m}")
-        if not 0 <= hnsw_ef_search <= MAX_HNSW_EF_SEARCH:
-            raise InvalidArgument(f"hnsw_ef_search must be 1..{MAX_HNSW_EF_SEARCH} (0: default {DEFAULT_HNSW_EF_SEARCH})")
-        hnsw_m = hnsw_m or DEFAULT_HNSW_M
-        hnsw_ef_search = hnsw_ef_search or DEFAULT_HNSW_EF_SEARCH
+        info = collection_spec(
+            name,
+            dimension=dimension,
+            metric=metric,
+            index_type=index_type,
+            hnsw_m=hnsw_m,
+            hnsw_ef_search=hnsw_ef_search,
+        )
         if name in self._infos:
-            raise AlreadyExists(f"collection {shown(name)!r} already exists; delete it first or pick another name")
+            raise already_exists(name)
         uid = uuid.uuid4().hex
-        info = CollectionInfo(name, metric, index_type, dimension, 0, hnsw_m, hnsw_ef_search)
         with self._mutation:
             self._db.execute(
                 "INSERT INTO collections (name, metric, index_type, dimension, hnsw_m, hnsw_ef_search, uid, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, metric, index_type, dimension, hnsw_m, hnsw_ef_search, uid, time.time()),
+                (
+                    name,
+                    info.metric,
+                    info.index_type,
+                    info.dimension,
+                    info.hnsw_m,
+                    info.hnsw_ef_search,
+                    uid,
+                    time.time(),
+                ),
             )
             self._infos[name], self._uids[name], self._generations[name] = info, uid, 0
             self._indexes[name] = _Index(info)
@@ -526,8 +495,14 @@ class DocumentStore:
     def collection(self, name: str) -> CollectionInfo:
         info = self._infos.get(name)
         if info is None:
-            raise NotFound(f"collection {shown(name)!r} does not exist; create it with CreateCollection")
+            raise not_found(name)
         return info
+
+    def spec(self, name: str) -> CollectionInfo:
+        return self.collection(name)
+
+    def healthy(self) -> bool:
+        return True
 
     def list_collections(self) -> list[CollectionInfo]:
         return [self._infos[name] for name in sorted(self._infos)]
@@ -833,11 +808,8 @@ class DocumentStore:
     def _filtered_labels(self, name: str, filter: Mapping[str, Any]) -> np.ndarray:
         clauses: list[str] = []
         params: list[Any] = []
+        check_filter(filter)
         for key, value in filter.items():
-            if not _FILTER_KEY.match(key):
-                raise InvalidArgument(
-                    f"filter key {shown(key)!r} is invalid: 1-256 characters, no quotes, backslashes or control characters"
-                )
             path = f'$."{key}"'
             if value is None or isinstance(value, bool):
                 clauses.append("json_type(metadata, ?) = ?")
@@ -845,30 +817,15 @@ class DocumentStore:
             elif isinstance(value, (int, float)):
                 clauses.append("json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?")
                 params += [path, path, value]
-            elif isinstance(value, str):
+            else:
                 clauses.append("json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?")
                 params += [path, path, value]
-            else:
-                raise InvalidArgument(
-                    f"filter value of {shown(key)!r} must be a string, number, boolean or null (equality), not {type(value).__name__}"
-                )
         sql = "SELECT label FROM documents WHERE collection = ? AND " + " AND ".join(clauses)
         return np.array([r[0] for r in self._db.execute(sql, (name, *params))], dtype=np.int64)
 
     @staticmethod
     def _prepare(info: CollectionInfo, vectors: np.ndarray) -> np.ndarray:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != info.dimension:
-            got = vectors.shape[-1] if vectors.ndim else 0
-            raise InvalidArgument(f"vectors of collection '{info.name}' have dimension {info.dimension}, got {got}")
-        if not np.isfinite(vectors).all():
-            raise InvalidArgument("vectors must be finite (no NaN or inf)")
-        if info.metric == "cosine":
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            if (norms == 0).any():
-                raise InvalidArgument("a zero vector has no direction; cosine collections need non-zero vectors")
-            vectors = vectors / norms
-        return vectors
+        return prepare_vectors(info, vectors)
 
     @staticmethod
     def _document(row: Sequence[Any], include_vectors: bool) -> StoredDocument:

@@ -255,6 +255,9 @@ class FacetConfig:
             result[row.name] = plain(self.section(row.cls))
         if result["api_key"]:
             result["api_key"] = "***"
+        for section in result.values():  # secrets of a section (its fields declared repr=False)
+            if isinstance(section, dict) and section.get("milvus_token"):
+                section["milvus_token"] = "***"
         return result
 
 

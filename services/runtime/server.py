@@ -85,27 +85,31 @@ class RunningServer:
         self.health = health
         self.port = port
         self.interceptor = interceptor or FacetInterceptor()
+        self.serving = False
 
     async def set_serving(self, serving: bool) -> None:
+        self.serving = serving
         status = _SERVING if serving else _NOT_SERVING
         await self.health.set(health.OVERALL_HEALTH, status)
         await self.health.set(self.service.service_name, status)
 
     async def watch(self, interval_s: float = 1.0) -> None:
         """Keep health in step with `service.healthy()` until cancelled."""
-        serving = True
         while True:
             await asyncio.sleep(interval_s)
-            try:
-                now = await self.service.healthy()
-            except EngineLost:
-                raise  # not recoverable here: the server stops (see _serve)
-            except Exception:  # noqa: BLE001 - a failing check means not healthy
-                now = False
-            if now != serving:
-                serving = now
+            now = await self.check()
+            if now != self.serving:
                 log.warning("health", extra={"fields": {"serving": now}})
                 await self.set_serving(now)
+
+    async def check(self) -> bool:
+        """`service.healthy()`; False when the check itself fails (EngineLost propagates)."""
+        try:
+            return await self.service.healthy()
+        except EngineLost:
+            raise  # not recoverable here: the server stops (see _serve)
+        except Exception:  # noqa: BLE001 - a failing check means not healthy
+            return False
 
     async def stop(self, grace_period_s: float) -> None:
         """Drain, then stop: report NOT_SERVING (health stays open), answer new calls with
@@ -184,7 +188,12 @@ async def start_server(service: FacetService, config: FacetConfig) -> RunningSer
         await server.stop(0)
         raise
     interceptor.calls.starting = False
-    await running.set_serving(True)
+    # SERVING only if the service can serve now (a store it needs may be down: it starts anyway
+    # and reports NOT_SERVING until the store answers)
+    serving = await running.check()
+    if not serving:
+        log.warning("health", extra={"fields": {"serving": False}})
+    await running.set_serving(serving)
     return running
 
 
@@ -250,5 +259,3 @@ def serve(service: FacetService, config: FacetConfig, port_file: Path | None = N
             os._exit(1)
         return 1
     return 0
-
-

@@ -16,6 +16,8 @@ import yaml
 
 from deploy import check
 from services import registry
+from services.retrieval.config import MILVUS_CONSISTENCY, STORES, RetrievalConfig
+from services.runtime.config import load_config
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "facet"
 KUBERNETES_VERSION = "1.33.0"
@@ -32,6 +34,14 @@ EVERYTHING = (
     "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring",
     "serviceMonitor.enabled=true",
     "serviceMonitor.labels.release=kube-prometheus-stack",
+)
+MILVUS_URI = "http://my-milvus.milvus.svc.cluster.local:19530"
+# Retrieval on a Milvus server: the token from the user's Secret, autoscaled.
+MILVUS = (
+    "services.retrieval.store=milvus",
+    f"services.retrieval.milvus.uri={MILVUS_URI}",
+    "services.retrieval.milvus.tokenSecret.name=milvus-token",
+    "services.retrieval.autoscaling.enabled=true",
 )
 
 
@@ -85,10 +95,10 @@ def test_lint(helm: Path) -> None:
     "sets",
     [
         (),
-        ("services.retrieval.autoscaling.enabled=true", "services.retrieval.gpu=1", "apiKey.existingSecret=facet-key"),
+        (*MILVUS, "services.retrieval.gpu=1", "apiKey.existingSecret=facet-key"),
         EVERYTHING,
     ],
-    ids=["defaults", "hpa-gpu-auth", "tls-keys-netpol-monitor"],
+    ids=["defaults", "milvus-hpa-gpu-auth", "tls-keys-netpol-monitor"],
 )
 def test_every_manifest_is_valid(helm: Path, sets: tuple[str, ...]) -> None:
     docs = _render(helm, *sets)
@@ -312,6 +322,149 @@ def test_service_monitor_scrapes_every_services_metrics_port(helm: Path) -> None
         assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
 
 
+# --- the retrieval store: embedded (SQLite on the pod's volume) or Milvus --------------------------
+
+
+def _hpas(docs: list[dict], service: str) -> list[dict]:  # type: ignore[type-arg]
+    return [d for d in _by_kind(docs, "HorizontalPodAutoscaler") if d["metadata"]["name"] == f"demo-facet-{service}"]
+
+
+def test_embedded_store_is_one_pod_on_its_own_sqlite_volume(helm: Path) -> None:
+    """The default: the collections live in the retrieval pod's SQLite + FAISS files on a claim,
+    one pod replaced (not rolled) on updates, no HPA, and no Milvus setting reaches the service."""
+    for docs in (
+        _render(helm),
+        _render(helm, "services.retrieval.store=embedded", f"services.retrieval.milvus.uri={MILVUS_URI}"),
+    ):
+        deployment = _deployment(docs, "retrieval")
+        assert deployment["spec"]["replicas"] == 1
+        assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # one writer per SQLite volume
+        spec = deployment["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["data"] == {"name": "data", "persistentVolumeClaim": {"claimName": "demo-facet-retrieval-data"}}
+        container = spec["containers"][0]
+        assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
+        assert "demo-facet-retrieval-data" in {c["metadata"]["name"] for c in _by_kind(docs, "PersistentVolumeClaim")}
+        assert _hpas(docs, "retrieval") == []
+        assert not [e for e in container["env"] if e["name"].startswith("FACET_RETRIEVAL_")]
+
+
+@pytest.mark.parametrize(
+    ("sets", "token"),
+    [
+        ((), {"name": "milvus-token", "key": "token"}),
+        (("services.retrieval.milvus.tokenSecret.key=api-key",), {"name": "milvus-token", "key": "api-key"}),
+        (("services.retrieval.milvus.tokenSecret.name=",), None),
+    ],
+    ids=["token", "token-key", "no-token"],
+)
+def test_milvus_store_configures_the_service_from_values_and_the_token_from_its_secret(
+    helm: Path, sets: tuple[str, ...], token: dict[str, str] | None
+) -> None:
+    """The retrieval container's environment, read by the service's own config loader, is the
+    Milvus server of the values; the token only ever comes from the Secret (secretKeyRef)."""
+    docs = _render(
+        helm,
+        *MILVUS,
+        "services.retrieval.milvus.database=facet_prod",
+        "services.retrieval.milvus.consistency=Bounded",
+        *sets,
+    )
+    container = _deployment(docs, "retrieval")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    if token is None:
+        assert "FACET_RETRIEVAL_MILVUS_TOKEN" not in env
+    else:
+        assert env["FACET_RETRIEVAL_MILVUS_TOKEN"] == {
+            "name": "FACET_RETRIEVAL_MILVUS_TOKEN",
+            "valueFrom": {"secretKeyRef": token},
+        }
+    [config_map] = _by_kind(docs, "ConfigMap")
+    assert not [key for key in config_map["data"] if key.startswith("FACET_RETRIEVAL_")]  # retrieval's own pods only
+    # What the pod sees: the ConfigMap, then its env (the Secret's value resolved as kubelet does).
+    pod_env = {**config_map["data"], **{n: e.get("value", "root:s3cret") for n, e in env.items()}}
+    config = load_config(env=pod_env).section(RetrievalConfig)
+    assert (config.store, config.milvus_uri, config.milvus_database, config.milvus_consistency) == (
+        "milvus",
+        MILVUS_URI,
+        "facet_prod",
+        "Bounded",
+    )
+    assert config.milvus_token == ("" if token is None else "root:s3cret")
+    for name in set(registry.names()) - {"retrieval"}:  # the other services keep the default store
+        other = _deployment(docs, name)["spec"]["template"]["spec"]["containers"][0]
+        assert not [e for e in other["env"] if e["name"].startswith("FACET_RETRIEVAL_")]
+
+
+def test_milvus_store_makes_retrieval_stateless_and_autoscaled(helm: Path) -> None:
+    """With Milvus holding the collections the pods keep nothing: no claim, rolling updates, and an
+    HPA on CPU between minReplicas (default 2) and maxReplicas scales the Deployment."""
+    docs = _render(helm, *MILVUS, "services.retrieval.autoscaling.maxReplicas=6")
+    deployment = _deployment(docs, "retrieval")
+    assert "strategy" not in deployment["spec"]  # RollingUpdate: no single-writer volume to hand over
+    assert "replicas" not in deployment["spec"]  # the HPA owns the count; an upgrade does not reset it
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"] == {"name": "data", "emptyDir": {}}  # scratch only, as the stateless services have
+    assert {c["metadata"]["name"] for c in _by_kind(docs, "PersistentVolumeClaim")} == {"demo-facet-models"}
+    [hpa] = _hpas(docs, "retrieval")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "demo-facet-retrieval",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["metrics"] == [
+        {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}
+    ]
+
+
+def test_milvus_store_runs_a_fixed_number_of_replicas_without_the_hpa(helm: Path) -> None:
+    docs = _render(helm, *MILVUS[:3], "services.retrieval.replicas=3")
+    assert _deployment(docs, "retrieval")["spec"]["replicas"] == 3
+    assert _hpas(docs, "retrieval") == []
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (
+            ("services.retrieval.store=milvus",),
+            "services.retrieval.store is milvus: set services.retrieval.milvus.uri to the Milvus server",
+        ),
+        (
+            ("services.retrieval.replicas=2",),
+            "services.retrieval.replicas is 2, but the embedded store keeps the collections in one pod's SQLite "
+            "volume, which pods cannot share: set replicas: 1, or store: milvus",
+        ),
+        (
+            ("services.retrieval.autoscaling.enabled=true",),
+            "services.retrieval.autoscaling needs store: milvus: the embedded store keeps the collections in one pod's "
+            "SQLite volume",
+        ),
+        (
+            ("config.FACET_RETRIEVAL_STORE=milvus",),
+            "config.FACET_RETRIEVAL_STORE: the chart sets it from services.retrieval.store and services.retrieval.milvus",
+        ),
+        (
+            ("config.FACET_RETRIEVAL_MILVUS_TOKEN=root:Milvus",),
+            "config.FACET_RETRIEVAL_MILVUS_TOKEN: the chart sets it from services.retrieval.store and "
+            "services.retrieval.milvus (the token from milvus.tokenSecret)",
+        ),
+    ],
+    ids=["milvus-without-uri", "embedded-replicas", "embedded-hpa", "store-in-config", "token-in-config"],
+)
+def test_retrieval_store_settings_that_cannot_work_are_refused(helm: Path, sets: tuple[str, ...], message: str) -> None:
+    assert message in _refused(helm, "template", *(f for s in sets for f in ("--set", s)))
+
+
+def test_an_unscaled_embedded_store_or_a_disabled_retrieval_renders(helm: Path) -> None:
+    """The refusals above are about running several pods on one SQLite volume, nothing else."""
+    assert _deployment(_render(helm, "services.retrieval.replicas=0"), "retrieval")["spec"]["replicas"] == 0
+    docs = _render(helm, "services.retrieval.enabled=false", "services.retrieval.store=milvus")
+    assert not [d for d in docs if d["metadata"]["name"].startswith("demo-facet-retrieval")]
+
+
 # --- values.schema.json ---------------------------------------------------------------------------
 
 
@@ -322,6 +475,20 @@ def test_the_schema_has_one_service_entry_per_capability() -> None:
     assert schema["properties"]["services"]["additionalProperties"] is False
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(schema["properties"]) - {"global"} == set(values)
+
+
+def test_the_schema_accepts_the_stores_and_consistency_levels_the_service_accepts() -> None:
+    """The chart refuses exactly what the retrieval service would refuse at start-up, no more."""
+    retrieval = json.loads((CHART / "values.schema.json").read_text())["definitions"]["retrievalService"]
+    assert tuple(retrieval["properties"]["store"]["enum"]) == STORES
+    assert tuple(retrieval["properties"]["milvus"]["properties"]["consistency"]["enum"]) == MILVUS_CONSISTENCY
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["services"]["retrieval"]
+    service = RetrievalConfig()
+    assert (defaults["store"], defaults["milvus"]["database"], defaults["milvus"]["consistency"]) == (
+        service.store,
+        service.milvus_database,
+        service.milvus_consistency,
+    )
 
 
 @pytest.mark.parametrize("command", ["lint", "template"])
@@ -345,6 +512,23 @@ def test_the_schema_has_one_service_entry_per_capability() -> None:
         (("--set", "apiKeys.secretName=api keys"), "at '/apiKeys/secretName': 'api keys' does not match pattern"),
         (("--set", "test.apiKeySecret.key=api key"), "at '/test/apiKeySecret/key': 'api key' does not match pattern"),
         (("--set", "serviceMonitor.interval=30x"), "at '/serviceMonitor/interval': '30x' does not match pattern"),
+        (
+            ("--set", "services.retrieval.store=Milvus"),
+            "at '/services/retrieval/store': value must be one of 'embedded', 'milvus'",
+        ),
+        (
+            ("--set", "services.retrieval.milvus.consistency=strong"),
+            "at '/services/retrieval/milvus/consistency': value must be one of 'Strong', 'Bounded', 'Session', 'Eventually'",
+        ),
+        (
+            ("--set", "services.retrieval.milvus.token=root:Milvus"),
+            "at '/services/retrieval/milvus': additional properties 'token' not allowed",
+        ),
+        (
+            ("--set", "services.retrieval.milvus.uri=my-milvus:19530"),
+            "at '/services/retrieval/milvus/uri': 'my-milvus:19530' does not match pattern",
+        ),
+        (("--set", "services.sae.store=milvus"), "at '/services/sae': additional properties 'store' not allowed"),
     ],
     ids=[
         "unknown-key",
@@ -358,6 +542,11 @@ def test_the_schema_has_one_service_entry_per_capability() -> None:
         "keys-secret-name",
         "secret-data-key",
         "duration",
+        "store",
+        "milvus-consistency",
+        "milvus-token-in-values",
+        "milvus-uri-scheme",
+        "store-of-another-service",
     ],
 )
 def test_unknown_or_mistyped_values_are_refused_with_where_and_why(

@@ -42,6 +42,42 @@ app.kubernetes.io/component: {{ .name }}
 {{- if and .Values.tls.clientSecretName (not .Values.tls.clientAuth) -}}
 {{- fail "tls.clientSecretName is the client certificate for mTLS: set tls.clientAuth: true (and tls.secretName) too, or leave it empty" -}}
 {{- end -}}
+{{- include "facet.validateRetrievalStore" . -}}
+{{- end -}}
+
+{{/* The retrieval store: Milvus needs its URI; the embedded store's SQLite volume has one writer, so one pod. */}}
+{{- define "facet.validateRetrievalStore" -}}
+{{- range $key := list "FACET_RETRIEVAL_STORE" "FACET_RETRIEVAL_MILVUS_URI" "FACET_RETRIEVAL_MILVUS_TOKEN" "FACET_RETRIEVAL_MILVUS_DATABASE" "FACET_RETRIEVAL_MILVUS_CONSISTENCY" -}}
+{{- if hasKey $.Values.config $key -}}
+{{- fail (printf "config.%s: the chart sets it from services.retrieval.store and services.retrieval.milvus (the token from milvus.tokenSecret); set those instead" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- with .Values.services.retrieval -}}
+{{- if .enabled -}}
+{{- if eq (include "facet.store" .) "milvus" -}}
+{{- if not .milvus.uri -}}
+{{- fail "services.retrieval.store is milvus: set services.retrieval.milvus.uri to the Milvus server, e.g. http://my-milvus.milvus.svc.cluster.local:19530" -}}
+{{- end -}}
+{{- else -}}
+{{- if gt (int .replicas) 1 -}}
+{{- fail (printf "services.retrieval.replicas is %d, but the embedded store keeps the collections in one pod's SQLite volume, which pods cannot share: set replicas: 1, or store: milvus (with milvus.uri) to run several" (int .replicas)) -}}
+{{- end -}}
+{{- if .autoscaling.enabled -}}
+{{- fail "services.retrieval.autoscaling needs store: milvus: the embedded store keeps the collections in one pod's SQLite volume, which pods cannot share" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A service's store (called with its values): "milvus" keeps its data in a Milvus server; "embedded" (every other service) on its pod. */}}
+{{- define "facet.store" -}}
+{{ .store | default "embedded" }}
+{{- end -}}
+
+{{/* "true" when a service (called with its values) keeps its data on a PersistentVolumeClaim: persistence on and not in Milvus. */}}
+{{- define "facet.dataClaim" -}}
+{{- if and .persistence.enabled (ne (include "facet.store" .) "milvus") -}}true{{- end -}}
 {{- end -}}
 
 {{/* facet check's TLS flags: verify the server with ca.crt; under mTLS present `.certDir`'s certificate. */}}

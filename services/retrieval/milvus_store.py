@@ -1,0 +1,442 @@
+"""The Milvus store (`retrieval.store = "milvus"`): collections in a Milvus server or cluster,
+through `pymilvus`, shared by every retrieval service process pointed at it.
+
+How Facet's collections map to Milvus:
+- A collection named N is the Milvus collection `facet_<N with - as _>_<12 hex of sha256(N)>`
+  (Milvus names allow only letters, digits and _); its description holds Facet's settings
+  (the name, metric, index type, dimension, HNSW parameters) as JSON. Milvus collections
+  without that description are not Facet's and are not listed.
+- Fields: `id` (VARCHAR primary key, 1024 bytes: 256 characters of UTF-8), `text` (VARCHAR),
+  `metadata` (JSON), `filter_values` (JSON, see below), `vector` (FLOAT_VECTOR).
+- Metrics: cosine -> COSINE (vectors are stored normalised, as on the embedded store), dot ->
+  IP, l2 -> L2 (Milvus reports squared distances, as FAISS does). Index types: flat -> FLAT,
+  hnsw -> HNSW with M = hnsw_m, efConstruction = 128, and ef = max(hnsw_ef_search, top_k) per
+  search.
+- Filters: Milvus compares JSON values by its own typing rules and has no null literal, so each
+  document also stores `filter_values`: every top-level scalar of its metadata as a tagged
+  string ("s:<string>", "n:<float repr>", "b:1"/"b:0", "z" for null). A filter becomes
+  `filter_values["key"] == "<tag:value>" and ...`, with keys and values written as JSON string
+  literals (quotes, backslashes and control characters escaped, which Milvus' expression parser
+  reads back exactly). So 1 and 1.0 match each other, true never matches 1, and null matches
+  null: the embedded store's typed equality.
+
+Acknowledgement rule: Upsert and DeleteDocuments return once Milvus has accepted the write,
+which is when its log broker holds it (RocksMQ's write-ahead log in a standalone server,
+Pulsar or Kafka in a cluster): it survives `kill -9` of the service and of the Milvus server.
+No flush is issued per write (a flush seals segments; Milvus advises against it on the write
+path). Reads and searches use `retrieval.milvus_consistency` (Strong by default: they see every
+acknowledged write, made through any service process).
+
+Why Facet's own code here: this is the mapping of Facet's collection API onto Milvus (names,
+typed filters, counts, errors); storage, indexes and replication are Milvus'.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from services.retrieval.collections import (
+    HNSW_EF_CONSTRUCTION,
+    CollectionInfo,
+    ScoredDocument,
+    StoredDocument,
+    already_exists,
+    check_collection_name,
+    check_filter,
+    collection_spec,
+    not_found,
+    prepare_vectors,
+)
+from services.retrieval.config import MILVUS_MAX_VARCHAR_BYTES, RetrievalConfig
+from services.runtime.errors import FacetError, InvalidArgument, Unavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PREFIX = "facet_"
+MAX_ID_BYTES = 1024  # 256 characters (MAX_ID_CHARS) of up to 4 bytes each
+MILVUS_MAX_DIMENSION = 32_768  # Milvus' proxy.maxDimension default
+MAX_HNSW_EF = 32_768  # the largest ef Milvus' HNSW takes
+_METRIC = {"cosine": "COSINE", "dot": "IP", "l2": "L2"}
+_INDEX = {"flat": "FLAT", "hnsw": "HNSW"}
+_COLLECTION_NOT_FOUND = 100  # Milvus' error code
+_IDS_PER_EXPRESSION = 500
+_WIDEN_FACTOR = 4
+_HEALTH_TIMEOUT_S = 2.0
+_DOCUMENT_FIELDS = ["id", "text", "metadata"]
+
+# pymilvus logs every failed RPC at ERROR with its own traceback; the service reports the
+# mapped status once, in its own log line.
+logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+
+
+def milvus_name(name: str) -> str:
+    """The Milvus collection that holds Facet's collection `name` (1-128 of A-Z a-z 0-9 _ -)."""
+    return f"{PREFIX}{name.replace('-', '_')}_{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+
+
+def literal(value: str) -> str:
+    """A Milvus expression string literal of `value`: JSON's escapes, which the expression
+    parser reads back exactly (quotes, backslashes, control characters, any Unicode)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def filter_value(value: Any) -> str | None:
+    """The tagged string `filter_values` stores for a metadata value; None for lists and objects
+    (a filter never matches them)."""
+    if value is None:
+        return "z"
+    if isinstance(value, bool):
+        return "b:1" if value else "b:0"
+    if isinstance(value, (int, float)):
+        return f"n:{float(value) + 0.0!r}"  # + 0.0: -0.0 and 0.0 are equal, as in SQLite
+    if isinstance(value, str):
+        return f"s:{value}"
+    return None
+
+
+def filter_expression(filter: Mapping[str, Any]) -> str:
+    """The Milvus boolean expression of an equality filter (checked by `check_filter`)."""
+    check_filter(filter)
+    return " and ".join(
+        f"filter_values[{literal(key)}] == {literal(str(filter_value(value)))}" for key, value in filter.items()
+    )
+
+
+def _ids_expression(ids: Sequence[str]) -> str:
+    return f"id in [{', '.join(literal(i) for i in ids)}]"
+
+
+class MilvusStore:
+    """A `CollectionStore` on Milvus (see the module docstring for the mapping).
+
+    Args:
+        config: the `[retrieval]` section: milvus_uri, milvus_token, milvus_database,
+            milvus_consistency, milvus_timeout_s, milvus_concurrency.
+
+    Nothing connects here: the first call does, so a service starts while Milvus is down and
+    reports NOT_SERVING (`healthy`) until it answers. A call that cannot reach Milvus raises
+    Unavailable naming the URI.
+    """
+
+    def __init__(self, config: RetrievalConfig) -> None:
+        self.config = config
+        self.uri = config.milvus_uri
+        self.concurrency = config.milvus_concurrency
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    # -- connection and errors ---------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from pymilvus import MilvusClient
+
+                self._client = self._call(
+                    lambda: MilvusClient(
+                        uri=self.uri,
+                        token=self.config.milvus_token,
+                        db_name=self.config.milvus_database,
+                        timeout=self.config.milvus_timeout_s,
+                    ),
+                    None,
+                )
+            return self._client
+
+    def _call(self, call: Callable[[], T], collection: str | None) -> T:
+        """`call()`, with Milvus' failures raised as the service's statuses."""
+        from pymilvus import MilvusException
+
+        try:
+            return call()
+        except FacetError:
+            raise
+        except MilvusException as exc:
+            if exc.code == _COLLECTION_NOT_FOUND and collection is not None:
+                raise not_found(collection) from None
+            if exc.code == 2 or "connect" in exc.message.lower():
+                raise Unavailable(f"Milvus at {self.uri} cannot be reached: {exc.message}") from None
+            raise Unavailable(f"Milvus at {self.uri} failed: {exc.message}") from None
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+            raise Unavailable(
+                f"Milvus at {self.uri} cannot be reached ({getattr(code, 'name', code)}): {details}"
+            ) from None
+
+    def _run(self, collection: str | None, method: str, *args: Any, **kwargs: Any) -> Any:
+        client = self._connect()
+        kwargs.setdefault("timeout", self.config.milvus_timeout_s)
+        return self._call(lambda: getattr(client, method)(*args, **kwargs), collection)
+
+    def healthy(self) -> bool:
+        try:
+            client = self._connect()
+            self._call(lambda: client.get_server_version(timeout=_HEALTH_TIMEOUT_S), None)
+        except FacetError as exc:
+            log.warning(
+                "retrieval store not serving: %s", exc.message, extra={"fields": {"event": "store_unavailable"}}
+            )
+            return False
+        return True
+
+    # -- collections -------------------------------------------------------------------------
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        dimension: int,
+        metric: str = "cosine",
+        index_type: str = "flat",
+        hnsw_m: int = 0,
+        hnsw_ef_search: int = 0,
+    ) -> CollectionInfo:
+        from pymilvus import DataType, MilvusClient
+
+        info = collection_spec(
+            name,
+            dimension=dimension,
+            metric=metric,
+            index_type=index_type,
+            hnsw_m=hnsw_m,
+            hnsw_ef_search=hnsw_ef_search,
+        )
+        if info.dimension > MILVUS_MAX_DIMENSION:
+            raise InvalidArgument(
+                f"dimension must be 1..{MILVUS_MAX_DIMENSION} on the Milvus store (Milvus' limit), got {dimension}"
+            )
+        target = milvus_name(name)
+        if self._run(None, "has_collection", target):
+            raise already_exists(name)
+        settings = {"facet_collection": name, "metric": info.metric, "index_type": info.index_type, "dimension": info.dimension,
+                    "hnsw_m": info.hnsw_m, "hnsw_ef_search": info.hnsw_ef_search}  # fmt: skip
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=json.dumps(settings))
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
+        schema.add_field("text", DataType.VARCHAR, max_length=MILVUS_MAX_VARCHAR_BYTES)
+        schema.add_field("metadata", DataType.JSON)
+        schema.add_field("filter_values", DataType.JSON)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=info.dimension)
+        index = self._connect().prepare_index_params()
+        params = {"M": info.hnsw_m, "efConstruction": HNSW_EF_CONSTRUCTION} if info.index_type == "hnsw" else {}
+        index.add_index("vector", index_type=_INDEX[info.index_type], metric_type=_METRIC[info.metric], params=params)
+        self._run(
+            None,
+            "create_collection",
+            target,
+            schema=schema,
+            index_params=index,
+            consistency_level=self.config.milvus_consistency,
+        )
+        return info
+
+    def spec(self, name: str) -> CollectionInfo:
+        check_collection_name(name)
+        described = self._run(name, "describe_collection", milvus_name(name))
+        settings = _settings(described.get("description", ""))
+        if settings is None or settings.get("facet_collection") != name:
+            raise not_found(name)
+        return _info(settings, -1)
+
+    def collection(self, name: str) -> CollectionInfo:
+        info = self.spec(name)
+        return _with_count(info, self._count(name))
+
+    def _count(self, name: str) -> int:
+        rows = self._run(
+            name,
+            "query",
+            milvus_name(name),
+            filter="",
+            output_fields=["count(*)"],
+            consistency_level=self.config.milvus_consistency,
+        )
+        return int(rows[0]["count(*)"])
+
+    def list_collections(self) -> list[CollectionInfo]:
+        infos = []
+        for target in self._run(None, "list_collections"):
+            if not target.startswith(PREFIX):
+                continue
+            try:
+                described = self._run(None, "describe_collection", target)
+            except Unavailable:
+                continue  # deleted meanwhile (by another service process)
+            settings = _settings(described.get("description", ""))
+            if settings is None or milvus_name(str(settings.get("facet_collection"))) != target:
+                continue
+            name = str(settings["facet_collection"])
+            try:
+                infos.append(_with_count(_info(settings, -1), self._count(name)))
+            except FacetError:
+                continue  # deleted meanwhile
+        return sorted(infos, key=lambda i: i.name)
+
+    def delete_collection(self, name: str) -> int:
+        count = self.collection(name).document_count
+        self._run(name, "drop_collection", milvus_name(name))
+        return count
+
+    # -- documents ---------------------------------------------------------------------------
+
+    def _existing(self, name: str, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), _IDS_PER_EXPRESSION):
+            chunk = ids[start : start + _IDS_PER_EXPRESSION]
+            rows = self._run(name, "query", milvus_name(name), filter=_ids_expression(chunk), output_fields=["id"],
+                             consistency_level=self.config.milvus_consistency)  # fmt: skip
+            found.update(str(r["id"]) for r in rows)
+        return found
+
+    def upsert(
+        self,
+        name: str,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        vectors: np.ndarray,
+        metadata: Sequence[Mapping[str, Any]],
+    ) -> tuple[int, int]:
+        """Insert or replace by id (Milvus' upsert: delete and insert in one request). Returns
+        (written, of them new ids); the count of new ids is read just before the write, so
+        concurrent writers to the same ids through other processes may make it approximate."""
+        info = self.spec(name)
+        vectors = prepare_vectors(info, vectors)
+        existing = self._existing(name, ids)
+        rows = [
+            {"id": i, "text": t, "metadata": dict(m), "filter_values": _filter_values(m), "vector": v.tolist()}
+            for i, t, m, v in zip(ids, texts, metadata, vectors, strict=True)
+        ]
+        self._run(name, "upsert", milvus_name(name), rows)
+        return len(ids), len(ids) - len(existing)
+
+    def get(self, name: str, ids: Sequence[str], include_vectors: bool = False) -> list[StoredDocument]:
+        self.spec(name)
+        fields = _DOCUMENT_FIELDS + (["vector"] if include_vectors else [])
+        found: dict[str, StoredDocument] = {}
+        for start in range(0, len(ids), _IDS_PER_EXPRESSION):
+            chunk = ids[start : start + _IDS_PER_EXPRESSION]
+            rows = self._run(name, "query", milvus_name(name), filter=_ids_expression(chunk), output_fields=fields,
+                             consistency_level=self.config.milvus_consistency)  # fmt: skip
+            for row in rows:
+                found[str(row["id"])] = _document(row, include_vectors)
+        return [found[i] for i in ids if i in found]
+
+    def delete_documents(self, name: str, ids: Sequence[str]) -> int:
+        self.spec(name)
+        existing = sorted(self._existing(name, ids))
+        for start in range(0, len(existing), _IDS_PER_EXPRESSION):
+            self._run(
+                name, "delete", milvus_name(name), filter=_ids_expression(existing[start : start + _IDS_PER_EXPRESSION])
+            )
+        return len(existing)
+
+    def search(
+        self,
+        name: str,
+        query: np.ndarray,
+        top_k: int,
+        filter: Mapping[str, Any] | None = None,
+        include_vectors: bool = False,
+    ) -> list[ScoredDocument]:
+        """The top_k nearest documents among those matching `filter`, best first (see
+        DocumentStore.search for the scores). A filtered HNSW search that returns fewer than
+        min(top_k, matches) is repeated with ef raised 4-fold, up to Milvus' largest ef."""
+        info = self.spec(name)
+        vector = prepare_vectors(info, query[None, :])[0].tolist()
+        expression = filter_expression(filter) if filter else ""
+        fields = _DOCUMENT_FIELDS + (["vector"] if include_vectors else [])
+        ef = max(info.hnsw_ef_search, top_k)
+        wanted: int | None = None
+        while True:
+            params: dict[str, Any] = {
+                "metric_type": _METRIC[info.metric],
+                "params": {"ef": ef} if info.index_type == "hnsw" else {},
+            }
+            result = self._run(name, "search", milvus_name(name), data=[vector], limit=top_k, filter=expression, output_fields=fields,
+                               search_params=params, consistency_level=self.config.milvus_consistency)  # fmt: skip
+            hits = result[0]
+            if len(hits) >= top_k or info.index_type == "flat" or ef >= MAX_HNSW_EF:
+                break
+            if wanted is None:
+                wanted = min(top_k, self._matches(name, expression))
+            if len(hits) >= wanted:
+                break
+            ef = min(ef * _WIDEN_FACTOR, MAX_HNSW_EF)
+        return [
+            ScoredDocument(str(h["id"]), float(h["distance"]), doc.text, doc.metadata, doc.vector)
+            for h in hits
+            for doc in [_document(h["entity"], include_vectors)]
+        ]
+
+    def _matches(self, name: str, expression: str) -> int:
+        rows = self._run(name, "query", milvus_name(name), filter=expression, output_fields=["count(*)"],
+                         consistency_level=self.config.milvus_consistency)  # fmt: skip
+        return int(rows[0]["count(*)"])
+
+    # -- what the embedded store keeps and Milvus does not -----------------------------------
+
+    def dirty_collections(self) -> list[str]:
+        return []  # Milvus persists its own indexes
+
+    def save_index(self, name: str) -> bool:
+        return False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                try:
+                    self._client.close()
+                except Exception as exc:  # noqa: BLE001 - closing a channel to a server that went away
+                    log.debug("closing the Milvus client: %s", exc)
+                self._client = None
+
+
+def _settings(description: str) -> dict[str, Any] | None:
+    try:
+        settings = json.loads(description)
+    except (TypeError, ValueError):
+        return None
+    return settings if isinstance(settings, dict) and "facet_collection" in settings else None
+
+
+def _info(settings: Mapping[str, Any], count: int) -> CollectionInfo:
+    return CollectionInfo(
+        name=str(settings["facet_collection"]),
+        metric=str(settings["metric"]),
+        index_type=str(settings["index_type"]),
+        dimension=int(settings["dimension"]),
+        document_count=count,
+        hnsw_m=int(settings["hnsw_m"]),
+        hnsw_ef_search=int(settings["hnsw_ef_search"]),
+    )
+
+
+def _with_count(info: CollectionInfo, count: int) -> CollectionInfo:
+    import dataclasses
+
+    return dataclasses.replace(info, document_count=count)
+
+
+def _filter_values(metadata: Mapping[str, Any]) -> dict[str, str]:
+    values = {}
+    for key, value in metadata.items():
+        tagged = filter_value(value)
+        if tagged is not None:
+            values[key] = tagged
+    return values
+
+
+def _document(entity: Mapping[str, Any], include_vectors: bool) -> StoredDocument:
+    vector = np.asarray(entity["vector"], dtype=np.float32) if include_vectors else None
+    return StoredDocument(
+        id=str(entity["id"]), text=str(entity["text"]), metadata=dict(entity["metadata"] or {}), vector=vector
+    )
