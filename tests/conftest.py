@@ -45,13 +45,13 @@ def rarb_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def serve(tmp_path_factory: pytest.TempPathFactory, triton_for, ray_cluster) -> Callable[[str, ModelRepository, str], Iterator[ServerProcess]]:  # type: ignore[no-untyped-def]
-    """serve(capability, repository, backend): a generator for a fixture to `yield from` — a real
-    `python -m services.<capability>` on the repository and backend, SERVING; stopped afterwards,
+def serve(tmp_path_factory: pytest.TempPathFactory, triton_for, ray_cluster) -> Callable[..., Iterator[ServerProcess]]:  # type: ignore[no-untyped-def]
+    """serve(capability, repository, backend, env=None): a generator for a fixture to `yield from` —
+    a real `python -m services.<capability>` on the repository and backend (with `env` on top), SERVING; stopped afterwards,
     with the Serve applications it deployed (idle replicas would load every later test)."""
 
-    def run(capability: str, repository: ModelRepository, backend: str) -> Iterator[ServerProcess]:
-        env = backend_env(backend, repository, triton_for, ray_cluster)
+    def run(capability: str, repository: ModelRepository, backend: str, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+        env = {**backend_env(backend, repository, triton_for, ray_cluster), **(env or {})}
         server = ServerProcess(repository.root, tmp_path_factory.mktemp(f"{capability}-data"), env, service=capability).start(timeout_s=300)
         yield server
         with contextlib.suppress(Exception):

@@ -207,7 +207,7 @@ def check_filter(filter: Mapping[str, Any]) -> None:
 
     Raises:
         InvalidArgument: a key with quotes, backslashes or control characters, or longer than
-            256 characters; a value that is a list or object.
+            256 characters; a value that is a list or object; a string value with NUL.
     """
     for key, value in filter.items():
         if not FILTER_KEY.match(key):
@@ -218,6 +218,9 @@ def check_filter(filter: Mapping[str, Any]) -> None:
             raise InvalidArgument(
                 f"filter value of {shown(key)!r} must be a string, number, boolean or null (equality), not {type(value).__name__}"
             )
+        if isinstance(value, str) and "\x00" in value:
+            # SQLite's JSON functions end a string at NUL: the embedded store could never match it
+            raise InvalidArgument(f"filter value of {shown(key)!r} contains NUL (U+0000), which a filter cannot match")
 
 
 def open_store(config: RetrievalConfig, data_dir: Path) -> CollectionStore:

@@ -345,6 +345,7 @@ class DocumentStore:
                         "restore it from a backup"
                     )
             db.executescript(_SCHEMA)
+            _store_keys_unescaped(db)
             if self.config.max_database_bytes:
                 page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
                 db.execute(f"PRAGMA max_page_count = {max(1, self.config.max_database_bytes // page_size)}")
@@ -564,7 +565,7 @@ class DocumentStore:
                 for doc_id, text, meta, vec in zip(ids, texts, metadata, vectors, strict=True):
                     cursor = self._db.execute(
                         "INSERT INTO documents (collection, id, text, metadata, vector) VALUES (?, ?, ?, ?, ?)",
-                        (name, doc_id, text, json.dumps(meta, separators=(",", ":")), vec.tobytes()),
+                        (name, doc_id, text, _metadata_json(meta), vec.tobytes()),
                     )
                     labels.append(cursor.lastrowid)
                 self._bump_generation(name)
@@ -855,6 +856,29 @@ class _Transaction:
         if self._db.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
+
+
+def _metadata_json(metadata: Mapping[str, Any]) -> str:
+    """Metadata as stored: JSON with non-ASCII characters as they are, not \\u escapes. SQLite
+    matches a path's key against the key's text as stored, so an escaped key ("\\u00fc" for "ü")
+    could never be found by a filter on "ü"."""
+    return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+
+
+_UNESCAPED_KEYS_VERSION = 1  # PRAGMA user_version from which metadata is stored by _metadata_json
+
+
+def _store_keys_unescaped(db: sqlite3.Connection) -> None:
+    """Rewrite metadata that an older Facet stored with \\u escapes (ensure_ascii), once per
+    database, so filters on non-ASCII keys match every document."""
+    if int(db.execute("PRAGMA user_version").fetchone()[0]) >= _UNESCAPED_KEYS_VERSION:
+        return
+    with _Transaction(db):
+        rows = db.execute("SELECT label, metadata FROM documents WHERE instr(metadata, '\\u') > 0").fetchall()
+        db.executemany("UPDATE documents SET metadata = ? WHERE label = ?", [(_metadata_json(json.loads(m)), label) for label, m in rows])
+        db.execute(f"PRAGMA user_version = {_UNESCAPED_KEYS_VERSION}")
+    if rows:
+        log.info("stored the metadata of %d documents with unescaped keys, so filters on non-ASCII keys match", len(rows))
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

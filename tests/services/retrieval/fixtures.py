@@ -1,5 +1,7 @@
 """The retrieval capability's fixtures (a pytest plugin, registered by the root conftest): the real
-default embedding model, built once per session, and retrieval servers on loopback with port 0."""
+default embedding model, built once per session, retrieval servers on loopback with port 0, and
+a real Milvus standalone server for the Milvus store (one per session; each user gets its own
+Milvus database, so collections of the same name never meet)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,58 @@ from services.model_repository import ModelRepository
 from tests.serving import SERVICE_BACKENDS, ServerProcess, started_servers
 
 EMBEDDING_MODEL = "all-minilm-l6-v2"
+STORES = ("embedded", "milvus")
+# The retrieval servers the service suite runs on: each inference backend with the embedded store,
+# and "milvus": ONNX Runtime with the Milvus store (the store is independent of the backend).
+RETRIEVAL_SERVERS = (*SERVICE_BACKENDS, "milvus")
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """http://127.0.0.1:PORT of a real Milvus 2.3 standalone (deploy/milvus.py) for the session;
+    FACET_TEST_MILVUS_URI reuses a running one (local runs)."""
+    reuse = os.environ.get("FACET_TEST_MILVUS_URI")
+    if reuse:
+        yield reuse
+        return
+    from deploy.milvus import LocalMilvus
+
+    server = LocalMilvus(tmp_path_factory.mktemp("milvus")).start()
+    yield server.uri
+    server.stop()
+
+
+@contextlib.contextmanager
+def milvus_database(uri: str) -> Iterator[str]:
+    """A new, empty Milvus database on `uri`, dropped with its collections afterwards (Milvus
+    holds at most 64 databases)."""
+    from pymilvus import MilvusClient
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = MilvusClient(uri=uri)
+    admin.create_database(name)
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(Exception):
+            inside = MilvusClient(uri=uri, db_name=name)
+            for collection in inside.list_collections():
+                inside.drop_collection(collection)
+            inside.close()
+            admin.drop_database(name)
+        admin.close()
+
+
+@contextlib.contextmanager
+def store_env(store: str, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The environment that puts a retrieval service on `store` ("embedded": none needed;
+    "milvus": the session's Milvus, in a database of its own)."""
+    if store == "embedded":
+        yield {}
+        return
+    uri = request.getfixturevalue("milvus_uri")
+    with milvus_database(uri) as database:
+        yield {"FACET_RETRIEVAL_STORE": "milvus", "FACET_RETRIEVAL_MILVUS_URI": uri, "FACET_RETRIEVAL_MILVUS_DATABASE": database}
 
 
 @pytest.fixture(scope="session")
@@ -38,9 +92,14 @@ def start_server(model_repository: ModelRepository, tmp_path_factory: pytest.Tem
     yield from started_servers(model_repository, tmp_path_factory, "retrieval")
 
 
-@pytest.fixture(scope="module", params=SERVICE_BACKENDS)
+@pytest.fixture(scope="module", params=RETRIEVAL_SERVERS)
 def retrieval_server(request: pytest.FixtureRequest, model_repository: ModelRepository, serve) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
-    yield from serve("retrieval", model_repository, request.param)
+    """A retrieval server on each of RETRIEVAL_SERVERS (the inference backends, and the Milvus store)."""
+    if request.param == "milvus":
+        with store_env("milvus", request) as env:
+            yield from serve("retrieval", model_repository, "onnxruntime", env)
+    else:
+        yield from serve("retrieval", model_repository, request.param)
 
 
 @pytest.fixture(scope="module")

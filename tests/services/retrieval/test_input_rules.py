@@ -3,9 +3,10 @@ values are never replaced, no non-finite number leaves the server, prompts leave
 text, blank text follows one rule, numbers keep their value, limits answer INVALID_ARGUMENT (never
 INTERNAL), cheap checks run before embedding, and every stored document can be read back.
 
-On one in-process-backend server of this module's own: these rules live in the servicer, embedder and tokenizer, above the
-backend; the backend-dependent behaviour (embeddings, batching) is tested on every backend in
-test_service.py."""
+On an in-process-backend server of this module's own, on each store (embedded and Milvus: the
+same statuses and messages on both): these rules live in the servicer, embedder and tokenizer,
+above the backend; the backend-dependent behaviour (embeddings, batching) is tested on every
+backend in test_service.py."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from sdk._contract import MAX_MESSAGE_BYTES
 from sdk._proto.facet.v1 import retrieval_pb2, retrieval_pb2_grpc
 from sdk._tensors import tensor_from_numpy
 from services.retrieval.config import RetrievalConfig
+from tests.services.retrieval.fixtures import STORES, store_env
 
 pytestmark = pytest.mark.integration
 
@@ -34,9 +36,10 @@ LIMITS = RetrievalConfig()
 BLANK_TEXTS = ["", " ", "\t\n\r", "\u200b", "\ufeff", "\u200d\u200c", "\u3000\u00a0", "\u2800", "\u3164", "\u2028"]
 
 
-@pytest.fixture(scope="module")
-def server(start_server):  # type: ignore[no-untyped-def]
-    return start_server()
+@pytest.fixture(scope="module", params=STORES)
+def server(request: pytest.FixtureRequest, start_server):  # type: ignore[no-untyped-def]
+    with store_env(request.param, request) as env:
+        yield start_server(env=env)
 
 
 @pytest.fixture(scope="module")
@@ -468,11 +471,11 @@ def test_a_full_batch_of_the_largest_documents_reads_back(client: sdk.Client, st
 
 def test_get_with_vectors_that_cannot_fit_is_refused(client: sdk.Client, collection: str) -> None:
     name = _name()
-    client.create_collection(name, dimension=65536, metric="dot")
+    client.create_collection(name, dimension=32768, metric="dot")  # the largest both stores take
     with pytest.raises(sdk.InvalidArgument, match="fit in one reply"):
         client.get(name, [f"id{i}" for i in range(LIMITS.max_documents_per_request)], include_vectors=True)
     with pytest.raises(sdk.InvalidArgument, match="fit in one reply"):
-        client.search(name, np.ones(65536), top_k=LIMITS.max_top_k, include_vectors=True)
+        client.search(name, np.ones(32768), top_k=LIMITS.max_top_k, include_vectors=True)
     assert client.get(name, [f"id{i}" for i in range(LIMITS.max_documents_per_request)]) == []
 
 
