@@ -174,9 +174,9 @@ class ServiceProcess:
         self.port, self.metrics_port = 0, None
         return self
 
-    def wait_until_serving(self, timeout_s: float = 120.0) -> ServiceProcess:
-        """Wait for the bound ports and SERVING. Raises ServiceError (with the log's tail) when the
-        process exits or `timeout_s` passes first."""
+    def wait_for_port(self, timeout_s: float = 120.0) -> ServiceProcess:
+        """Wait until the service has bound its ports (`address` is then its own), SERVING or not.
+        Raises ServiceError (with the log's tail) when the process exits or `timeout_s` passes first."""
         deadline = time.monotonic() + timeout_s
         while not self._port_file.exists():
             if not self.alive():
@@ -186,6 +186,13 @@ class ServiceProcess:
             time.sleep(0.05)
         facts = json.loads(self._port_file.read_text())
         self.port, self.metrics_port = int(facts["port"]), facts.get("metrics_port")
+        return self
+
+    def wait_until_serving(self, timeout_s: float = 120.0) -> ServiceProcess:
+        """Wait for the bound ports and SERVING. Raises ServiceError (with the log's tail) when the
+        process exits or `timeout_s` passes first."""
+        deadline = time.monotonic() + timeout_s
+        self.wait_for_port(timeout_s)
         check = HealthCheck({**os.environ, **self.env})
         if not check.possible:  # mTLS and no client certificate: the port file says SERVING
             return self

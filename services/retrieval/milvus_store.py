@@ -33,10 +33,12 @@ typed filters, counts, errors); storage, indexes and replication are Milvus'.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -57,6 +59,7 @@ from services.retrieval.collections import (
 )
 from services.retrieval.config import MILVUS_MAX_VARCHAR_BYTES, RetrievalConfig
 from services.runtime.errors import FacetError, InvalidArgument, Unavailable
+from services.runtime.interceptor import bounded_message
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,11 +74,9 @@ _COLLECTION_NOT_FOUND = 100  # Milvus' error code
 _IDS_PER_EXPRESSION = 500
 _WIDEN_FACTOR = 4
 _HEALTH_TIMEOUT_S = 2.0
+_DEADLINE_GRACE_S = 1.0  # beyond the call's own timeout, before it is abandoned
 _DOCUMENT_FIELDS = ["id", "text", "metadata"]
 
-# pymilvus logs every failed RPC at ERROR with its own traceback; the service reports the
-# mapped status once, in its own log line.
-logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 
 def milvus_name(name: str) -> str:
@@ -140,6 +141,10 @@ class MilvusStore:
         self.concurrency = config.milvus_concurrency
         self._client: Any = None
         self._lock = threading.Lock()
+        self._serving = True
+        # every Milvus call runs here, so that its deadline holds (see _run); the spare workers
+        # take new calls while abandoned ones wait for their channel to close
+        self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=2 * config.milvus_concurrency + 2, thread_name_prefix="milvus")
 
     # -- connection and errors ---------------------------------------------------------------
 
@@ -147,6 +152,14 @@ class MilvusStore:
         with self._lock:
             if self._client is None:
                 from pymilvus import MilvusClient
+                from pymilvus.client import grpc_handler
+
+                grpc_handler.grpc = _RECONNECTING_GRPC  # type: ignore[attr-defined]
+
+                # pymilvus logs every failed RPC at ERROR with a traceback (its import sets the
+                # level); the service reports the status once, in its own log line
+                for name in ("pymilvus", "pymilvus.milvus_client", "pymilvus.bulk_writer"):  # its own loggers
+                    logging.getLogger(name).setLevel(logging.CRITICAL)
 
                 self._client = self._call(
                     lambda: MilvusClient(
@@ -154,6 +167,9 @@ class MilvusStore:
                         token=self.config.milvus_token,
                         db_name=self.config.milvus_database,
                         timeout=self.config.milvus_timeout_s,
+                        # a connection of its own: pymilvus shares one per URI and database by
+                        # default, so closing a replaced client would close its successor's
+                        alias=f"facet-{uuid.uuid4().hex}",
                     ),
                     None,
                 )
@@ -168,32 +184,53 @@ class MilvusStore:
         except FacetError:
             raise
         except MilvusException as exc:
-            if exc.code == _COLLECTION_NOT_FOUND and collection is not None:
+            code, message = exc.code, str(exc.message)
+            if code == _COLLECTION_NOT_FOUND and collection is not None:
                 raise not_found(collection) from None
-            if exc.code == 2 or "connect" in exc.message.lower():
-                raise Unavailable(f"Milvus at {self.uri} cannot be reached: {exc.message}") from None
-            raise Unavailable(f"Milvus at {self.uri} failed: {exc.message}") from None
+            if not isinstance(code, int) or code == 2 or "connect" in message.lower():
+                # unreachable: pymilvus puts the gRPC error (a long debug string) in the message
+                raise Unavailable(
+                    f"Milvus at {self.uri} cannot be reached (no answer within retrieval.milvus_timeout_s = "
+                    f"{self.config.milvus_timeout_s:g} s); retry when it is back (an Upsert may be repeated: it replaces by id)"
+                ) from None
+            raise Unavailable(f"Milvus at {self.uri} failed: {bounded_message(message, 300)}") from None
         except grpc.RpcError as exc:
-            code = exc.code() if hasattr(exc, "code") else None
-            details = exc.details() if hasattr(exc, "details") else str(exc)
-            raise Unavailable(
-                f"Milvus at {self.uri} cannot be reached ({getattr(code, 'name', code)}): {details}"
-            ) from None
+            status = exc.code() if hasattr(exc, "code") else None
+            raise Unavailable(f"Milvus at {self.uri} cannot be reached ({getattr(status, 'name', status)})") from None
 
     def _run(self, collection: str | None, method: str, *args: Any, **kwargs: Any) -> Any:
+        """`client.<method>(*args, **kwargs)` with a deadline this store enforces itself: a
+        pymilvus call issued while the server is shutting down (its connection open, no answer)
+        can outlive its own `timeout` by minutes. Past the deadline the call is abandoned, the
+        client replaced (closing its channel ends the abandoned call) and Unavailable raised."""
         client = self._connect()
-        kwargs.setdefault("timeout", self.config.milvus_timeout_s)
-        return self._call(lambda: getattr(client, method)(*args, **kwargs), collection)
+        timeout = kwargs.setdefault("timeout", self.config.milvus_timeout_s)
+        pending = self._calls.submit(lambda: getattr(client, method)(*args, **kwargs))
+        try:
+            return self._call(lambda: pending.result(timeout + _DEADLINE_GRACE_S), collection)
+        except TimeoutError:
+            self._replace(client)
+            raise Unavailable(
+                f"Milvus at {self.uri} cannot be reached (no answer within {timeout:g} s, retrieval.milvus_timeout_s); "
+                "retry when it is back (an Upsert may be repeated: it replaces by id)"
+            ) from None
+
+    def _replace(self, client: Any) -> None:
+        """Drop a client whose calls hang; the next call connects afresh."""
+        with self._lock:
+            if self._client is client:
+                self._client = None
+        self._calls.submit(client.close)
 
     def healthy(self) -> bool:
         try:
-            client = self._connect()
-            self._call(lambda: client.get_server_version(timeout=_HEALTH_TIMEOUT_S), None)
+            self._run(None, "get_server_version", timeout=_HEALTH_TIMEOUT_S)
         except FacetError as exc:
-            log.warning(
-                "retrieval store not serving: %s", exc.message, extra={"fields": {"event": "store_unavailable"}}
-            )
+            if self._serving:
+                log.warning("retrieval store not serving: %s", exc.message, extra={"fields": {"event": "store_unavailable"}})
+            self._serving = False
             return False
+        self._serving = True
         return True
 
     # -- collections -------------------------------------------------------------------------
@@ -399,12 +436,45 @@ class MilvusStore:
 
     def close(self) -> None:
         with self._lock:
-            if self._client is not None:
-                try:
-                    self._client.close()
-                except Exception as exc:  # noqa: BLE001 - closing a channel to a server that went away
-                    log.debug("closing the Milvus client: %s", exc)
-                self._client = None
+            client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception as exc:  # noqa: BLE001 - closing a channel to a server that went away
+                log.debug("closing the Milvus client: %s", exc)
+        self._calls.shutdown(wait=False, cancel_futures=True)
+
+
+_RECONNECT_OPTIONS = [
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+
+
+class _ReconnectingGrpc:
+    """The `grpc` module as pymilvus' connection code sees it: channels it opens get their own
+    subchannel pool and a reconnect backoff of at most 2 s. gRPC's default backoff grows to
+    120 s, so after an outage of a few minutes a client could find Milvus back up to two minutes
+    late, and health would say NOT_SERVING that long. pymilvus offers no way to pass channel
+    options (a channel passed in is deep-copied, which fails)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(grpc, name)
+
+    @staticmethod
+    def insecure_channel(target: str, options: Sequence[tuple[str, Any]] | None = None, compression: Any = None) -> grpc.Channel:
+        return grpc.insecure_channel(target, [*(options or []), *_RECONNECT_OPTIONS], compression)
+
+    @staticmethod
+    def secure_channel(
+        target: str, credentials: grpc.ChannelCredentials, options: Sequence[tuple[str, Any]] | None = None, compression: Any = None
+    ) -> grpc.Channel:
+        return grpc.secure_channel(target, credentials, [*(options or []), *_RECONNECT_OPTIONS], compression)
+
+
+_RECONNECTING_GRPC = _ReconnectingGrpc()
 
 
 def _settings(description: str) -> dict[str, Any] | None:
