@@ -229,7 +229,54 @@ def cmd_up(args: argparse.Namespace) -> int:
                     print(f"facet up: {exc}", file=sys.stderr)
                     return 1
             supervisor.env[setting] = given
+        if "retrieval" in services:
+            store_env = _retrieval_store(args, config, engines)
+            if store_env is None:
+                return 1
+            supervisor.env.update(store_env)
         return _run_services(args, supervisor, missing, models_changed)
+
+
+def _retrieval_store(args: argparse.Namespace, config: FacetConfig, engines: contextlib.ExitStack) -> dict[str, str] | None:
+    """The retrieval service's store settings for `facet up`: --retrieval-store (else
+    retrieval.store) and, for Milvus, --milvus-uri (else retrieval.milvus_uri, else a local Milvus
+    standalone started here, stopped on exit). None when the local Milvus cannot start."""
+    from services.retrieval.config import RetrievalConfig
+
+    section = config.section(RetrievalConfig)
+    store = args.retrieval_store or section.store
+    if store != "milvus":
+        return {"FACET_RETRIEVAL_STORE": store}
+    uri = args.milvus_uri or section.milvus_uri
+    if uri:
+        print(f"facet: retrieval store: Milvus at {uri}", flush=True)
+    else:
+        try:
+            uri = engines.enter_context(_local_milvus(config))
+        except (ImportError, RuntimeError, OSError) as exc:
+            print(f"facet up: {exc}", file=sys.stderr)
+            return None
+    return {"FACET_RETRIEVAL_STORE": "milvus", "FACET_RETRIEVAL_MILVUS_URI": uri}
+
+
+@contextlib.contextmanager
+def _local_milvus(config: FacetConfig) -> Iterator[str]:
+    """A local Milvus standalone (deploy/milvus.py), its data under <data_dir>/milvus, on
+    FACET_MILVUS_PORT or Milvus' own 19530; stopped on exit, and by a watchdog when this process
+    dies first. Yields its URI."""
+    from deploy.milvus import LocalMilvus
+
+    milvus = LocalMilvus(config.data_dir / "milvus", port=int(os.environ.get("FACET_MILVUS_PORT", "19530")))
+    owner = _engine_owner(config, "milvus", f"Milvus standalone on {milvus.uri}")
+    print(f"facet: starting a local Milvus standalone on {milvus.uri} (data {milvus.base_dir}, log {milvus.log_path})", flush=True)
+    try:
+        milvus.start(on_spawn=owner.record)
+        yield milvus.uri
+    finally:
+        try:
+            milvus.stop()
+        finally:
+            owner.release()
 
 
 # backend -> the setting that points services at its engine
@@ -484,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--backend", choices=("onnxruntime", "triton", "ray"), help="inference backend (default: the configured one, onnxruntime)")
     up.add_argument("--ray-address", help="with --backend ray: use this Ray cluster (as RAY_ADDRESS) instead of starting a local head")
     up.add_argument("--triton-url", dest="triton_address", help="with --backend triton: use this Triton server (host:port, gRPC) instead of starting one")
+    up.add_argument("--retrieval-store", choices=("embedded", "milvus"), help="where retrieval collections live (default: retrieval.store, embedded)")
+    up.add_argument("--milvus-uri", help="with --retrieval-store milvus: this Milvus (http://host:19530) instead of a local standalone started here")
     up.add_argument("--tls-cert", help="serve TLS with this certificate (PEM; server.tls_cert_file); needs --tls-key")
     up.add_argument("--tls-key", help="the certificate's private key (PEM, unencrypted; server.tls_key_file)")
     up.add_argument("--tls-client-ca", help="mTLS: clients must present a certificate signed by this CA (PEM; server.tls_client_ca_file)")

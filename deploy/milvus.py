@@ -17,6 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -62,8 +63,13 @@ class LocalMilvus:
     def log_path(self) -> Path:
         return self.base_dir / "logs" / "milvus.log"
 
-    def start(self, timeout_s: float = 180.0) -> LocalMilvus:
+    def start(self, timeout_s: float = 180.0, on_spawn: Callable[[int, str | None], None] | None = None) -> LocalMilvus:
         """Write its config, start it and wait until /healthz answers OK.
+
+        Args:
+            timeout_s: how long it may take to become healthy, seconds.
+            on_spawn: called with (session id, None) as soon as it runs (the launcher records
+                the engines it owns, so a killed launcher's Milvus is stopped by its watchdog).
 
         Raises:
             ImportError: the `milvus` package is not installed (pip install MILVUS_PACKAGE).
@@ -99,6 +105,8 @@ class LocalMilvus:
             dying_with_parent([str(binary), "run", "standalone"]),
             cwd=self.base_dir, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
+        if on_spawn is not None:
+            on_spawn(self.process.pid, None)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -40,7 +40,7 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert commands[:2] == ["make run", "make test"]
 
 
-@pytest.mark.parametrize("retrieval_server", ["onnxruntime"], indirect=True)  # the SDK example, not the backends
+@pytest.mark.parametrize("retrieval_server", ["onnxruntime", "milvus"], indirect=True)  # the SDK example on each store, not the backends
 def test_quickstart_runs_as_written(retrieval_address: str, tmp_path: Path) -> None:
     blocks = _quickstart_blocks()
     assert len(blocks) == 2

@@ -58,7 +58,7 @@ from services.retrieval.collections import (
     prepare_vectors,
 )
 from services.retrieval.config import MILVUS_MAX_VARCHAR_BYTES, RetrievalConfig
-from services.runtime.errors import FacetError, InvalidArgument, Unavailable
+from services.runtime.errors import FacetError, InvalidArgument, NotFound, Unavailable
 from services.runtime.interceptor import bounded_message
 
 log = logging.getLogger(__name__)
@@ -307,22 +307,21 @@ class MilvusStore:
         return int(rows[0]["count(*)"])
 
     def list_collections(self) -> list[CollectionInfo]:
+        """Facet's collections in the database (Milvus collections without Facet's description
+        are not listed), with their counts. A collection deleted meanwhile (by another service
+        process) is left out; any other failure is raised."""
         infos = []
         for target in self._run(None, "list_collections"):
             if not target.startswith(PREFIX):
                 continue
             try:
-                described = self._run(None, "describe_collection", target)
-            except Unavailable:
-                continue  # deleted meanwhile (by another service process)
-            settings = _settings(described.get("description", ""))
-            if settings is None or milvus_name(str(settings.get("facet_collection"))) != target:
+                described = self._run(target, "describe_collection", target)
+                settings = _settings(described.get("description", ""))
+                if settings is None or milvus_name(str(settings.get("facet_collection"))) != target:
+                    continue
+                infos.append(_with_count(_info(settings, -1), self._count(str(settings["facet_collection"]))))
+            except NotFound:
                 continue
-            name = str(settings["facet_collection"])
-            try:
-                infos.append(_with_count(_info(settings, -1), self._count(name)))
-            except FacetError:
-                continue  # deleted meanwhile
         return sorted(infos, key=lambda i: i.name)
 
     def delete_collection(self, name: str) -> int:

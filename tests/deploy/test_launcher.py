@@ -193,6 +193,39 @@ def test_up_on_the_ray_backend_runs_the_demo(nextframe_repository: ModelReposito
 DEMO_SEARCH = "search: " + repr("Which city is France's capital?")  # the retrieval demo's first search
 
 
+def test_up_with_the_milvus_store_starts_a_local_milvus_runs_the_demo_and_stops_it(model_repository: ModelRepository, tmp_path: Path) -> None:
+    """`facet up --retrieval-store milvus` without a URI: a local Milvus standalone under the data
+    dir holds the collections, the retrieval demo runs on it, and Milvus stops with the services;
+    a second run finds the demo's collection again (it lives in Milvus, not in the service)."""
+    milvus_port = _free_port()
+    env = {**_up_env(model_repository, tmp_path, _free_port()), "FACET_MILVUS_PORT": str(milvus_port)}
+    command = [sys.executable, "-m", "deploy.cli", "up", "--services", "retrieval", "--retrieval-store", "milvus", "--demo", "--exit-after-demo"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"starting a local Milvus standalone on http://127.0.0.1:{milvus_port}" in result.stdout
+    assert DEMO_SEARCH in result.stdout and "retrieval  demo done" in result.stdout.split("facet: summary", 1)[1]
+    assert not (tmp_path / "retrieval" / "retrieval.sqlite3").exists()  # nothing in the embedded store
+    assert (tmp_path / "milvus" / "logs" / "milvus.log").stat().st_size > 0
+    with pytest.raises(OSError):  # stopped with the services
+        socket.create_connection(("127.0.0.1", milvus_port), timeout=1).close()
+    from deploy.milvus import LocalMilvus
+    from services.retrieval.config import RetrievalConfig
+    from services.retrieval.milvus_store import MilvusStore
+    from services.runtime.errors import Unavailable
+
+    with LocalMilvus(tmp_path / "milvus", port=milvus_port) as milvus:
+        store = MilvusStore(RetrievalConfig(store="milvus", milvus_uri=milvus.uri))
+        deadline = time.monotonic() + 60
+        while True:  # after a restart Milvus loads its collections again before it answers queries
+            try:
+                assert [(c.name, c.document_count) for c in store.list_collections()] == [("demo", 6)]
+                break
+            except Unavailable:
+                assert time.monotonic() < deadline, "Milvus did not serve the demo collection again within 60 s"
+                time.sleep(1)
+        store.close()
+
+
 def _copy_repository(repository: ModelRepository, to: Path) -> ModelRepository:
     shutil.copytree(repository.root, to, symlinks=True)
     return ModelRepository(to)
