@@ -145,3 +145,42 @@ def test_a_stepped_run_is_checked_step_by_step(retrieval_server: ServerProcess, 
     # without FACET_LOAD_ACK_LOG or FACET_LOAD_KEEP_COLLECTIONS the run deletes its collection
     with sdk.Client(retrieval=retrieval_server.address) as client:
         assert not [c.name for c in client.list_collections() if c.name.startswith("load-")]
+
+
+@pytest.mark.integration
+def test_the_retrieval_scenario_runs_against_two_services_sharing_one_milvus_at_once(start_server, milvus_uri: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two retrieval processes on one Milvus (the Milvus store), a locust run against each at the
+    same time: no failure in either, and every upsert either run had acknowledged is found
+    through the other service."""
+    from tests.services.retrieval.fixtures import milvus_database
+
+    with milvus_database(milvus_uri) as database:
+        env = {"FACET_RETRIEVAL_STORE": "milvus", "FACET_RETRIEVAL_MILVUS_URI": milvus_uri, "FACET_RETRIEVAL_MILVUS_DATABASE": database}
+        servers = [start_server(env=env) for _ in range(2)]
+        runs = []
+        for i, server in enumerate(servers):
+            argv = ["retrieval", "--users", "2", "--run-time", "15s", "--csv", str(tmp_path / f"run{i}"), "--data", str(RARB_DATA.parent)]
+            runs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", "import sys; from load.cli import main; sys.exit(main(sys.argv[1:]))", *argv],
+                    cwd=REPO_ROOT,
+                    env={**_environ(), contract("retrieval").address_env: server.address, "FACET_LOAD_ACK_LOG": str(tmp_path / f"acks{i}.jsonl")},
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                )  # fmt: skip
+            )
+        outputs = [run.communicate(timeout=240)[0] for run in runs]
+        for run, output in zip(runs, outputs, strict=True):
+            assert run.returncode == 0, output[-4000:]
+        for i in range(2):
+            with (tmp_path / f"run{i}_stats.csv").open(newline="") as f:
+                stats = {r["Name"]: r for r in csv.DictReader(f)}
+            assert int(stats["Retrieval/Search"]["Request Count"]) > 0 and int(stats["Retrieval/Upsert"]["Request Count"]) > 0
+            assert stats["Aggregated"]["Failure Count"] == "0", (tmp_path / f"run{i}_failures.csv").read_text()
+            acks = [json.loads(line) for line in (tmp_path / f"acks{i}.jsonl").read_text().splitlines()]
+            assert acks
+            other = servers[1 - i]
+            with sdk.Client(retrieval=other.address) as client:
+                (collection,) = {a["collection"] for a in acks}
+                ids = [d for a in acks for d in a["ids"]]
+                found = {d.id for start in range(0, len(ids), 64) for d in client.get(collection, ids[start : start + 64])}
+                assert found == set(ids), f"run {i}: {len(set(ids) - found)} acknowledged ids not found through the other service"
