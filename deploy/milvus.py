@@ -30,6 +30,18 @@ class MilvusNotStarted(RuntimeError):
     """The local Milvus did not answer its health check in time, or exited; the message names its log."""
 
 
+def _can_listen(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now (SO_REUSEADDR, as Milvus binds: connections
+    of an earlier run in TIME_WAIT do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -75,6 +87,11 @@ class LocalMilvus:
             ImportError: the `milvus` package is not installed (pip install MILVUS_PACKAGE).
             MilvusNotStarted: it exited or did not answer within `timeout_s`.
         """
+        if not _can_listen(self.host, self.port):
+            raise MilvusNotStarted(
+                f"cannot start a local Milvus on {self.host}:{self.port}: the port is in use (set FACET_MILVUS_PORT to a free port, "
+                "or pass --milvus-uri to use the Milvus that holds it)"
+            )
         try:
             import milvus
         except ImportError as exc:
@@ -138,7 +155,12 @@ class LocalMilvus:
         main.write_text(text.replace(marker, f"\n  config:\n    path: {etcd}{marker}", 1))
 
     def ready(self) -> bool:
-        """Whether its /healthz answers OK."""
+        """Whether its /healthz answers OK and its client port takes connections (Milvus moves to
+        another port, saying so only in its log, when the configured one is taken)."""
+        try:
+            socket.create_connection((self.host, self.port), timeout=2).close()
+        except OSError:
+            return False
         try:
             with urllib.request.urlopen(f"http://{self.host}:{self.health_port}/healthz", timeout=2) as reply:
                 return b"OK" in reply.read()

@@ -119,6 +119,10 @@ class RetrievalConfig:
                 "retrieval.milvus_uri must be set with retrieval.store = milvus (for example http://localhost:19530)",
             )
             check(
+                self.milvus_uri.startswith(("http://", "https://", "tcp://")),
+                f"retrieval.milvus_uri must start with http://, https:// or tcp://, got {self.milvus_uri!r}",
+            )
+            check(
                 self.max_document_text_bytes <= MILVUS_MAX_VARCHAR_BYTES,
                 f"retrieval.max_document_text_bytes ({self.max_document_text_bytes}) exceeds what a Milvus VARCHAR holds "
                 f"({MILVUS_MAX_VARCHAR_BYTES} bytes) with retrieval.store = milvus",

@@ -74,6 +74,8 @@ _COLLECTION_NOT_FOUND = 100  # Milvus' error code
 _IDS_PER_EXPRESSION = 500
 _WIDEN_FACTOR = 4
 _HEALTH_TIMEOUT_S = 2.0
+_CONNECT_TIMEOUT_S = 3.0
+MILVUS_MAX_JSON_BYTES = 65_536  # a Milvus JSON field's largest value
 _DEADLINE_GRACE_S = 1.0  # beyond the call's own timeout, before it is abandoned
 _DOCUMENT_FIELDS = ["id", "text", "metadata"]
 
@@ -166,7 +168,8 @@ class MilvusStore:
                         uri=self.uri,
                         token=self.config.milvus_token,
                         db_name=self.config.milvus_database,
-                        timeout=self.config.milvus_timeout_s,
+                        # how long connecting may take (under this lock: callers wait for it)
+                        timeout=min(self.config.milvus_timeout_s, _CONNECT_TIMEOUT_S),
                         # a connection of its own: pymilvus shares one per URI and database by
                         # default, so closing a replaced client would close its successor's
                         alias=f"facet-{uuid.uuid4().hex}",
@@ -194,6 +197,11 @@ class MilvusStore:
                     f"{self.config.milvus_timeout_s:g} s); retry when it is back (an Upsert may be repeated: it replaces by id)"
                 ) from None
             raise Unavailable(f"Milvus at {self.uri} failed: {bounded_message(message, 300)}") from None
+        except ValueError as exc:
+            if "closed channel" not in str(exc):
+                raise
+            # a call that raced the replacement of a client that had stopped answering
+            raise Unavailable(f"Milvus at {self.uri} cannot be reached (its connection was reset); retry") from None
         except grpc.RpcError as exc:
             status = exc.code() if hasattr(exc, "code") else None
             raise Unavailable(f"Milvus at {self.uri} cannot be reached ({getattr(status, 'name', status)})") from None
@@ -353,6 +361,14 @@ class MilvusStore:
         concurrent writers to the same ids through other processes may make it approximate."""
         info = self.spec(name)
         vectors = prepare_vectors(info, vectors)
+        for i, m in enumerate(metadata):
+            for field, value in (("metadata", m), ("metadata (its filter values)", _filter_values(m))):
+                size = len(json.dumps(value))
+                if size > MILVUS_MAX_JSON_BYTES:
+                    raise InvalidArgument(
+                        f"documents[{i}].{field} is {size} bytes as JSON (with escapes); the Milvus store holds at most "
+                        f"{MILVUS_MAX_JSON_BYTES} per document"
+                    )
         existing = self._existing(name, ids)
         rows = [
             {"id": i, "text": t, "metadata": dict(m), "filter_values": _filter_values(m), "vector": v.tolist()}
