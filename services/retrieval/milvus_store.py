@@ -34,6 +34,7 @@ typed filters, counts, errors); storage, indexes and replication are Milvus'.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import json
 import logging
@@ -192,19 +193,22 @@ class MilvusStore:
                 raise not_found(collection) from None
             if not isinstance(code, int) or code == 2 or "connect" in message.lower():
                 # unreachable: pymilvus puts the gRPC error (a long debug string) in the message
-                raise Unavailable(
-                    f"Milvus at {self.uri} cannot be reached (no answer within retrieval.milvus_timeout_s = "
-                    f"{self.config.milvus_timeout_s:g} s); retry when it is back (an Upsert may be repeated: it replaces by id)"
-                ) from None
+                raise self._unreachable("no connection") from None
             raise Unavailable(f"Milvus at {self.uri} failed: {bounded_message(message, 300)}") from None
         except ValueError as exc:
             if "closed channel" not in str(exc):
                 raise
             # a call that raced the replacement of a client that had stopped answering
-            raise Unavailable(f"Milvus at {self.uri} cannot be reached (its connection was reset); retry") from None
+            raise self._unreachable("its connection was reset") from None
         except grpc.RpcError as exc:
             status = exc.code() if hasattr(exc, "code") else None
-            raise Unavailable(f"Milvus at {self.uri} cannot be reached ({getattr(status, 'name', status)})") from None
+            raise self._unreachable(str(getattr(status, "name", status))) from None
+
+    def _unreachable(self, why: str) -> Unavailable:
+        """The one status for "Milvus did not answer", whatever pymilvus or gRPC said."""
+        return Unavailable(
+            f"Milvus at {self.uri} cannot be reached ({why}); retry when it is back (an Upsert may be repeated: it replaces by id)"
+        )
 
     def _run(self, collection: str | None, method: str, *args: Any, **kwargs: Any) -> Any:
         """`client.<method>(*args, **kwargs)` with a deadline this store enforces itself: a
@@ -218,10 +222,7 @@ class MilvusStore:
             return self._call(lambda: pending.result(timeout + _DEADLINE_GRACE_S), collection)
         except TimeoutError:
             self._replace(client)
-            raise Unavailable(
-                f"Milvus at {self.uri} cannot be reached (no answer within {timeout:g} s, retrieval.milvus_timeout_s); "
-                "retry when it is back (an Upsert may be repeated: it replaces by id)"
-            ) from None
+            raise self._unreachable(f"no answer within {timeout:g} s, retrieval.milvus_timeout_s") from None
 
     def _replace(self, client: Any) -> None:
         """Drop a client whose calls hang; the next call connects afresh."""
@@ -513,8 +514,6 @@ def _info(settings: Mapping[str, Any], count: int) -> CollectionInfo:
 
 
 def _with_count(info: CollectionInfo, count: int) -> CollectionInfo:
-    import dataclasses
-
     return dataclasses.replace(info, document_count=count)
 
 
