@@ -53,6 +53,19 @@ def is_blank(text: str) -> bool:
     return _visible_pattern().search(text) is None
 
 
+def chunks_at_least(text: str) -> int:
+    """A lower bound of the tokens `text` alone tokenizes to, uncapped: its space-separated chunks
+    holding a letter or digit (see `tokens_at_least`). The reranker sizes a long document's
+    windows with it before tokenizing.
+
+    Args:
+        text: any string.
+    Returns:
+        The bound (int, >= 0).
+    """
+    return len(_ALNUM_CHUNK.findall(text))
+
+
 def tokens_at_least(texts: Iterable[str], prefix: str, max_tokens: int, special_tokens: int) -> int:
     """A lower bound of the tokens that `texts`, each after `prefix`, tokenize to, known without
     tokenizing: one per space-separated chunk holding a letter or digit, plus the template's

@@ -19,7 +19,7 @@ from services.rerank.config import RerankConfig
 from services.rerank.tokenization import CallTooLarge, PairTokenizer
 from services.runtime.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, shown
 from services.runtime.outputs import finite_output
-from services.text import is_blank, tokens_at_least
+from services.text import is_blank
 
 log = logging.getLogger(__name__)
 
@@ -246,12 +246,13 @@ class Scorer:
         """
         reranker = self.reranker(model)
         self.validate(query, documents, min_probability)
-        # Admission before tokenizing, on lower bounds (one pair per document, each at least its
-        # letter-or-digit chunks long): nothing the batcher could run is refused.
-        pairs = reranker.pairs
-        width = tokens_at_least(documents, query + " ", pairs.max_seq_length, pairs.pair_special_tokens) // len(documents)
-        self._admit(reranker, len(documents), max(1, width), remedy)
+        # Admission before tokenizing, on lower bounds (at least one pair per document, and a long
+        # document's windows, each document at least its letter-or-digit chunks long): nothing the
+        # batcher could run is refused, and a call too large for its deadline is refused before
+        # its tokenizing takes the deadline's time.
         limits = self._config
+        rows, tokens = reranker.pairs.pairs_at_least(query, documents, truncate=truncate, windowing=limits.windowing)
+        self._admit(reranker, rows, max(1, tokens // rows), remedy)
         batch = await asyncio.to_thread(
             reranker.pairs,
             query,

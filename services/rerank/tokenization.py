@@ -22,6 +22,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from services.runtime.errors import InvalidArgument
+from services.text import chunks_at_least
 
 
 class CallTooLarge(InvalidArgument):
@@ -132,6 +133,38 @@ class PairTokenizer:
                 f"pair, {self.pair_special_tokens} of them special, so {left}: {fix}"
             )
         return encoding, room
+
+    def pairs_at_least(self, query: str, documents: list[str], *, truncate: bool, windowing: bool) -> tuple[int, int]:
+        """Lower bounds of the (query, window) pairs a call makes and of their tokens, known
+        without tokenizing, so that admission can refuse a call too large for its deadline before
+        tokenizing it (tokenizing a 100,000-character document alone takes a large part of a
+        short deadline on 2 cores).
+
+        Each document counts at least one pair; with windowing (and not truncate), a document of
+        at least L tokens (`services.text.chunks_at_least`) beside a window of at most R document
+        tokens makes at least ceil(L / R) windows (overlap only adds windows). R is an upper
+        bound: the model's max_seq_length less its special tokens and the query's lower bound,
+        never under `min_window_tokens` (a truncated query leaves exactly that many).
+
+        Args:
+            query: the query.
+            documents: the documents.
+            truncate: a long document is cut to its first window (one pair).
+            windowing: a long document is windowed (else one pair: it is refused later).
+        Returns:
+            (pairs, tokens): ints >= 0; tokens counts special tokens and the query in every pair.
+        """
+        most_query = max(0, self.max_seq_length - self.pair_special_tokens - self.min_window_tokens)
+        query_tokens = min(chunks_at_least(query), most_query)
+        room = max(self.min_window_tokens, self.max_seq_length - self.pair_special_tokens - query_tokens)
+        per_pair = query_tokens + self.pair_special_tokens
+        pairs = tokens = 0
+        for document in documents:
+            length = chunks_at_least(document)
+            windows = max(1, -(-length // room)) if windowing and not truncate else 1
+            pairs += windows
+            tokens += windows * per_pair + min(length, windows * room)
+        return pairs, tokens
 
     def __call__(
         self,

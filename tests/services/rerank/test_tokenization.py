@@ -6,6 +6,8 @@ import string
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from services.rerank.tokenization import PairBatch, PairTokenizer
@@ -94,17 +96,83 @@ def test_skip_unreadable_marks_a_document_without_tokens_instead_of_refusing_the
     assert nothing.unreadable.tolist() == [True] and nothing.input_ids.shape == (0, 0)
 
 
-def test_the_admission_bound_never_exceeds_the_real_pairs(tokenizer: PairTokenizer) -> None:
-    """Rerank sizes a call before tokenizing it with the shared `services.text.tokens_at_least`
-    (one row per document, each capped at the pair length): a call is never refused for work it
-    would not do, so the bound stays at or under each document's first real pair."""
-    from services.text import tokens_at_least
+_HARD_DOCUMENTS = [
+    "paris is the capital of france",
+    "a " * 40,  # four windows of 10 document tokens beside QUERY
+    "e=mc^2, (einstein 1905)",
+    "naïve café's crème brûlée",
+    "x",
+    "x" * 300,  # one word of many WordPiece tokens
+    "don't stop-believing_now " * 12,
+    "\u0301 a\u0301 \x1c\x1d b",  # marks and controls the tokenizer drops
+    "!!! ??? ...",  # tokens, but no letter or digit: counted as one pair
+]
 
-    documents = ["paris is the capital of france", "a " * 40, "e=mc^2, (einstein 1905)", "naïve café's crème brûlée", "x"]
-    real = _pairs(tokenizer, documents, truncate=True).token_counts  # one pair per document: its first window
-    for document, count in zip(documents, real, strict=True):
-        assert tokens_at_least([document], QUERY + " ", tokenizer.max_seq_length, tokenizer.pair_special_tokens) <= count
-    assert tokens_at_least(documents, QUERY + " ", tokenizer.max_seq_length, tokenizer.pair_special_tokens) <= real.sum()
+
+def _at_most(bound: tuple[int, int], real: tuple[int, int]) -> bool:
+    """Both counts of `bound` at most `real`'s (pairs, tokens)."""
+    return bound[0] <= real[0] and bound[1] <= real[1]
+
+
+def _real_work(tokenizer: PairTokenizer, query: str, documents: list[str], truncate: bool, windowing: bool, overlap: int) -> tuple[int, int]:
+    batch = tokenizer(query, documents, truncate=truncate, windowing=windowing, overlap=overlap, max_pairs=10_000)
+    return len(batch.token_counts), int(batch.token_counts.sum())
+
+
+@pytest.mark.parametrize(
+    ("query", "truncate", "windowing"),
+    [
+        (QUERY, False, True),
+        (QUERY, True, True),
+        (QUERY, True, False),
+        ("q", False, True),
+        ("q", True, False),
+        ("a b c d e f g h i j k l", True, True),  # cut to leave exactly min_window_tokens (truncate only)
+    ],
+)
+@pytest.mark.parametrize("overlap", [0, 4])
+def test_the_admission_bound_never_exceeds_the_real_pairs(query: str, truncate: bool, windowing: bool, overlap: int) -> None:
+    """Rerank sizes a call before tokenizing it (`PairTokenizer.pairs_at_least`): pairs and their
+    tokens, a long document's windows included. A lower bound of both, so that a call is never
+    refused for work it would not do, on every kind of document, query and setting."""
+    strict = PairTokenizer(packaged_minilm_dir() / "tokenizer.json", MAX, min_window_tokens=4)
+    pairs, tokens = strict.pairs_at_least(query, _HARD_DOCUMENTS, truncate=truncate, windowing=windowing)
+    real_pairs, real_tokens = _real_work(strict, query, _HARD_DOCUMENTS, truncate, windowing, overlap)
+    assert pairs <= real_pairs and tokens <= real_tokens
+    for document in _HARD_DOCUMENTS:
+        bound = strict.pairs_at_least(query, [document], truncate=truncate, windowing=windowing)
+        assert _at_most(bound, _real_work(strict, query, [document], truncate, windowing, overlap)), document
+
+
+def test_the_admission_bound_counts_a_long_documents_windows(tokenizer: PairTokenizer) -> None:
+    """A document of one-token words is sized exactly before tokenizing (without overlap): 25
+    words beside QUERY's 10-token windows make 3 pairs of 16, 16 and 11 tokens; a call with
+    hundreds of windows is sized as hundreds of pairs, not as one, so that admission can refuse it
+    before tokenizing takes its deadline."""
+    document = " ".join(LETTERS)
+    assert tokenizer.pairs_at_least(QUERY, [document], truncate=False, windowing=True) == (3, 16 + 16 + 11)
+    assert _real_work(tokenizer, QUERY, [document], False, True, 0) == (3, 16 + 16 + 11)
+    assert tokenizer.pairs_at_least(QUERY, [document], truncate=True, windowing=True) == (1, 16)
+    pairs, _ = tokenizer.pairs_at_least(QUERY, ["a " * 5000], truncate=False, windowing=True)
+    assert pairs == 500
+
+
+_ALPHABET = list("ab Z9 _-'.,\u0301\u00e9\x1c\t\n\u200b北😀 ")
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(
+    st.text(st.sampled_from(_ALPHABET), min_size=1, max_size=30).filter(lambda q: bool(q.strip())),
+    st.lists(st.text(st.sampled_from(_ALPHABET), min_size=1, max_size=120), min_size=1, max_size=4),
+    st.booleans(),
+)
+def test_the_admission_bound_never_exceeds_the_real_pairs_of_generated_text(query: str, documents: list[str], truncate: bool) -> None:
+    strict = PairTokenizer(packaged_minilm_dir() / "tokenizer.json", MAX, min_window_tokens=4)
+    try:
+        real = _real_work(strict, query, documents, truncate, True, 4)
+    except InvalidArgument:
+        return  # refused after tokenizing (an unreadable query or document): no work to bound
+    assert _at_most(strict.pairs_at_least(query, documents, truncate=truncate, windowing=True), real)
 
 
 def test_a_query_that_leaves_windows_under_the_minimum_is_refused_naming_the_limit() -> None:
