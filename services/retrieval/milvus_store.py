@@ -145,6 +145,8 @@ class MilvusStore:
         self._client: Any = None
         self._lock = threading.Lock()
         self._serving = True
+        self._check_collections = True  # until a query on each of Facet's collections returns (see healthy)
+        self._reported_waiting: str | None = None
         # every Milvus call runs here, so that its deadline holds (see _run); the spare workers
         # take new calls while abandoned ones wait for their channel to close
         self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=2 * config.milvus_concurrency + 2, thread_name_prefix="milvus")
@@ -232,15 +234,58 @@ class MilvusStore:
         self._calls.submit(client.close)
 
     def healthy(self) -> bool:
+        """Whether Milvus answers and, after it was unreachable (and at start), whether it
+        answers queries on Facet's collections: a restarted Milvus answers within seconds, but
+        reloads its collections for tens of seconds, and even once it reports them loaded, a
+        query on them hangs for a while longer (15–20 s more here, at Strong consistency). Until
+        a query on every Facet collection returns, the service reports NOT_SERVING, so that a load
+        balancer (Kubernetes' readiness probe) sends it calls only once they can succeed. After
+        that, only Milvus' answer is checked (one cheap call per check)."""
         try:
             self._run(None, "get_server_version", timeout=_HEALTH_TIMEOUT_S)
+            if self._check_collections:
+                waiting = self._not_answering()
+                if waiting is not None:
+                    if self._serving or waiting != self._reported_waiting:
+                        log.warning(
+                            "retrieval store not serving: Milvus at %s does not answer queries on %s yet (loading after a start)",
+                            self.uri, waiting, extra={"fields": {"event": "store_loading", "collection": waiting}},
+                        )  # fmt: skip
+                    self._reported_waiting = waiting
+                    self._serving = False
+                    return False
+                self._check_collections = False
         except FacetError as exc:
             if self._serving:
                 log.warning("retrieval store not serving: %s", exc.message, extra={"fields": {"event": "store_unavailable"}})
             self._serving = False
+            self._check_collections = True  # it may come back restarted, its collections loading
             return False
         self._serving = True
         return True
+
+    def _not_answering(self) -> str | None:
+        """The Milvus name of the first Facet collection a query (one primary-key lookup, at
+        `milvus_consistency`, bounded by the health timeout) does not return on; None when every
+        one answers. A collection released in Milvus by hand (neither loaded nor loading) is not
+        waited for: calls on it say so (UNAVAILABLE naming Milvus' message)."""
+        from pymilvus.client.types import LoadState
+
+        for target in self._run(None, "list_collections", timeout=_HEALTH_TIMEOUT_S):
+            if not target.startswith(PREFIX):
+                continue
+            try:
+                state = self._run(target, "get_load_state", target, timeout=_HEALTH_TIMEOUT_S)["state"]
+                if state == LoadState.Loading:
+                    return target
+                if state == LoadState.Loaded:
+                    self._run(target, "query", target, filter='id == ""', limit=1, output_fields=["id"],
+                              consistency_level=self.config.milvus_consistency, timeout=_HEALTH_TIMEOUT_S)  # fmt: skip
+            except NotFound:
+                continue  # deleted meanwhile
+            except Unavailable:
+                return target
+        return None
 
     # -- collections -------------------------------------------------------------------------
 
