@@ -109,9 +109,17 @@ def _decode_png(data: bytes, field: str, limits: PhenotypeConfig) -> np.ndarray:
     except unreadable as exc:
         raise InvalidArgument(f"{field} is a truncated or corrupt PNG: {_reason(exc)}") from None
     with image:
-        frames = int(getattr(image, "n_frames", 1))  # an APNG's acTL chunk, read with the header
+        # an APNG's acTL chunk, read with the header; Pillow's n_frames counts a default image
+        # (shown by viewers without APNG support, not part of the animation) as one more frame
+        frames = int(getattr(image, "n_frames", 1))
         if frames > 1:
-            raise InvalidArgument(f"{field} is an animated PNG of {frames} frames: send one frame")
+            default = bool(getattr(image, "default_image", False))
+            animation = frames - 1 if default else frames
+            raise InvalidArgument(
+                f"{field} is an animated PNG of {animation} frame{'s' if animation != 1 else ''}"
+                + (" and a separate default image (which viewers without APNG support show)" if default else "")
+                + ": send one still image"
+            )
         try:
             image.load()
         except unreadable as exc:

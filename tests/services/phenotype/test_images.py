@@ -145,11 +145,22 @@ def test_a_png_cut_before_its_iend_chunk_is_refused_though_its_pixels_are_comple
     assert images.decode_image(png_message(data + b"trailing bytes"), "image", LIMITS).shape == FACE.shape  # bytes after IEND are ignored
 
 
-def test_an_animated_png_is_refused() -> None:
-    frames = [Image.fromarray(np.full((32, 32, 3), c, np.uint8)) for c in (0, 255)]
+@pytest.mark.parametrize(
+    ("colours", "default_image", "message"),
+    [
+        ((0, 255), False, r"^image.png is an animated PNG of 2 frames: send one still image$"),
+        # the first image is a default image outside the animation (APNG's IDAT before any fcTL):
+        # counted apart, not as one more animation frame
+        ((0, 128, 255), True, r"^image.png is an animated PNG of 2 frames and a separate default image \(which viewers without APNG support show\): send one still image$"),
+        ((0, 255), True, r"^image.png is an animated PNG of 1 frame and a separate default image .*: send one still image$"),
+    ],
+)
+def test_an_animated_png_is_refused_counting_its_animation_frames(colours: tuple[int, ...], default_image: bool, message: str) -> None:
+    frames = [Image.fromarray(np.full((32, 32, 3), c, np.uint8)) for c in colours]
     out = io.BytesIO()
-    frames[0].save(out, "PNG", save_all=True, append_images=frames[1:])
-    refused(png_message(out.getvalue()), r"image.png is an animated PNG of 2 frames: send one frame")
+    frames[0].save(out, "PNG", save_all=True, append_images=frames[1:], default_image=default_image)
+    assert out.getvalue().count(b"fcTL") == len(colours) - default_image  # the animation's frames, as written
+    refused(png_message(out.getvalue()), message)
 
 
 def test_an_unset_image_is_refused_naming_the_field() -> None:
