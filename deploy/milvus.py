@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -56,11 +57,15 @@ class LocalMilvus:
             folder finds every collection again.
         port: the gRPC port clients use (0: a free one, kept across restarts of this object).
         host: the address it listens on for clients.
+        settings: milvus.yaml values to change, {"<section>.<key>": value} for keys the file
+            already has at the section's first level (e.g. {"queryCoord.checkInterval": 200});
+            an unknown one raises ValueError at start.
     """
 
-    def __init__(self, base_dir: Path, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, base_dir: Path, port: int = 0, host: str = "127.0.0.1", settings: Mapping[str, int | str] | None = None) -> None:
         self.base_dir = Path(base_dir).resolve()
         self.host = host
+        self.settings = dict(settings or {})
         self.port = port or _free_port(host)
         self.health_port = 0
         self.process: subprocess.Popen[bytes] | None = None
@@ -106,6 +111,7 @@ class LocalMilvus:
         config.configurable_items["proxy_port"][1] = self.port
         config.write_config()
         self._embedded_etcd_ports(self.base_dir / "configs")
+        self._apply_settings(self.base_dir / "configs" / "milvus.yaml")
         milvus._initialize_data_files(str(self.base_dir))  # unpacks the server binary (once)
         self.health_port = _free_port(self.host)
         binary = self.base_dir / "bin" / "milvus"
@@ -135,6 +141,19 @@ class LocalMilvus:
             time.sleep(0.2)
         self.stop()
         raise MilvusNotStarted(f"Milvus did not become healthy within {timeout_s:.0f} s; see {self.log_path}")
+
+    def _apply_settings(self, main: Path) -> None:
+        """Set `settings` in milvus.yaml, in place (the file's comments and layout kept)."""
+        text = main.read_text()
+        for name, value in self.settings.items():
+            section, _, key = name.partition(".")
+            block = re.search(rf"^{re.escape(section)}:\n((?:[ #].*\n|\n)*)", text, flags=re.MULTILINE)
+            line = re.compile(rf"^(  {re.escape(key)}:) *[^#\n]*?( *#.*)?$", flags=re.MULTILINE)
+            found = line.search(text, block.start(1), block.end(1)) if block else None
+            if block is None or found is None:
+                raise ValueError(f"milvus.yaml has no key {name!r} to set (settings take <section>.<key> of the file's first level)")
+            text = text[: found.start()] + f"{found.group(1)} {value}{found.group(2) or ''}" + text[found.end() :]
+        main.write_text(text)
 
     def _embedded_etcd_ports(self, configs: Path) -> None:
         """Give the embedded etcd free ports: by default it listens on 2379 and 2380, so a second

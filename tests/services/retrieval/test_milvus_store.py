@@ -221,3 +221,22 @@ def test_a_local_milvus_refuses_a_port_that_is_taken(tmp_path: Path) -> None:
         with pytest.raises(MilvusNotStarted, match=f"127.0.0.1:{port}: the port is in use .*FACET_MILVUS_PORT"):
             LocalMilvus(tmp_path / "milvus", port=port).start()
     assert not (tmp_path / "milvus" / "bin").exists()  # refused before anything was unpacked or run
+
+
+def test_a_local_milvus_sets_the_yaml_keys_it_is_given_and_refuses_unknown_ones(tmp_path: Path) -> None:
+    """`LocalMilvus(settings=...)` edits the package's milvus.yaml in place: the key in its own
+    section (not a same-named key of another section), the comment kept; a key the file does not
+    have is an error, not a setting silently ignored."""
+    main = tmp_path / "milvus.yaml"
+    main.write_text(
+        "proxy:\n  timeTickInterval: 200 # ms, the interval\n  port: 19530\n\n"
+        "queryCoord:\n  # the checker\n  checkInterval: 1000\n  timeTickInterval: 7\n"
+    )
+    LocalMilvus(tmp_path, settings={"proxy.timeTickInterval": 50, "queryCoord.checkInterval": 100})._apply_settings(main)
+    assert main.read_text() == (
+        "proxy:\n  timeTickInterval: 50 # ms, the interval\n  port: 19530\n\n"
+        "queryCoord:\n  # the checker\n  checkInterval: 100\n  timeTickInterval: 7\n"
+    )
+    for unknown in ("proxy.checkInterval", "queryNode.checkInterval", "timeTickInterval"):
+        with pytest.raises(ValueError, match=f"no key '{unknown}'"):
+            LocalMilvus(tmp_path, settings={unknown: 1})._apply_settings(main)
