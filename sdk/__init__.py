@@ -29,7 +29,7 @@ from sdk._errors import (
 from sdk._images import save_grid
 from sdk._nextframe import ConstantEstimate, FrameModel, save_gif
 from sdk._paraphrase import Paraphrase, ParaphraseResult, ParaphraserInfo, ParaphraseToken
-from sdk._phenotype import AttributeInfo, Attributes, EditReport, EncodedFace, FaceModelInfo
+from sdk._phenotype import AttributeInfo, Attributes, EditReport, EncodedFace, Face, FaceModelInfo, Interpolation
 from sdk._rerank import RankedDocument, RerankerInfo, RerankResult
 from sdk._retrieval import Collection, Document, Hit, ModelInfo, SearchResult, UpsertResult
 from sdk._retry import RetryPolicy
@@ -51,6 +51,8 @@ __all__ = [
     "Attributes",
     "EditReport",
     "EncodedFace",
+    "Face",
+    "Interpolation",
     "FaceModelInfo",
     "save_grid",
     "Explanation",

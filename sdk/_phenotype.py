@@ -136,6 +136,76 @@ class FaceModelInfo:
     source: str
 
 
+class Face(np.ndarray):  # type: ignore[type-arg]
+    """A generated face (`generate_face`): a numpy uint8 (image_size, image_size, 3) RGB array like
+    any other, carrying what the service measured of it.
+
+    Attributes:
+        factors: {factor: value in [0, 1]}: every factor the face was generated from, the ones
+            given and the ones drawn from the seed (`list_attributes().factors`).
+        attributes: {attribute: value}: the attributes as the regressor (trained apart from the
+            generator) reads them off the image: what the face shows, which can differ from the
+            factor asked for (the model's controllability, `list_face_models()` metrics).
+        model: the face model.
+
+    The readings describe the image as generated. As numpy does for its subclasses, arrays made
+    from a Face (a slice, a cast, arithmetic) are Faces with the same readings;
+    `np.asarray(face)` is the plain array.
+    """
+
+    factors: dict[str, float]
+    attributes: dict[str, float]
+    model: str
+
+    def __new__(cls, image: np.ndarray, factors: dict[str, float], attributes: dict[str, float], model: str) -> Face:
+        face = np.asarray(image).view(cls)
+        face.factors, face.attributes, face.model = factors, attributes, model
+        return face
+
+    def __array_finalize__(self, obj: Any) -> None:  # an array made from a Face: its readings
+        self.factors = getattr(obj, "factors", {})
+        self.attributes = getattr(obj, "attributes", {})
+        self.model = getattr(obj, "model", "")
+
+    def __reduce__(self) -> Any:  # pickling keeps the readings (a view's state would lose them)
+        return (Face, (np.asarray(self).copy(), self.factors, self.attributes, self.model))
+
+
+@dataclasses.dataclass(frozen=True)
+class Interpolation(Sequence[np.ndarray]):
+    """The strip `interpolate_phenotype` returns: a sequence of uint8 (image_size, image_size, 3)
+    images, one per value asked for, with what the regressor reads off each.
+
+    Attributes:
+        images: the images, in the order of `values`.
+        attribute: the attribute set.
+        values: the values asked for, in order.
+        achieved: the attribute as the regressor (trained apart from the generator) reads it off
+            each image: how far the model moved it (an attribute the model controls poorly
+            moves less than asked).
+        model: the face model.
+    """
+
+    images: tuple[np.ndarray, ...]
+    attribute: str
+    values: tuple[float, ...]
+    achieved: tuple[float, ...]
+    model: str
+
+    @overload
+    def __getitem__(self, i: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[np.ndarray, ...]: ...
+    def __getitem__(self, i: int | slice) -> np.ndarray | tuple[np.ndarray, ...]:
+        return self.images[i]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.images)
+
+
 @dataclasses.dataclass(frozen=True)
 class EncodedFace:
     """An image as the face model sees it (`encode_face`).
@@ -323,8 +393,13 @@ def generate_request(factors: object, seed: object, model: object) -> phenotype_
     )
 
 
-def parse_generated(r: phenotype_pb2.GenerateResponse) -> np.ndarray:
-    return array_from_message(r.image, "image")
+def parse_generated(r: phenotype_pb2.GenerateResponse) -> Face:
+    return Face(
+        array_from_message(r.image, "image"),
+        factors=_finite_map(r.factors, "factors"),
+        attributes=_finite_map(r.attributes, "attributes"),
+        model=r.model,
+    )
 
 
 def encode_request(image: object, model: object) -> phenotype_pb2.EncodeRequest:
@@ -379,8 +454,12 @@ def interpolate_request(image: object, attribute: object, values: object, model:
     )
 
 
-def parse_interpolated(r: phenotype_pb2.InterpolateResponse) -> list[np.ndarray]:
-    return [array_from_message(image, f"images[{i}]") for i, image in enumerate(r.images)]
+def parse_interpolated(r: phenotype_pb2.InterpolateResponse, request: phenotype_pb2.InterpolateRequest) -> Interpolation:
+    images = tuple(array_from_message(image, f"images[{i}]") for i, image in enumerate(r.images))
+    achieved = tuple(finite_float(v, f"achieved[{i}]") for i, v in enumerate(r.achieved))  # doubles, kept as sent
+    if not len(images) == len(achieved) == len(request.values):
+        raise InvalidArgument(f"the reply has {len(images)} images and {len(achieved)} readings for {len(request.values)} values")
+    return Interpolation(images, request.attribute, tuple(request.values), achieved, r.model)
 
 
 def _list_attributes_call(model: str | None) -> Call[Attributes]:
@@ -391,7 +470,7 @@ def _list_face_models_call() -> Call[list[FaceModelInfo]]:
     return _call("ListFaceModels", phenotype_pb2.ListFaceModelsRequest(), lambda r: [parse_face_model(m) for m in r.models])
 
 
-def _generate_call(factors: Mapping[str, float] | None, seed: int, model: str | None) -> Call[np.ndarray]:
+def _generate_call(factors: Mapping[str, float] | None, seed: int, model: str | None) -> Call[Face]:
     return _call("Generate", generate_request(factors, seed, model), parse_generated)
 
 
@@ -403,8 +482,9 @@ def _edit_call(image: ImageLike, edits: Mapping[str, float | ImageLike], model: 
     return _call("Edit", edit_request(image, edits, model), parse_edited)
 
 
-def _interpolate_call(image: ImageLike, attribute: str, values: Iterable[float], model: str | None) -> Call[list[np.ndarray]]:
-    return _call("Interpolate", interpolate_request(image, attribute, values, model), parse_interpolated)
+def _interpolate_call(image: ImageLike, attribute: str, values: Iterable[float], model: str | None) -> Call[Interpolation]:
+    request = interpolate_request(image, attribute, values, model)
+    return _call("Interpolate", request, lambda r: parse_interpolated(r, request))
 
 
 # -- methods ------------------------------------------------------------------------------------
@@ -456,7 +536,7 @@ class PhenotypeMethods(SyncTransport):
         seed: int = 0,
         model: str | None = None,
         timeout_s: float | None = None,
-    ) -> np.ndarray:
+    ) -> Face:
         """A face from factor values: the factor encoder's latent decoded by the generator
         (ConfigNet's stage 1, Kowalski et al. 2020 §3.1).
 
@@ -469,7 +549,9 @@ class PhenotypeMethods(SyncTransport):
             model: a face model from `list_face_models()`; None: the service's default.
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
-            uint8 (image_size, image_size, 3), RGB.
+            Face: a numpy uint8 (image_size, image_size, 3) RGB array, with `.factors` (every
+            factor it was generated from, given or drawn), `.attributes` (what the regressor
+            reads off it) and `.model`.
         Raises:
             InvalidArgument: before sending, factors not a dict with str keys, a value that is
                 not a finite number in [0, 1], a seed that is not an integer in range; from
@@ -480,6 +562,7 @@ class PhenotypeMethods(SyncTransport):
         Example:
             >>> face = client.generate_face(seed=3)
             >>> darker = client.generate_face({"skin_tone": 0.9}, seed=3)
+            >>> darker.factors["skin_tone"], darker.attributes["skin_tone"]   # asked for, read off the image
         """
         return self._run(_generate_call(factors, seed, model), timeout_s)
 
@@ -556,7 +639,7 @@ class PhenotypeMethods(SyncTransport):
         *,
         model: str | None = None,
         timeout_s: float | None = None,
-    ) -> list[np.ndarray]:
+    ) -> Interpolation:
         """The image with one attribute set to each of several values: a strip of faces.
 
         Args:
@@ -566,7 +649,9 @@ class PhenotypeMethods(SyncTransport):
             model: a face model from `list_face_models()`; None: the service's default.
             timeout_s: deadline of the call in seconds; None takes the client's `timeout_s`.
         Returns:
-            One uint8 (image_size, image_size, 3) image per value, in order.
+            Interpolation: a sequence of one uint8 (image_size, image_size, 3) image per value,
+            in order, with `.values`, `.achieved` (the attribute as the regressor reads it off
+            each image), `.attribute` and `.model`.
         Raises:
             InvalidArgument: before sending, values not a list, empty, or holding a value that
                 is not a finite number in [0, 1], a bad image; from the service, an unknown
@@ -577,6 +662,7 @@ class PhenotypeMethods(SyncTransport):
         Example:
             >>> strip = client.interpolate_phenotype(photo, "hair_colour", [0.0, 0.25, 0.5, 0.75, 1.0])
             >>> sdk.save_grid(strip, "hair.png")
+            >>> list(zip(strip.values, strip.achieved))   # asked for, read off each image
         """
         return self._run(_interpolate_call(image, attribute, values, model), timeout_s)
 
@@ -600,7 +686,7 @@ class AsyncPhenotypeMethods(AsyncTransport):
         seed: int = 0,
         model: str | None = None,
         timeout_s: float | None = None,
-    ) -> np.ndarray:
+    ) -> Face:
         return await self._run(_generate_call(factors, seed, model), timeout_s)
 
     async def encode_face(self, image: ImageLike, *, model: str | None = None, timeout_s: float | None = None) -> EncodedFace:
@@ -624,5 +710,5 @@ class AsyncPhenotypeMethods(AsyncTransport):
         *,
         model: str | None = None,
         timeout_s: float | None = None,
-    ) -> list[np.ndarray]:
+    ) -> Interpolation:
         return await self._run(_interpolate_call(image, attribute, values, model), timeout_s)

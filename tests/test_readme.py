@@ -116,7 +116,10 @@ def test_phenotype_example_runs_as_written(start_phenotype_server, tmp_path: Pat
     lines = result.stdout.splitlines()
     assert "skin_tone" in lines[0] and str(TEST_IMAGE_SIZE) in lines[0]
     assert lines[1] == "Fitzpatrick type I (lightest) -> Fitzpatrick type VI (darkest)"
-    assert "'skin_tone': 0.2" in lines[2] and "hair_colour" in lines[2]
+    assert re.fullmatch(r"[01]\.\d+ -?\d\.\d+", lines[2])  # the face's drawn skin_tone factor and its reading
+    assert "'skin_tone': 0.2" in lines[3] and "hair_colour" in lines[3]
+    achieved = [float(v) for v in lines[-3].strip("[]").split(", ")]  # the strip's readings, one per face
+    assert len(achieved) == 5 and achieved[0] < achieved[-1]  # hair_colour 0 -> 1: read lighter ... blonder
     assert lines[-1] == f"(5, {TEST_IMAGE_SIZE}, {TEST_IMAGE_SIZE}, 3)"
     assert (tmp_path / "edit.png").read_bytes().startswith(b"\x89PNG")
 

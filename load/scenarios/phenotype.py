@@ -37,7 +37,7 @@ class PhenotypeUser(FacetUser):
         if not attributes:
             return None
         faces = [self.call("Generate", self.client.generate_face, seed=seed) for seed in range(N_FACES)]
-        found = [f for f in faces if f is not None]
+        found: list[np.ndarray] = [f for f in faces if f is not None]
         return (attributes.names, found) if found else None
 
     def _face(self) -> np.ndarray:

@@ -4,6 +4,7 @@ each argument it refuses before sending (`sdk.InvalidArgument` naming the argume
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,7 @@ def test_a_reply_with_a_non_finite_number_or_a_broken_image_is_refused() -> None
         phenotype.parse_edited(nan_report)
     short = phenotype_pb2.Image(raw=phenotype_pb2.RawImage(height=32, width=32, channels=3, data=FACE.tobytes()[:-1]))
     with pytest.raises(sdk.InvalidArgument, match=r"images\[1\].raw.data has 3071 bytes"):
-        phenotype.parse_interpolated(phenotype_pb2.InterpolateResponse(images=[raw(FACE), short]))
+        phenotype.parse_interpolated(phenotype_pb2.InterpolateResponse(images=[raw(FACE), short]), phenotype_pb2.InterpolateRequest(values=[0.0, 1.0]))
 
 
 def test_an_encode_reply_becomes_an_encoded_face() -> None:
@@ -191,3 +192,31 @@ def test_sync_and_async_methods_are_twins() -> None:
     asynchronous = {n for n in vars(phenotype.AsyncPhenotypeMethods) if not n.startswith("_")}
     assert sync == asynchronous == {"list_attributes", "list_face_models", "generate_face", "encode_face", "edit_phenotype", "interpolate_phenotype"}
     assert all(getattr(phenotype.AsyncPhenotypeMethods, n).__doc__ for n in asynchronous)
+
+
+def test_a_generated_face_is_an_array_carrying_its_factors_and_readings() -> None:
+    """`generate_face` returns a numpy array that passes anywhere an image goes, with what the
+    service measured of it; a copy or a pickled face keeps them; np.asarray is the plain array."""
+    reply = phenotype_pb2.GenerateResponse(image=raw(FACE), factors={"skin_tone": 0.25, "pose": 0.5}, attributes={"skin_tone": 0.31}, model="m")
+    face = phenotype.parse_generated(round_trip(reply))
+    assert isinstance(face, np.ndarray) and np.array_equal(face, FACE) and face.dtype == np.uint8
+    assert (face.factors, face.attributes, face.model) == ({"skin_tone": 0.25, "pose": 0.5}, {"skin_tone": 0.31}, "m")
+    assert type(np.asarray(face)) is np.ndarray and float(face.mean()) == pytest.approx(FACE.mean())
+    for kept in (face.copy(), pickle.loads(pickle.dumps(face))):
+        assert isinstance(kept, sdk.Face) and np.array_equal(kept, FACE)
+        assert (kept.factors, kept.attributes, kept.model) == (face.factors, face.attributes, face.model)
+    assert phenotype.edit_request(face, {"skin_tone": 0.5}, None).image == raw(FACE)  # sent as the image it is
+    bad = phenotype_pb2.GenerateResponse(image=raw(FACE), attributes={"skin_tone": math.nan})
+    with pytest.raises(sdk.InvalidArgument, match="attributes"):
+        phenotype.parse_generated(bad)
+
+
+def test_an_interpolation_is_a_strip_with_each_images_reading() -> None:
+    request = phenotype.interpolate_request(FACE, "hair_colour", [0.0, 0.5, 1.0], None)
+    reply = phenotype_pb2.InterpolateResponse(images=[raw(FACE), raw(FACE), raw(FACE)], achieved=[0.1, 0.45, 0.8], model="m")
+    strip = phenotype.parse_interpolated(round_trip(reply), request)
+    assert len(strip) == 3 and all(np.array_equal(image, FACE) for image in strip) and len(strip[:2]) == 2
+    assert (strip.attribute, strip.values, strip.achieved, strip.model) == ("hair_colour", (0.0, 0.5, 1.0), (0.1, 0.45, 0.8), "m")
+    short = phenotype_pb2.InterpolateResponse(images=[raw(FACE)] * 3, achieved=[0.1, 0.45], model="m")
+    with pytest.raises(sdk.InvalidArgument, match="3 images and 2 readings for 3 values"):
+        phenotype.parse_interpolated(short, request)

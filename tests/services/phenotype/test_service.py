@@ -36,7 +36,7 @@ def stub(phenotype_server) -> Iterator[phenotype_pb2_grpc.PhenotypeStub]:  # typ
 
 
 @pytest.fixture(scope="module")
-def face(client: sdk.Client) -> np.ndarray:
+def face(client: sdk.Client) -> sdk.Face:
     return client.generate_face(seed=3)
 
 
@@ -126,6 +126,22 @@ def test_interpolation_is_a_strip_in_order(client: sdk.Client, face: np.ndarray)
     assert len(strip) == 3 and all(s.shape == face.shape for s in strip)
     brightness = [s.astype(float).mean() for s in strip]
     assert brightness[0] > brightness[-1]
+    # each image's reading: darker as asked (skin_tone 1 is the darkest end)
+    assert strip.values == (0.0, 0.5, 1.0) and strip.attribute == "skin_tone" and strip.model == FACE_MODEL
+    assert strip.achieved[0] < strip.achieved[-1]
+
+
+def test_a_generated_face_carries_the_factors_it_was_made_from_and_its_readings(client: sdk.Client, face: sdk.Face) -> None:
+    """The factors drawn from the seed are returned (the same seed, the same factors), the given
+    ones are kept, and the regressor's readings follow the factor asked for."""
+    factors = client.list_attributes().factors
+    assert set(face.factors) == set(factors) and all(0.0 <= v <= 1.0 for v in face.factors.values())
+    assert set(face.attributes) == set(ATTRIBUTE_NAMES) and face.model == FACE_MODEL
+    assert client.generate_face(seed=3).factors == face.factors
+    light = client.generate_face({"skin_tone": 0.0}, seed=3)
+    dark = client.generate_face({"skin_tone": 1.0}, seed=3)
+    assert light.factors == {**face.factors, "skin_tone": 0.0} and dark.factors["skin_tone"] == 1.0
+    assert light.attributes["skin_tone"] < dark.attributes["skin_tone"]
 
 
 def test_encode_returns_the_latent_its_layout_and_a_reconstruction(client: sdk.Client, face: np.ndarray) -> None:
