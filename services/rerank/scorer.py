@@ -246,12 +246,15 @@ class Scorer:
         """
         reranker = self.reranker(model)
         self.validate(query, documents, min_probability)
-        # Admission before tokenizing, on lower bounds (at least one pair per document, and a long
-        # document's windows, each document at least its letter-or-digit chunks long): nothing the
-        # batcher could run is refused, and a call too large for its deadline is refused before
-        # its tokenizing takes the deadline's time.
+        # Admission before tokenizing the documents, on lower bounds (at least one pair per
+        # document, and a long document's windows, each document at least its letter-or-digit
+        # chunks long): nothing the batcher could run is refused, and a call too large for its
+        # deadline is refused before its tokenizing takes the deadline's time. A bad query and a
+        # call over the pairs limit are refused first, as such.
         limits = self._config
-        rows, tokens = reranker.pairs.pairs_at_least(query, documents, truncate=truncate, windowing=limits.windowing)
+        rows, tokens = reranker.pairs.pairs_at_least(
+            query, documents, truncate=truncate, windowing=limits.windowing, max_pairs=limits.max_pairs_per_request
+        )
         self._admit(reranker, rows, max(1, tokens // rows), remedy)
         batch = await asyncio.to_thread(
             reranker.pairs,

@@ -134,37 +134,49 @@ class PairTokenizer:
             )
         return encoding, room
 
-    def pairs_at_least(self, query: str, documents: list[str], *, truncate: bool, windowing: bool) -> tuple[int, int]:
+    def pairs_at_least(self, query: str, documents: list[str], *, truncate: bool, windowing: bool, max_pairs: int) -> tuple[int, int]:
         """Lower bounds of the (query, window) pairs a call makes and of their tokens, known
-        without tokenizing, so that admission can refuse a call too large for its deadline before
-        tokenizing it (tokenizing a 100,000-character document alone takes a large part of a
-        short deadline on 2 cores).
+        after tokenizing the query alone, so that admission can refuse a call too large for its
+        deadline before tokenizing its documents (tokenizing a 100,000-character document alone
+        takes a large part of a short deadline on 2 cores).
 
         Each document counts at least one pair; with windowing (and not truncate), a document of
-        at least L tokens (`services.text.chunks_at_least`) beside a window of at most R document
-        tokens makes at least ceil(L / R) windows (overlap only adds windows). R is an upper
-        bound: the model's max_seq_length less its special tokens and the query's lower bound,
-        never under `min_window_tokens` (a truncated query leaves exactly that many).
+        at least L tokens (`services.text.chunks_at_least`) beside the query's window of R
+        document tokens makes at least ceil(L / R) windows (overlap only adds windows).
 
         Args:
-            query: the query.
+            query: the query, not blank.
             documents: the documents.
-            truncate: a long document is cut to its first window (one pair).
+            truncate: a long document is cut to its first window (one pair); as `window_tokens`.
             windowing: a long document is windowed (else one pair: it is refused later).
+            max_pairs: the most pairs the call may make (`rerank.max_pairs_per_request`).
         Returns:
-            (pairs, tokens): ints >= 0; tokens counts special tokens and the query in every pair.
+            (pairs, tokens): ints >= 1; tokens counts special tokens and the query in every pair.
+        Raises:
+            InvalidArgument: the query, as `window_tokens` (before the call is sized, so a query
+                too long is refused as such, not as a call too large).
+            CallTooLarge: the bound already exceeds `max_pairs`, as `__call__` would find.
         """
-        most_query = max(0, self.max_seq_length - self.pair_special_tokens - self.min_window_tokens)
-        query_tokens = min(chunks_at_least(query), most_query)
-        room = max(self.min_window_tokens, self.max_seq_length - self.pair_special_tokens - query_tokens)
-        per_pair = query_tokens + self.pair_special_tokens
+        query_encoding, room = self.window_tokens(query, truncate)
+        per_pair = len(query_encoding.ids) + self.pair_special_tokens
         pairs = tokens = 0
         for document in documents:
             length = chunks_at_least(document)
             windows = max(1, -(-length // room)) if windowing and not truncate else 1
             pairs += windows
             tokens += windows * per_pair + min(length, windows * room)
+        if pairs > max_pairs:
+            raise self._too_many_pairs(max_pairs, room)
         return pairs, tokens
+
+    @staticmethod
+    def _too_many_pairs(max_pairs: int, room: int) -> CallTooLarge:
+        return CallTooLarge(
+            f"the documents make more than {max_pairs} (query, window) pairs (a document longer than the model's "
+            f"{room}-token window beside this query is scored window by window); the limit is "
+            f"rerank.max_pairs_per_request ({max_pairs})",
+            "send fewer or shorter documents, or pass truncate=True",
+        )
 
     def __call__(
         self,
@@ -230,12 +242,7 @@ class PairTokenizer:
             windows += parts
             owners += [i] * len(parts)
             if len(windows) > max_pairs:
-                raise CallTooLarge(
-                    f"the documents make more than {max_pairs} (query, window) pairs (a document longer than the model's "
-                    f"{room}-token window beside this query is scored window by window); the limit is "
-                    f"rerank.max_pairs_per_request ({max_pairs})",
-                    "send fewer or shorter documents, or pass truncate=True",
-                )
+                raise self._too_many_pairs(max_pairs, room)
         pairs = [self._tokenizer.post_process(query_encoding, w, add_special_tokens=True) for w in windows]
         counts = np.array([len(p.ids) for p in pairs], dtype=np.int32)
         width = int(counts.max()) if len(counts) else 0

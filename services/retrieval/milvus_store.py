@@ -147,6 +147,7 @@ class MilvusStore:
         self._serving = True
         self._check_collections = True  # until a query on each of Facet's collections returns (see healthy)
         self._reported_waiting: str | None = None
+        self._answered: set[str] = set()  # collections found answering since the last outage
         # every Milvus call runs here, so that its deadline holds (see _run); the spare workers
         # take new calls while abandoned ones wait for their channel to close
         self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=2 * config.milvus_concurrency + 2, thread_name_prefix="milvus")
@@ -254,12 +255,14 @@ class MilvusStore:
                     self._reported_waiting = waiting
                     self._serving = False
                     return False
-                self._check_collections = False
+                self._check_collections, self._reported_waiting = False, None
+                self._answered.clear()
         except FacetError as exc:
             if self._serving:
                 log.warning("retrieval store not serving: %s", exc.message, extra={"fields": {"event": "store_unavailable"}})
             self._serving = False
             self._check_collections = True  # it may come back restarted, its collections loading
+            self._answered.clear()
             return False
         self._serving = True
         return True
@@ -267,12 +270,12 @@ class MilvusStore:
     def _not_answering(self) -> str | None:
         """The Milvus name of the first Facet collection a query (one primary-key lookup, at
         `milvus_consistency`, bounded by the health timeout) does not return on; None when every
-        one answers. A collection released in Milvus by hand (neither loaded nor loading) is not
+        one answers (each one found answering is not asked again until the next outage). A collection released in Milvus by hand (neither loaded nor loading) is not
         waited for: calls on it say so (UNAVAILABLE naming Milvus' message)."""
         from pymilvus.client.types import LoadState
 
         for target in self._run(None, "list_collections", timeout=_HEALTH_TIMEOUT_S):
-            if not target.startswith(PREFIX):
+            if not target.startswith(PREFIX) or target in self._answered:
                 continue
             try:
                 state = self._run(target, "get_load_state", target, timeout=_HEALTH_TIMEOUT_S)["state"]
@@ -281,6 +284,7 @@ class MilvusStore:
                 if state == LoadState.Loaded:
                     self._run(target, "query", target, filter='id == ""', limit=1, output_fields=["id"],
                               consistency_level=self.config.milvus_consistency, timeout=_HEALTH_TIMEOUT_S)  # fmt: skip
+                self._answered.add(target)  # not asked again until the next outage
             except NotFound:
                 continue  # deleted meanwhile
             except Unavailable:

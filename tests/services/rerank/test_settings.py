@@ -87,3 +87,6 @@ def test_a_document_too_long_for_the_deadline_is_refused_as_such_with_the_remedy
         assert "retry later" not in message and "other calls" not in message
         [result] = client.rerank(QUERY, [document], truncate=True, timeout_s=30.0)
         assert result.truncated
+        # a query too long for the model's window is refused as such first, not as a slow call
+        with pytest.raises(sdk.InvalidArgument, match=r"query takes \d+ tokens.*truncate=True"):
+            client.rerank(" ".join(["word"] * 200), [document], timeout_s=2.0)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from services.rerank.tokenization import PairBatch, PairTokenizer
+from services.rerank.tokenization import CallTooLarge, PairBatch, PairTokenizer
 from services.runtime.errors import InvalidArgument
 from training.retrieval.export import packaged_minilm_dir
 
@@ -102,7 +102,8 @@ _HARD_DOCUMENTS = [
     "e=mc^2, (einstein 1905)",
     "naïve café's crème brûlée",
     "x",
-    "x" * 300,  # one word of many WordPiece tokens
+    "x" * 300,  # one word past WordPiece's 100 characters: one [UNK]
+    "antidisestablishmentarianism unbelievably " * 6,  # words of several WordPiece tokens each
     "don't stop-believing_now " * 12,
     "\u0301 a\u0301 \x1c\x1d b",  # marks and controls the tokenizer drops
     "!!! ??? ...",  # tokens, but no letter or digit: counted as one pair
@@ -136,11 +137,11 @@ def test_the_admission_bound_never_exceeds_the_real_pairs(query: str, truncate: 
     tokens, a long document's windows included. A lower bound of both, so that a call is never
     refused for work it would not do, on every kind of document, query and setting."""
     strict = PairTokenizer(packaged_minilm_dir() / "tokenizer.json", MAX, min_window_tokens=4)
-    pairs, tokens = strict.pairs_at_least(query, _HARD_DOCUMENTS, truncate=truncate, windowing=windowing)
+    pairs, tokens = strict.pairs_at_least(query, _HARD_DOCUMENTS, truncate=truncate, windowing=windowing, max_pairs=10_000)
     real_pairs, real_tokens = _real_work(strict, query, _HARD_DOCUMENTS, truncate, windowing, overlap)
     assert pairs <= real_pairs and tokens <= real_tokens
     for document in _HARD_DOCUMENTS:
-        bound = strict.pairs_at_least(query, [document], truncate=truncate, windowing=windowing)
+        bound = strict.pairs_at_least(query, [document], truncate=truncate, windowing=windowing, max_pairs=10_000)
         assert _at_most(bound, _real_work(strict, query, [document], truncate, windowing, overlap)), document
 
 
@@ -150,11 +151,22 @@ def test_the_admission_bound_counts_a_long_documents_windows(tokenizer: PairToke
     hundreds of windows is sized as hundreds of pairs, not as one, so that admission can refuse it
     before tokenizing takes its deadline."""
     document = " ".join(LETTERS)
-    assert tokenizer.pairs_at_least(QUERY, [document], truncate=False, windowing=True) == (3, 16 + 16 + 11)
+    assert tokenizer.pairs_at_least(QUERY, [document], truncate=False, windowing=True, max_pairs=100) == (3, 16 + 16 + 11)
     assert _real_work(tokenizer, QUERY, [document], False, True, 0) == (3, 16 + 16 + 11)
-    assert tokenizer.pairs_at_least(QUERY, [document], truncate=True, windowing=True) == (1, 16)
-    pairs, _ = tokenizer.pairs_at_least(QUERY, ["a " * 5000], truncate=False, windowing=True)
+    assert tokenizer.pairs_at_least(QUERY, [document], truncate=True, windowing=True, max_pairs=100) == (1, 16)
+    pairs, _ = tokenizer.pairs_at_least(QUERY, ["a " * 5000], truncate=False, windowing=True, max_pairs=500)
     assert pairs == 500
+    with pytest.raises(CallTooLarge, match=r"more than 499 \(query, window\) pairs.*rerank.max_pairs_per_request \(499\)"):
+        tokenizer.pairs_at_least(QUERY, ["a " * 5000], truncate=False, windowing=True, max_pairs=499)
+
+
+def test_the_admission_bound_refuses_a_bad_query_as_such_first() -> None:
+    """A query that leaves too short a window is INVALID_ARGUMENT naming the query (and
+    truncate=True), before the call is sized: not a call too large or too slow for its deadline."""
+    strict = PairTokenizer(packaged_minilm_dir() / "tokenizer.json", MAX, min_window_tokens=8)
+    with pytest.raises(InvalidArgument, match=r"query takes 12 tokens.*pass truncate=True") as refused:
+        strict.pairs_at_least("a b c d e f g h i j k l", ["a " * 50_000], truncate=False, windowing=True, max_pairs=10)
+    assert not isinstance(refused.value, CallTooLarge)
 
 
 _ALPHABET = list("ab Z9 _-'.,\u0301\u00e9\x1c\t\n\u200b北😀 ")
@@ -172,7 +184,7 @@ def test_the_admission_bound_never_exceeds_the_real_pairs_of_generated_text(quer
         real = _real_work(strict, query, documents, truncate, True, 4)
     except InvalidArgument:
         return  # refused after tokenizing (an unreadable query or document): no work to bound
-    assert _at_most(strict.pairs_at_least(query, documents, truncate=truncate, windowing=True), real)
+    assert _at_most(strict.pairs_at_least(query, documents, truncate=truncate, windowing=True, max_pairs=10_000), real)
 
 
 def test_a_query_that_leaves_windows_under_the_minimum_is_refused_naming_the_limit() -> None:
