@@ -77,6 +77,7 @@ _WIDEN_FACTOR = 4
 _HEALTH_TIMEOUT_S = 2.0
 _CONNECT_TIMEOUT_S = 3.0
 MILVUS_MAX_JSON_BYTES = 65_536  # a Milvus JSON field's largest value
+_LOAD_TIMEOUT_S = 30.0  # how long CreateCollection waits for Milvus to load the new collection
 _DEADLINE_GRACE_S = 1.0  # beyond the call's own timeout, before it is abandoned
 _DOCUMENT_FIELDS = ["id", "text", "metadata"]
 
@@ -338,6 +339,10 @@ class MilvusStore:
             schema=schema,
             index_params=index,
             consistency_level=self.config.milvus_consistency,
+            # creating includes loading it, which usually takes 2-3 s, but Milvus' target observer
+            # sometimes skips its first check and finishes the load on its next tick, about 10 s
+            # later: waiting only milvus_timeout_s (10 s) would leave a created, unanswered collection
+            timeout=max(self.config.milvus_timeout_s, _LOAD_TIMEOUT_S),
         )
         return info
 
