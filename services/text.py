@@ -82,4 +82,4 @@ def tokens_at_least(texts: Iterable[str], prefix: str, max_tokens: int, special_
     Returns:
         The bound, summed over `texts` (int, >= 0).
     """
-    return sum(min(max_tokens, len(_ALNUM_CHUNK.findall(prefix + t)) + special_tokens) for t in texts)
+    return sum(min(max_tokens, chunks_at_least(prefix + t) + special_tokens) for t in texts)
