@@ -271,8 +271,9 @@ class MilvusStore:
     def _not_answering(self) -> str | None:
         """The Milvus name of the first Facet collection a query (one primary-key lookup, at
         `milvus_consistency`, bounded by the health timeout) does not return on; None when every
-        one answers (each one found answering is not asked again until the next outage). A collection released in Milvus by hand (neither loaded nor loading) is not
-        waited for: calls on it say so (UNAVAILABLE naming Milvus' message)."""
+        one answers (each one found answering is not asked again until the next outage). A
+        collection released in Milvus by hand (neither loaded nor loading) is not waited for:
+        calls on it say so (UNAVAILABLE naming Milvus' message)."""
         from pymilvus.client.types import LoadState
 
         for target in self._run(None, "list_collections", timeout=_HEALTH_TIMEOUT_S):
