@@ -171,7 +171,7 @@ class Face(np.ndarray):  # type: ignore[type-arg]
         return (Face, (np.asarray(self).copy(), self.factors, self.attributes, self.model))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # images compare by identity: == of arrays has no single truth value
 class Interpolation(Sequence[np.ndarray]):
     """The strip `interpolate_phenotype` returns: a sequence of uint8 (image_size, image_size, 3)
     images, one per value asked for, with what the regressor reads off each.

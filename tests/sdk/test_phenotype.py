@@ -217,6 +217,8 @@ def test_an_interpolation_is_a_strip_with_each_images_reading() -> None:
     strip = phenotype.parse_interpolated(round_trip(reply), request)
     assert len(strip) == 3 and all(np.array_equal(image, FACE) for image in strip) and len(strip[:2]) == 2
     assert (strip.attribute, strip.values, strip.achieved, strip.model) == ("hair_colour", (0.0, 0.5, 1.0), (0.1, 0.45, 0.8), "m")
+    again = phenotype.parse_interpolated(round_trip(reply), request)
+    assert (strip == again) is False and strip != again and strip == strip  # compared by identity, never raises
     short = phenotype_pb2.InterpolateResponse(images=[raw(FACE)] * 3, achieved=[0.1, 0.45], model="m")
     with pytest.raises(sdk.InvalidArgument, match="3 images and 2 readings for 3 values"):
         phenotype.parse_interpolated(short, request)
